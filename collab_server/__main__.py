@@ -1,0 +1,3 @@
+from collab_server.cli import main
+
+raise SystemExit(main())

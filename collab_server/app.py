@@ -1,0 +1,82 @@
+"""The composition root: ``create_app`` wires settings, store, writer and rooms into a Starlette app.
+
+Everything is built in the lifespan (nothing in module globals), so tests can pass their own store and
+run several apps in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from collab_server.rooms import RoomManager
+from collab_server.settings import Settings
+from collab_server.websocket import room_endpoint
+from persistence.base import DocumentStore
+from persistence.factory import open_store
+from persistence.writer import AppendWriter
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, store: DocumentStore | None = None) -> Starlette:
+    """Build the ASGI app. ``store`` overrides the one ``settings.database_url`` names."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        own_store = store is None
+        document_store = store if store is not None else await open_store(
+            settings.database_url, keep_versions=settings.snapshot_versions
+        )
+        writer = AppendWriter(
+            document_store,
+            window=settings.commit_window_ms / 1000,
+            batch=settings.commit_batch,
+            max_buffer_bytes=settings.write_buffer_bytes,
+        )
+        writer.start()
+        rooms = RoomManager(document_store, writer, settings)
+        logger.info("store: %s", document_store.describe())
+        logger.info("broker: in-process (single replica); replica id %s", settings.replica_id)
+        logger.info("rooms at ws://%s:%d/ws/{room}", settings.host, settings.port)
+        try:
+            yield {"settings": settings, "store": document_store, "writer": writer, "rooms": rooms}
+        finally:
+            await rooms.close()
+            await writer.close(timeout=settings.shutdown_timeout)
+            if own_store:
+                await document_store.close()
+
+    return Starlette(
+        routes=[
+            WebSocketRoute("/ws/{room:path}", room_endpoint),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
+        ],
+        lifespan=lifespan,
+    )
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready while the store takes writes; a load balancer should stop sending new peers otherwise."""
+    writer: AppendWriter = request.state.writer
+    body = {"store": "ok" if writer.healthy else "failing", "pending_updates": writer.pending}
+    return JSONResponse(body, status_code=200 if writer.healthy else 503)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

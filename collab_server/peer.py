@@ -1,0 +1,162 @@
+"""A peer: one socket in one room, with a bounded send queue.
+
+Broadcasting never awaits: ``send`` only queues, and a pump task drains the queue into the socket. The
+pump exists only while there is something to send, so an idle connection costs no task. When a peer
+falls too far behind (more than ``max_messages`` or ``max_bytes`` waiting), it is closed with 1013, a
+code the y-websocket client retries: it comes back and resyncs what it missed, and the room never waits
+for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from collab_server import metrics
+
+logger = logging.getLogger(__name__)
+
+ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_PROTOCOL_ERROR = 4400
+
+# How long a close frame may take to leave; a reader that stalls past it has its connection aborted.
+_CLOSE_TIMEOUT = 3.0
+_ids = itertools.count(1)
+
+
+class Peer:
+    """One websocket in one room."""
+
+    __slots__ = (
+        "_abort",
+        "_asgi_send",
+        "_closer",
+        "_pump",
+        "_queue",
+        "_queued_bytes",
+        "can_write",
+        "client_ids",
+        "close_code",
+        "closed",
+        "id",
+        "max_bytes",
+        "max_messages",
+        "on_close",
+        "room_name",
+    )
+
+    def __init__(
+        self,
+        send: ASGISend,
+        *,
+        room_name: str,
+        max_messages: int = 2000,
+        max_bytes: int = 64 * 1024 * 1024,
+        abort: Callable[[], None] | None = None,
+        can_write: bool = True,
+    ) -> None:
+        self.id = next(_ids)
+        self.room_name = room_name
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.can_write = can_write
+        self.client_ids: set[int] = set()  # awareness ids this socket introduced
+        self.closed = False
+        self.close_code: int | None = None
+        self.on_close: Callable[[Peer], None] | None = None
+        self._asgi_send = send
+        self._abort = abort
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._pump: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"Peer(id={self.id}, room={self.room_name!r}, queued={len(self._queue)}, closed={self.closed})"
+
+    def send(self, message: bytes) -> None:
+        """Queue one message; closes the peer as too slow when its queue is over the limit."""
+        if self.closed:
+            return
+        queue = self._queue
+        # One message is always accepted into an empty queue, however large (a cold sync's step2).
+        if queue and (len(queue) >= self.max_messages or self._queued_bytes + len(message) > self.max_bytes):
+            metrics.PEERS_CLOSED.labels("slow_consumer").inc()
+            logger.warning(
+                "closing slow peer %d in room %r: %d messages (%d bytes) waiting",
+                self.id,
+                self.room_name,
+                len(queue),
+                self._queued_bytes,
+                extra={"room": self.room_name, "peer": self.id},
+            )
+            self.close(CLOSE_TRY_AGAIN_LATER, "slow consumer: too far behind, reconnect to resync")
+            return
+        queue.append(message)
+        self._queued_bytes += len(message)
+        if self._pump is None:
+            self._pump = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        queue = self._queue
+        try:
+            while queue:
+                message = queue.popleft()
+                self._queued_bytes -= len(message)
+                await self._asgi_send({"type": "websocket.send", "bytes": message})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The client went away mid-send; the read loop sees the disconnect and cleans up.
+            self.mark_disconnected()
+        finally:
+            self._pump = None
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close this peer (only this one) with ``code``; safe to call more than once."""
+        if self.closed:
+            return
+        self._stop(code)
+        self._closer = asyncio.get_running_loop().create_task(self._send_close(code, reason))
+
+    def mark_disconnected(self, code: int | None = None) -> None:
+        """The socket is gone already (the client closed it): stop sending, notify the room."""
+        if not self.closed:
+            self._stop(code)
+
+    def _stop(self, code: int | None) -> None:
+        self.closed = True
+        self.close_code = code
+        self._queue.clear()
+        self._queued_bytes = 0
+        if self._pump is not None:
+            self._pump.cancel()
+            self._pump = None
+        if self.on_close is not None:
+            self.on_close(self)
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        # Close reasons are limited to 123 bytes of UTF-8 by RFC 6455.
+        reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
+        try:
+            await asyncio.wait_for(
+                self._asgi_send({"type": "websocket.close", "code": code, "reason": reason}), _CLOSE_TIMEOUT
+            )
+        except Exception:
+            # A reader that does not take even the close frame is cut off at the transport.
+            if self._abort is not None:
+                self._abort()
+
+    async def wait_closed(self) -> None:
+        """Wait for the close frame to leave (the ASGI app must not return before it has)."""
+        if self._closer is not None:
+            await asyncio.gather(self._closer, return_exceptions=True)

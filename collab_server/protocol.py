@@ -1,0 +1,243 @@
+"""The y-websocket wire protocol.
+
+A websocket frame carries one or more *messages*, each ``varUint(type)`` followed by a body:
+
+    0 sync        varUint(sub) varUint8Array(payload)   sub: 0 step1 (state vector), 1 step2, 2 update
+    1 awareness   varUint8Array(awareness update)
+    2 auth        varUint(permission) [varString(reason)]
+    3 query-awareness  (no body)
+
+Incoming frames are decoded strictly: every length is checked against the frame, varints longer than
+lib0 accepts (53 bits) are refused, and a frame with a bad message anywhere is refused whole, so a peer
+never gets half of a frame applied. Outgoing messages are built with pycrdt's encoders, which are correct
+for byte payloads. Strings are written here because pycrdt's ``Encoder.write_var_string`` prefixes the
+*character* count, which corrupts non-ASCII text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pycrdt import create_awareness_message, write_var_uint
+from pycrdt._sync import create_sync_step1_message, create_sync_step2_message, create_update_message
+
+from collab_server.errors import ProtocolError
+
+MESSAGE_SYNC = 0
+MESSAGE_AWARENESS = 1
+MESSAGE_AUTH = 2
+MESSAGE_QUERY_AWARENESS = 3
+
+SYNC_STEP1 = 0
+SYNC_STEP2 = 1
+SYNC_UPDATE = 2
+
+# lib0's readVarUint refuses numbers above Number.MAX_SAFE_INTEGER; so do we.
+_MAX_VAR_UINT = 2**53 - 1
+
+__all__ = [
+    "AwarenessEntry",
+    "AwarenessMessage",
+    "AuthMessage",
+    "QueryAwareness",
+    "SyncStep1",
+    "SyncStep2",
+    "SyncUpdate",
+    "decode_awareness",
+    "decode_frame",
+    "encode_awareness",
+    "encode_awareness_message",
+    "encode_sync_step1",
+    "encode_sync_step2",
+    "encode_update",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStep1:
+    state_vector: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStep2:
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncUpdate:
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessMessage:
+    """An awareness update; ``message`` is the whole encoded message, relayed as received."""
+
+    update: bytes
+    message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAwareness:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AuthMessage:
+    permission: int
+
+
+Message = SyncStep1 | SyncStep2 | SyncUpdate | AwarenessMessage | QueryAwareness | AuthMessage
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessEntry:
+    """One client's awareness state. ``state`` is its JSON text; ``"null"`` means the client left."""
+
+    client_id: int
+    clock: int
+    state: str
+
+    @property
+    def removed(self) -> bool:
+        return self.state == "null"
+
+
+class _Reader:
+    """Bounds-checked cursor over a bytes object; every error is a ProtocolError naming what broke."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.data)
+
+    def var_uint(self, what: str) -> int:
+        data, pos = self.data, self.pos
+        value = 0
+        shift = 0
+        while True:
+            if pos >= len(data):
+                raise ProtocolError(f"truncated varint in {what}")
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+            if shift > 53:
+                raise ProtocolError(f"varint too long in {what}")
+        if value > _MAX_VAR_UINT:
+            raise ProtocolError(f"varint out of range in {what}")
+        self.pos = pos
+        return value
+
+    def var_bytes(self, what: str) -> bytes:
+        length = self.var_uint(what)
+        end = self.pos + length
+        if end > len(self.data):
+            raise ProtocolError(
+                f"truncated {what}: length says {length} bytes, {len(self.data) - self.pos} remain"
+            )
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def var_string(self, what: str) -> str:
+        raw = self.var_bytes(what)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"{what} is not valid UTF-8") from exc
+
+
+def decode_frame(frame: bytes) -> list[Message]:
+    """Decode every message in one incoming frame, or raise ProtocolError for the whole frame."""
+    if not frame:
+        raise ProtocolError("empty frame")
+    reader = _Reader(frame)
+    messages: list[Message] = []
+    while not reader.at_end():
+        start = reader.pos
+        kind = reader.var_uint("message type")
+        if kind == MESSAGE_SYNC:
+            sub = reader.var_uint("sync message type")
+            payload = reader.var_bytes("sync payload")
+            if sub == SYNC_STEP1:
+                messages.append(SyncStep1(payload))
+            elif sub == SYNC_STEP2:
+                messages.append(SyncStep2(payload))
+            elif sub == SYNC_UPDATE:
+                messages.append(SyncUpdate(payload))
+            else:
+                raise ProtocolError(f"unknown sync message type {sub}")
+        elif kind == MESSAGE_AWARENESS:
+            payload = reader.var_bytes("awareness payload")
+            messages.append(AwarenessMessage(payload, frame[start : reader.pos]))
+        elif kind == MESSAGE_QUERY_AWARENESS:
+            messages.append(QueryAwareness())
+        elif kind == MESSAGE_AUTH:
+            permission = reader.var_uint("auth permission")
+            if not reader.at_end():
+                reader.var_string("auth reason")
+            messages.append(AuthMessage(permission))
+        else:
+            raise ProtocolError(f"unknown message type {kind}")
+    return messages
+
+
+def decode_awareness(update: bytes) -> list[AwarenessEntry]:
+    """Decode an awareness update; every state must be valid JSON (clients ``JSON.parse`` it)."""
+    reader = _Reader(update)
+    count = reader.var_uint("awareness entry count")
+    entries: list[AwarenessEntry] = []
+    for _ in range(count):
+        client_id = reader.var_uint("awareness client id")
+        clock = reader.var_uint("awareness clock")
+        state = reader.var_string("awareness state")
+        try:
+            json.loads(state)
+        except ValueError as exc:
+            raise ProtocolError(f"awareness state of client {client_id} is not JSON") from exc
+        entries.append(AwarenessEntry(client_id, clock, state))
+    if not reader.at_end():
+        raise ProtocolError("trailing bytes after awareness entries")
+    return entries
+
+
+def _var_string(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return write_var_uint(len(raw)) + raw
+
+
+def encode_awareness(entries: list[AwarenessEntry]) -> bytes:
+    """Encode an awareness update (the payload of an awareness message)."""
+    parts = [write_var_uint(len(entries))]
+    for entry in entries:
+        parts.append(write_var_uint(entry.client_id))
+        parts.append(write_var_uint(entry.clock))
+        parts.append(_var_string(entry.state))
+    return b"".join(parts)
+
+
+def encode_awareness_message(entries: list[AwarenessEntry]) -> bytes:
+    return create_awareness_message(encode_awareness(entries))
+
+
+def encode_sync_step1(state_vector: bytes) -> bytes:
+    return create_sync_step1_message(state_vector)
+
+
+def encode_sync_step2(update: bytes) -> bytes:
+    return create_sync_step2_message(update)
+
+
+def encode_update(update: bytes) -> bytes:
+    return create_update_message(update)
+
+
+def encode_query_awareness() -> bytes:
+    return bytes([MESSAGE_QUERY_AWARENESS])

@@ -1,0 +1,218 @@
+"""RoomManager: loads rooms on first join, unloads them after the last peer leaves, compacts their logs.
+
+- Concurrent joins of a room that is not loaded share one in-flight load; nobody is answered before the
+  load completes, and a failed load refuses the joiners: it never becomes an empty document.
+- A room whose last peer left stays loaded for a grace period (a reload or a quick reconnect finds it
+  warm), then its pending appends are flushed, its log compacted, and it is dropped.
+- It is the rooms' sink: local updates go to the group-commit writer; a room whose log passes the
+  thresholds is compacted in the background, one compaction per room at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from pycrdt import Doc
+
+from collab_server import metrics
+from collab_server.errors import StoreError
+from collab_server.peer import Peer
+from collab_server.room import Room
+from collab_server.settings import Settings
+from persistence.base import DocumentStore
+from persistence.merge import build_doc
+from persistence.writer import AppendWriter
+
+logger = logging.getLogger(__name__)
+
+_UNLOAD_RETRY_MAX = 60.0
+
+
+class RoomManager:
+    """The rooms this replica holds in memory."""
+
+    def __init__(self, store: DocumentStore, writer: AppendWriter, settings: Settings) -> None:
+        self._store = store
+        self._writer = writer
+        self._settings = settings
+        self._rooms: dict[str, Room] = {}
+        self._loading: dict[str, asyncio.Task[Room]] = {}
+        self._unload_timers: dict[str, asyncio.TimerHandle] = {}
+        self._compacting: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    def __repr__(self) -> str:
+        return f"RoomManager(rooms={len(self._rooms)}, loading={len(self._loading)})"
+
+    def get(self, name: str) -> Room | None:
+        return self._rooms.get(name)
+
+    @property
+    def rooms(self) -> dict[str, Room]:
+        return self._rooms
+
+    # -- join / leave --------------------------------------------------------------------------
+
+    async def join(self, name: str, peer: Peer) -> Room:
+        """Add ``peer`` to room ``name``, loading it first if needed.
+
+        Raises StoreError (or TimeoutError) when the room cannot be loaded.
+        """
+        room = self._rooms.get(name)
+        if room is None:
+            task = self._loading.get(name)
+            if task is None:
+                task = asyncio.get_running_loop().create_task(self._load(name), name=f"load:{name}")
+                self._loading[name] = task
+                task.add_done_callback(lambda _t: self._loading.pop(name, None))
+            # shield: one joiner timing out must not cancel the load the others share
+            room = await asyncio.wait_for(asyncio.shield(task), self._settings.load_timeout)
+        timer = self._unload_timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        room.add(peer)
+        peer.on_close = lambda p: self.leave(room, p)
+        metrics.CONNECTIONS.inc()
+        return room
+
+    def leave(self, room: Room, peer: Peer) -> None:
+        """Remove ``peer``; idempotent. The last one out starts the unload grace period."""
+        if peer not in room.peers:
+            return
+        room.remove(peer)
+        metrics.CONNECTIONS.dec()
+        if not room.peers and not self._closing and self._rooms.get(room.name) is room:
+            self._schedule_unload(room, self._settings.room_grace)
+
+    # -- load / unload -------------------------------------------------------------------------
+
+    async def _load(self, name: str) -> Room:
+        started = time.perf_counter()
+        try:
+            stored = await self._store.load(name)
+            if stored is None:
+                doc: Doc = Doc()
+                log_updates = log_bytes = 0
+            else:
+                doc = build_doc(name, stored.snapshot, stored.updates)
+                log_updates, log_bytes = len(stored.updates), stored.log_bytes
+        except StoreError as exc:
+            metrics.ROOM_LOAD_FAILURES.inc()
+            logger.error("room %r could not be loaded: %s", name, exc, extra={"room": name})
+            raise
+        room = Room(name, doc, self, log_updates=log_updates, log_bytes=log_bytes)
+        self._rooms[name] = room
+        metrics.ROOMS_LOADED.set(len(self._rooms))
+        elapsed = time.perf_counter() - started
+        metrics.ROOM_LOAD_SECONDS.observe(elapsed)
+        logger.debug("room %r loaded in %.1f ms", name, elapsed * 1000, extra={"room": name})
+        return room
+
+    def _schedule_unload(self, room: Room, delay: float) -> None:
+        old = self._unload_timers.pop(room.name, None)
+        if old is not None:
+            old.cancel()
+        self._unload_timers[room.name] = asyncio.get_running_loop().call_later(
+            delay, lambda: self._spawn(self._unload(room, delay))
+        )
+
+    async def _unload(self, room: Room, previous_delay: float) -> None:
+        self._unload_timers.pop(room.name, None)
+        if room.peers or self._rooms.get(room.name) is not room:
+            return
+        try:
+            await self._persist(room)
+        except (StoreError, TimeoutError) as exc:
+            # Keep the room (and its unsaved changes) in memory and try again later.
+            retry = min(max(previous_delay * 2, 1.0), _UNLOAD_RETRY_MAX)
+            logger.warning("room %r not unloaded, store failed (%s); retry in %.0fs", room.name, exc, retry)
+            if not room.peers:
+                self._schedule_unload(room, retry)
+            return
+        if room.peers or self._rooms.get(room.name) is not room:
+            return  # somebody joined while we were saving
+        del self._rooms[room.name]
+        room.close()
+        metrics.ROOMS_LOADED.set(len(self._rooms))
+        logger.debug("room %r unloaded", room.name, extra={"room": room.name})
+
+    async def _persist(self, room: Room) -> None:
+        """Commit the room's queued appends and fold its log into a snapshot if it has one."""
+        await self._writer.flush(timeout=self._settings.shutdown_timeout)
+        if room.log_updates:
+            await self._compact(room)
+
+    # -- sink ----------------------------------------------------------------------------------
+
+    def accepts(self, nbytes: int) -> bool:
+        return self._writer.has_room(nbytes)
+
+    def local_update(self, room: Room, update: bytes) -> None:
+        self._writer.append(room.name, update)
+        settings = self._settings
+        if (
+            room.log_updates >= settings.compact_updates or room.log_bytes >= settings.compact_bytes
+        ) and room.name not in self._compacting:
+            self._spawn(self._compact_after_flush(room))
+
+    def local_awareness(self, room: Room, message: bytes) -> None:
+        pass  # single replica: the room already relayed it to its peers
+
+    # -- compaction ----------------------------------------------------------------------------
+
+    async def _compact_after_flush(self, room: Room) -> None:
+        try:
+            await self._writer.flush(timeout=self._settings.shutdown_timeout)
+            await self._compact(room)
+        except (StoreError, TimeoutError) as exc:
+            logger.warning("compaction of room %r failed: %s", room.name, exc, extra={"room": room.name})
+
+    async def _compact(self, room: Room) -> None:
+        if room.name in self._compacting:
+            return
+        self._compacting.add(room.name)
+        # Only what was counted before the compaction started is covered by it; later appends stay counted.
+        covered_updates, covered_bytes = room.log_updates, room.log_bytes
+        try:
+            await self._store.compact(room.name)
+        except StoreError:
+            metrics.STORE_ERRORS.labels("compact").inc()
+            raise
+        finally:
+            self._compacting.discard(room.name)
+        room.log_updates -= covered_updates
+        room.log_bytes -= covered_bytes
+        metrics.COMPACTIONS.inc()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Flush and compact every room (used on shutdown), then forget them."""
+        self._closing = True
+        for timer in self._unload_timers.values():
+            timer.cancel()
+        self._unload_timers.clear()
+        for room in list(self._rooms.values()):
+            room.flush()
+        for room in list(self._rooms.values()):
+            try:
+                await self._persist(room)
+            except (StoreError, TimeoutError) as exc:
+                logger.error("room %r could not be saved on shutdown: %s", room.name, exc)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for room in self._rooms.values():
+            room.close()
+        self._rooms.clear()
+        metrics.ROOMS_LOADED.set(0)

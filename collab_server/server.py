@@ -1,0 +1,39 @@
+"""Run the app under uvicorn with the server's settings.
+
+Shutdown (SIGTERM or SIGINT) is uvicorn's orderly one: stop accepting, close every websocket with 1012
+(clients reconnect, to another replica if there is one), wait for the handlers to finish, then run the
+lifespan's shutdown, which flushes every room to the store.
+"""
+
+from __future__ import annotations
+
+import uvicorn
+
+from collab_server.app import create_app
+from collab_server.logs import configure_logging
+from collab_server.settings import Settings
+from collab_server.transport import CollabWebSocketProtocol
+
+
+def uvicorn_config(settings: Settings) -> uvicorn.Config:
+    log_config = configure_logging(settings.log_level, json_lines=settings.log_json)
+    return uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ws=CollabWebSocketProtocol,
+        ws_max_size=settings.max_message_bytes,
+        ws_per_message_deflate=settings.ws_deflate,
+        ws_ping_interval=settings.ping_interval or None,
+        ws_ping_timeout=settings.ping_timeout or None,
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_timeout),
+        log_config=log_config,
+        log_level=None,  # levels come from log_config; uvicorn's would override them
+        access_log=False,
+        server_header=False,
+    )
+
+
+def serve(settings: Settings) -> None:
+    uvicorn.Server(uvicorn_config(settings)).run()

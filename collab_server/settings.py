@@ -1,0 +1,125 @@
+"""Settings: one frozen object, read from ``COLLAB_*`` environment variables and CLI flags.
+
+Every field below is a setting. Its environment key is ``COLLAB_`` + the upper-cased name, its CLI flag
+``--`` + the name with dashes, and its help text the field's ``help`` metadata, so the three can never
+drift apart. Values are cast strictly; a bad value raises ConfigError naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from collab_server.errors import ConfigError
+
+ENV_PREFIX = "COLLAB_"
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+def _default_replica_id() -> str:
+    # Unique per process: two replicas on one host (or a restarted pod) must never share an id, or
+    # each would drop the other's broker envelopes as its own.
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = _setting("127.0.0.1", "interface to listen on")
+    port: int = _setting(8000, "TCP port to listen on")
+    database_url: str = _setting(
+        "sqlite:///collab.sqlite3",
+        "document store: sqlite:///PATH (default, relative to the working directory), "
+        "postgresql://USER@HOST/DB, or memory:// (nothing kept across restarts)",
+    )
+    broker_url: str = _setting(
+        "memory://", "fan-out between replicas: memory:// (one process) or redis://HOST:PORT/DB"
+    )
+    replica_id: str = _setting("", "this process's id on the broker (default: host-pid-random)")
+    log_level: str = _setting("info", "debug, info, warning or error")
+    log_json: bool = _setting(False, "log one JSON object per line instead of text")
+
+    max_message_bytes: int = _setting(
+        32 * 1024 * 1024, "largest incoming websocket frame; larger ones close the peer with 1009"
+    )
+    send_queue_messages: int = _setting(
+        2000, "messages a peer may have waiting to be sent before it is closed as too slow (1013)"
+    )
+    send_queue_bytes: int = _setting(
+        64 * 1024 * 1024, "bytes a peer may have waiting to be sent before it is closed as too slow"
+    )
+    ws_deflate: bool = _setting(
+        False, "accept permessage-deflate (costs memory per connection and CPU; see docs/benchmarks.md)"
+    )
+    ping_interval: float = _setting(30.0, "seconds between websocket pings; 0 disables keepalive")
+    ping_timeout: float = _setting(20.0, "seconds to wait for a pong before closing a dead socket")
+
+    load_timeout: float = _setting(30.0, "seconds a joining peer waits for its room to load")
+    room_grace: float = _setting(10.0, "seconds a room with no peers stays loaded before it unloads")
+    commit_window_ms: float = _setting(
+        5.0, "group commit: milliseconds appends wait to be written together in one transaction"
+    )
+    commit_batch: int = _setting(2000, "group commit: most updates written in one transaction")
+    write_buffer_bytes: int = _setting(
+        256 * 1024 * 1024,
+        "bytes of updates held in memory while the store is unreachable; past it new edits are refused",
+    )
+    compact_updates: int = _setting(1000, "compact a room's log into a snapshot after this many updates")
+    compact_bytes: int = _setting(4 * 1024 * 1024, "... or after this many bytes of updates")
+    snapshot_versions: int = _setting(10, "snapshot versions kept per room (older ones are pruned)")
+    shutdown_timeout: float = _setting(20.0, "seconds to flush rooms and close sockets on SIGTERM")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``COLLAB_*`` keys of ``env`` (default: ``os.environ``)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            key = ENV_PREFIX + f.name.upper()
+            if key in env:
+                values[f.name] = cast_value(key, f.type, env[key])
+        return cls(**values).validated()
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes).validated()
+
+    def validated(self) -> Settings:
+        for name in ("port", "max_message_bytes", "send_queue_messages", "send_queue_bytes", "commit_batch"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
+        if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
+            raise ConfigError(f"{ENV_PREFIX}LOG_LEVEL must be debug, info, warning or error")
+        if not self.replica_id:
+            return dataclasses.replace(self, replica_id=_default_replica_id())
+        return self
+
+
+def cast_value(key: str, type_name: Any, raw: str) -> Any:
+    """Cast one raw setting; ``type_name`` is the dataclass field's (string) annotation."""
+    type_name = getattr(type_name, "__name__", type_name)
+    try:
+        if type_name == "bool":
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+        return raw
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not a valid {type_name}") from None
+
+
+def setting_fields() -> list[dataclasses.Field[Any]]:
+    return list(dataclasses.fields(Settings))

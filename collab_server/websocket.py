@@ -1,0 +1,120 @@
+"""The websocket endpoint ``/ws/{room}``: one peer's life, from handshake to close.
+
+Errors are translated to close codes here and nowhere else, and they close this peer only:
+
+    4400  the room name or a message is malformed (permanent: the y-websocket client stops retrying)
+    1003  a text frame (the protocol is binary)
+    1009  a frame over the size limit (raised by the websocket layer itself)
+    1011  the room could not be loaded, or an unexpected error
+    1013  the peer is too slow, or the store is not taking writes: retry later and resync
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import unicodedata
+
+from starlette.websockets import WebSocket
+
+from collab_server import metrics
+from collab_server.errors import CorruptDocument, ProtocolError, StoreError, StoreOverloaded
+from collab_server.peer import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_TRY_AGAIN_LATER,
+    CLOSE_UNSUPPORTED_DATA,
+    Peer,
+)
+from collab_server.room import Room
+from collab_server.rooms import RoomManager
+from collab_server.settings import Settings
+from collab_server.transport import ABORT_EXTENSION
+
+logger = logging.getLogger(__name__)
+
+MAX_ROOM_NAME_BYTES = 512
+
+
+def room_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a room name, or None if it can."""
+    if not name:
+        return "room name is empty"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_ROOM_NAME_BYTES:
+        return f"room name is longer than {MAX_ROOM_NAME_BYTES} bytes"
+    if any(unicodedata.category(char) == "Cc" for char in name):
+        return "room name contains control characters"
+    return None
+
+
+async def room_endpoint(websocket: WebSocket) -> None:
+    rooms: RoomManager = websocket.state.rooms
+    settings: Settings = websocket.state.settings
+    # The path convertor hands over the rest of the path, already percent-decoded by the server.
+    name = websocket.path_params["room"]
+    await websocket.accept()
+    problem = room_name_problem(name)
+    if problem is not None:
+        metrics.PEERS_CLOSED.labels("bad_room_name").inc()
+        await websocket.close(CLOSE_PROTOCOL_ERROR, problem)
+        return
+
+    abort = websocket.scope.get("extensions", {}).get(ABORT_EXTENSION, {}).get("abort")
+    peer = Peer(
+        websocket.send,
+        room_name=name,
+        max_messages=settings.send_queue_messages,
+        max_bytes=settings.send_queue_bytes,
+        abort=abort,
+    )
+    try:
+        room = await rooms.join(name, peer)
+    except (StoreError, TimeoutError) as exc:
+        metrics.PEERS_CLOSED.labels("load_failed").inc()
+        reason = "room could not be loaded" + (": stored document is corrupt" if isinstance(exc, CorruptDocument) else "")
+        await websocket.close(CLOSE_INTERNAL_ERROR, reason)
+        return
+
+    try:
+        for message in room.welcome():
+            peer.send(message)
+        await _read_loop(websocket, peer, room)
+    finally:
+        # Leaves the room (idempotent: a slow-consumer close may have removed the peer already) and
+        # broadcasts the removal of its awareness states.
+        rooms.leave(room, peer)
+        await peer.wait_closed()
+
+
+async def _read_loop(websocket: WebSocket, peer: Peer, room: Room) -> None:
+    receive = websocket.receive
+    handle = room.receive
+    while not peer.closed:
+        event = await receive()
+        if event["type"] == "websocket.disconnect":
+            peer.mark_disconnected(event.get("code"))
+            return
+        frame = event.get("bytes")
+        if frame is None:
+            metrics.PEERS_CLOSED.labels("text_frame").inc()
+            peer.close(CLOSE_UNSUPPORTED_DATA, "text frames are not supported: send binary y-websocket messages")
+            return
+        try:
+            handle(peer, frame)
+        except ProtocolError as exc:
+            metrics.PEERS_CLOSED.labels("protocol_error").inc()
+            logger.info("peer %d in room %r sent a malformed frame: %s", peer.id, peer.room_name, exc)
+            peer.close(CLOSE_PROTOCOL_ERROR, f"protocol error: {exc}")
+            return
+        except StoreOverloaded:
+            metrics.PEERS_CLOSED.labels("store_overloaded").inc()
+            peer.close(CLOSE_TRY_AGAIN_LATER, "the store is not accepting writes; retry later")
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug in handling one frame must cost this peer its connection, not the room or server.
+            metrics.PEERS_CLOSED.labels("internal_error").inc()
+            logger.exception("error handling a frame from peer %d in room %r", peer.id, peer.room_name)
+            peer.close(CLOSE_INTERNAL_ERROR, "internal error")
+            return

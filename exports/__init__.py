@@ -1,0 +1,1 @@
+"""Export jobs (JSON, SVG, PNG, PDF of a room) and the worker that renders them."""

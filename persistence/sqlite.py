@@ -1,0 +1,183 @@
+"""SQLite DocumentStore: the embedded default, one file, no server.
+
+sqlite3 blocks, so every statement runs on one dedicated thread (SQLite serialises writers anyway);
+the event loop only awaits. WAL mode lets loads read while a group commit writes. ``synchronous=NORMAL``
+in WAL mode survives a crash of this process (the case the server must handle); a power cut may lose
+the last commits, which clients re-send on their next sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from collab_server.errors import StoreUnavailable
+from persistence.base import StoredDocument, Version
+from persistence.merge import merge_stored
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS room_snapshots (
+    room         TEXT    NOT NULL,
+    version      INTEGER NOT NULL,
+    snapshot     BLOB    NOT NULL,
+    state_vector BLOB    NOT NULL,
+    label        TEXT,
+    created_at   REAL    NOT NULL,
+    PRIMARY KEY (room, version)
+);
+CREATE TABLE IF NOT EXISTS room_updates (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    room       TEXT    NOT NULL,
+    "update"   BLOB    NOT NULL,
+    created_at REAL    NOT NULL
+);
+-- loads and compactions read one room's log in seq order
+CREATE INDEX IF NOT EXISTS room_updates_room_seq ON room_updates (room, seq);
+"""
+
+
+class SQLiteStore:
+    """DocumentStore on a SQLite file (``sqlite:///path``)."""
+
+    def __init__(self, path: str | Path, *, keep_versions: int = 10) -> None:
+        self.path = Path(path)
+        self._keep_versions = keep_versions
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._conn: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore(path={str(self.path)!r})"
+
+    def describe(self) -> str:
+        return f"sqlite file {self.path.resolve()}"
+
+    async def open(self) -> SQLiteStore:
+        await self._run(self._open)
+        return self
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreUnavailable("sqlite store is not open")
+        return self._conn
+
+    async def load(self, room: str) -> StoredDocument | None:
+        return await self._run(lambda: self._load(room))
+
+    def _load(self, room: str) -> StoredDocument | None:
+        db = self._db
+        row = db.execute(
+            "SELECT snapshot FROM room_snapshots WHERE room = ? ORDER BY version DESC LIMIT 1", (room,)
+        ).fetchone()
+        updates = [
+            bytes(r[0])
+            for r in db.execute('SELECT "update" FROM room_updates WHERE room = ? ORDER BY seq', (room,))
+        ]
+        if row is None and not updates:
+            return None
+        return StoredDocument(bytes(row[0]) if row else None, updates)
+
+    async def append_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
+        rows = [(room, update, time.time()) for room, update in entries]
+        await self._run(lambda: self._append_many(rows))
+
+    def _append_many(self, rows: list[tuple[str, bytes, float]]) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany('INSERT INTO room_updates (room, "update", created_at) VALUES (?, ?, ?)', rows)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def compact(self, room: str, *, label: str | None = None) -> Version | None:
+        return await self._run(lambda: self._compact(room, label))
+
+    def _compact(self, room: str, label: str | None) -> Version | None:
+        db = self._db
+        # BEGIN IMMEDIATE takes the write lock first, so the log cannot grow between reading it and
+        # deleting the rows the new snapshot covers.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(
+                "SELECT version, snapshot FROM room_snapshots WHERE room = ? ORDER BY version DESC LIMIT 1",
+                (room,),
+            ).fetchone()
+            log = db.execute(
+                'SELECT seq, "update" FROM room_updates WHERE room = ? ORDER BY seq', (room,)
+            ).fetchall()
+            if row is None and not log:
+                db.execute("ROLLBACK")
+                return None
+            merged, state_vector = merge_stored(
+                room, bytes(row[1]) if row else None, [bytes(u) for _, u in log]
+            )
+            version = (row[0] if row else 0) + 1
+            now = time.time()
+            db.execute(
+                "INSERT INTO room_snapshots (room, version, snapshot, state_vector, label, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (room, version, merged, state_vector, label, now),
+            )
+            if log:
+                db.execute("DELETE FROM room_updates WHERE room = ? AND seq <= ?", (room, log[-1][0]))
+            # Named versions are the user's; only unnamed ones are pruned to the configured count.
+            db.execute(
+                "DELETE FROM room_snapshots WHERE room = ? AND label IS NULL AND version < ? AND version NOT IN"
+                " (SELECT version FROM room_snapshots WHERE room = ? AND label IS NULL"
+                "  ORDER BY version DESC LIMIT ?)",
+                (room, version, room, max(self._keep_versions - 1, 0)),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return Version(version, now, len(merged), label)
+
+    async def versions(self, room: str) -> list[Version]:
+        rows = await self._run(
+            lambda: self._db.execute(
+                "SELECT version, created_at, length(snapshot), label FROM room_snapshots"
+                " WHERE room = ? ORDER BY version DESC",
+                (room,),
+            ).fetchall()
+        )
+        return [Version(v, created, size, label) for v, created, size, label in rows]
+
+    async def read_version(self, room: str, version: int) -> bytes | None:
+        row = await self._run(
+            lambda: self._db.execute(
+                "SELECT snapshot FROM room_snapshots WHERE room = ? AND version = ?", (room, version)
+            ).fetchone()
+        )
+        return bytes(row[0]) if row else None
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,1 @@
+"""Fan-out between replicas (the Broker seam) and the presence registry."""
