@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from collab_server.replication import Replication
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
 from collab_server.websocket import room_endpoint
@@ -27,8 +28,13 @@ from persistence.writer import AppendWriter
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, store: DocumentStore | None = None) -> Starlette:
-    """Build the ASGI app. ``store`` overrides the one ``settings.database_url`` names."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: DocumentStore | None = None,
+    replication: Replication | None = None,
+) -> Starlette:
+    """Build the ASGI app. ``store`` and ``replication`` override what ``settings`` name."""
     settings = settings or Settings.from_env()
 
     @asynccontextmanager
@@ -44,14 +50,15 @@ def create_app(settings: Settings | None = None, *, store: DocumentStore | None 
             max_buffer_bytes=settings.write_buffer_bytes,
         )
         writer.start()
-        rooms = RoomManager(document_store, writer, settings)
+        rooms = RoomManager(document_store, writer, settings, replication)
         logger.info("store: %s", document_store.describe())
-        logger.info("broker: in-process (single replica); replica id %s", settings.replica_id)
+        logger.info("broker: %s; replica id %s", rooms.replication.describe(), settings.replica_id)
         logger.info("rooms at ws://%s:%d/ws/{room}", settings.host, settings.port)
         try:
             yield {"settings": settings, "store": document_store, "writer": writer, "rooms": rooms}
         finally:
             await rooms.close()
+            await rooms.replication.close()
             await writer.close(timeout=settings.shutdown_timeout)
             if own_store:
                 await document_store.close()

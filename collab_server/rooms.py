@@ -21,6 +21,7 @@ from pycrdt import Doc
 from collab_server import metrics
 from collab_server.errors import StoreError
 from collab_server.peer import Peer
+from collab_server.replication import Replication, SingleReplica
 from collab_server.room import Room
 from collab_server.settings import Settings
 from persistence.base import DocumentStore
@@ -35,10 +36,17 @@ _UNLOAD_RETRY_MAX = 60.0
 class RoomManager:
     """The rooms this replica holds in memory."""
 
-    def __init__(self, store: DocumentStore, writer: AppendWriter, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: DocumentStore,
+        writer: AppendWriter,
+        settings: Settings,
+        replication: Replication | None = None,
+    ) -> None:
         self._store = store
         self._writer = writer
         self._settings = settings
+        self.replication: Replication = replication or SingleReplica()
         self._rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Task[Room]] = {}
         self._unload_timers: dict[str, asyncio.TimerHandle] = {}
@@ -93,6 +101,7 @@ class RoomManager:
 
     async def _load(self, name: str) -> Room:
         started = time.perf_counter()
+        await self.replication.room_loading(name)
         try:
             stored = await self._store.load(name)
             if stored is None:
@@ -104,9 +113,11 @@ class RoomManager:
         except StoreError as exc:
             metrics.ROOM_LOAD_FAILURES.inc()
             logger.error("room %r could not be loaded: %s", name, exc, extra={"room": name})
+            await self.replication.room_unloaded(name)
             raise
         room = Room(name, doc, self, log_updates=log_updates, log_bytes=log_bytes)
         self._rooms[name] = room
+        self.replication.room_loaded(room)
         metrics.ROOMS_LOADED.set(len(self._rooms))
         elapsed = time.perf_counter() - started
         metrics.ROOM_LOAD_SECONDS.observe(elapsed)
@@ -139,6 +150,7 @@ class RoomManager:
         del self._rooms[room.name]
         room.close()
         metrics.ROOMS_LOADED.set(len(self._rooms))
+        await self.replication.room_unloaded(room.name)
         logger.debug("room %r unloaded", room.name, extra={"room": room.name})
 
     async def _persist(self, room: Room) -> None:
@@ -154,6 +166,7 @@ class RoomManager:
 
     def local_update(self, room: Room, update: bytes) -> None:
         self._writer.append(room.name, update)
+        self.replication.publish_update(room, update)
         settings = self._settings
         if (
             room.log_updates >= settings.compact_updates or room.log_bytes >= settings.compact_bytes
@@ -161,7 +174,7 @@ class RoomManager:
             self._spawn(self._compact_after_flush(room))
 
     def local_awareness(self, room: Room, message: bytes) -> None:
-        pass  # single replica: the room already relayed it to its peers
+        self.replication.publish_awareness(room, message)
 
     # -- compaction ----------------------------------------------------------------------------
 
@@ -212,7 +225,8 @@ class RoomManager:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for room in self._rooms.values():
+        for name, room in list(self._rooms.items()):
             room.close()
+            await self.replication.room_unloaded(name)
         self._rooms.clear()
         metrics.ROOMS_LOADED.set(0)

@@ -150,7 +150,7 @@ class SQLiteStore:
                 "DELETE FROM room_snapshots WHERE room = ? AND label IS NULL AND version < ? AND version NOT IN"
                 " (SELECT version FROM room_snapshots WHERE room = ? AND label IS NULL"
                 "  ORDER BY version DESC LIMIT ?)",
-                (room, version, room, max(self._keep_versions - 1, 0)),
+                (room, version, room, max(self._keep_versions, 1)),
             )
             db.execute("COMMIT")
         except BaseException:

@@ -1,0 +1,66 @@
+"""The seam between the rooms of this replica and the other replicas.
+
+RoomManager calls these hooks at fixed points of a room's life; the single-replica default does nothing.
+A broker-backed implementation subscribes to the room's channel *before* the store is read (so nothing
+published during the load is missed), asks the other replicas for what the store does not have yet once
+the room is loaded, applies what they send with a ``Replica`` origin (shown to local peers, never stored
+or published again), and publishes what local peers change.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from collab_server.room import Room
+
+
+class Replication(Protocol):
+    async def room_loading(self, name: str) -> None:
+        """Before the store is read for ``name``."""
+        ...
+
+    def room_loaded(self, room: Room) -> None:
+        """The room is in memory and about to take its first peer."""
+        ...
+
+    async def room_unloaded(self, name: str) -> None:
+        """The room left memory (or failed to load)."""
+        ...
+
+    def publish_update(self, room: Room, update: bytes) -> None:
+        """A local peer changed the document (never called for changes from other replicas)."""
+        ...
+
+    def publish_awareness(self, room: Room, message: bytes) -> None:
+        """A local peer's awareness changed, or the server removed a closed peer's states."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+class SingleReplica:
+    """No other replicas: every hook is a no-op."""
+
+    async def room_loading(self, name: str) -> None:
+        pass
+
+    def room_loaded(self, room: Room) -> None:
+        pass
+
+    async def room_unloaded(self, name: str) -> None:
+        pass
+
+    def publish_update(self, room: Room, update: bytes) -> None:
+        pass
+
+    def publish_awareness(self, room: Room, message: bytes) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "in-process (single replica)"

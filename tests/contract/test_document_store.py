@@ -1,0 +1,141 @@
+"""The DocumentStore contract: one body, run against every backend."""
+
+from __future__ import annotations
+
+import pytest
+from pycrdt import Doc, Map, Text
+
+from collab_server.errors import CorruptDocument
+from persistence.base import DocumentStore
+from persistence.merge import build_doc
+
+
+def _edits(count: int, *, client: int = 1) -> tuple[Doc, list[bytes]]:
+    """A doc and the updates of ``count`` separate edits to it, in order."""
+    doc: Doc = Doc(client_id=client)
+    text = doc.get("text", type=Text)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    for i in range(count):
+        text.insert(len(text), f"{i},")
+    return doc, updates
+
+
+def _text(room: str, snapshot: bytes | None, updates: list[bytes]) -> str:
+    return str(build_doc(room, snapshot, updates).get("text", type=Text))
+
+
+async def _loaded_text(store: DocumentStore, room: str) -> str:
+    stored = await store.load(room)
+    assert stored is not None
+    return _text(room, stored.snapshot, stored.updates)
+
+
+async def test_unknown_room_loads_as_none(store: DocumentStore) -> None:
+    assert await store.load("never-written") is None
+    assert await store.versions("never-written") == []
+    assert await store.compact("never-written") is None
+
+
+async def test_appended_updates_load_in_order(store: DocumentStore) -> None:
+    doc, updates = _edits(20)
+    await store.append_many([("r", u) for u in updates[:5]])
+    await store.append_many([("r", u) for u in updates[5:]])
+    stored = await store.load("r")
+    assert stored is not None
+    assert stored.snapshot is None
+    assert stored.updates == updates
+    assert _text("r", None, stored.updates) == str(doc.get("text", type=Text))
+
+
+async def test_one_batch_spans_rooms_without_mixing_them(store: DocumentStore) -> None:
+    _, a = _edits(3, client=1)
+    _, b = _edits(4, client=2)
+    await store.append_many([("a", a[0]), ("b", b[0]), ("a", a[1]), ("b", b[1]), ("b", b[2]), ("a", a[2]), ("b", b[3])])
+    loaded_a, loaded_b = await store.load("a"), await store.load("b")
+    assert loaded_a is not None and loaded_b is not None
+    assert loaded_a.updates == a
+    assert loaded_b.updates == b
+
+
+async def test_compaction_folds_the_log_into_a_snapshot(store: DocumentStore) -> None:
+    doc, updates = _edits(30)
+    await store.append_many([("r", u) for u in updates])
+    version = await store.compact("r")
+    assert version is not None and version.version == 1
+    stored = await store.load("r")
+    assert stored is not None
+    assert stored.updates == []
+    assert stored.snapshot is not None
+    assert _text("r", stored.snapshot, []) == str(doc.get("text", type=Text))
+
+
+async def test_updates_after_a_compaction_form_the_new_tail(store: DocumentStore) -> None:
+    doc, updates = _edits(12)
+    await store.append_many([("r", u) for u in updates[:8]])
+    await store.compact("r")
+    await store.append_many([("r", u) for u in updates[8:]])
+    stored = await store.load("r")
+    assert stored is not None
+    assert stored.updates == updates[8:]
+    assert _text("r", stored.snapshot, stored.updates) == str(doc.get("text", type=Text))
+
+
+async def test_compaction_merges_what_other_writers_appended(store: DocumentStore) -> None:
+    # Two replicas write one room; the snapshot must hold both, whoever compacts.
+    first: Doc = Doc(client_id=1)
+    second: Doc = Doc(client_id=2)
+    first_updates: list[bytes] = []
+    second_updates: list[bytes] = []
+    first.observe(lambda e: first_updates.append(e.update))
+    second.observe(lambda e: second_updates.append(e.update))
+    first.get("map", type=Map)["a"] = 1
+    second.get("map", type=Map)["b"] = 2
+    await store.append_many([("r", first_updates[0]), ("r", second_updates[0])])
+    await store.compact("r")
+    stored = await store.load("r")
+    assert stored is not None
+    merged = build_doc("r", stored.snapshot, stored.updates)
+    assert merged.get("map", type=Map).to_py() == {"a": 1, "b": 2}
+
+
+async def test_versions_are_numbered_and_pruned_to_the_limit(store: DocumentStore) -> None:
+    _, updates = _edits(6)
+    for update in updates:
+        await store.append_many([("r", update)])
+        await store.compact("r")
+    versions = await store.versions("r")
+    # the fixture keeps 3 versions: the newest three remain, newest first
+    assert [v.version for v in versions] == [6, 5, 4]
+    assert all(v.size > 0 for v in versions)
+    oldest_kept = await store.read_version("r", 4)
+    assert oldest_kept is not None
+    assert _text("r", oldest_kept, []) == "0,1,2,3,"
+    assert await store.read_version("r", 1) is None
+
+
+async def test_named_versions_survive_pruning(store: DocumentStore) -> None:
+    _, updates = _edits(6)
+    await store.append_many([("r", updates[0])])
+    named = await store.compact("r", label="before the big change")
+    assert named is not None and named.label == "before the big change"
+    for update in updates[1:]:
+        await store.append_many([("r", update)])
+        await store.compact("r")
+    versions = await store.versions("r")
+    assert named.version in [v.version for v in versions]
+    assert [v.label for v in versions if v.version == named.version] == ["before the big change"]
+    kept = await store.read_version("r", named.version)
+    assert kept is not None and _text("r", kept, []) == "0,"
+
+
+async def test_a_corrupt_log_row_fails_compaction_and_keeps_the_data(store: DocumentStore) -> None:
+    _, updates = _edits(3)
+    garbage = b"\x01\x02\x03 not an update"
+    await store.append_many([("r", updates[0]), ("r", garbage), ("r", updates[1])])
+    with pytest.raises(CorruptDocument):
+        await store.compact("r")
+    stored = await store.load("r")
+    assert stored is not None
+    assert stored.updates == [updates[0], garbage, updates[1]]
+    assert await store.versions("r") == []
