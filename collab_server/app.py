@@ -57,11 +57,12 @@ def create_app(
         try:
             yield {"settings": settings, "store": document_store, "writer": writer, "rooms": rooms}
         finally:
-            await rooms.close()
+            saved = await rooms.close()
             await rooms.replication.close()
             await writer.close(timeout=settings.shutdown_timeout)
             if own_store:
                 await document_store.close()
+            logger.info("shutdown complete: %d rooms saved", saved)
 
     return Starlette(
         routes=[

@@ -209,17 +209,19 @@ class RoomManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def close(self) -> None:
-        """Flush and compact every room (used on shutdown), then forget them."""
+    async def close(self) -> int:
+        """Flush and compact every room (used on shutdown), then forget them; returns rooms saved."""
         self._closing = True
         for timer in self._unload_timers.values():
             timer.cancel()
         self._unload_timers.clear()
         for room in list(self._rooms.values()):
             room.flush()
+        saved = 0
         for room in list(self._rooms.values()):
             try:
                 await self._persist(room)
+                saved += 1
             except (StoreError, TimeoutError) as exc:
                 logger.error("room %r could not be saved on shutdown: %s", room.name, exc)
         for task in list(self._tasks):
@@ -230,3 +232,4 @@ class RoomManager:
             await self.replication.room_unloaded(name)
         self._rooms.clear()
         metrics.ROOMS_LOADED.set(0)
+        return saved

@@ -12,6 +12,9 @@ idle connection, see docs/benchmarks.md).
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import struct
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -25,4 +28,13 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
         # The ASGI task was created but has not run yet, so the scope can still be extended.
         scope = getattr(self, "scope", None)
         if scope is not None:
-            scope["extensions"][ABORT_EXTENSION] = {"abort": self.transport.abort}
+            scope["extensions"][ABORT_EXTENSION] = {"abort": self.reset}
+
+    def reset(self) -> None:
+        """Drop the connection with a TCP reset. A plain close would leave the kernel holding every
+        unsent byte (megabytes, for a stalled reader) until the peer reads them or TCP gives up."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()

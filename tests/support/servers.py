@@ -12,6 +12,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,6 +31,7 @@ class ServerProcess:
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    _log: Any = None
 
     @property
     def url(self) -> str:
@@ -41,9 +43,9 @@ class ServerProcess:
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         env = {**os.environ, **self.env, "COLLAB_PORT": str(self.port), "COLLAB_HOST": "127.0.0.1"}
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "collab_server"], env=env, stdout=log, stderr=log, cwd=REPO
+            [sys.executable, "-m", "collab_server"], env=env, stdout=self._log, stderr=self._log, cwd=REPO
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -73,6 +75,9 @@ class ServerProcess:
                 self.process.wait()
         code = self.process.returncode
         self.process = None
+        if self._log not in (None, subprocess.DEVNULL):
+            self._log.close()
+        self._log = None
         return code
 
     def kill(self) -> None:

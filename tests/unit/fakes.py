@@ -1,0 +1,72 @@
+"""Small real implementations for unit tests: a socket that records what it is sent, and a sink."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pycrdt import Doc
+
+from collab_server.peer import Peer
+from collab_server.protocol import Message, decode_frame
+from collab_server.room import Room
+
+
+class RecordingSocket:
+    """Stands in for the ASGI ``send`` of one websocket; ``stalled`` makes every send hang."""
+
+    def __init__(self, *, stalled: bool = False) -> None:
+        self.frames: list[bytes] = []
+        self.closes: list[tuple[int, str]] = []
+        self.aborted = False
+        self._release = asyncio.Event()
+        if not stalled:
+            self._release.set()
+
+    async def send(self, event: dict[str, Any]) -> None:
+        await self._release.wait()
+        if event["type"] == "websocket.send":
+            self.frames.append(event["bytes"])
+        elif event["type"] == "websocket.close":
+            self.closes.append((event["code"], event["reason"]))
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def messages(self) -> list[Message]:
+        return [message for frame in self.frames for message in decode_frame(frame)]
+
+
+class RecordingSink:
+    def __init__(self, *, accepting: bool = True) -> None:
+        self.updates: list[bytes] = []
+        self.awareness: list[bytes] = []
+        self.accepting = accepting
+
+    def accepts(self, nbytes: int) -> bool:
+        return self.accepting
+
+    def local_update(self, room: Room, update: bytes) -> None:
+        self.updates.append(update)
+
+    def local_awareness(self, room: Room, message: bytes) -> None:
+        self.awareness.append(message)
+
+
+def make_peer(room: Room, *, stalled: bool = False, **limits: Any) -> tuple[Peer, RecordingSocket]:
+    socket = RecordingSocket(stalled=stalled)
+    peer = Peer(socket.send, room_name=room.name, abort=socket.abort, **limits)
+    room.add(peer)
+    peer.on_close = room.remove  # what RoomManager.join wires up (plus its own bookkeeping)
+    return peer, socket
+
+
+def make_room(sink: RecordingSink | None = None) -> tuple[Room, RecordingSink]:
+    sink = sink or RecordingSink()
+    return Room("unit", Doc(), sink), sink
+
+
+async def settle() -> None:
+    """Let call_soon flushes and pump tasks run (a few loop iterations; no wall-clock wait)."""
+    for _ in range(5):
+        await asyncio.sleep(0)

@@ -1,0 +1,43 @@
+"""Peer: the bounded send queue, and closing a slow consumer without touching anyone else."""
+
+from __future__ import annotations
+
+from pycrdt import Doc, Text
+
+from collab_server.peer import CLOSE_TRY_AGAIN_LATER
+from collab_server.protocol import encode_update
+from tests.support.eventually import eventually
+from tests.unit.fakes import make_peer, make_room, settle
+
+
+async def test_a_peer_that_stops_reading_is_closed_with_a_retryable_code() -> None:
+    room, _ = make_room()
+    author, _ = make_peer(room)
+    slow, slow_socket = make_peer(room, stalled=True, max_messages=5)
+    fast, fast_socket = make_peer(room)
+    client: Doc = Doc()
+    text = client.get("t", type=Text)
+    for i in range(20):
+        before = client.get_state()
+        text.insert(len(text), str(i))
+        room.receive(author, encode_update(client.get_update(before)))
+        await settle()  # one broadcast per tick
+    assert slow.closed and slow.close_code == CLOSE_TRY_AGAIN_LATER
+    assert slow not in room.peers
+    # the stalled reader never took the close frame either, so its connection was aborted
+    await eventually(lambda: _assert(slow_socket.aborted), timeout=5)
+    assert not fast.closed
+    assert len(fast_socket.frames) == 20
+
+
+async def test_one_large_message_is_always_accepted_into_an_empty_queue() -> None:
+    room, _ = make_room()
+    peer, socket = make_peer(room, max_bytes=10)
+    peer.send(b"x" * 1000)
+    await settle()
+    assert socket.frames == [b"x" * 1000]
+    assert not peer.closed
+
+
+def _assert(condition: bool) -> None:
+    assert condition

@@ -1,0 +1,202 @@
+"""Room: sync replies, batched broadcasts, the origin rule and awareness bookkeeping."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pycrdt import Doc, Map, Text
+
+from collab_server.errors import ProtocolError, StoreOverloaded
+from collab_server.protocol import (
+    AwarenessEntry,
+    AwarenessMessage,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+    decode_awareness,
+    encode_awareness_message,
+    encode_sync_step1,
+    encode_update,
+)
+from collab_server.room import LOCAL, Replica
+from tests.unit.fakes import make_peer, make_room, settle
+
+
+def _edit(doc: Doc, text: str) -> bytes:
+    """Insert ``text`` into doc's Y.Text "t" and return that edit's update."""
+    before = doc.get_state()
+    content = doc.get("t", type=Text)
+    content.insert(len(content), text)
+    return doc.get_update(before)
+
+
+def _text_of(updates: list[bytes]) -> str:
+    doc: Doc = Doc()
+    for update in updates:
+        doc.apply_update(update)
+    return str(doc.get("t", type=Text))
+
+
+async def test_welcome_is_step1_then_awareness() -> None:
+    room, _ = make_room()
+    writer, _ = make_peer(room)
+    room.receive(writer, encode_awareness_message([AwarenessEntry(1, 1, '{"user":"a"}')]))
+    messages = room.welcome()
+    assert messages[0] == encode_sync_step1(room.doc.get_state())
+    assert decode_awareness(messages[1][2:]) == [AwarenessEntry(1, 1, '{"user":"a"}')]
+
+
+async def test_step1_is_answered_with_the_missing_part() -> None:
+    room, _ = make_room()
+    author, _ = make_peer(room)
+    client: Doc = Doc()
+    room.receive(author, encode_update(_edit(client, "abc")))
+    reader, socket = make_peer(room)
+    room.receive(reader, encode_sync_step1(b"\x00"))
+    await settle()
+    [reply] = [m for m in socket.messages() if isinstance(m, SyncStep2)]
+    assert _text_of([reply.update]) == "abc"
+
+
+async def test_an_update_goes_to_every_other_peer_but_not_back() -> None:
+    room, sink = make_room()
+    author, author_socket = make_peer(room)
+    _, other_socket = make_peer(room)
+    _, third_socket = make_peer(room)
+    client: Doc = Doc()
+    room.receive(author, encode_update(_edit(client, "hi")))
+    await settle()
+    assert author_socket.frames == []
+    for socket in (other_socket, third_socket):
+        [message] = socket.messages()
+        assert isinstance(message, SyncUpdate) and _text_of([message.update]) == "hi"
+    # encoded once: every reader got the very same bytes object
+    assert other_socket.frames[0] is third_socket.frames[0]
+    assert len(sink.updates) == 1
+
+
+async def test_updates_within_one_tick_are_merged_into_one_message() -> None:
+    room, _ = make_room()
+    author, _ = make_peer(room)
+    _, reader_socket = make_peer(room)
+    client: Doc = Doc()
+    for i in range(10):
+        room.receive(author, encode_update(_edit(client, str(i))))
+    await settle()
+    [message] = reader_socket.messages()
+    assert isinstance(message, SyncUpdate)
+    assert _text_of([message.update]) == "0123456789"
+
+
+async def test_two_senders_in_one_tick_each_get_only_the_other() -> None:
+    room, _ = make_room()
+    a, a_socket = make_peer(room)
+    b, b_socket = make_peer(room)
+    _, c_socket = make_peer(room)
+    doc_a, doc_b = Doc(client_id=1), Doc(client_id=2)
+    room.receive(a, encode_update(_edit(doc_a, "A")))
+    room.receive(b, encode_update(_edit(doc_b, "B")))
+    await settle()
+    [to_a] = a_socket.messages()
+    [to_b] = b_socket.messages()
+    [to_c] = c_socket.messages()
+    assert isinstance(to_a, SyncUpdate) and _text_of([to_a.update]) == "B"
+    assert isinstance(to_b, SyncUpdate) and _text_of([to_b.update]) == "A"
+    assert isinstance(to_c, SyncUpdate) and sorted(_text_of([to_c.update])) == ["A", "B"]
+
+
+async def test_replica_updates_are_shown_but_never_stored_or_published() -> None:
+    room, sink = make_room()
+    _, socket = make_peer(room)
+    room.apply(_edit(Doc(), "remote"), Replica("other"))
+    await settle()
+    [message] = socket.messages()
+    assert isinstance(message, SyncUpdate) and _text_of([message.update]) == "remote"
+    assert sink.updates == []
+    assert room.log_updates == 0
+
+
+async def test_server_side_changes_are_stored() -> None:
+    room, sink = make_room()
+    room.apply(_edit(Doc(), "from the server"), LOCAL)
+    assert len(sink.updates) == 1
+    assert room.log_updates == 1
+
+
+async def test_a_duplicate_update_is_not_stored_or_broadcast_twice() -> None:
+    room, sink = make_room()
+    author, _ = make_peer(room)
+    _, socket = make_peer(room)
+    update = _edit(Doc(), "once")
+    room.receive(author, encode_update(update))
+    room.receive(author, encode_update(update))
+    await settle()
+    assert len(sink.updates) == 1
+    assert len(socket.frames) == 1
+
+
+async def test_read_only_peers_cannot_change_the_document() -> None:
+    room, sink = make_room()
+    viewer, _ = make_peer(room, can_write=False)
+    room.receive(viewer, encode_update(_edit(Doc(), "nope")))
+    assert str(room.doc.get("t", type=Text)) == ""
+    assert sink.updates == []
+
+
+async def test_a_full_store_refuses_the_edit_before_applying_it() -> None:
+    room, sink = make_room()
+    sink.accepting = False
+    author, _ = make_peer(room)
+    with pytest.raises(StoreOverloaded):
+        room.receive(author, encode_update(_edit(Doc(), "lost?")))
+    assert str(room.doc.get("t", type=Text)) == ""
+
+
+async def test_an_undecodable_update_is_a_protocol_error_and_changes_nothing() -> None:
+    room, _ = make_room()
+    author, _ = make_peer(room)
+    room.doc.get("m", type=Map)["k"] = "v"
+    with pytest.raises(ProtocolError, match="update cannot be decoded"):
+        room.receive(author, encode_update(b"\x01\x05garbage"))
+    assert room.doc.get("m", type=Map).to_py() == {"k": "v"}
+
+
+async def test_awareness_reaches_everyone_including_the_sender() -> None:
+    room, sink = make_room()
+    author, author_socket = make_peer(room)
+    _, other_socket = make_peer(room)
+    message = encode_awareness_message([AwarenessEntry(42, 1, json.dumps({"cursor": 3}))])
+    room.receive(author, message)
+    await settle()
+    assert author_socket.frames == [message]
+    assert other_socket.frames == [message]
+    assert author.client_ids == {42}
+    assert sink.awareness == [message]
+
+
+async def test_closing_a_peer_removes_its_awareness_for_the_others() -> None:
+    room, sink = make_room()
+    leaving, _ = make_peer(room)
+    _, staying_socket = make_peer(room)
+    room.receive(leaving, encode_awareness_message([AwarenessEntry(42, 4, '{"u":1}'), AwarenessEntry(43, 1, '{"u":2}')]))
+    await settle()
+    staying_socket.frames.clear()
+    room.remove(leaving)
+    await settle()
+    [message] = staying_socket.messages()
+    assert isinstance(message, AwarenessMessage)
+    removals = decode_awareness(message.update)
+    assert sorted((e.client_id, e.clock, e.state) for e in removals) == [(42, 5, "null"), (43, 2, "null")]
+    assert len(room.awareness) == 0
+    assert sink.awareness[-1] == message.message
+
+
+async def test_a_stale_awareness_update_does_not_resurrect_a_removed_client() -> None:
+    room, _ = make_room()
+    peer, _ = make_peer(room)
+    room.receive(peer, encode_awareness_message([AwarenessEntry(9, 2, '{"x":1}')]))
+    room.remove(peer)
+    other, _ = make_peer(room)
+    room.receive(other, encode_awareness_message([AwarenessEntry(9, 2, '{"x":1}')]))
+    assert len(room.awareness) == 0

@@ -1,0 +1,49 @@
+"""Settings from COLLAB_* variables and CLI flags: strict casts, errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from collab_server.cli import build_parser, parse_settings
+from collab_server.errors import ConfigError
+from collab_server.settings import Settings
+
+
+def test_defaults_need_no_configuration() -> None:
+    settings = Settings.from_env({})
+    assert settings.database_url.startswith("sqlite:///")
+    assert settings.broker_url == "memory://"
+    assert settings.replica_id  # generated
+
+
+def test_environment_values_are_cast_to_the_field_types() -> None:
+    settings = Settings.from_env(
+        {"COLLAB_PORT": "9001", "COLLAB_WS_DEFLATE": "yes", "COLLAB_ROOM_GRACE": "2.5", "UNRELATED": "x"}
+    )
+    assert (settings.port, settings.ws_deflate, settings.room_grace) == (9001, True, 2.5)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"COLLAB_PORT": "eighty"}, "COLLAB_PORT='eighty' is not a valid int"),
+        ({"COLLAB_WS_DEFLATE": "maybe"}, "COLLAB_WS_DEFLATE='maybe' is not a valid bool"),
+        ({"COLLAB_SEND_QUEUE_MESSAGES": "0"}, "COLLAB_SEND_QUEUE_MESSAGES must be positive"),
+        ({"COLLAB_LOG_LEVEL": "loud"}, "COLLAB_LOG_LEVEL must be"),
+    ],
+)
+def test_bad_values_name_the_key(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_flags_override_the_environment() -> None:
+    settings = parse_settings(["--port", "7000", "--log-level", "debug"], {"COLLAB_PORT": "6000"})
+    assert settings.port == 7000
+    assert settings.log_level == "debug"
+
+
+def test_help_lists_every_setting_with_its_variable() -> None:
+    help_text = build_parser().format_help()
+    for name in ("--database-url", "COLLAB_DATABASE_URL", "--max-message-bytes", "--room-grace", "--ws-deflate"):
+        assert name in help_text
