@@ -36,3 +36,34 @@ STORE_PENDING_UPDATES = Gauge("collab_store_pending_updates", "Updates waiting t
 STORE_PENDING_BYTES = Gauge("collab_store_pending_bytes", "Bytes of updates waiting to be committed")
 STORE_ERRORS = Counter("collab_store_errors_total", "Failed store operations", ["operation"])
 COMPACTIONS = Counter("collab_compactions_total", "Snapshots written by compaction")
+
+# -- replicas: broker fan-out and presence (presence/) ----------------------------------------------
+BROKER_PUBLISHED = Counter(
+    "collab_broker_published_total", "Envelopes published to other replicas", ["kind"]
+)
+BROKER_RECEIVED = Counter(
+    "collab_broker_received_total", "Envelopes received from other replicas and handled", ["kind"]
+)
+BROKER_DROPPED = Counter(
+    "collab_broker_dropped_total",
+    "Envelopes lost on the way (publish failed, outbox full, subscriber overflow, undecodable); "
+    "each loss is repaired by a state-vector exchange",
+    ["reason"],
+)
+BROKER_ERRORS = Counter(
+    "collab_broker_errors_total", "Failed broker / presence operations", ["operation"]
+)
+BROKER_REPAIRS = Counter(
+    "collab_broker_repairs_total",
+    "State-vector exchanges started with other replicas, by what triggered them",
+    ["trigger"],
+)
+BROKER_REPAIR_BYTES = Counter(
+    "collab_broker_repair_bytes_total", "Bytes of sync step2 updates sent to other replicas to repair them"
+)
+BROKER_RECONNECTS = Counter("collab_broker_reconnects_total", "Broker subscriber connections (re)established")
+BROKER_CONNECTED = Gauge("collab_broker_connected", "1 while the broker subscriber connection is live")
+BROKER_OUTBOX = Gauge("collab_broker_outbox_envelopes", "Envelopes waiting to be published")
+REPLICAS_DEAD = Counter(
+    "collab_replicas_dead_total", "Other replicas presumed dead (heartbeat expired); their presence dropped"
+)

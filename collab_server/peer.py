@@ -39,6 +39,7 @@ class Peer:
     __slots__ = (
         "_abort",
         "_asgi_send",
+        "_send_nowait",
         "_closer",
         "_pump",
         "_queue",
@@ -62,6 +63,7 @@ class Peer:
         max_messages: int = 2000,
         max_bytes: int = 64 * 1024 * 1024,
         abort: Callable[[], None] | None = None,
+        send_nowait: Callable[[bytes], bool] | None = None,
         can_write: bool = True,
     ) -> None:
         self.id = next(_ids)
@@ -75,6 +77,7 @@ class Peer:
         self.on_close: Callable[[Peer], None] | None = None
         self._asgi_send = send
         self._abort = abort
+        self._send_nowait = send_nowait
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
         self._pump: asyncio.Task[None] | None = None
@@ -88,6 +91,9 @@ class Peer:
         if self.closed:
             return
         queue = self._queue
+        # Fast path: nothing waiting and the socket writable, so write now with no task at all.
+        if not queue and self._pump is None and self._send_nowait is not None and self._send_nowait(message):
+            return
         # One message is always accepted into an empty queue, however large (a cold sync's step2).
         if queue and (len(queue) >= self.max_messages or self._queued_bytes + len(message) > self.max_bytes):
             metrics.PEERS_CLOSED.labels("slow_consumer").inc()

@@ -29,7 +29,7 @@ from collab_server.peer import (
 from collab_server.room import Room
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
-from collab_server.transport import ABORT_EXTENSION
+from collab_server.transport import TRANSPORT_EXTENSION
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +59,14 @@ async def room_endpoint(websocket: WebSocket) -> None:
         await websocket.close(CLOSE_PROTOCOL_ERROR, problem)
         return
 
-    abort = websocket.scope.get("extensions", {}).get(ABORT_EXTENSION, {}).get("abort")
+    transport = websocket.scope.get("extensions", {}).get(TRANSPORT_EXTENSION, {})
     peer = Peer(
         websocket.send,
         room_name=name,
         max_messages=settings.send_queue_messages,
         max_bytes=settings.send_queue_bytes,
-        abort=abort,
+        abort=transport.get("reset"),
+        send_nowait=transport.get("send_nowait"),
     )
     try:
         room = await rooms.join(name, peer)
