@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from pycrdt import Doc, TransactionEvent, merge_updates
 
@@ -88,7 +88,7 @@ class RoomSink(Protocol):
 class Room:
     """One document and its peers. All methods run on the event loop and never await."""
 
-    def __init__(self, name: str, doc: Doc, sink: RoomSink, *, log_updates: int = 0, log_bytes: int = 0):
+    def __init__(self, name: str, doc: Doc[Any], sink: RoomSink, *, log_updates: int = 0, log_bytes: int = 0):
         self.name = name
         self.doc = doc
         self.peers: set[Peer] = set()

@@ -105,7 +105,7 @@ class RoomManager:
         try:
             stored = await self._store.load(name)
             if stored is None:
-                doc: Doc = Doc()
+                doc: Doc[Any] = Doc()
                 log_updates = log_bytes = 0
             else:
                 doc = build_doc(name, stored.snapshot, stored.updates)

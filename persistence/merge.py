@@ -7,15 +7,16 @@ that also validates every stored update, which is how corrupt rows are found bef
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from pycrdt import Doc
 
 from collab_server.errors import CorruptDocument
 
 
-def build_doc(room: str, snapshot: bytes | None, updates: Iterable[bytes]) -> Doc:
+def build_doc(room: str, snapshot: bytes | None, updates: Iterable[bytes]) -> Doc[Any]:
     """A Doc holding the snapshot and every update; CorruptDocument names the first bad part."""
-    doc: Doc = Doc()
+    doc: Doc[Any] = Doc()
     if snapshot is not None:
         try:
             doc.apply_update(snapshot)

@@ -28,11 +28,10 @@ import contextlib
 import itertools
 import json
 import os
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypedDict, TypeVar
+from typing import Any, TypedDict
 
 __all__ = [
     "DRIVER_PATH",
@@ -41,7 +40,6 @@ __all__ = [
     "YjsClient",
     "YjsDriverError",
     "YjsNode",
-    "eventually",
 ]
 
 #: ``tests/js/driver.mjs``, resolved relative to this file.
@@ -51,7 +49,6 @@ DRIVER_PATH: Path = Path(__file__).resolve().parent.parent / "js" / "driver.mjs"
 # asyncio's default StreamReader line limit is only 64 KiB.
 _LINE_LIMIT = 256 * 1024 * 1024
 
-T = TypeVar("T")
 
 
 class YjsDriverError(Exception):
@@ -183,7 +180,7 @@ class YjsNode:
                     fut.set_result(msg.get("result"))
                 else:
                     fut.set_exception(YjsDriverError(str(msg.get("error"))))
-        except Exception as exc:  # noqa: BLE001 - surfaced to every pending caller below
+        except Exception as exc:
             reason = f"driver reader failed: {exc!r}"
         finally:
             # stdout EOF usually means the process is exiting; give it a moment to report a code
@@ -431,28 +428,3 @@ class YjsClient:
         """Number of doc 'update' events whose origin was the provider (received from server)."""
         result: int = await self._call("applyRemoteUpdateCount")
         return result
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T]],
-    *,
-    timeout: float = 10.0,
-    interval: float = 0.05,
-) -> T:
-    """Poll ``check`` until it returns without raising ``AssertionError``, or the deadline passes.
-
-    A falsy return value counts as a failed attempt too, except ``None`` (so plain
-    assert-style coroutines work). The last ``AssertionError`` is re-raised on timeout.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = await check()
-            if result is None or result:
-                return result
-            failure: AssertionError = AssertionError(f"check returned {result!r}")
-        except AssertionError as exc:
-            failure = exc
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not true within {timeout} s: {failure}") from failure
-        await asyncio.sleep(interval)

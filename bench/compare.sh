@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: this server against the peer servers (reference y-websocket, Hocuspocus,
+# pycrdt-websocket) with the shared harness in ../shared/yjs-bench, all in one run so that ratios are
+# meaningful on a noisy machine. Server pinned to CPU 0, load client to CPU 1.
+#
+#   bench/compare.sh [--runs N] [--scenarios fanout,rooms,connections,coldsync] [--only NAME,...]
+#
+# Our server runs twice: "ours-memory" (in-memory store, like the peers) and "ours-sqlite" (the
+# embedded default, every update committed to SQLite). Results land in ../shared/yjs-bench/results/.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+HARNESS="${YJS_BENCH:-$ROOT/../shared/yjs-bench}"
+[ -x "$ROOT/.venv/bin/collab-server" ] || { echo "run scripts/serve --help (or scripts/test) once first" >&2; exit 2; }
+"$HARNESS/setup.sh" >/dev/null
+db="$(mktemp -d)"
+trap 'rm -rf "$db"' EXIT
+exec "$HARNESS/compare.sh" \
+  --extra "ours-memory|$ROOT/.venv/bin/collab-server --port {port} --database-url memory://|ws://127.0.0.1:{port}/ws|ywebsocket" \
+  --extra "ours-sqlite|$ROOT/.venv/bin/collab-server --port {port} --database-url sqlite:///$db/{port}.sqlite3|ws://127.0.0.1:{port}/ws|ywebsocket" \
+  "$@"
