@@ -39,11 +39,11 @@ class Peer:
     __slots__ = (
         "_abort",
         "_asgi_send",
-        "_send_nowait",
         "_closer",
         "_pump",
         "_queue",
         "_queued_bytes",
+        "_send_nowait",
         "can_write",
         "client_ids",
         "close_code",

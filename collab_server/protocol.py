@@ -37,9 +37,9 @@ SYNC_UPDATE = 2
 _MAX_VAR_UINT = 2**53 - 1
 
 __all__ = [
+    "AuthMessage",
     "AwarenessEntry",
     "AwarenessMessage",
-    "AuthMessage",
     "QueryAwareness",
     "SyncStep1",
     "SyncStep2",

@@ -43,7 +43,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         env = {**os.environ, **self.env, "COLLAB_PORT": str(self.port), "COLLAB_HOST": "127.0.0.1"}
-        self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [sys.executable, "-m", "collab_server"], env=env, stdout=self._log, stderr=self._log, cwd=REPO
         )

@@ -11,7 +11,6 @@ from collab_server.errors import ProtocolError, StoreOverloaded
 from collab_server.protocol import (
     AwarenessEntry,
     AwarenessMessage,
-    SyncStep1,
     SyncStep2,
     SyncUpdate,
     decode_awareness,
