@@ -48,5 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from collab_server.server import serve  # imported late: --help must not pay for uvicorn
 
-    serve(settings)
+    try:
+        serve(settings)
+    except KeyboardInterrupt:
+        # uvicorn re-raises Ctrl-C once its graceful shutdown (rooms saved) has finished
+        return 130
     return 0
