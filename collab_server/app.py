@@ -24,6 +24,7 @@ from collab_server.websocket import room_endpoint
 from persistence.base import DocumentStore
 from persistence.factory import open_store
 from persistence.writer import AppendWriter
+from presence.factory import open_replication
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,11 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         own_store = store is None
         document_store = store if store is not None else await open_store(
-            settings.database_url, keep_versions=settings.snapshot_versions
+            settings.database_url,
+            keep_versions=settings.snapshot_versions,
+            auto_migrate=settings.auto_migrate,
+            pool_size=settings.database_pool_size,
+            timeout=settings.database_timeout,
         )
         writer = AppendWriter(
             document_store,
@@ -50,12 +55,25 @@ def create_app(
             max_buffer_bytes=settings.write_buffer_bytes,
         )
         writer.start()
-        rooms = RoomManager(document_store, writer, settings, replication)
+        # The broker backend is picked from settings.broker_url and imported only then (presence.factory).
+        rooms = RoomManager(
+            document_store,
+            writer,
+            settings,
+            replication if replication is not None else await open_replication(settings, store=document_store),
+        )
         logger.info("store: %s", document_store.describe())
         logger.info("broker: %s; replica id %s", rooms.replication.describe(), settings.replica_id)
         logger.info("rooms at ws://%s:%d/ws/{room}", settings.host, settings.port)
         try:
-            yield {"settings": settings, "store": document_store, "writer": writer, "rooms": rooms}
+            yield {
+                "settings": settings,
+                "store": document_store,
+                "writer": writer,
+                "rooms": rooms,
+                # The presence registry (presence.registry.PresenceRegistry), for the REST presence listing.
+                "presence": getattr(rooms.replication, "presence", None),
+            }
         finally:
             saved = await rooms.close()
             await rooms.replication.close()

@@ -67,3 +67,13 @@ BROKER_OUTBOX = Gauge("collab_broker_outbox_envelopes", "Envelopes waiting to be
 REPLICAS_DEAD = Counter(
     "collab_replicas_dead_total", "Other replicas presumed dead (heartbeat expired); their presence dropped"
 )
+STORE_LOAD_SECONDS = Histogram(
+    "collab_store_load_seconds",
+    "Time to read a room's newest snapshot and log from the store (the merge into a doc is not included)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+STORE_COMPACT_SECONDS = Histogram(
+    "collab_store_compact_seconds",
+    "Time to fold a room's log into a snapshot version, lock wait included",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)

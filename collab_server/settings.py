@@ -75,6 +75,26 @@ class Settings:
     compact_bytes: int = _setting(4 * 1024 * 1024, "... or after this many bytes of updates")
     snapshot_versions: int = _setting(10, "snapshot versions kept per room (older ones are pruned)")
     shutdown_timeout: float = _setting(20.0, "seconds to flush rooms and close sockets on SIGTERM")
+    auto_migrate: bool = _setting(
+        True, "PostgreSQL: apply pending schema migrations at startup (off: run `collab-server migrate`)"
+    )
+    database_pool_size: int = _setting(10, "PostgreSQL: most connections this replica opens")
+    database_timeout: float = _setting(
+        10.0,
+        "PostgreSQL: seconds a connect or a statement may take before the store counts as unreachable",
+    )
+    broker_prefix: str = _setting(
+        "collab", "prefix of every Redis channel and key of the broker and presence (deployments may share a Redis)"
+    )
+    heartbeat_interval: float = _setting(
+        2.0,
+        "seconds between replica heartbeats; a replica silent for three intervals is presumed dead and the "
+        "others drop its clients' presence",
+    )
+    anti_entropy_interval: float = _setting(
+        15.0, "seconds between digest comparisons of loaded rooms with other replicas (repairs lost fan-out)"
+    )
+    presence_ttl: float = _setting(60.0, "seconds a presence entry lives in the registry without activity")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +112,9 @@ class Settings:
 
     def validated(self) -> Settings:
         for name in ("port", "max_message_bytes", "send_queue_messages", "send_queue_bytes", "commit_batch"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
+        for name in ("heartbeat_interval", "anti_entropy_interval", "presence_ttl"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:

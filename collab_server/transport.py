@@ -12,17 +12,38 @@ The endpoint uses the extension only when present, so the app still runs under a
 
 We build on the sans-I/O implementation because it runs keepalive pings from loop timers instead of a
 task per connection, and honours the transport's flow control before each send.
+
+Memory per idle connection (measured with bench/idle_memory.py; see the notes on each piece below). An
+idle connection is mostly this protocol, the ASGI task's coroutine chain and the scope, so the protocol
+trims what uvicorn keeps for a connection's whole life but needs only briefly:
+
+- its attributes live in slots: uvicorn sets 37 of them, past the 30 that CPython's shared-key instance
+  dicts hold, so each protocol otherwise carries a 1.6 KB dict;
+- the receive queue and the ``writable`` flag allocate their waiter lists only while someone waits
+  (``asyncio.Queue`` holds four 760-byte deques and an Event, ``asyncio.Event`` one deque);
+- once the opening handshake is done, the handshake request and response (about 3.4 KB with their
+  headers) are released; the ASGI scope keeps its own copy of the request headers;
+- request headers that repeat across connections (host, upgrade, user-agent, ...) are shared tuples;
+- the keepalive ping timers of all connections share one loop timer per quarter second: a uvloop
+  ``call_later`` handle costs about 640 bytes of RSS, a slot entry about 64. A ping goes out at most
+  ``KEEPALIVE_RESOLUTION`` seconds after it is due, never before; pong deadlines are exact loop timers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 import struct
-from typing import Any
+import weakref
+from asyncio import AbstractEventLoop, Future, QueueEmpty, get_running_loop
+from collections import deque
+from collections.abc import Callable
+from typing import Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.protocol import State
+from websockets.protocol import Protocol, State
+from websockets.streams import StreamReader
 
 TRANSPORT_EXTENSION = "collab.transport"
 
@@ -40,12 +61,349 @@ def binary_frame_header(length: int) -> bytes:
     return _pack_u64(_FIN_BINARY, 127, length)
 
 
+_NOTHING: Any = object()
+
+
+class ReceiveQueue:
+    """What the protocol uses of ``asyncio.Queue`` (``put_nowait``, ``get``, ``get_nowait``, ``empty``,
+    ``qsize``), with the same semantics (FIFO, unbounded, getters woken in order), but nothing allocated
+    while it is empty and nobody waits.
+
+    The oldest waiting item sits in a slot; a deque exists only while two or more wait.
+    """
+
+    __slots__ = ("_getters", "_head", "_rest")
+
+    def __init__(self) -> None:
+        self._head: Any = _NOTHING
+        self._rest: deque[Any] | None = None
+        self._getters: list[Any] | None = None
+
+    def qsize(self) -> int:
+        if self._head is _NOTHING:
+            return 0
+        return 1 + (len(self._rest) if self._rest else 0)
+
+    def empty(self) -> bool:
+        return self._head is _NOTHING
+
+    def put_nowait(self, item: Any) -> None:
+        if self._head is _NOTHING:
+            self._head = item
+        else:
+            if self._rest is None:
+                self._rest = deque()
+            self._rest.append(item)
+        self._wakeup_next()
+
+    def get_nowait(self) -> Any:
+        item = self._head
+        if item is _NOTHING:
+            raise QueueEmpty
+        rest = self._rest
+        if rest:
+            self._head = rest.popleft()
+            if not rest:
+                self._rest = None
+        else:
+            self._head = _NOTHING
+        return item
+
+    async def get(self) -> Any:
+        while self._head is _NOTHING:
+            getter = self.getter()
+            try:
+                await getter
+            except BaseException:
+                self.getter_failed(getter)
+                raise
+        return self.get_nowait()
+
+    def getter(self) -> Future[None]:
+        """A future that completes when an item may be there (for a caller that awaits it directly)."""
+        getter: Future[None] = get_running_loop().create_future()
+        if self._getters is None:
+            self._getters = []
+        self._getters.append(getter)
+        return getter
+
+    def getter_failed(self, getter: Future[None]) -> None:
+        """The caller awaiting ``getter`` was interrupted (cancelled): pass its wake-up on, as asyncio.Queue."""
+        getter.cancel()  # in case it is not done yet
+        if self._getters is not None:
+            with contextlib.suppress(ValueError):
+                self._getters.remove(getter)
+            if not self._getters:
+                self._getters = None
+        if self._head is not _NOTHING and not getter.cancelled():
+            self._wakeup_next()
+
+    def _wakeup_next(self) -> None:
+        getters = self._getters
+        while getters:
+            getter = getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                break
+        if not getters:
+            self._getters = None
+
+
+class WritableFlag:
+    """``asyncio.Event`` (``set``, ``clear``, ``is_set``, ``wait``), with its waiter list allocated only
+    while someone waits: uvicorn's ``writable``, cleared while the transport is over its high-water mark."""
+
+    __slots__ = ("_value", "_waiters")
+
+    def __init__(self) -> None:
+        self._value = False
+        self._waiters: list[Any] | None = None
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        if not self._value:
+            self._value = True
+            if self._waiters:
+                for waiter in self._waiters:
+                    if not waiter.done():
+                        waiter.set_result(True)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> bool:
+        if self._value:
+            return True
+        waiter = get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+            return True
+        finally:
+            self._waiters.remove(waiter)
+            if not self._waiters:
+                self._waiters = None
+
+
+KEEPALIVE_RESOLUTION = 0.25
+"""Seconds: keepalive pings are grouped into slots this long, and sent at most this late."""
+
+
+class KeepaliveTimer:
+    """A keepalive timer's handle. ``cancel()`` is all uvicorn uses of the TimerHandle it replaces."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback: Callable[[], None] | None = callback
+
+    def cancel(self) -> None:
+        self.callback = None  # releases the protocol at once; the slot drops the handle when it runs
+
+    def cancelled(self) -> bool:
+        return self.callback is None
+
+
+class KeepaliveTimers:
+    """One event loop's keepalive timers, in slots of ``KEEPALIVE_RESOLUTION`` seconds, each slot run by a
+    single loop timer, instead of one loop timer per connection. Holds no reference to the loop."""
+
+    __slots__ = ("_slots",)
+
+    def __init__(self) -> None:
+        self._slots: dict[int, list[KeepaliveTimer]] = {}
+
+    def __len__(self) -> int:
+        return sum(1 for timers in self._slots.values() for timer in timers if timer.callback is not None)
+
+    def call_later(self, loop: AbstractEventLoop, delay: float, callback: Callable[[], None]) -> KeepaliveTimer:
+        """Run ``callback`` once, no sooner than ``delay`` seconds from now and at most one slot later."""
+        slot = math.ceil((loop.time() + delay) / KEEPALIVE_RESOLUTION)
+        timer = KeepaliveTimer(callback)
+        timers = self._slots.get(slot)
+        if timers is None:
+            self._slots[slot] = [timer]
+            loop.call_at(slot * KEEPALIVE_RESOLUTION, self._run, loop, slot)
+        else:
+            timers.append(timer)
+        return timer
+
+    def _run(self, loop: AbstractEventLoop, slot: int) -> None:
+        for timer in self._slots.pop(slot, ()):
+            callback = timer.callback
+            if callback is None:
+                continue
+            timer.callback = None
+            try:
+                callback()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:  # as asyncio's Handle: report, and run the slot's other timers
+                loop.call_exception_handler(
+                    {"message": f"Exception in keepalive callback {callback!r}", "exception": exc}
+                )
+
+
+_keepalive_timers: weakref.WeakKeyDictionary[AbstractEventLoop, KeepaliveTimers] = weakref.WeakKeyDictionary()
+
+
+def keepalive_timers(loop: AbstractEventLoop) -> KeepaliveTimers:
+    timers = _keepalive_timers.get(loop)
+    if timers is None:
+        timers = _keepalive_timers[loop] = KeepaliveTimers()
+    return timers
+
+
+_AT_EOF = StreamReader.at_eof.__code__
+
+# Request headers whose values repeat from one connection to the next. The scope holds each header as a
+# tuple of two bytes objects (about 150 bytes), for the connection's life; equal ones are shared.
+_SHARED_HEADER_NAMES = frozenset(
+    (
+        b"accept-encoding",
+        b"accept-language",
+        b"cache-control",
+        b"connection",
+        b"host",
+        b"origin",
+        b"pragma",
+        b"sec-websocket-extensions",
+        b"sec-websocket-version",
+        b"upgrade",
+        b"user-agent",
+    )
+)
+# Bounds what clients can pin in the table: at most 1024 headers of at most 256 bytes (first come).
+_SHARED_HEADERS_MAX = 1024
+_SHARED_VALUE_MAX = 256
+_shared_headers: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
+
+
+def share_common_headers(headers: list[tuple[bytes, bytes]]) -> None:
+    """Replace, in place, each header of a repeating kind by an equal tuple shared with other
+    connections (tuples and bytes are immutable: nothing can tell but ``is``)."""
+    shared = _shared_headers
+    for i, header in enumerate(headers):
+        if header[0] not in _SHARED_HEADER_NAMES or len(header[1]) > _SHARED_VALUE_MAX:
+            continue
+        existing = shared.get(header)
+        if existing is not None:
+            headers[i] = existing
+        elif len(shared) < _SHARED_HEADERS_MAX:
+            shared[header] = header
+
+
 class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
+    # Every attribute uvicorn's protocol sets (plus none of ours): in slots they cost 8 bytes each, where
+    # 37 of them would overflow CPython's shared-key instance dict into a 1.6 KB dict per connection.
+    # An attribute a later uvicorn adds still works: it lands in the (then materialised) instance dict.
+    __slots__ = (
+        "app",
+        "app_state",
+        "asgi_version",
+        "client",
+        "close_sent",
+        "close_timeout",
+        "close_timer",
+        "config",
+        "conn",
+        "connections",
+        "curr_msg_data_type",
+        "default_headers",
+        "disconnected",
+        "frames",
+        "handshake_complete",
+        "handshake_initiated",
+        "initial_response",
+        "last_ping_rtt",
+        "logger",
+        "loop",
+        "pending_ping_payload",
+        "ping_interval",
+        "ping_sent_at",
+        "ping_timeout",
+        "ping_timer",
+        "pong_timer",
+        "queue",
+        "read_paused",
+        "request",
+        "response",
+        "root_path",
+        "scheme",
+        "scope",
+        "server",
+        "tasks",
+        "transport",
+        "writable",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Same interfaces, nothing held while idle (see the module docstring).
+        self.queue = ReceiveQueue()  # type: ignore[assignment]
+        self.writable = WritableFlag()  # type: ignore[assignment]
+        self.writable.set()
+
+    def start_keepalive(self) -> None:
+        # Called once, right after the 101 response went out: the handshake is complete.
+        super().start_keepalive()
+        self._release_handshake()
+
+    def schedule_ping(self) -> None:
+        # uvicorn's schedule_ping(), on the shared keepalive timers instead of a loop timer of its own.
+        assert self.ping_interval is not None
+        delay = max(0.0, self.ping_interval - self.last_ping_rtt)
+        self.ping_timer = keepalive_timers(self.loop).call_later(  # type: ignore[assignment]
+            self.loop, delay, self.send_keepalive_ping
+        )
+
+    def _release_handshake(self) -> None:
+        """Drop what only the opening handshake needed. The ASGI scope has its own copy of the headers."""
+        self.request = None  # type: ignore[assignment]
+        self.response = None  # type: ignore[assignment]
+        # websockets' ServerProtocol.parse() keeps the Request in a local of its parser generator for the
+        # connection's life. If that generator now waits for the first frame with nothing read (always,
+        # unless a client sent frames before seeing the 101), restart it as the bare frame parser, which
+        # is what it would run from here on anyway.
+        conn = self.conn
+        if conn.state is not State.OPEN or conn.reader.buffer or conn.reader.eof:
+            return
+        inner: Any = conn.parser
+        while inner.gi_yieldfrom is not None:
+            inner = inner.gi_yieldfrom
+        if inner.gi_code is not _AT_EOF:
+            return
+        parser = Protocol.parse(conn)
+        next(parser)  # runs to the same point: waiting in reader.at_eof()
+        conn.parser = parser
+
+    async def receive(self) -> Any:
+        # uvicorn's receive(), with the queue's get() inlined: an idle connection's task waits on the
+        # getter future itself, one coroutine frame fewer.
+        queue = cast(ReceiveQueue, self.queue)
+        while queue.empty():
+            getter = queue.getter()
+            try:
+                await getter
+            except BaseException:
+                queue.getter_failed(getter)
+                raise
+        message = queue.get_nowait()
+        if self.read_paused and queue.empty():
+            self.read_paused = False
+            self.transport.resume_reading()
+        return message
+
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         # The ASGI task was created but has not run yet, so the scope can still be extended.
         scope = getattr(self, "scope", None)
         if scope is not None:
+            share_common_headers(scope["headers"])
             scope["extensions"][TRANSPORT_EXTENSION] = {"reset": self.reset, "send_nowait": self.send_nowait}
 
     def send_nowait(self, data: bytes) -> bool:

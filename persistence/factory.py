@@ -8,8 +8,18 @@ from collab_server.errors import ConfigError
 from persistence.base import DocumentStore
 
 
-async def open_store(url: str, *, keep_versions: int = 10) -> DocumentStore:
-    """Open the store named by ``url``: ``sqlite:///path``, ``memory://`` or ``postgresql://…``."""
+async def open_store(
+    url: str,
+    *,
+    keep_versions: int = 10,
+    auto_migrate: bool = True,
+    pool_size: int = 10,
+    timeout: float = 10.0,
+) -> DocumentStore:
+    """Open the store named by ``url``: ``sqlite:///path``, ``memory://`` or ``postgresql://…``.
+
+    ``auto_migrate``, ``pool_size`` and ``timeout`` concern PostgreSQL only.
+    """
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from persistence.memory import MemoryStore
@@ -25,10 +35,12 @@ async def open_store(url: str, *, keep_versions: int = 10) -> DocumentStore:
         return await SQLiteStore(path, keep_versions=keep_versions).open()
     if scheme in {"postgres", "postgresql"}:
         try:
-            from persistence.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+            from persistence.postgres import PostgresStore
         except ImportError as exc:
             raise ConfigError(f"COLLAB_DATABASE_URL: the PostgreSQL backend is unavailable ({exc})") from exc
-        return await PostgresStore.connect(url, keep_versions=keep_versions)  # type: ignore[no-any-return]
+        return await PostgresStore.connect(
+            url, keep_versions=keep_versions, pool_size=pool_size, timeout=timeout, auto_migrate=auto_migrate
+        )
     raise ConfigError(
         f"COLLAB_DATABASE_URL={url!r}: unknown scheme {scheme!r} (use sqlite://, memory:// or postgresql://)"
     )

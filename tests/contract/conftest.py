@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +10,7 @@ import pytest
 from persistence.base import DocumentStore
 from persistence.memory import MemoryStore
 from persistence.sqlite import SQLiteStore
+from tests.support.postgres import empty_document_tables, reachable, run_sync, temporary_database
 
 StoreFactory = Callable[[], Awaitable[DocumentStore]]
 
@@ -26,11 +27,56 @@ async def _sqlite(tmp_path: Path) -> DocumentStore:
 STORE_BACKENDS: dict[str, Callable[[Path], Awaitable[DocumentStore]]] = {"memory": _memory, "sqlite": _sqlite}
 
 
+class ServerBackend:
+    """A backend on a server: its URL comes from a session fixture, resolved when a test first needs it,
+    so a run that selects only the embedded backends never touches the server."""
+
+    def __init__(self, fixture: str, open_store: Callable[[str], Awaitable[DocumentStore]]) -> None:
+        self.fixture = fixture
+        self.open_store = open_store
+        self.url: str | None = None
+
+    async def __call__(self, tmp_path: Path) -> DocumentStore:
+        assert self.url is not None, f"the {self.fixture} fixture was not resolved"
+        return await self.open_store(self.url)
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database created for this test session (migrated by its first store), dropped at its end."""
+    problem = run_sync(reachable)
+    if problem is not None:
+        pytest.skip(f"PostgreSQL is not reachable ({problem}); set COLLAB_TEST_POSTGRES_URL")
+    with temporary_database() as url:
+        yield url
+
+
+async def _postgres(url: str) -> DocumentStore:
+    from persistence.postgres import PostgresStore
+
+    store = await PostgresStore.connect(url, keep_versions=3, pool_size=4, timeout=10)
+    await empty_document_tables(url)  # one database per session, clean tables per test
+    return store
+
+
+STORE_BACKENDS["postgres"] = ServerBackend("postgres_url", _postgres)
+
+
 @pytest.fixture(params=sorted(STORE_BACKENDS))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DocumentStore]:
     """A fresh, empty store of each backend, closed after the test (keeps 3 snapshot versions)."""
-    opened = await STORE_BACKENDS[request.param](tmp_path)
+    backend = STORE_BACKENDS[request.param]
+    if isinstance(backend, ServerBackend):
+        backend.url = request.getfixturevalue(backend.fixture)
+    opened = await backend(tmp_path)
     try:
         yield opened
     finally:
         await opened.close()
+
+
+# -- Broker and presence registry (local, redis): fixtures live in conftest_broker.py ----------------
+from tests.contract.conftest_broker import broker_backend  # noqa: E402, F401

@@ -209,6 +209,39 @@ const commands = {
   shutdown: () => { setImmediate(shutdown); return null }
 }
 
+// --- switchServer ------------------------------------------------------------------------------
+// Added for the PostgreSQL durability tests (tests/e2e/test_postgres_durability.py).
+// {client, url, room, maxBackoffTime?, params?}: move a client to another server, keeping its Y.Doc,
+// as a browser does when the load balancer sends its reconnect to another replica. The old provider
+// is destroyed (socket closed, reconnect loop stopped) and a new one is made on the same doc; its
+// sync re-sends whatever the new server lacks, edits made while offline included. Status history
+// (closeCodes, wsconnects, ...) carries over.
+const switchServer = (args) => {
+  const c = getClient(args.client)
+  const url = need(args, 'url', 'string')
+  const room = need(args, 'room', 'string')
+  checkLoopback(url)
+  const old = c.provider
+  old.destroy()
+  old.awareness.destroy() // the provider made it; destroy() leaves its timer running
+  const onError = (err) => { c.lastError = String(err?.message ?? err) }
+  const provider = c.provider = new WebsocketProvider(url, encodeURIComponent(room), c.doc, {
+    WebSocketPolyfill: makeWebSocketClass({ deflate: !!args.deflate, headers: args.headers, onError }),
+    disableBc: true,
+    maxBackoffTime: args.maxBackoffTime ?? 500,
+    params: args.params ?? {}
+  })
+  provider.on('connection-close', (event) => {
+    c.closeCodes.push(event ? event.code : null)
+    c.closeReasons.push(event ? String(event.reason ?? '') : null)
+  })
+  provider.on('status', ({ status }) => { if (status === 'connected') c.wsconnects++ })
+  c.doc.on('update', (_update, origin) => { if (origin === provider) c.remoteUpdates++ })
+  return null
+}
+commands.switchServer = switchServer
+// --- end switchServer ----------------------------------------------------------------------------
+
 const reply = (msg) => process.stdout.write(JSON.stringify(msg) + '\n')
 
 const destroyAll = () => {

