@@ -154,10 +154,8 @@ class PresenceTracker:
             del self._live[room]
         self._wakeup.set()
 
-    def clients(self, room: str) -> list[AwarenessEntry]:
-        return list(self._live.get(room, {}).values())
-
     def live_ids(self, room: str) -> Collection[int]:
+        """The client ids our own peers have in ``room`` (a live view)."""
         return self._live.get(room, {}).keys()
 
     def rewrite_all(self) -> None:
@@ -470,6 +468,7 @@ class BrokerReplication:
                 batch.append((room, envelope))
                 size += len(envelope.payload)
             lane.size -= size
+            metrics.BROKER_OUTBOX.set(len(self._small.queue) + len(self._bulk.queue))
             try:
                 await self.broker.publish_many(batch)
             except BrokerError as exc:
@@ -484,7 +483,9 @@ class BrokerReplication:
             for _, envelope in batch:
                 _PUBLISHED[envelope.kind].inc()
             if failures:
+                logger.info("broker: publishing works again after %d failed attempts", failures)
                 failures = 0
+            if self._dirty:
                 self._repair_dirty()
 
     def _repair_dirty(self) -> None:
@@ -495,9 +496,11 @@ class BrokerReplication:
                 self._ask(link, "publish_failed", announce_own=True)
 
     async def _drained(self) -> None:
+        """Until both lanes are empty and nothing is in flight."""
+        if not self._started:
+            return
         for lane in (self._small, self._bulk):
-            if lane.queue:
-                await lane.idle.wait()
+            await lane.idle.wait()
 
     # -- receiving ----------------------------------------------------------------------------------
 
@@ -547,7 +550,8 @@ class BrokerReplication:
             link.replicas.discard(sender)
             self._drop_awareness(link, [c for c, r in link.remote_clients.items() if r == sender])
             return
-        if sender not in link.replicas:
+        discovered = sender not in link.replicas
+        if discovered:
             link.replicas.add(sender)
             self._discovered(link, sender, item)
         if kind is Kind.UPDATE or kind is Kind.SYNC_STEP2:
@@ -559,7 +563,7 @@ class BrokerReplication:
         elif kind is Kind.SYNC_STEP1:
             self._answer_step1(link, sender, Step1.decode(item.payload))
         elif kind is Kind.DIGEST:
-            if item.payload != self._digest(link):
+            if not discovered and item.payload != self._digest(link):  # (discovery asked already)
                 metrics.BROKER_REPAIRS.labels("digest").inc()
                 self._send(link.name, Kind.SYNC_STEP1, Step1.of(room.doc, echo=True).encode(), sender)
         elif kind is Kind.AWARENESS_QUERY:
@@ -575,7 +579,7 @@ class BrokerReplication:
         if not (first.kind is Kind.SYNC_STEP1 and Step1.decode(first.payload).echo):
             metrics.BROKER_REPAIRS.labels("discovery").inc()
             self._send(link.name, Kind.SYNC_STEP1, Step1.of(room.doc, echo=True).encode(), replica)
-        if first.kind is not Kind.AWARENESS_QUERY and self._tracker.clients(link.name):
+        if first.kind is not Kind.AWARENESS_QUERY and self._tracker.live_ids(link.name):
             self._send(link.name, Kind.AWARENESS_FULL, self._own_awareness(link), replica)
 
     def _ask(self, link: _Link, trigger: str, *, announce_own: bool) -> None:
@@ -615,14 +619,14 @@ class BrokerReplication:
     def _own_awareness(self, link: _Link) -> bytes:
         """Our own peers' awareness states in this room, as an awareness message (maybe empty)."""
         assert link.room is not None
-        own = {entry.client_id for entry in self._tracker.clients(link.name)}
+        own = self._tracker.live_ids(link.name)
         entries = [entry for entry in link.room.awareness.entries() if entry.client_id in own]
         return encode_awareness_message(entries)
 
     def _apply_awareness(self, link: _Link, sender: str, message: bytes, *, full: bool) -> None:
         room = link.room
         assert room is not None
-        own = {entry.client_id for entry in self._tracker.clients(link.name)}
+        own = self._tracker.live_ids(link.name)
         listed: set[int] = set()
         for decoded in decode_frame(message):
             if not isinstance(decoded, AwarenessMessage):

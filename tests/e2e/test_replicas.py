@@ -8,6 +8,7 @@
 3. One of three replicas is SIGKILLed: its clients reconnect elsewhere, the presence of those that do not
    disappears for the others within the heartbeat bound, and the document — in memory and in the store —
    is whole.
+4. A replica started while Redis is unreachable serves its own peers all the same.
 
 Every writer appends numbered tokens to a Y.Text of its own, so "no edit lost" is an exact comparison.
 """
@@ -363,3 +364,20 @@ async def test_a_killed_replicas_clients_move_and_its_presence_goes(
     bound = 4 * HEARTBEAT
     print(f"\nstranded client's presence gone {gone_after:.1f}s after SIGKILL (heartbeat bound ~{bound:.1f}s)")
     assert gone_after < bound + 2.0, f"presence of the dead replica lingered {gone_after:.1f}s"
+
+
+async def test_a_replica_starts_and_serves_its_peers_while_redis_is_unreachable(
+    server_factory: ServerFactory, prefix: str, room_name: str, node: YjsNode
+) -> None:
+    server = server_factory(replica_env("redis://127.0.0.1:1/0", prefix))  # nothing listens on port 1
+    first, second = await connect_all(node, [server.url, server.url], room_name)
+    await first.insert_text(0, "still here")
+    await eventually(lambda: has_text(second, "still here"), timeout=10)
+    await first.set_awareness({"user": {"name": "Ann"}})
+    first_id = await first.client_id()
+
+    async def second_sees_first() -> None:
+        assert first_id in await second.awareness()
+
+    await eventually(second_sees_first, timeout=10)
+    assert scrape(server, "collab_broker_connected") == 0

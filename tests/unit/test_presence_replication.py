@@ -3,8 +3,9 @@ load, repairs after lost envelopes, awareness across replicas and the death of a
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ from persistence.merge import build_doc
 from persistence.writer import AppendWriter
 from presence.broker import Envelope, Kind
 from presence.local import LocalBroker, LocalHub, LocalRegistry
-from presence.replication import BrokerReplication
+from presence.replication import BULK_THRESHOLD, BrokerReplication
 from tests.support.eventually import eventually
 from tests.unit.fakes import RecordingSocket
 
@@ -36,11 +37,19 @@ from tests.unit.fakes import RecordingSocket
 class Node:
     """One replica: RoomManager + BrokerReplication on a shared hub and store."""
 
-    def __init__(self, hub: LocalHub, store: MemoryStore, name: str, *, commit_window: float = 0.001) -> None:
+    def __init__(
+        self,
+        hub: LocalHub,
+        store: MemoryStore,
+        name: str,
+        *,
+        commit_window: float = 0.001,
+        broker: LocalBroker | None = None,
+    ) -> None:
         self.name = name
         self.settings = Settings(replica_id=name, room_grace=0.05, database_url="memory://")
         self.writer = AppendWriter(store, window=commit_window)
-        self.broker = LocalBroker(hub, name)
+        self.broker = broker or LocalBroker(hub, name)
         self.registry = LocalRegistry(hub, ttl=60, heartbeat_ttl=0.3)
         self.replication = BrokerReplication(
             self.broker, self.registry, heartbeat_interval=0.1, anti_entropy_interval=0.1, store=store
@@ -344,3 +353,34 @@ async def test_a_replica_that_unloads_the_room_says_so(cluster: Any) -> None:
 
 def hub_channels(hub: LocalHub, replica: str) -> set[str]:
     return {room for room, members in hub.channels.items() if any(b.replica_id == replica for b, _ in members)}
+
+
+class GatedBroker(LocalBroker):
+    """A LocalBroker whose publishes of large payloads wait for ``gate``: a stand-in for a slow Redis
+    write of a huge message (which we cannot make slow on purpose with a real one)."""
+
+    gate: asyncio.Event
+
+    async def publish_many(self, batch: Sequence[tuple[str, Envelope]]) -> None:
+        if any(len(envelope.payload) > BULK_THRESHOLD for _, envelope in batch):
+            await self.gate.wait()
+        await super().publish_many(batch)
+
+
+async def test_a_huge_update_in_one_room_does_not_hold_back_another_rooms(cluster: Any) -> None:
+    gated = GatedBroker(cluster[0], "a")
+    gated.gate = asyncio.Event()
+    a = await start(cluster, "a", broker=gated)
+    b = await start(cluster, "b")
+    writer_a, _, big_a = await a.join("big")
+    small_writer, _, small_a = await a.join("small")
+    _, _, big_b = await b.join("big")
+    _, _, small_b = await b.join("small")
+    await eventually(lambda: _assert(a.replication._links["small"].replicas == {"b"}))
+    await eventually(lambda: _assert(a.replication._links["big"].replicas == {"b"}))
+    big_a.receive(writer_a, encode_update(edit(Doc(), "x" * (2 * BULK_THRESHOLD))))
+    small_a.receive(small_writer, encode_update(edit(Doc(), "quick")))
+    await eventually(lambda: _assert(text_of(small_b) == "quick"))
+    assert text_of(big_b) == ""  # still on its way
+    gated.gate.set()
+    await eventually(lambda: _assert(len(text_of(big_b)) == 2 * BULK_THRESHOLD))
