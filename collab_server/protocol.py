@@ -41,6 +41,7 @@ __all__ = [
     "AwarenessEntry",
     "AwarenessMessage",
     "QueryAwareness",
+    "Reader",
     "SyncStep1",
     "SyncStep2",
     "SyncUpdate",
@@ -103,7 +104,7 @@ class AwarenessEntry:
         return self.state == "null"
 
 
-class _Reader:
+class Reader:
     """Bounds-checked cursor over a bytes object; every error is a ProtocolError naming what broke."""
 
     __slots__ = ("data", "pos")
@@ -115,7 +116,7 @@ class _Reader:
     def at_end(self) -> bool:
         return self.pos >= len(self.data)
 
-    def var_uint(self, what: str) -> int:
+    def var_uint(self, what: str = "varint") -> int:
         data, pos = self.data, self.pos
         value = 0
         shift = 0
@@ -135,7 +136,7 @@ class _Reader:
         self.pos = pos
         return value
 
-    def var_bytes(self, what: str) -> bytes:
+    def var_bytes(self, what: str = "byte string") -> bytes:
         length = self.var_uint(what)
         end = self.pos + length
         if end > len(self.data):
@@ -158,7 +159,7 @@ def decode_frame(frame: bytes) -> list[Message]:
     """Decode every message in one incoming frame, or raise ProtocolError for the whole frame."""
     if not frame:
         raise ProtocolError("empty frame")
-    reader = _Reader(frame)
+    reader = Reader(frame)
     messages: list[Message] = []
     while not reader.at_end():
         start = reader.pos
@@ -191,7 +192,7 @@ def decode_frame(frame: bytes) -> list[Message]:
 
 def decode_awareness(update: bytes) -> list[AwarenessEntry]:
     """Decode an awareness update; every state must be valid JSON (clients ``JSON.parse`` it)."""
-    reader = _Reader(update)
+    reader = Reader(update)
     count = reader.var_uint("awareness entry count")
     entries: list[AwarenessEntry] = []
     for _ in range(count):

@@ -22,50 +22,14 @@ from typing import Any
 
 from pycrdt import Doc, write_var_uint
 
-from collab_server.errors import ProtocolError
+from collab_server.protocol import Reader
 
 _EMPTY_DIGEST = b""
 
 
-class _Cursor:
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def at_end(self) -> bool:
-        return self.pos >= len(self.data)
-
-    def var_uint(self) -> int:
-        data, pos, value, shift = self.data, self.pos, 0, 0
-        while True:
-            if pos >= len(data):
-                raise ProtocolError("truncated varint")
-            byte = data[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                break
-            shift += 7
-            if shift > 63:
-                raise ProtocolError("varint too long")
-        self.pos = pos
-        return value
-
-    def var_bytes(self) -> bytes:
-        length = self.var_uint()
-        end = self.pos + length
-        if end > len(self.data):
-            raise ProtocolError("truncated byte string")
-        chunk = self.data[self.pos : end]
-        self.pos = end
-        return chunk
-
-
 def decode_state_vector(state_vector: bytes) -> dict[int, int]:
     """``{client id: clock}`` of an encoded state vector."""
-    cursor = _Cursor(state_vector)
+    cursor = Reader(state_vector)
     result: dict[int, int] = {}
     for _ in range(cursor.var_uint()):
         client = cursor.var_uint()
@@ -84,7 +48,7 @@ def has_structs(update: bytes) -> bool:
 
 
 def _canonical_delete_set(update_without_structs: bytes) -> bytes:
-    cursor = _Cursor(update_without_structs)
+    cursor = Reader(update_without_structs)
     if cursor.var_uint() != 0:
         raise ValueError("expected an update without structs")
     ranges: dict[int, list[tuple[int, int]]] = {}
@@ -149,7 +113,7 @@ class Step1:
 
     @classmethod
     def decode(cls, payload: bytes) -> Step1:
-        cursor = _Cursor(payload)
+        cursor = Reader(payload)
         state_vector = cursor.var_bytes()
         ds_digest = cursor.var_bytes()
         echo = cursor.var_uint() == 1
