@@ -27,10 +27,10 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import asyncpg  # noqa: E402
+import asyncpg
 
-from persistence.base import DocumentStore  # noqa: E402
-from persistence.writer import AppendWriter  # noqa: E402
+from persistence.base import DocumentStore
+from persistence.writer import AppendWriter
 
 ADMIN_URL = os.environ.get("COLLAB_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -1,4 +1,6 @@
-"""PostgreSQL DocumentStore (``postgresql://…``): the production backend, through an asyncpg pool.
+"""PostgreSQL DocumentStore (``postgresql://…``): the production backend, on asyncpg.
+
+Reads and compactions use a pool; the group commit has a connection of its own (see ``append_many``).
 
 Tables (``persistence/migrations/postgres/``): ``room_updates`` is the append-only log, keyed
 ``(room, seq)``; ``room_snapshots`` holds numbered snapshot versions, keyed ``(room, version)``.
@@ -91,7 +93,7 @@ INSERT INTO room_snapshots (room, version, snapshot, state_vector, label)
 VALUES ($1, $2, $3, $4, $5)
 RETURNING extract(epoch FROM created_at)::float8
 """
-_DELETE_FOLDED = 'DELETE FROM room_updates WHERE room = $1 AND seq = ANY($2::bigint[])'
+_DELETE_FOLDED = "DELETE FROM room_updates WHERE room = $1 AND seq = ANY($2::bigint[])"
 # Named versions are the user's; only unnamed ones are pruned to the configured count.
 _PRUNE = """
 DELETE FROM room_snapshots
@@ -250,10 +252,9 @@ class PostgresStore:
         updates = [update for _, update in entries]
         # A connection of its own rather than one from the pool: under fan-out load every event-loop
         # iteration is long, and the pool's acquire and release each cost a task, hence iterations, on
-        # top of the round trip itself (measured: p50 commit latency 41 ms through the pool, 21 ms on a
-        # held connection, with the loop held 8 ms per turn; see bench/store_append.py). The writer
-        # sends one batch at a time, so one connection is all it needs; the lock only guards callers
-        # other than the writer.
+        # top of the round trip itself (bench/store_append.py, loop held 8 ms per turn: p50 from
+        # arrival to commit 68 ms through the pool, 34 ms on a held connection). The writer sends one
+        # batch at a time, so one connection is all it needs; the lock only guards other callers.
         # Not retried here: the writer retries the whole batch with backoff. If a commit succeeded but
         # its reply was lost, the retry writes the updates twice, which the CRDT ignores.
         async with self._append_lock, translate_errors("append"):
@@ -303,8 +304,7 @@ class PostgresStore:
                 waiting = result.pending(len(log))
                 if waiting:
                     logger.warning(
-                        "room %r: %d logged updates wait for updates the store does not have yet; "
-                        "they stay in the log",
+                        "room %r: %d logged updates wait for updates the store does not have yet; they stay in the log",
                         room,
                         waiting,
                         extra={"room": room},
@@ -338,20 +338,20 @@ class PostgresStore:
                 appender, self._appender = self._appender, None
                 try:
                     await appender.close(timeout=self._timeout)
-                except (TimeoutError, *_UNAVAILABLE):
+                except _UNAVAILABLE:  # TimeoutError included
                     appender.terminate()
         try:
             await asyncio.wait_for(self._pool.close(), self._timeout)
-        except (TimeoutError, *_UNAVAILABLE):
+        except _UNAVAILABLE:  # TimeoutError included
             # Connections busy past the deadline (or on a dead network) are cut rather than waited for.
             self._pool.terminate()
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Pool reset hook that sends nothing. asyncpg's default resets every connection it takes back with
-    a query (unlock advisory locks, RESET ALL, ...): a second round trip after every group commit. The
-    store never leaves session state behind (its locks are transaction-scoped), and asyncpg still rolls
-    back a transaction left open before calling this hook."""
+    a query (unlock advisory locks, RESET ALL, ...): one more round trip after every load. The store
+    never leaves session state behind (its locks are transaction-scoped), and asyncpg still rolls back
+    a transaction left open before calling this hook."""
 
 
 def _split(rows: list[Any]) -> tuple[bytes | None, int, list[tuple[int, bytes]]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -23,7 +24,7 @@ from tests.support.tcp_proxy import TcpProxy
 
 def _edits(count: int, *, client: int = 1, start: int = 0) -> list[bytes]:
     """The updates of ``count`` appends of ``"i,"`` to Y.Text "text", one update each."""
-    doc: Doc = Doc(client_id=client)
+    doc: Doc[Any] = Doc(client_id=client)
     text = doc.get("text", type=Text)
     updates: list[bytes] = []
     doc.observe(lambda event: updates.append(event.update))
@@ -95,7 +96,9 @@ async def test_a_group_commit_is_one_round_trip_and_one_transaction(
             await store.append_many([("warm-up", _edits(1)[0])])  # prepares the statement once
             before = counter.ready
             a, b, c = _edits(200, client=1), _edits(200, client=2), _edits(200, client=3)
-            batch = [(room, update) for trio in zip(a, b, c, strict=True) for room, update in zip("abc", trio)]
+            batch = [
+                (room, update) for trio in zip(a, b, c, strict=True) for room, update in zip("abc", trio, strict=True)
+            ]
             await store.append_many(batch)
             assert counter.ready - before == 1
         finally:
@@ -181,7 +184,7 @@ async def test_a_row_committed_during_a_compaction_is_never_deleted_unmerged(
 async def test_an_update_whose_dependency_is_missing_stays_in_the_log(pg: PostgresStore) -> None:
     # Another replica still holds the first edit (or a client will re-send it); the second builds on it.
     updates = _edits(4)
-    doc: Doc = Doc(client_id=9)
+    doc: Doc[Any] = Doc(client_id=9)
     deletes: list[bytes] = []
     doc.observe(lambda event: deletes.append(event.update))
     for update in updates:

@@ -4,6 +4,7 @@
    with every edit, and so does the store after a restart.
 2. The database goes away under load (a proxy we control cuts every connection and refuses new ones);
    loaded rooms keep working, new writes are buffered, and everything reaches the store afterwards.
+   Past the buffer's bound new edits are refused (1013, /readyz 503) and come back once it drains.
 3. A room whose stored snapshot is corrupt is refused with 1011 and a log line; its bytes stay as stored.
 
 Every client appends numbered tokens to a Y.Text of its own, so "nothing lost" is an exact comparison.
@@ -18,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import asyncpg
 import pytest
@@ -186,9 +188,8 @@ async def test_no_edit_is_lost_when_a_replica_is_killed(
 
         reader = await node.connect(b.url, room_name)
         await reader.wait_synced()
-        await eventually(lambda: _assert_client_has_everything(reader, writers), timeout=15)
-        for client in clients:
-            await eventually(lambda client=client: _assert_client_has_everything(client, writers), timeout=15)
+        for client in [reader, *clients]:
+            await eventually(partial(_assert_client_has_everything, client, writers), timeout=15)
 
         async def stored_everything() -> None:
             assert _lost(writers, await _stored_texts(pg_url, room_name, names)) == {}
@@ -297,6 +298,54 @@ async def test_edits_made_while_the_database_is_down_reach_it_afterwards(
         await asyncio.to_thread(server.stop)
     assert server.log_path is not None
     assert "store append failed" in server.log_path.read_text()  # the "store falls behind" line
+
+
+async def test_past_the_write_buffer_new_edits_are_refused_and_come_back_later(
+    server_factory: ServerFactory, pg_url: str, room_name: str
+) -> None:
+    # A small buffer: the outage fills it within a second. Edits past it are refused with 1013 before
+    # they are applied; the client keeps them, reconnects, and they come back once the store drains.
+    async with TcpProxy.for_url(pg_url) as proxy:
+        env = {"COLLAB_DATABASE_URL": proxy.url(pg_url), "COLLAB_WRITE_BUFFER_BYTES": "4096"}
+        server = await asyncio.to_thread(server_factory, env)
+        async with YjsNode() as node:
+            client = await node.connect(server.url, room_name)
+            await client.wait_synced()
+            writer = Writer(client, "w", rate=100)
+            stop = asyncio.Event()
+            task = asyncio.create_task(writer.run(stop))
+            try:
+                await eventually(_made_at_least([writer], {"w": 0}, 20), timeout=15)
+                proxy.cut()
+
+                async def refused() -> None:
+                    status = await client.status()
+                    assert 1013 in status["closeCodes"], status
+                    reason = status["closeReasons"][status["closeCodes"].index(1013)]
+                    assert reason == "the store is not accepting writes; retry later"
+
+                await eventually(refused, timeout=20)
+                status, body = await asyncio.to_thread(_readyz, server)
+                assert status == 503, body
+                proxy.restore()
+                await eventually(lambda: _assert_ready(server), timeout=15)
+                await eventually(_made_at_least([writer], _counts([writer]), 20), timeout=15)
+            finally:
+                stop.set()
+                await task
+            await client.wait_synced()
+
+            async def stored_everything() -> None:
+                texts = await _stored_texts(pg_url, room_name, [writer.text_name])
+                assert texts == {writer.text_name: writer.expected()}
+
+            await eventually(stored_everything, timeout=15)
+        await asyncio.to_thread(server.stop)
+
+
+async def _assert_ready(server: ServerProcess) -> None:
+    status, body = await asyncio.to_thread(_readyz, server)
+    assert status == 200, body
 
 
 # -- 3. a corrupt snapshot ------------------------------------------------------------------------

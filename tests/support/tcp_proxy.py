@@ -15,9 +15,7 @@ from urllib.parse import urlsplit
 
 
 class TcpProxy:
-    def __init__(
-        self, target_host: str, target_port: int, *, on_reply: Callable[[bytes], None] | None = None
-    ) -> None:
+    def __init__(self, target_host: str, target_port: int, *, on_reply: Callable[[bytes], None] | None = None) -> None:
         self.target_host = target_host
         self.target_port = target_port
         self.on_reply = on_reply  # sees every chunk the target sends back (to count protocol messages)
