@@ -47,6 +47,7 @@ __all__ = [
     "SyncUpdate",
     "decode_awareness",
     "decode_frame",
+    "decode_state_vector",
     "encode_awareness",
     "encode_awareness_message",
     "encode_sync_step1",
@@ -207,6 +208,16 @@ def decode_awareness(update: bytes) -> list[AwarenessEntry]:
     if not reader.at_end():
         raise ProtocolError("trailing bytes after awareness entries")
     return entries
+
+
+def decode_state_vector(state_vector: bytes) -> dict[int, int]:
+    """``{client id: clock}`` of an encoded Yjs state vector."""
+    reader = Reader(state_vector)
+    result: dict[int, int] = {}
+    for _ in range(reader.var_uint("state vector length")):
+        client = reader.var_uint("state vector client")
+        result[client] = reader.var_uint("state vector clock")
+    return result
 
 
 def _var_string(text: str) -> bytes:

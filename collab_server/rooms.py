@@ -171,6 +171,9 @@ class RoomManager:
         if (
             room.log_updates >= settings.compact_updates or room.log_bytes >= settings.compact_bytes
         ) and room.name not in self._compacting:
+            # Marked now, not when the task runs: otherwise every update while the flush waits (a store
+            # outage can last minutes) would spawn one more flush-then-compact task.
+            self._compacting.add(room.name)
             self._spawn(self._compact_after_flush(room))
 
     def local_awareness(self, room: Room, message: bytes) -> None:
@@ -181,9 +184,12 @@ class RoomManager:
     async def _compact_after_flush(self, room: Room) -> None:
         try:
             await self._writer.flush(timeout=self._settings.shutdown_timeout)
+            self._compacting.discard(room.name)  # _compact takes the mark itself
             await self._compact(room)
         except (StoreError, TimeoutError) as exc:
             logger.warning("compaction of room %r failed: %s", room.name, exc, extra={"room": room.name})
+        finally:
+            self._compacting.discard(room.name)
 
     async def _compact(self, room: Room) -> None:
         if room.name in self._compacting:

@@ -72,7 +72,8 @@ async def room_endpoint(websocket: WebSocket) -> None:
         room = await rooms.join(name, peer)
     except (StoreError, TimeoutError) as exc:
         metrics.PEERS_CLOSED.labels("load_failed").inc()
-        reason = "room could not be loaded" + (": stored document is corrupt" if isinstance(exc, CorruptDocument) else "")
+        corrupt = isinstance(exc, CorruptDocument)
+        reason = "room could not be loaded" + (": stored document is corrupt" if corrupt else "")
         await websocket.close(CLOSE_INTERNAL_ERROR, reason)
         return
 

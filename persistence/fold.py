@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from pycrdt import get_update
 
+from collab_server.protocol import Reader, decode_state_vector
 from persistence.merge import build_doc
 
 
@@ -39,7 +40,7 @@ def fold(room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
     """
     doc = build_doc(room, snapshot, updates)
     state = doc.get_state()
-    clocks = _decode_state_vector(state)
+    clocks = decode_state_vector(state)
     folded = [index for index, update in enumerate(updates) if _integrated(update, state, clocks)]
     return Folded(doc.get_update(), state, folded)
 
@@ -47,38 +48,14 @@ def fold(room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
 def _integrated(update: bytes, state: bytes, clocks: dict[int, int]) -> bool:
     # get_update(update, state) is the part of ``update`` beyond ``state``: its structs the doc lacks,
     # plus its whole delete set. No structs left and every deleted range below the state: integrated.
-    diff = get_update(update, state)
-    structs, pos = _varuint(diff, 0)
-    if structs:
+    diff = Reader(get_update(update, state))
+    if diff.var_uint("struct count"):
         return False
-    clients, pos = _varuint(diff, pos)
-    for _ in range(clients):
-        client, pos = _varuint(diff, pos)
-        ranges, pos = _varuint(diff, pos)
-        for _ in range(ranges):
-            clock, pos = _varuint(diff, pos)
-            length, pos = _varuint(diff, pos)
+    for _ in range(diff.var_uint("delete set clients")):
+        client = diff.var_uint("delete set client")
+        for _ in range(diff.var_uint("delete set ranges")):
+            clock = diff.var_uint("deleted clock")
+            length = diff.var_uint("deleted length")
             if clocks.get(client, 0) < clock + length:
                 return False
     return True
-
-
-def _decode_state_vector(state: bytes) -> dict[int, int]:
-    count, pos = _varuint(state, 0)
-    clocks: dict[int, int] = {}
-    for _ in range(count):
-        client, pos = _varuint(state, pos)
-        clocks[client], pos = _varuint(state, pos)
-    return clocks
-
-
-def _varuint(buf: bytes, pos: int) -> tuple[int, int]:
-    """lib0's variable-length unsigned int at ``pos``: (value, position after it)."""
-    value = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7

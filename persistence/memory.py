@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from persistence.base import StoredDocument, Version
-from persistence.merge import merge_stored
+from persistence.fold import fold
 
 
 @dataclass
@@ -56,11 +56,12 @@ class MemoryStore:
             return None
         covered = list(stored.log)
         snapshot = stored.snapshots[-1].update if stored.snapshots else None
-        merged, _ = merge_stored(room, snapshot, [update for _, update in covered])
+        result = fold(room, snapshot, [update for _, update in covered])
         number = stored.snapshots[-1].version + 1 if stored.snapshots else 1
-        stored.snapshots.append(_Snapshot(number, merged, time.time(), label))
-        upto = covered[-1][0] if covered else 0
-        stored.log = [(seq, update) for seq, update in stored.log if seq > upto]
+        stored.snapshots.append(_Snapshot(number, result.snapshot, time.time(), label))
+        # Only rows the snapshot really holds leave the log (see persistence.fold).
+        folded = {covered[i][0] for i in result.folded}
+        stored.log = [(seq, update) for seq, update in stored.log if seq not in folded]
         self._prune(stored)
         newest = stored.snapshots[-1]
         return Version(newest.version, newest.created_at, len(newest.update), newest.label)

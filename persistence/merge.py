@@ -28,9 +28,3 @@ def build_doc(room: str, snapshot: bytes | None, updates: Iterable[bytes]) -> Do
         except Exception as exc:
             raise CorruptDocument(f"room {room!r}: logged update #{index} cannot be decoded ({exc})") from exc
     return doc
-
-
-def merge_stored(room: str, snapshot: bytes | None, updates: Iterable[bytes]) -> tuple[bytes, bytes]:
-    """(full-state update, state vector) of the snapshot plus the updates."""
-    doc = build_doc(room, snapshot, updates)
-    return doc.get_update(), doc.get_state()

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from collab_server.errors import StoreUnavailable
 from persistence.base import StoredDocument, Version
-from persistence.merge import merge_stored
+from persistence.fold import fold
 
 T = TypeVar("T")
 
@@ -133,18 +133,19 @@ class SQLiteStore:
             if row is None and not log:
                 db.execute("ROLLBACK")
                 return None
-            merged, state_vector = merge_stored(
-                room, bytes(row[1]) if row else None, [bytes(u) for _, u in log]
-            )
+            result = fold(room, bytes(row[1]) if row else None, [bytes(u) for _, u in log])
+            merged = result.snapshot
             version = (row[0] if row else 0) + 1
             now = time.time()
             db.execute(
                 "INSERT INTO room_snapshots (room, version, snapshot, state_vector, label, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (room, version, merged, state_vector, label, now),
+                (room, version, merged, result.state_vector, label, now),
             )
-            if log:
-                db.execute("DELETE FROM room_updates WHERE room = ? AND seq <= ?", (room, log[-1][0]))
+            # Only rows the snapshot really holds leave the log (see persistence.fold).
+            db.executemany(
+                "DELETE FROM room_updates WHERE seq = ?", [(log[i][0],) for i in result.folded]
+            )
             # Named versions are the user's; only unnamed ones are pruned to the configured count.
             db.execute(
                 "DELETE FROM room_snapshots WHERE room = ? AND label IS NULL AND version < ? AND version NOT IN"

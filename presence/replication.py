@@ -54,6 +54,7 @@ from collab_server.protocol import (
     AwarenessMessage,
     decode_awareness,
     decode_frame,
+    decode_state_vector,
     encode_awareness,
     encode_awareness_message,
 )
@@ -61,7 +62,7 @@ from collab_server.room import Replica
 from persistence.merge import build_doc
 from presence.broker import Broker, Delivery, Envelope, Gap, Kind, Subscription, kind_label
 from presence.registry import PresenceRegistry, entry_for
-from presence.sync import Step1, decode_state_vector, delete_set_digest, digest, has_structs, lacks
+from presence.sync import Step1, delete_set_digest, digest, has_structs, lacks
 
 if TYPE_CHECKING:
     from collab_server.room import Room

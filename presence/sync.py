@@ -22,19 +22,9 @@ from typing import Any
 
 from pycrdt import Doc, write_var_uint
 
-from collab_server.protocol import Reader
+from collab_server.protocol import Reader, decode_state_vector
 
 _EMPTY_DIGEST = b""
-
-
-def decode_state_vector(state_vector: bytes) -> dict[int, int]:
-    """``{client id: clock}`` of an encoded state vector."""
-    cursor = Reader(state_vector)
-    result: dict[int, int] = {}
-    for _ in range(cursor.var_uint()):
-        client = cursor.var_uint()
-        result[client] = cursor.var_uint()
-    return result
 
 
 def lacks(mine: dict[int, int], theirs: dict[int, int]) -> bool:

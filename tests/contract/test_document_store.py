@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pycrdt import Doc, Map, Text
 
@@ -139,3 +141,24 @@ async def test_a_corrupt_log_row_fails_compaction_and_keeps_the_data(store: Docu
     assert stored is not None
     assert stored.updates == [updates[0], garbage, updates[1]]
     assert await store.versions("r") == []
+
+
+async def test_an_update_whose_dependency_is_missing_stays_in_the_log(store: DocumentStore) -> None:
+    # Another replica still holds the first edit (or a client will re-send it); the others build on it.
+    _, updates = _edits(4)
+    deletes: list[bytes] = []
+    follower: Doc[Any] = Doc(client_id=9)
+    follower.observe(lambda event: deletes.append(event.update))
+    for update in updates:
+        follower.apply_update(update)
+    del follower.get("text", type=Text)[0:2]  # deletes "0,", which the store does not have either
+    await store.append_many([("r", updates[1]), ("r", updates[3]), ("r", deletes[-1])])
+    await store.compact("r")
+    stored = await store.load("r")
+    assert stored is not None
+    assert stored.updates == [updates[1], updates[3], deletes[-1]]  # nothing was integrated: all kept
+    await store.append_many([("r", updates[0]), ("r", updates[2])])  # the missing edits arrive
+    await store.compact("r")
+    stored = await store.load("r")
+    assert stored is not None and stored.updates == []
+    assert _text("r", stored.snapshot, stored.updates) == "1,2,3,"

@@ -181,27 +181,6 @@ async def test_a_row_committed_during_a_compaction_is_never_deleted_unmerged(
     assert _tokens(await _text(pg, "r")) == {"0", "1"}
 
 
-async def test_an_update_whose_dependency_is_missing_stays_in_the_log(pg: PostgresStore) -> None:
-    # Another replica still holds the first edit (or a client will re-send it); the second builds on it.
-    updates = _edits(4)
-    doc: Doc[Any] = Doc(client_id=9)
-    deletes: list[bytes] = []
-    doc.observe(lambda event: deletes.append(event.update))
-    for update in updates:
-        doc.apply_update(update)
-    del doc.get("text", type=Text)[0:2]  # deletes "0,", which the store does not have either
-    await pg.append_many([("r", updates[1]), ("r", updates[3]), ("r", deletes[-1])])
-    await pg.compact("r")
-    stored = await pg.load("r")
-    assert stored is not None
-    assert stored.updates == [updates[1], updates[3], deletes[-1]]  # nothing was integrated: all kept
-    await pg.append_many([("r", updates[0]), ("r", updates[2])])  # the missing edits arrive
-    await pg.compact("r")
-    stored = await pg.load("r")
-    assert stored is not None and stored.updates == []
-    assert await _text(pg, "r") == "1,2,3,"
-
-
 async def test_replicas_compacting_and_appending_at_once_lose_nothing(pg: PostgresStore, postgres_url: str) -> None:
     other = await PostgresStore.connect(postgres_url, keep_versions=3, pool_size=4)
     try:

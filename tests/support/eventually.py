@@ -6,14 +6,20 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
 
-async def eventually(
-    check: Callable[[], T | Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.02
-) -> T:
+@overload
+async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = ..., interval: float = ...) -> T: ...
+
+
+@overload
+async def eventually(check: Callable[[], T], *, timeout: float = ..., interval: float = ...) -> T: ...
+
+
+async def eventually(check: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02) -> Any:
     """Call ``check`` until it returns without raising AssertionError; return its result.
 
     On timeout the last AssertionError is raised, so the failure says what was still wrong.
@@ -24,7 +30,7 @@ async def eventually(
             result = check()
             if inspect.isawaitable(result):
                 result = await result
-            return result  # type: ignore[return-value]
+            return result
         except AssertionError:
             if time.monotonic() >= deadline:
                 raise

@@ -11,7 +11,7 @@ from pycrdt import Doc, Map, Text
 
 from collab_server.errors import ConfigError, ProtocolError
 from collab_server.peer import Peer
-from collab_server.protocol import AwarenessEntry, encode_awareness_message
+from collab_server.protocol import AwarenessEntry, decode_state_vector, encode_awareness_message
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
 from persistence.memory import MemoryStore
@@ -22,7 +22,7 @@ from presence.local import LocalRegistry
 from presence.redis import Frame, _Reassembly, decode_message, encode_messages
 from presence.registry import PresenceEntry, describe_state, entry_for
 from presence.replication import PresenceOnly, PresenceTracker, own_entries
-from presence.sync import Step1, decode_state_vector, delete_set_digest, digest, has_structs, lacks
+from presence.sync import Step1, delete_set_digest, digest, has_structs, lacks
 from tests.support.eventually import eventually
 from tests.unit.fakes import RecordingSocket, make_room
 

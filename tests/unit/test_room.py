@@ -178,7 +178,8 @@ async def test_closing_a_peer_removes_its_awareness_for_the_others() -> None:
     room, sink = make_room()
     leaving, _ = make_peer(room)
     _, staying_socket = make_peer(room)
-    room.receive(leaving, encode_awareness_message([AwarenessEntry(42, 4, '{"u":1}'), AwarenessEntry(43, 1, '{"u":2}')]))
+    entries = [AwarenessEntry(42, 4, '{"u":1}'), AwarenessEntry(43, 1, '{"u":2}')]
+    room.receive(leaving, encode_awareness_message(entries))
     await settle()
     staying_socket.frames.clear()
     room.remove(leaving)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 from pycrdt import Doc, Text
@@ -12,7 +13,7 @@ from collab_server.peer import Peer
 from collab_server.protocol import encode_update
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
-from persistence.base import StoredDocument
+from persistence.base import StoredDocument, Version
 from persistence.memory import MemoryStore
 from persistence.writer import AppendWriter
 from tests.support.eventually import eventually
@@ -151,3 +152,46 @@ def _text_update(content: str) -> bytes:
 
 def _assert(condition: bool) -> None:
     assert condition
+
+
+class OutageStore(MemoryStore):
+    """Appends fail while ``down`` is set; compactions are counted (a fault we inject, not a mock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.compactions = 0
+
+    async def append_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
+        if self.down:
+            raise StoreUnavailable("injected outage")
+        await super().append_many(entries)
+
+    async def compact(self, room: str, *, label: str | None = None) -> Version | None:
+        self.compactions += 1
+        return await super().compact(room, label=label)
+
+
+async def test_an_outage_past_the_threshold_queues_one_compaction_not_one_per_update() -> None:
+    store = OutageStore()
+    manager, writer = _manager(store, compact_updates=5)
+    peer = _peer("r")
+    room = await manager.join("r", peer)
+    store.down = True
+    client: Doc = Doc()
+    text = client.get("t", type=Text)
+    for i in range(200):
+        before = client.get_state()
+        text.insert(len(text), f"{i},")
+        room.receive(peer, encode_update(client.get_update(before)))
+    store.down = False
+
+    async def compacted() -> None:
+        assert store.compactions >= 1
+        assert writer.pending == 0
+
+    await eventually(compacted)
+    # a handful at most (one per threshold crossing after each compaction), never one per update
+    assert store.compactions <= 3
+    await manager.close()
+    await writer.close()
