@@ -78,13 +78,14 @@ class Peer:
         self._asgi_send = send
         self._abort = abort
         self._send_nowait = send_nowait
-        self._queue: deque[bytes] = deque()
+        # Created only while messages wait: an idle peer (the common case) carries no 760-byte deque.
+        self._queue: deque[bytes] | None = None
         self._queued_bytes = 0
         self._pump: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
-        return f"Peer(id={self.id}, room={self.room_name!r}, queued={len(self._queue)}, closed={self.closed})"
+        return f"Peer(id={self.id}, room={self.room_name!r}, queued={len(self._queue or ())}, closed={self.closed})"
 
     def send(self, message: bytes) -> None:
         """Queue one message; closes the peer as too slow when its queue is over the limit."""
@@ -94,6 +95,8 @@ class Peer:
         # Fast path: nothing waiting and the socket writable, so write now with no task at all.
         if not queue and self._pump is None and self._send_nowait is not None and self._send_nowait(message):
             return
+        if queue is None:
+            queue = self._queue = deque()
         # One message is always accepted into an empty queue, however large (a cold sync's step2).
         if queue and (len(queue) >= self.max_messages or self._queued_bytes + len(message) > self.max_bytes):
             metrics.PEERS_CLOSED.labels("slow_consumer").inc()
@@ -126,6 +129,8 @@ class Peer:
             self.mark_disconnected()
         finally:
             self._pump = None
+            if not self._queue:
+                self._queue = None
 
     def close(self, code: int, reason: str = "") -> None:
         """Close this peer (only this one) with ``code``; safe to call more than once."""
@@ -142,7 +147,7 @@ class Peer:
     def _stop(self, code: int | None) -> None:
         self.closed = True
         self.close_code = code
-        self._queue.clear()
+        self._queue = None
         self._queued_bytes = 0
         if self._pump is not None:
             self._pump.cancel()
