@@ -42,7 +42,7 @@ class Settings:
     broker_url: str = _setting(
         "memory://", "fan-out between replicas: memory:// (one process) or redis://HOST:PORT/DB"
     )
-    replica_id: str = _setting("", "this process's id on the broker (default: host-pid-random)")
+    replica_id: str = _setting("", "this process's id on the broker (empty: host-pid-random)")
     log_level: str = _setting("info", "debug, info, warning or error")
     log_json: bool = _setting(False, "log one JSON object per line instead of text")
 
