@@ -61,6 +61,9 @@ class Settings:
     ping_interval: float = _setting(30.0, "seconds between websocket pings; 0 disables keepalive")
     ping_timeout: float = _setting(20.0, "seconds to wait for a pong before closing a dead socket")
 
+    frames_per_turn: int = _setting(
+        32, "frames one peer's socket may have handled before it yields the event loop to everyone else"
+    )
     load_timeout: float = _setting(30.0, "seconds a joining peer waits for its room to load")
     room_grace: float = _setting(10.0, "seconds a room with no peers stays loaded before it unloads")
     commit_window_ms: float = _setting(
@@ -111,7 +114,9 @@ class Settings:
         return dataclasses.replace(self, **changes).validated()
 
     def validated(self) -> Settings:
-        for name in ("port", "max_message_bytes", "send_queue_messages", "send_queue_bytes", "commit_batch"):
+        for name in (
+            "port", "max_message_bytes", "send_queue_messages", "send_queue_bytes", "commit_batch", "frames_per_turn"
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
         for name in ("heartbeat_interval", "anti_entropy_interval", "presence_ttl"):

@@ -80,7 +80,7 @@ async def room_endpoint(websocket: WebSocket) -> None:
     try:
         for message in room.welcome():
             peer.send(message)
-        await _read_loop(websocket, peer, room)
+        await _read_loop(websocket, peer, room, settings.frames_per_turn)
     finally:
         # Leaves the room (idempotent: a slow-consumer close may have removed the peer already) and
         # broadcasts the removal of its awareness states.
@@ -88,10 +88,17 @@ async def room_endpoint(websocket: WebSocket) -> None:
         await peer.wait_closed()
 
 
-async def _read_loop(websocket: WebSocket, peer: Peer, room: Room) -> None:
+async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, frames_per_turn: int) -> None:
     receive = websocket.receive
     handle = room.receive
+    handled = 0
     while not peer.closed:
+        handled += 1
+        if handled % frames_per_turn == 0:
+            # One socket read can queue hundreds of frames, and awaiting a queued one does not yield. Give
+            # the loop a turn now and then, so that one busy peer cannot hold up other rooms, the store's
+            # commit replies or pings for the whole burst.
+            await asyncio.sleep(0)
         event = await receive()
         if event["type"] == "websocket.disconnect":
             peer.mark_disconnected(event.get("code"))

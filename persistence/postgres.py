@@ -42,6 +42,8 @@ from persistence import migrate as migrations
 from persistence.base import StoredDocument, Version
 from persistence.fold import fold
 
+# The writer commits two batches at once (persistence.writer); each needs a connection.
+_APPEND_CONNECTIONS = 2
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -139,8 +141,11 @@ class PostgresStore:
         self._keep_versions = max(keep_versions, 1)
         self._timeout = timeout
         # The group commit's own connection, outside the pool (see append_many); opened on first use.
-        self._appender: asyncpg.Connection | None = None
-        self._append_lock = asyncio.Lock()
+        # Connections of the group commit's own, one per batch the writer has in flight (it has two);
+        # each slot is opened on first use and after any failure.
+        self._appenders: asyncio.Queue[asyncpg.Connection | None] = asyncio.Queue()
+        for _ in range(_APPEND_CONNECTIONS):
+            self._appenders.put_nowait(None)
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact(self._url)!r})"
@@ -148,7 +153,7 @@ class PostgresStore:
     def describe(self) -> str:
         return (
             f"postgresql {redact(self._url)} (pool of up to {self._pool.get_max_size()} connections, "
-            "plus one for the group commit)"
+            f"plus {_APPEND_CONNECTIONS} for the group commit)"
         )
 
     @classmethod
@@ -254,26 +259,29 @@ class PostgresStore:
         # iteration is long, and the pool's acquire and release each cost a task, hence iterations, on
         # top of the round trip itself (bench/store_append.py, loop held 8 ms per turn: p50 from
         # arrival to commit 68 ms through the pool, 34 ms on a held connection). The writer sends one
-        # batch at a time, so one connection is all it needs; the lock only guards other callers.
+        # batch per in-flight slot, so it takes a connection per slot.
         # Not retried here: the writer retries the whole batch with backoff. If a commit succeeded but
         # its reply was lost, the retry writes the updates twice, which the CRDT ignores.
-        async with self._append_lock, translate_errors("append"):
-            conn = self._appender
-            if conn is None or conn.is_closed():
-                conn = self._appender = await asyncpg.connect(
-                    self._url,
-                    timeout=self._timeout,
-                    command_timeout=self._timeout,
-                    server_settings={"application_name": "collab-server"},
-                )
-            try:
-                await conn.execute(_APPEND, rooms, updates)
-            except BaseException:
-                # Whatever state the connection is in now (a lost reply, a half-read result, a cancel
-                # mid-statement), the next batch starts on a fresh one.
-                self._appender = None
-                conn.terminate()
-                raise
+        conn = await self._appenders.get()
+        try:
+            async with translate_errors("append"):
+                if conn is None or conn.is_closed():
+                    conn = await asyncpg.connect(
+                        self._url,
+                        timeout=self._timeout,
+                        command_timeout=self._timeout,
+                        server_settings={"application_name": "collab-server"},
+                    )
+                try:
+                    await conn.execute(_APPEND, rooms, updates)
+                except BaseException:
+                    # Whatever state the connection is in now (a lost reply, a half-read result, a cancel
+                    # mid-statement), the next batch starts on a fresh one.
+                    conn.terminate()
+                    conn = None
+                    raise
+        finally:
+            self._appenders.put_nowait(conn)
 
     async def compact(self, room: str, *, label: str | None = None) -> Version | None:
         started = time.perf_counter()
@@ -333,9 +341,9 @@ class PostgresStore:
         return await self._with_connection("read version", room, read, retry_stale=True)
 
     async def close(self) -> None:
-        async with self._append_lock:  # a batch being written finishes first
-            if self._appender is not None:
-                appender, self._appender = self._appender, None
+        for _ in range(_APPEND_CONNECTIONS):  # a batch being written finishes first
+            appender = await self._appenders.get()
+            if appender is not None:
                 try:
                     await appender.close(timeout=self._timeout)
                 except _UNAVAILABLE:  # TimeoutError included

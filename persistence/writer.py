@@ -30,6 +30,7 @@ class _Entry:
     room: str
     update: bytes
     queued_at: float
+    committed: bool = False
 
 
 class AppendWriter:
@@ -42,8 +43,16 @@ class AppendWriter:
         window: float = 0.005,
         batch: int = 2000,
         max_buffer_bytes: int = 256 * 1024 * 1024,
+        in_flight: int = 2,
     ) -> None:
         self._store = store
+        # Batches committing at once. A commit is mostly waiting (the database's WAL flush); with one in
+        # flight, an update that arrives during a commit waits for it and then for its own. Two overlap:
+        # measured arrival-to-commit p99 on PostgreSQL under saturated fan-out (docs/benchmarks.md).
+        # Batches may then commit out of order; the log's order does not matter to a CRDT, and loads and
+        # compaction handle an update that lands before one it depends on (persistence.fold).
+        self._slots = asyncio.Semaphore(in_flight)
+        self._sent = 0  # entries at the head of _pending already handed to a batch
         self._window = window
         self._batch = batch
         self._max_buffer_bytes = max_buffer_bytes
@@ -54,6 +63,7 @@ class AppendWriter:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._commits: set[asyncio.Task[None]] = set()
         self._last_behind_log = 0.0
         self.healthy = True
 
@@ -103,21 +113,34 @@ class AppendWriter:
         finally:
             if self._task is not None:
                 self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
+                for commit in self._commits:
+                    commit.cancel()
+                await asyncio.gather(self._task, *self._commits, return_exceptions=True)
                 self._task = None
             if self._pending:
                 logger.error("store writer stopped with %d updates not committed", len(self._pending))
 
     async def _run(self) -> None:
-        backoff = 0.05
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             if self._window > 0:
                 # The group-commit window: edits arriving meanwhile share this transaction.
                 await asyncio.sleep(self._window)
-            while self._pending:
-                batch = [self._pending[i] for i in range(min(self._batch, len(self._pending)))]
+            while self._sent < len(self._pending):
+                await self._slots.acquire()
+                end = min(self._sent + self._batch, len(self._pending))
+                batch = [self._pending[i] for i in range(self._sent, end)]
+                self._sent = end
+                task = asyncio.get_running_loop().create_task(self._commit(batch))
+                self._commits.add(task)
+                task.add_done_callback(self._commits.discard)
+
+    async def _commit(self, batch: list[_Entry]) -> None:
+        """Write one batch, retrying with backoff until it is in; holds one in-flight slot meanwhile."""
+        backoff = 0.05
+        try:
+            while True:
                 try:
                     await self._store.append_many([(e.room, e.update) for e in batch])
                 except asyncio.CancelledError:
@@ -127,17 +150,24 @@ class AppendWriter:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, _MAX_BACKOFF)
                     continue
-                backoff = 0.05
                 self._on_commit(batch)
+                return
+        finally:
+            self._slots.release()
 
     def _on_commit(self, batch: list[_Entry]) -> None:
         now = time.monotonic()
-        for _ in batch:
-            entry = self._pending.popleft()
-            self._pending_bytes -= len(entry.update)
+        for entry in batch:
+            entry.committed = True
             metrics.STORE_COMMIT_SECONDS.observe(now - entry.queued_at)
-        self._committed += len(batch)
         metrics.STORE_BATCH_SIZE.observe(len(batch))
+        # Only a committed *prefix* leaves the queue: flush() promises everything before its call.
+        pending = self._pending
+        while pending and pending[0].committed:
+            entry = pending.popleft()
+            self._pending_bytes -= len(entry.update)
+            self._sent -= 1
+            self._committed += 1
         metrics.STORE_PENDING_UPDATES.set(len(self._pending))
         metrics.STORE_PENDING_BYTES.set(self._pending_bytes)
         if not self.healthy:

@@ -15,7 +15,7 @@ from pycrdt import Doc, Text
 
 from collab_server.errors import CorruptDocument, StoreUnavailable
 from persistence.merge import build_doc
-from persistence.postgres import PostgresStore
+from persistence.postgres import _APPEND_CONNECTIONS, PostgresStore
 from persistence.writer import AppendWriter
 from tests.support.eventually import eventually
 from tests.support.postgres import empty_document_tables
@@ -93,7 +93,9 @@ async def test_a_group_commit_is_one_round_trip_and_one_transaction(
         store = await PostgresStore.connect(proxy.url(postgres_url) + "?sslmode=disable", pool_size=1)
         await empty_document_tables(postgres_url)
         try:
-            await store.append_many([("warm-up", _edits(1)[0])])  # prepares the statement once
+            # connects and prepares the statement once on each of the group commit's connections
+            for _ in range(_APPEND_CONNECTIONS):
+                await store.append_many([("warm-up", _edits(1)[0])])
             before = counter.ready
             a, b, c = _edits(200, client=1), _edits(200, client=2), _edits(200, client=3)
             batch = [
