@@ -61,8 +61,8 @@ class Settings:
     ping_interval: float = _setting(30.0, "seconds between websocket pings; 0 disables keepalive")
     ping_timeout: float = _setting(20.0, "seconds to wait for a pong before closing a dead socket")
 
-    frames_per_turn: int = _setting(
-        32, "frames one peer's socket may have handled before it yields the event loop to everyone else"
+    turn_budget_ms: float = _setting(
+        4.0, "milliseconds one busy socket may hold the event loop before it lets everyone else run"
     )
     load_timeout: float = _setting(30.0, "seconds a joining peer waits for its room to load")
     room_grace: float = _setting(10.0, "seconds a room with no peers stays loaded before it unloads")
@@ -115,7 +115,7 @@ class Settings:
 
     def validated(self) -> Settings:
         for name in (
-            "port", "max_message_bytes", "send_queue_messages", "send_queue_bytes", "commit_batch", "frames_per_turn"
+            "port", "max_message_bytes", "send_queue_messages", "send_queue_bytes", "commit_batch", "turn_budget_ms"
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")

@@ -34,6 +34,8 @@ from collab_server.transport import TRANSPORT_EXTENSION
 logger = logging.getLogger(__name__)
 
 MAX_ROOM_NAME_BYTES = 512
+# A receive() that took longer than this waited for the network, so the loop served everyone else.
+_REAL_WAIT = 0.0005
 
 
 def room_name_problem(name: str) -> str | None:
@@ -80,7 +82,7 @@ async def room_endpoint(websocket: WebSocket) -> None:
     try:
         for message in room.welcome():
             peer.send(message)
-        await _read_loop(websocket, peer, room, settings.frames_per_turn)
+        await _read_loop(websocket, peer, room, settings.turn_budget_ms / 1000)
     finally:
         # Leaves the room (idempotent: a slow-consumer close may have removed the peer already) and
         # broadcasts the removal of its awareness states.
@@ -88,18 +90,22 @@ async def room_endpoint(websocket: WebSocket) -> None:
         await peer.wait_closed()
 
 
-async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, frames_per_turn: int) -> None:
+async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, turn_budget: float) -> None:
     receive = websocket.receive
     handle = room.receive
-    handled = 0
+    clock = asyncio.get_running_loop().time
+    turn_started = clock()
     while not peer.closed:
-        handled += 1
-        if handled % frames_per_turn == 0:
-            # One socket read can queue hundreds of frames, and awaiting a queued one does not yield. Give
-            # the loop a turn now and then, so that one busy peer cannot hold up other rooms, the store's
-            # commit replies or pings for the whole burst.
+        before = clock()
+        if before - turn_started > turn_budget:
+            # One socket read can queue hundreds of frames, and awaiting a queued frame does not yield.
+            # After ``turn_budget`` seconds of them, give the loop a turn, so that one busy peer cannot
+            # hold up other rooms, the store's commit replies or pings for its whole burst.
             await asyncio.sleep(0)
+            before = turn_started = clock()
         event = await receive()
+        if clock() - before > _REAL_WAIT:
+            turn_started = clock()  # receive() really waited: the loop ran others meanwhile
         if event["type"] == "websocket.disconnect":
             peer.mark_disconnected(event.get("code"))
             return
