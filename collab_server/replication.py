@@ -21,7 +21,12 @@ class Replication(Protocol):
         ...
 
     def room_loaded(self, room: Room) -> None:
-        """The room is in memory and about to take its first peer."""
+        """The room is in memory; no peer has been answered yet."""
+        ...
+
+    async def room_ready(self, room: Room) -> None:
+        """Return once the room holds what other replicas know of it (bounded): joiners wait for this,
+        so a client is never answered from a document that lacks edits another replica has not stored."""
         ...
 
     async def room_unloaded(self, name: str) -> None:
@@ -48,6 +53,9 @@ class SingleReplica:
         pass
 
     def room_loaded(self, room: Room) -> None:
+        pass
+
+    async def room_ready(self, room: Room) -> None:
         pass
 
     async def room_unloaded(self, name: str) -> None:

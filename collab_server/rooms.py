@@ -116,8 +116,11 @@ class RoomManager:
             await self.replication.room_unloaded(name)
             raise
         room = Room(name, doc, self, log_updates=log_updates, log_bytes=log_bytes)
-        self._rooms[name] = room
         self.replication.room_loaded(room)
+        # Published to joiners only once other replicas' unstored edits are in: until then a join waits
+        # on this load task, never sees the room in _rooms.
+        await self.replication.room_ready(room)
+        self._rooms[name] = room
         metrics.ROOMS_LOADED.set(len(self._rooms))
         elapsed = time.perf_counter() - started
         metrics.ROOM_LOAD_SECONDS.observe(elapsed)

@@ -72,6 +72,8 @@ logger = logging.getLogger(__name__)
 
 # Payloads past this go through the bulk lane, so a huge update never delays other rooms' small ones.
 BULK_THRESHOLD: Final = 256 * 1024
+# Longest a room's first client waits for other replicas' answers to the load step1 (normally a few ms).
+CATCH_UP_WAIT: Final = 0.5
 _BATCH_MESSAGES: Final = 512
 _BATCH_BYTES: Final = 1024 * 1024
 _OUTBOX_MAX_BYTES: Final = 128 * 1024 * 1024
@@ -241,6 +243,9 @@ class PresenceOnly:
     def room_loaded(self, room: Room) -> None:
         pass
 
+    async def room_ready(self, room: Room) -> None:
+        pass
+
     async def room_unloaded(self, name: str) -> None:
         self._tracker.forget_room(name)
 
@@ -290,6 +295,10 @@ class _Link:
     remote_clients: dict[int, str] = field(default_factory=dict)
     changed: bool = False  # since the last digest round
     cached_digest: bytes | None = None
+    # Catch-up on load: replicas whose answer to our load step1 has arrived, and those still awaited.
+    answered: set[str] = field(default_factory=set)
+    awaiting: set[str] = field(default_factory=set)
+    caught_up: asyncio.Event | None = None
 
 
 @dataclass(eq=False)
@@ -377,7 +386,36 @@ class BrokerReplication:
             return
         link.room = room
         link.consumer = asyncio.get_running_loop().create_task(self._consume(link), name=f"fan-in:{room.name}")
-        self._ask(link, "load", announce_own=False)
+        self._ask(link, "load", announce_own=False, answer=True)
+
+    async def room_ready(self, room: Room) -> None:
+        """Hold the room's first client back until every other live replica that has clients in the room
+        has answered our load step1 (bounded by CATCH_UP_WAIT). With room affinity there is usually no
+        such replica, and a cold load costs one presence read."""
+        link = self._links.get(room.name)
+        if link is None or link.subscription is None:
+            return
+        try:
+            entries = await asyncio.wait_for(self.presence.list(room.name), CATCH_UP_WAIT)
+        except (CollabError, OSError, TimeoutError):
+            return  # presence unreadable: serve what the store has, anti-entropy repairs the rest
+        link.awaiting = {entry.replica for entry in entries} - {self.replica_id} - link.answered
+        if not link.awaiting:
+            return
+        link.caught_up = asyncio.Event()
+        try:
+            await asyncio.wait_for(link.caught_up.wait(), CATCH_UP_WAIT)
+        except TimeoutError:
+            metrics.BROKER_ERRORS.labels("catch_up_timeout").inc()
+            logger.warning(
+                "room %r: no catch-up from %s within %.1fs; serving what the store has",
+                room.name,
+                ", ".join(sorted(link.awaiting)),
+                CATCH_UP_WAIT,
+            )
+        finally:
+            link.caught_up = None
+            link.awaiting.clear()
 
     async def room_unloaded(self, name: str) -> None:
         # Popped before the first await: a reload of the same room may start while this one finishes.
@@ -559,6 +597,11 @@ class BrokerReplication:
             room.apply(item.payload, self._origin(sender))
             link.changed = True
             link.cached_digest = None
+            if kind is Kind.SYNC_STEP2 and item.target == self.replica_id:
+                link.answered.add(sender)
+                link.awaiting.discard(sender)
+                if link.caught_up is not None and not link.awaiting:
+                    link.caught_up.set()
         elif kind is Kind.AWARENESS:
             self._apply_awareness(link, sender, item.payload, full=False)
         elif kind is Kind.SYNC_STEP1:
@@ -583,12 +626,12 @@ class BrokerReplication:
         if first.kind is not Kind.AWARENESS_QUERY and self._tracker.live_ids(link.name):
             self._send(link.name, Kind.AWARENESS_FULL, self._own_awareness(link), replica)
 
-    def _ask(self, link: _Link, trigger: str, *, announce_own: bool) -> None:
+    def _ask(self, link: _Link, trigger: str, *, announce_own: bool, answer: bool = False) -> None:
         """Ask every replica holding the room for what we lack (and to ask us back), and who is there."""
         room = link.room
         assert room is not None
         metrics.BROKER_REPAIRS.labels(trigger).inc()
-        self._send(link.name, Kind.SYNC_STEP1, Step1.of(room.doc, echo=True).encode())
+        self._send(link.name, Kind.SYNC_STEP1, Step1.of(room.doc, echo=True, answer=answer).encode())
         self._send(link.name, Kind.AWARENESS_QUERY, b"")
         if announce_own:
             self._send(link.name, Kind.AWARENESS_FULL, self._own_awareness(link))
@@ -599,7 +642,7 @@ class BrokerReplication:
         doc = room.doc
         diff = doc.get_update(step1.state_vector)
         own_ds = delete_set_digest(doc)
-        if has_structs(diff) or step1.delete_set_digest != own_ds:
+        if has_structs(diff) or step1.delete_set_digest != own_ds or step1.answer:
             metrics.BROKER_REPAIR_BYTES.inc(len(diff))
             self._send(link.name, Kind.SYNC_STEP2, diff, sender)
         if step1.echo:

@@ -86,19 +86,23 @@ def digest(doc: Doc[Any]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Step1:
-    """ "Send me what I lack." ``echo``: also ask for what *I* have that you lack (a step1 back)."""
+    """ "Send me what I lack." ``echo``: also ask for what *I* have that you lack (a step1 back).
+    ``answer``: reply with a step2 even when it is empty: the asker is loading the room and holds its
+    first client back until every replica holding the room has answered."""
 
     state_vector: bytes
     delete_set_digest: bytes
     echo: bool
+    answer: bool = False
 
     def encode(self) -> bytes:
+        flags = (1 if self.echo else 0) | (2 if self.answer else 0)
         return (
             write_var_uint(len(self.state_vector))
             + self.state_vector
             + write_var_uint(len(self.delete_set_digest))
             + self.delete_set_digest
-            + (b"\x01" if self.echo else b"\x00")
+            + write_var_uint(flags)
         )
 
     @classmethod
@@ -106,9 +110,9 @@ class Step1:
         cursor = Reader(payload)
         state_vector = cursor.var_bytes()
         ds_digest = cursor.var_bytes()
-        echo = cursor.var_uint() == 1
-        return cls(state_vector, ds_digest, echo)
+        flags = cursor.var_uint()
+        return cls(state_vector, ds_digest, bool(flags & 1), bool(flags & 2))
 
     @classmethod
-    def of(cls, doc: Doc[Any], *, echo: bool) -> Step1:
-        return cls(doc.get_state(), delete_set_digest(doc), echo)
+    def of(cls, doc: Doc[Any], *, echo: bool, answer: bool = False) -> Step1:
+        return cls(doc.get_state(), delete_set_digest(doc), echo, answer)

@@ -19,6 +19,7 @@ from collab_server.protocol import (
     SyncUpdate,
     decode_awareness,
     encode_awareness_message,
+    encode_sync_step1,
     encode_update,
 )
 from collab_server.room import Replica, Room
@@ -190,7 +191,8 @@ async def test_a_replica_loading_late_gets_what_is_not_stored_yet(cluster: Any) 
     client: Doc[Any] = Doc()
     room_a.receive(writer, encode_update(edit(client, "unsaved")))
     assert await cluster[1].load("r") is None
-    _, socket, room_b = await b.join("r")
+    reader, socket, room_b = await b.join("r")
+    room_b.receive(reader, encode_sync_step1(b"\x00"))  # what a y-websocket client sends on connect
     await eventually(lambda: _assert(text_of(room_b) == "unsaved" and received_text(socket) == "unsaved"))
     a.crash()  # rather than wait out its commit window at teardown
     cluster[2].remove(a)
@@ -384,3 +386,24 @@ async def test_a_huge_update_in_one_room_does_not_hold_back_another_rooms(cluste
     assert text_of(big_b) == ""  # still on its way
     gated.gate.set()
     await eventually(lambda: _assert(len(text_of(big_b)) == 2 * BULK_THRESHOLD))
+
+
+async def test_a_room_loading_on_a_second_replica_waits_for_edits_the_first_has_not_stored(
+    cluster: tuple[LocalHub, MemoryStore, list[Node]],
+) -> None:
+    _hub, store, _nodes = cluster
+    # A's group commit waits 3 s, so while B loads, A's edit lives only in A's memory.
+    a = await start(cluster, "a", commit_window=3)
+    b = await start(cluster, "b")
+    peer, _, room_a = await a.join("r")
+    room_a.receive(peer, encode_awareness_message([AwarenessEntry(7, 1, json.dumps({"user": "ann"}))]))
+    room_a.receive(peer, encode_update(edit(Doc(client_id=7), "unstored on a")))
+
+    async def a_is_present() -> None:
+        assert {entry.replica for entry in await b.registry.list("r")} == {"a"}
+
+    await eventually(a_is_present)  # A's periodic presence write
+    assert await store.load("r") is None
+    # The very first client on B is answered from a document that already holds A's edit.
+    _, _, room_b = await b.join("r")
+    assert text_of(room_b) == "unstored on a"
