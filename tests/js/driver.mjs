@@ -222,11 +222,16 @@ const switchServer = (args) => {
   const room = need(args, 'room', 'string')
   checkLoopback(url)
   const old = c.provider
-  old.destroy()
-  old.awareness.destroy() // the provider made it; destroy() leaves its timer running
+  // Keep the awareness, as a browser tab does: its clock keeps counting, so other clients accept the
+  // state we re-announce (a fresh Awareness would restart at clock 0 and be ignored as stale).
+  const awareness = old.awareness
+  const localState = awareness.getLocalState()
+  old.destroy() // announces our state's removal on the old server (clock + 1)
+  awareness.setLocalState(localState)
   const onError = (err) => { c.lastError = String(err?.message ?? err) }
   const provider = c.provider = new WebsocketProvider(url, encodeURIComponent(room), c.doc, {
     WebSocketPolyfill: makeWebSocketClass({ deflate: !!args.deflate, headers: args.headers, onError }),
+    awareness,
     disableBc: true,
     maxBackoffTime: args.maxBackoffTime ?? 500,
     params: args.params ?? {}
