@@ -12,9 +12,9 @@ from persistence.base import DocumentStore
 from persistence.merge import build_doc
 
 
-def _edits(count: int, *, client: int = 1) -> tuple[Doc, list[bytes]]:
+def _edits(count: int, *, client: int = 1) -> tuple[Doc[Any], list[bytes]]:
     """A doc and the updates of ``count`` separate edits to it, in order."""
-    doc: Doc = Doc(client_id=client)
+    doc: Doc[Any] = Doc(client_id=client)
     text = doc.get("text", type=Text)
     updates: list[bytes] = []
     doc.observe(lambda event: updates.append(event.update))
@@ -85,8 +85,8 @@ async def test_updates_after_a_compaction_form_the_new_tail(store: DocumentStore
 
 async def test_compaction_merges_what_other_writers_appended(store: DocumentStore) -> None:
     # Two replicas write one room; the snapshot must hold both, whoever compacts.
-    first: Doc = Doc(client_id=1)
-    second: Doc = Doc(client_id=2)
+    first: Doc[Any] = Doc(client_id=1)
+    second: Doc[Any] = Doc(client_id=2)
     first_updates: list[bytes] = []
     second_updates: list[bytes] = []
     first.observe(lambda e: first_updates.append(e.update))

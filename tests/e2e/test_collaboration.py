@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
 
 from tests.support.eventually import eventually
 from tests.support.servers import ServerProcess
@@ -15,12 +18,12 @@ async def _synced(node: YjsNode, server: ServerProcess, room: str, count: int = 
     return clients
 
 
-async def _converged(clients: list[YjsClient]) -> dict[str, object]:
-    """Wait until every client holds the same document; return it."""
+async def _converged(clients: list[YjsClient]) -> dict[str, Any]:
+    """Wait until every client holds the same document; return it as {"text", "map", "array"}."""
 
-    async def same() -> dict[str, object]:
+    async def same() -> dict[str, Any]:
         snapshots = [await client.snapshot() for client in clients]
-        views = [{k: s[k] for k in ("text", "map", "array")} for s in snapshots]  # type: ignore[literal-required]
+        views = [{"text": s["text"], "map": s["map"], "array": s["array"]} for s in snapshots]
         assert all(view == views[0] for view in views), views
         return views[0]
 
@@ -38,9 +41,9 @@ async def test_two_clients_converge_on_concurrent_edits(node: YjsNode, server: S
         b.array_push(["b1"]),
     )
     doc = await _converged([a, b])
-    assert sorted(doc["text"]["text"]) == sorted("hello world")  # type: ignore[index]
+    assert sorted(doc["text"]["text"]) == sorted("hello world")
     assert doc["map"] == {"from_a": {"n": 1}, "from_b": [1, 2]}
-    assert sorted(doc["array"]) == ["a1", "a2", "b1"]  # type: ignore[arg-type]
+    assert sorted(doc["array"]) == ["a1", "a2", "b1"]
 
 
 async def test_a_late_joiner_gets_everything(node: YjsNode, server: ServerProcess, room_name: str) -> None:
@@ -59,14 +62,14 @@ async def test_rooms_are_isolated(node: YjsNode, server: ServerProcess, room_nam
     await a.insert_text(0, "only in a")
     await b.insert_text(0, "only in b")
     [a2] = await _synced(node, server, room_name + "-a")
-    await eventually(lambda: _expect(a2.text(), "only in a"))
+    await eventually(partial(_expect, a2.text, "only in a"))
     assert await b.text() == "only in b"
 
 
 async def test_offline_edits_merge_on_reconnect(node: YjsNode, server: ServerProcess, room_name: str) -> None:
     a, b = await _synced(node, server, room_name, 2)
     await a.insert_text(0, "base;")
-    await eventually(lambda: _expect(b.text(), "base;"))
+    await eventually(partial(_expect, b.text, "base;"))
     await b.disconnect()
     await a.insert_text(5, "online;")
     await b.insert_text(5, "offline;")
@@ -74,7 +77,7 @@ async def test_offline_edits_merge_on_reconnect(node: YjsNode, server: ServerPro
     await b.reconnect()
     await b.wait_synced()
     doc = await _converged([a, b])
-    text = doc["text"]["text"]  # type: ignore[index]
+    text = doc["text"]["text"]
     assert "online;" in text and "offline;" in text and text.startswith("base;")
     assert doc["map"] == {"written": "offline"}
 
@@ -97,7 +100,7 @@ async def test_twenty_clients_opening_a_new_room_at_once_all_sync(
     await asyncio.gather(*(client.wait_synced(timeout=15) for client in clients))
     await clients[0].insert_text(0, "everyone sees this")
     for client in clients:
-        await eventually(lambda client=client: _expect(client.text(), "everyone sees this"))
+        await eventually(partial(_expect, client.text, "everyone sees this"))
 
 
 async def test_content_is_kept_when_a_room_empties_and_is_rejoined(
@@ -109,7 +112,7 @@ async def test_content_is_kept_when_a_room_empties_and_is_rejoined(
     await a.destroy()
     # the module's server unloads empty rooms after 0.5 s; rejoin both at once and after that
     [b] = await _synced(node, server, room_name)
-    await eventually(lambda: _expect(b.text(), "still here"))
+    await eventually(partial(_expect, b.text, "still here"))
     await b.destroy()
 
     async def reloaded() -> None:
@@ -123,5 +126,5 @@ async def test_content_is_kept_when_a_room_empties_and_is_rejoined(
     await eventually(reloaded)
 
 
-async def _expect(value: object, expected: object) -> None:
-    assert await value == expected  # type: ignore[misc]
+async def _expect(read: Callable[[], Awaitable[object]], expected: object) -> None:
+    assert await read() == expected

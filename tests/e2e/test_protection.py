@@ -118,9 +118,9 @@ async def test_room_names_are_percent_decoded(node: YjsNode, server: ServerProce
     async with connect(f"{server.url}/{quote(name, safe='/')}") as raw:
         assert (await raw.recv())[:2] == b"\x00\x00"  # the server's step1
         await raw.send(encode_sync_step1(b"\x00"))
-        reply = await asyncio.wait_for(raw.recv(), 5)
+        reply = await asyncio.wait_for(raw.recv(decode=False), 5)
         while not reply.startswith(b"\x00\x01"):  # skip awareness, if any, up to our step2
-            reply = await asyncio.wait_for(raw.recv(), 5)
+            reply = await asyncio.wait_for(raw.recv(decode=False), 5)
     assert b"decoded" in reply
 
 

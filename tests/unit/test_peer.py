@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pycrdt import Doc, Text
 
 from collab_server.peer import CLOSE_TRY_AGAIN_LATER
@@ -15,7 +17,7 @@ async def test_a_peer_that_stops_reading_is_closed_with_a_retryable_code() -> No
     author, _ = make_peer(room)
     slow, slow_socket = make_peer(room, stalled=True, max_messages=5)
     fast, fast_socket = make_peer(room)
-    client: Doc = Doc()
+    client: Doc[Any] = Doc()
     text = client.get("t", type=Text)
     for i in range(20):
         before = client.get_state()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from pycrdt import Doc, Text
@@ -27,7 +28,7 @@ from collab_server.protocol import (
 
 
 def _update(text: str = "hello") -> bytes:
-    doc: Doc = Doc()
+    doc: Doc[Any] = Doc()
     doc.get("t", type=Text).insert(0, text)
     return doc.get_update()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from pycrdt import Doc, Map, Text
@@ -22,7 +23,7 @@ from collab_server.room import LOCAL, Replica
 from tests.unit.fakes import make_peer, make_room, settle
 
 
-def _edit(doc: Doc, text: str) -> bytes:
+def _edit(doc: Doc[Any], text: str) -> bytes:
     """Insert ``text`` into doc's Y.Text "t" and return that edit's update."""
     before = doc.get_state()
     content = doc.get("t", type=Text)
@@ -31,7 +32,7 @@ def _edit(doc: Doc, text: str) -> bytes:
 
 
 def _text_of(updates: list[bytes]) -> str:
-    doc: Doc = Doc()
+    doc: Doc[Any] = Doc()
     for update in updates:
         doc.apply_update(update)
     return str(doc.get("t", type=Text))
@@ -49,7 +50,7 @@ async def test_welcome_is_step1_then_awareness() -> None:
 async def test_step1_is_answered_with_the_missing_part() -> None:
     room, _ = make_room()
     author, _ = make_peer(room)
-    client: Doc = Doc()
+    client: Doc[Any] = Doc()
     room.receive(author, encode_update(_edit(client, "abc")))
     reader, socket = make_peer(room)
     room.receive(reader, encode_sync_step1(b"\x00"))
@@ -63,7 +64,7 @@ async def test_an_update_goes_to_every_other_peer_but_not_back() -> None:
     author, author_socket = make_peer(room)
     _, other_socket = make_peer(room)
     _, third_socket = make_peer(room)
-    client: Doc = Doc()
+    client: Doc[Any] = Doc()
     room.receive(author, encode_update(_edit(client, "hi")))
     await settle()
     assert author_socket.frames == []
@@ -79,7 +80,7 @@ async def test_updates_within_one_tick_are_merged_into_one_message() -> None:
     room, _ = make_room()
     author, _ = make_peer(room)
     _, reader_socket = make_peer(room)
-    client: Doc = Doc()
+    client: Doc[Any] = Doc()
     for i in range(10):
         room.receive(author, encode_update(_edit(client, str(i))))
     await settle()
@@ -93,7 +94,8 @@ async def test_two_senders_in_one_tick_each_get_only_the_other() -> None:
     a, a_socket = make_peer(room)
     b, b_socket = make_peer(room)
     _, c_socket = make_peer(room)
-    doc_a, doc_b = Doc(client_id=1), Doc(client_id=2)
+    doc_a: Doc[Any] = Doc(client_id=1)
+    doc_b: Doc[Any] = Doc(client_id=2)
     room.receive(a, encode_update(_edit(doc_a, "A")))
     room.receive(b, encode_update(_edit(doc_b, "B")))
     await settle()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from pycrdt import Doc, Text
@@ -123,7 +124,7 @@ async def test_the_log_is_compacted_once_it_passes_the_threshold() -> None:
     manager, writer = _manager(store, compact_updates=10)
     peer = _peer("r")
     room = await manager.join("r", peer)
-    client: Doc = Doc()
+    client: Doc[Any] = Doc()
     text = client.get("t", type=Text)
     for i in range(25):
         before = client.get_state()
@@ -136,7 +137,7 @@ async def test_the_log_is_compacted_once_it_passes_the_threshold() -> None:
     await writer.flush(timeout=5)
     stored = await store.load("r")
     assert stored is not None
-    rebuilt: Doc = Doc()
+    rebuilt: Doc[Any] = Doc()
     for part in [stored.snapshot or b"\x00\x00", *stored.updates]:
         rebuilt.apply_update(part)
     assert str(rebuilt.get("t", type=Text)) == str(text)
@@ -145,7 +146,7 @@ async def test_the_log_is_compacted_once_it_passes_the_threshold() -> None:
 
 
 def _text_update(content: str) -> bytes:
-    doc: Doc = Doc()
+    doc: Doc[Any] = Doc()
     doc.get("t", type=Text).insert(0, content)
     return doc.get_update()
 
@@ -178,7 +179,7 @@ async def test_an_outage_past_the_threshold_queues_one_compaction_not_one_per_up
     peer = _peer("r")
     room = await manager.join("r", peer)
     store.down = True
-    client: Doc = Doc()
+    client: Doc[Any] = Doc()
     text = client.get("t", type=Text)
     for i in range(200):
         before = client.get_state()
