@@ -109,13 +109,18 @@ def scrape(port: int) -> dict[str, float]:
     return samples
 
 
-def histogram_quantile(samples: dict[str, float], name: str, q: float) -> float | None:
-    """Prometheus' histogram_quantile over ``name``'s buckets (linear inside the bucket)."""
-    buckets = sorted(
+def _buckets(samples: dict[str, float], name: str) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of histogram ``name``, in order."""
+    return sorted(
         (float(key.split('le="')[1].rstrip('"}')), count)
         for key, count in samples.items()
         if key.startswith(name + "_bucket{")
     )
+
+
+def histogram_quantile(samples: dict[str, float], name: str, q: float) -> float | None:
+    """Prometheus' histogram_quantile over ``name``'s buckets (linear inside the bucket)."""
+    buckets = _buckets(samples, name)
     if not buckets or buckets[-1][1] == 0:
         return None
     rank = q * buckets[-1][1]
@@ -131,11 +136,7 @@ def histogram_quantile(samples: dict[str, float], name: str, q: float) -> float 
 
 def bucket_of(samples: dict[str, float], name: str, q: float) -> float | None:
     """Upper bound of the bucket holding quantile ``q``: a guaranteed ceiling, unlike the interpolation."""
-    buckets = sorted(
-        (float(key.split('le="')[1].rstrip('"}')), count)
-        for key, count in samples.items()
-        if key.startswith(name + "_bucket{")
-    )
+    buckets = _buckets(samples, name)
     if not buckets or buckets[-1][1] == 0:
         return None
     rank = q * buckets[-1][1]

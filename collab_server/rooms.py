@@ -185,19 +185,26 @@ class RoomManager:
     # -- compaction ----------------------------------------------------------------------------
 
     async def _compact_after_flush(self, room: Room) -> None:
+        # local_update marked the room before spawning this; the mark is released here whatever happens.
         try:
             await self._writer.flush(timeout=self._settings.shutdown_timeout)
-            self._compacting.discard(room.name)  # _compact takes the mark itself
-            await self._compact(room)
+            await self._fold(room)
         except (StoreError, TimeoutError) as exc:
             logger.warning("compaction of room %r failed: %s", room.name, exc, extra={"room": room.name})
         finally:
             self._compacting.discard(room.name)
 
     async def _compact(self, room: Room) -> None:
+        """Compact now (unload, shutdown), unless a compaction of the room is already under way."""
         if room.name in self._compacting:
             return
         self._compacting.add(room.name)
+        try:
+            await self._fold(room)
+        finally:
+            self._compacting.discard(room.name)
+
+    async def _fold(self, room: Room) -> None:
         # Only what was counted before the compaction started is covered by it; later appends stay counted.
         covered_updates, covered_bytes = room.log_updates, room.log_bytes
         try:
@@ -205,8 +212,6 @@ class RoomManager:
         except StoreError:
             metrics.STORE_ERRORS.labels("compact").inc()
             raise
-        finally:
-            self._compacting.discard(room.name)
         room.log_updates -= covered_updates
         room.log_bytes -= covered_bytes
         metrics.COMPACTIONS.inc()

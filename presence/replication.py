@@ -58,6 +58,7 @@ from collab_server.protocol import (
     encode_awareness,
     encode_awareness_message,
 )
+from collab_server.replication import SingleReplica
 from collab_server.room import Replica
 from persistence.merge import build_doc
 from presence.broker import Broker, Delivery, Envelope, Gap, Kind, Subscription, kind_label
@@ -215,9 +216,9 @@ class PresenceTracker:
 # -- embedded mode ----------------------------------------------------------------------------------
 
 
-class PresenceOnly:
-    """One replica, no fan-out (``memory://``): every document hook is a no-op, so the single-replica
-    hot path costs nothing; only awareness feeds the (in-process) presence registry."""
+class PresenceOnly(SingleReplica):
+    """One replica, no fan-out (``memory://``): the document hooks stay SingleReplica's no-ops, so the
+    single-replica hot path costs nothing; only awareness feeds the (in-process) presence registry."""
 
     def __init__(self, registry: PresenceRegistry, replica_id: str, *, heartbeat_interval: float = 2.0) -> None:
         self.presence = registry
@@ -237,20 +238,8 @@ class PresenceOnly:
                 loop.create_task(_heartbeats(self.presence, self.replica_id, self.heartbeat_interval)),
             ]
 
-    async def room_loading(self, name: str) -> None:
-        pass
-
-    def room_loaded(self, room: Room) -> None:
-        pass
-
-    async def room_ready(self, room: Room) -> None:
-        pass
-
     async def room_unloaded(self, name: str) -> None:
         self._tracker.forget_room(name)
-
-    def publish_update(self, room: Room, update: bytes) -> None:
-        pass
 
     def publish_awareness(self, room: Room, message: bytes) -> None:
         owned = own_entries(room, awareness_entries(message), self._tracker)

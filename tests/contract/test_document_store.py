@@ -10,17 +10,7 @@ from pycrdt import Doc, Map, Text
 from collab_server.errors import CorruptDocument
 from persistence.base import DocumentStore
 from persistence.merge import build_doc
-
-
-def _edits(count: int, *, client: int = 1) -> tuple[Doc[Any], list[bytes]]:
-    """A doc and the updates of ``count`` separate edits to it, in order."""
-    doc: Doc[Any] = Doc(client_id=client)
-    text = doc.get("text", type=Text)
-    updates: list[bytes] = []
-    doc.observe(lambda event: updates.append(event.update))
-    for i in range(count):
-        text.insert(len(text), f"{i},")
-    return doc, updates
+from tests.support.documents import typing_updates
 
 
 def _text(room: str, snapshot: bytes | None, updates: list[bytes]) -> str:
@@ -40,7 +30,7 @@ async def test_unknown_room_loads_as_none(store: DocumentStore) -> None:
 
 
 async def test_appended_updates_load_in_order(store: DocumentStore) -> None:
-    doc, updates = _edits(20)
+    doc, updates = typing_updates(20)
     await store.append_many([("r", u) for u in updates[:5]])
     await store.append_many([("r", u) for u in updates[5:]])
     stored = await store.load("r")
@@ -51,8 +41,8 @@ async def test_appended_updates_load_in_order(store: DocumentStore) -> None:
 
 
 async def test_one_batch_spans_rooms_without_mixing_them(store: DocumentStore) -> None:
-    _, a = _edits(3, client=1)
-    _, b = _edits(4, client=2)
+    _, a = typing_updates(3, client=1)
+    _, b = typing_updates(4, client=2)
     await store.append_many([("a", a[0]), ("b", b[0]), ("a", a[1]), ("b", b[1]), ("b", b[2]), ("a", a[2]), ("b", b[3])])
     loaded_a, loaded_b = await store.load("a"), await store.load("b")
     assert loaded_a is not None and loaded_b is not None
@@ -61,7 +51,7 @@ async def test_one_batch_spans_rooms_without_mixing_them(store: DocumentStore) -
 
 
 async def test_compaction_folds_the_log_into_a_snapshot(store: DocumentStore) -> None:
-    doc, updates = _edits(30)
+    doc, updates = typing_updates(30)
     await store.append_many([("r", u) for u in updates])
     version = await store.compact("r")
     assert version is not None and version.version == 1
@@ -73,7 +63,7 @@ async def test_compaction_folds_the_log_into_a_snapshot(store: DocumentStore) ->
 
 
 async def test_updates_after_a_compaction_form_the_new_tail(store: DocumentStore) -> None:
-    doc, updates = _edits(12)
+    doc, updates = typing_updates(12)
     await store.append_many([("r", u) for u in updates[:8]])
     await store.compact("r")
     await store.append_many([("r", u) for u in updates[8:]])
@@ -102,7 +92,7 @@ async def test_compaction_merges_what_other_writers_appended(store: DocumentStor
 
 
 async def test_versions_are_numbered_and_pruned_to_the_limit(store: DocumentStore) -> None:
-    _, updates = _edits(6)
+    _, updates = typing_updates(6)
     for update in updates:
         await store.append_many([("r", update)])
         await store.compact("r")
@@ -117,7 +107,7 @@ async def test_versions_are_numbered_and_pruned_to_the_limit(store: DocumentStor
 
 
 async def test_named_versions_survive_pruning(store: DocumentStore) -> None:
-    _, updates = _edits(6)
+    _, updates = typing_updates(6)
     await store.append_many([("r", updates[0])])
     named = await store.compact("r", label="before the big change")
     assert named is not None and named.label == "before the big change"
@@ -132,7 +122,7 @@ async def test_named_versions_survive_pruning(store: DocumentStore) -> None:
 
 
 async def test_a_corrupt_log_row_fails_compaction_and_keeps_the_data(store: DocumentStore) -> None:
-    _, updates = _edits(3)
+    _, updates = typing_updates(3)
     garbage = b"\x01\x02\x03 not an update"
     await store.append_many([("r", updates[0]), ("r", garbage), ("r", updates[1])])
     with pytest.raises(CorruptDocument):
@@ -145,7 +135,7 @@ async def test_a_corrupt_log_row_fails_compaction_and_keeps_the_data(store: Docu
 
 async def test_an_update_whose_dependency_is_missing_stays_in_the_log(store: DocumentStore) -> None:
     # Another replica still holds the first edit (or a client will re-send it); the others build on it.
-    _, updates = _edits(4)
+    _, updates = typing_updates(4)
     deletes: list[bytes] = []
     follower: Doc[Any] = Doc(client_id=9)
     follower.observe(lambda event: deletes.append(event.update))

@@ -7,30 +7,23 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 import pytest
-from pycrdt import Doc, Text
+from pycrdt import Text
 
 from collab_server.errors import CorruptDocument, StoreUnavailable
 from persistence.merge import build_doc
 from persistence.postgres import _APPEND_CONNECTIONS, PostgresStore
 from persistence.writer import AppendWriter
+from tests.support.documents import typing_updates
 from tests.support.eventually import eventually
 from tests.support.postgres import empty_document_tables
 from tests.support.tcp_proxy import TcpProxy
 
 
 def _edits(count: int, *, client: int = 1, start: int = 0) -> list[bytes]:
-    """The updates of ``count`` appends of ``"i,"`` to Y.Text "text", one update each."""
-    doc: Doc[Any] = Doc(client_id=client)
-    text = doc.get("text", type=Text)
-    updates: list[bytes] = []
-    doc.observe(lambda event: updates.append(event.update))
-    for i in range(start, start + count):
-        text.insert(len(text), f"{i},")
-    return updates
+    return typing_updates(count, client=client, start=start)[1]
 
 
 def _tokens(store_text: str) -> set[str]:

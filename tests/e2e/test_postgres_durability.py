@@ -31,7 +31,8 @@ from tests.support.eventually import eventually
 from tests.support.postgres import reachable, run_sync, temporary_database
 from tests.support.servers import ServerProcess
 from tests.support.tcp_proxy import TcpProxy
-from tests.support.yjs_clients import YjsClient, YjsNode
+from tests.support.writers import Writer, Writing, has_everything, lost
+from tests.support.yjs_clients import YjsNode
 
 pytestmark = pytest.mark.e2e
 
@@ -51,50 +52,6 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
-class Writer:
-    """One client appending ``name:i;`` tokens to its own Y.Text at ``rate`` edits per second.
-
-    Paced, like people typing (fast ones): an unpaced loop on two shared cores makes the clients, the
-    server and the database fight for CPU, and measures that fight instead of durability.
-    """
-
-    def __init__(self, client: YjsClient, name: str, *, rate: float = 200.0) -> None:
-        self.client = client
-        self.name = name
-        self.text_name = f"text-{name}"
-        self.rate = rate
-        self.count = 0
-        self._length = 0
-
-    def token(self, i: int) -> str:
-        return f"{self.name}:{i};"
-
-    def expected(self, count: int | None = None) -> str:
-        return "".join(self.token(i) for i in range(self.count if count is None else count))
-
-    async def run(self, stop: asyncio.Event) -> None:
-        started, first = time.monotonic(), self.count
-        while not stop.is_set():
-            # pacing, not synchronisation: the next edit is due at a fixed rate from the start
-            await asyncio.sleep(max(0.0, started + (self.count - first) / self.rate - time.monotonic()))
-            token = self.token(self.count)
-            await self.client.insert_text(self._length, token, name=self.text_name)
-            self._length += len(token)
-            self.count += 1
-
-
-def _made_at_least(writers: list[Writer], marks: dict[str, int], more: int) -> Callable[[], None]:
-    def check() -> None:
-        behind = {w.name: w.count - marks[w.name] for w in writers if w.count - marks[w.name] < more}
-        assert not behind, f"writers still short of {more} more edits: {behind}"
-
-    return check
-
-
-def _counts(writers: list[Writer]) -> dict[str, int]:
-    return {w.name: w.count for w in writers}
-
-
 async def _stored_texts(url: str, room: str, names: list[str]) -> dict[str, str]:
     """What the database holds for ``room``, read the way a replica loading it would."""
     store = await PostgresStore.connect(url, pool_size=1, auto_migrate=False)
@@ -106,31 +63,6 @@ async def _stored_texts(url: str, room: str, names: list[str]) -> dict[str, str]
         return {name: "" for name in names}
     doc = build_doc(room, stored.snapshot, stored.updates)
     return {name: str(doc.get(name, type=Text)) for name in names}
-
-
-def _lost(writers: list[Writer], texts: dict[str, str]) -> dict[str, int]:
-    """Per writer, how many of its tokens are missing from ``texts`` (tokens are unique)."""
-    lost = {}
-    for w in writers:
-        present = set(texts.get(w.text_name, "").split(";"))
-        missing = sum(1 for i in range(w.count) if f"{w.name}:{i}" not in present)
-        if missing:
-            lost[w.name] = missing
-    return lost
-
-
-async def _assert_client_has_everything(client: YjsClient, writers: list[Writer]) -> None:
-    for w in writers:
-        assert await client.text(w.text_name) == w.expected(), f"{client} lacks edits of {w.name}"
-
-
-def _metric(server: ServerProcess, name: str) -> float:
-    """One unlabelled sample from the server's /metrics."""
-    with urllib.request.urlopen(server.http + "/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
 
 
 def _readyz(server: ServerProcess) -> tuple[int, dict[str, object]]:
@@ -158,41 +90,36 @@ async def test_no_edit_is_lost_when_a_replica_is_killed(
             await client.wait_synced()
         writers = [Writer(client, f"w{i}") for i, client in enumerate(clients)]
         names = [w.text_name for w in writers]
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(w.run(stop)) for w in writers]
-        try:
-            await eventually(_made_at_least(writers, dict.fromkeys(_counts(writers), 0), 100), timeout=30)
-            commits = await asyncio.to_thread(_metric, a, "collab_store_batch_updates_count")
+        async with Writing(writers) as writing:
+            await writing.made_at_least(100)
+            commits = await asyncio.to_thread(a.metric, "collab_store_batch_updates_count")
 
             async def committed_again_and_filling_up() -> None:
-                assert await asyncio.to_thread(_metric, a, "collab_store_batch_updates_count") > commits
-                assert await asyncio.to_thread(_metric, a, "collab_store_pending_updates") >= 40
+                assert await asyncio.to_thread(a.metric, "collab_store_batch_updates_count") > commits
+                assert await asyncio.to_thread(a.metric, "collab_store_pending_updates") >= 40
 
             await eventually(committed_again_and_filling_up, timeout=15)
-            made = _counts(writers)
+            made = writing.counts()
             await asyncio.to_thread(a.kill)  # SIGKILL: no flush, no goodbye
             at_kill = await _stored_texts(pg_url, room_name, names)
             not_stored = {w.name: made[w.name] - len(at_kill[w.text_name].split(";")[:-1]) for w in writers}
             assert sum(not_stored.values()) > 0, "A had stored everything: the test did not exercise recovery"
 
             # The clients keep editing offline, then their reconnects land on B.
-            await eventually(_made_at_least(writers, _counts(writers), 20), timeout=30)
+            await writing.made_at_least(20)
             for client in clients:
                 await node.call("switchServer", client=client.name, url=b.url, room=room_name)
             for client in clients:
                 await client.wait_synced()
-            await eventually(_made_at_least(writers, _counts(writers), 50), timeout=30)
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks)
+            await writing.made_at_least(50)
 
         reader = await node.connect(b.url, room_name)
         await reader.wait_synced()
         for client in [reader, *clients]:
-            await eventually(partial(_assert_client_has_everything, client, writers), timeout=15)
+            await eventually(partial(has_everything, client, writers), timeout=15)
 
         async def stored_everything() -> None:
-            assert _lost(writers, await _stored_texts(pg_url, room_name, names)) == {}
+            assert lost(writers, await _stored_texts(pg_url, room_name, names)) == {}
 
         await eventually(stored_everything, timeout=15)
 
@@ -202,9 +129,9 @@ async def test_no_edit_is_lost_when_a_replica_is_killed(
     async with YjsNode() as node:
         fresh = await node.connect(c.url, room_name)
         await fresh.wait_synced()
-        await _assert_client_has_everything(fresh, writers)
+        await has_everything(fresh, writers)
     texts = await _stored_texts(pg_url, room_name, names)
-    assert _lost(writers, texts) == {}
+    assert lost(writers, texts) == {}
     assert texts == {w.text_name: w.expected() for w in writers}
     total = sum(w.count for w in writers)
     print(f"\n{total} edits by {len(writers)} clients; {sum(not_stored.values())} unstored at SIGKILL; 0 lost")
@@ -218,13 +145,8 @@ async def test_edits_made_while_the_database_is_down_reach_it_afterwards(
 ) -> None:
     async with TcpProxy.for_url(pg_url) as proxy:
         # Started from a thread: the proxy runs on this event loop and must forward while it starts.
-        env = {
-            "COLLAB_DATABASE_URL": proxy.url(pg_url),
-            # Past the compaction threshold RoomManager spawns one flush-then-compact task per update
-            # while the store is down (its guard is set only after the flush): thousands of tasks that
-            # swamp the event loop. Kept below the threshold until that is fixed; see the issue notes.
-            "COLLAB_COMPACT_UPDATES": "1000000",
-        }
+        # The default compaction threshold is passed during the outage: compaction must wait, not pile up.
+        env = {"COLLAB_DATABASE_URL": proxy.url(pg_url)}
         server = await asyncio.to_thread(server_factory, env)
         async with YjsNode() as node:
             clients = [await node.connect(server.url, room_name) for _ in range(3)]
@@ -232,13 +154,11 @@ async def test_edits_made_while_the_database_is_down_reach_it_afterwards(
                 await client.wait_synced()
             writers = [Writer(client, f"w{i}") for i, client in enumerate(clients)]
             names = [w.text_name for w in writers]
-            stop = asyncio.Event()
-            tasks = [asyncio.create_task(w.run(stop)) for w in writers]
-            try:
-                await eventually(_made_at_least(writers, dict.fromkeys(_counts(writers), 0), 50), timeout=30)
+            async with Writing(writers) as writing:
+                await writing.made_at_least(50)
                 proxy.cut()  # the database is gone: connections reset, new ones refused
                 down_at = time.monotonic()
-                before_outage = _counts(writers)
+                before_outage = writing.counts()
 
                 def unready() -> None:
                     status, body = _readyz(server)
@@ -248,7 +168,7 @@ async def test_edits_made_while_the_database_is_down_reach_it_afterwards(
 
                 # The loaded room keeps working: edits made now still reach the other clients.
                 watcher = clients[1]
-                await eventually(_made_at_least(writers, before_outage, 20), timeout=30)
+                await writing.made_at_least(20, since=before_outage)
                 during = writers[0].expected()
 
                 async def fanned_out() -> None:
@@ -279,17 +199,14 @@ async def test_edits_made_while_the_database_is_down_reach_it_afterwards(
                     assert status == 200, body
 
                 await eventually(lambda: asyncio.to_thread(ready), timeout=15)
-                await eventually(_made_at_least(writers, _counts(writers), 20), timeout=30)
-            finally:
-                stop.set()
-                await asyncio.gather(*tasks)
+                await writing.made_at_least(20)
             for client in clients:
                 status = await client.status()
                 assert status["wsconnects"] == 1 and status["closeCodes"] == [], status  # never dropped
 
             async def stored_everything() -> None:
                 texts = await _stored_texts(pg_url, room_name, names)
-                assert _lost(writers, texts) == {}
+                assert lost(writers, texts) == {}
                 assert texts == {w.text_name: w.expected() for w in writers}
 
             await eventually(stored_everything, timeout=15)
@@ -312,10 +229,8 @@ async def test_past_the_write_buffer_new_edits_are_refused_and_come_back_later(
             client = await node.connect(server.url, room_name)
             await client.wait_synced()
             writer = Writer(client, "w", rate=100)
-            stop = asyncio.Event()
-            task = asyncio.create_task(writer.run(stop))
-            try:
-                await eventually(_made_at_least([writer], {"w": 0}, 20), timeout=15)
+            async with Writing([writer]) as writing:
+                await writing.made_at_least(20, timeout=15)
                 proxy.cut()
 
                 async def refused() -> None:
@@ -329,10 +244,7 @@ async def test_past_the_write_buffer_new_edits_are_refused_and_come_back_later(
                 assert status == 503, body
                 proxy.restore()
                 await eventually(lambda: _assert_ready(server), timeout=15)
-                await eventually(_made_at_least([writer], _counts([writer]), 20), timeout=15)
-            finally:
-                stop.set()
-                await task
+                await writing.made_at_least(20, timeout=15)
             await client.wait_synced()
 
             async def stored_everything() -> None:

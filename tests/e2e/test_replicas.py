@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from tests.contract.conftest_broker import REDIS_URL, kill_clients, redis_proble
 from tests.support.eventually import eventually
 from tests.support.redis_server import RedisServer, redis_server_binary
 from tests.support.servers import ServerProcess
+from tests.support.writers import Writer, Writing, has_everything
 from tests.support.yjs_clients import YjsClient, YjsNode
 
 pytestmark = pytest.mark.e2e
@@ -81,60 +81,6 @@ def replica_env(redis_url: str, prefix: str) -> dict[str, str]:
         "COLLAB_HEARTBEAT_INTERVAL": str(HEARTBEAT),
         "COLLAB_ANTI_ENTROPY_INTERVAL": "1",
     }
-
-
-class Writer:
-    """One client appending ``name:i;`` tokens to its own Y.Text while ``run`` runs."""
-
-    def __init__(self, client: YjsClient, name: str) -> None:
-        self.client = client
-        self.name = name
-        self.text_name = f"text-{name}"
-        self.count = 0
-        self._length = 0
-
-    def expected(self) -> str:
-        return "".join(f"{self.name}:{i};" for i in range(self.count))
-
-    async def run(self, stop: asyncio.Event, pause: float = 0.005) -> None:
-        while not stop.is_set():
-            token = f"{self.name}:{self.count};"
-            await self.client.insert_text(self._length, token, name=self.text_name)
-            self._length += len(token)
-            self.count += 1
-            await asyncio.sleep(pause)  # pacing the writer, not synchronisation
-
-
-class Writing:
-    """Run writers in the background: ``async with Writing(writers): ...``."""
-
-    def __init__(self, writers: list[Writer]) -> None:
-        self.writers = writers
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-
-    async def __aenter__(self) -> Writing:
-        self._tasks = [asyncio.create_task(w.run(self._stop)) for w in self.writers]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._stop.set()
-        await asyncio.gather(*self._tasks)
-
-    async def made_at_least(self, more: int, timeout: float = 20) -> None:
-        marks = {w.name: w.count for w in self.writers}
-
-        def check() -> None:
-            behind = {w.name: w.count - marks[w.name] for w in self.writers if w.count - marks[w.name] < more}
-            assert not behind, f"writers short of {more} more edits: {behind}"
-
-        await eventually(check, timeout=timeout)
-
-
-async def has_everything(client: YjsClient, writers: list[Writer]) -> None:
-    for w in writers:
-        text = await client.text(w.text_name)
-        assert text == w.expected(), f"{client.name} has {text.count(';')}/{w.count} edits of {w.name}"
 
 
 async def has_text(client: YjsClient, expected: str) -> None:
@@ -266,21 +212,13 @@ async def test_replicas_converge_after_redis_restarts_and_connections_are_killed
     await eventually(lambda: all_have_everything(clients, writers), timeout=15)
     after_cut = time.monotonic() - cut_at
 
-    repairs = sum(scrape(server, 'collab_broker_repairs_total{trigger="resubscribe"}') for server in servers)
+    resubscribes = 'collab_broker_repairs_total{trigger="resubscribe"}'
+    repairs = sum(server.metric(resubscribes, default=0.0) for server in servers)
     assert repairs >= 6, "every replica should have resynchronised its room after each fault"
     print(
         f"\n{sum(w.count for w in writers)} edits on 3 replicas; converged {after_restart:.1f}s after Redis "
         f"came back (edits continuing), {after_cut:.1f}s after CLIENT KILL; {repairs:.0f} resyncs"
     )
-
-
-def scrape(server: ServerProcess, sample: str) -> float:
-    """One sample of the server's /metrics (0 if absent)."""
-    with urllib.request.urlopen(server.http + "/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(sample + " "):
-                return float(line.split()[-1])
-    return 0.0
 
 
 async def kill_clients_with_prefix(url: str, prefix: str) -> int:
@@ -380,4 +318,4 @@ async def test_a_replica_starts_and_serves_its_peers_while_redis_is_unreachable(
         assert first_id in await second.awareness()
 
     await eventually(second_sees_first, timeout=10)
-    assert scrape(server, "collab_broker_connected") == 0
+    assert server.metric("collab_broker_connected", default=0.0) == 0

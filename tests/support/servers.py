@@ -59,6 +59,17 @@ class ServerProcess:
                 time.sleep(0.05)
         raise RuntimeError(f"server did not answer /healthz within {timeout}s; log: {self.log_text()}")
 
+    def metric(self, sample: str, default: float | None = None) -> float:
+        """One sample of the server's /metrics, e.g. ``collab_connections`` or ``name{label="x"}``;
+        ``default`` if absent (AssertionError when no default is given)."""
+        with urllib.request.urlopen(self.http + "/metrics", timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(sample + " "):
+                    return float(line.split()[-1])
+        if default is None:
+            raise AssertionError(f"{sample} not in /metrics")
+        return default
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path else "(no log)"
 

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from pycrdt import Doc, Text
+from pycrdt import Text
 
 from collab_server.errors import CorruptDocument
 from persistence.fold import fold
 from persistence.merge import build_doc
-
-
-def _typing(count: int, *, client: int = 1) -> tuple[Doc[Any], list[bytes]]:
-    doc: Doc[Any] = Doc(client_id=client)
-    text = doc.get("text", type=Text)
-    updates: list[bytes] = []
-    doc.observe(lambda event: updates.append(event.update))
-    for i in range(count):
-        text.insert(len(text), f"{i},")
-    return doc, updates
+from tests.support.documents import typing_updates
 
 
 def _text(snapshot: bytes, rest: list[bytes] | None = None) -> str:
@@ -27,7 +16,7 @@ def _text(snapshot: bytes, rest: list[bytes] | None = None) -> str:
 
 
 def test_a_complete_log_folds_entirely() -> None:
-    _, updates = _typing(5)
+    _, updates = typing_updates(5)
     result = fold("r", None, updates)
     assert result.folded == [0, 1, 2, 3, 4]
     assert result.pending(len(updates)) == 0
@@ -35,7 +24,7 @@ def test_a_complete_log_folds_entirely() -> None:
 
 
 def test_rows_waiting_for_a_missing_update_are_not_folded() -> None:
-    _, updates = _typing(5)
+    _, updates = typing_updates(5)
     log = [updates[0], updates[2], updates[3], updates[4]]  # updates[1] is still elsewhere
     result = fold("r", None, log)
     assert result.folded == [0]
@@ -45,7 +34,7 @@ def test_rows_waiting_for_a_missing_update_are_not_folded() -> None:
 
 
 def test_a_delete_of_an_item_the_log_lacks_is_not_folded() -> None:
-    doc, updates = _typing(2)
+    doc, updates = typing_updates(2)
     deletes: list[bytes] = []
     doc.observe(lambda event: deletes.append(event.update))
     del doc.get("text", type=Text)[0:2]  # deletes "0,"
@@ -57,7 +46,7 @@ def test_a_delete_of_an_item_the_log_lacks_is_not_folded() -> None:
 
 
 def test_rows_already_in_the_snapshot_fold() -> None:
-    _, updates = _typing(3)
+    _, updates = typing_updates(3)
     first = fold("r", None, updates)
     again = fold("r", first.snapshot, updates)  # duplicates, as a retried append leaves them
     assert again.folded == [0, 1, 2]
@@ -65,6 +54,6 @@ def test_rows_already_in_the_snapshot_fold() -> None:
 
 
 def test_undecodable_bytes_are_refused() -> None:
-    _, updates = _typing(2)
+    _, updates = typing_updates(2)
     with pytest.raises(CorruptDocument, match="logged update #1"):
         fold("r", None, [updates[0], b"\x05 garbage", updates[1]])

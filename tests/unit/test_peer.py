@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pycrdt import Doc, Text
+from pycrdt import Doc
 
 from collab_server.peer import CLOSE_TRY_AGAIN_LATER
 from collab_server.protocol import encode_update
+from tests.support.documents import append_text
 from tests.support.eventually import eventually
 from tests.unit.fakes import make_peer, make_room, settle
 
@@ -18,11 +19,8 @@ async def test_a_peer_that_stops_reading_is_closed_with_a_retryable_code() -> No
     slow, slow_socket = make_peer(room, stalled=True, max_messages=5)
     fast, fast_socket = make_peer(room)
     client: Doc[Any] = Doc()
-    text = client.get("t", type=Text)
     for i in range(20):
-        before = client.get_state()
-        text.insert(len(text), str(i))
-        room.receive(author, encode_update(client.get_update(before)))
+        room.receive(author, encode_update(append_text(client, str(i))))
         await settle()  # one broadcast per tick
     assert slow.closed and slow.close_code == CLOSE_TRY_AGAIN_LATER
     assert slow not in room.peers

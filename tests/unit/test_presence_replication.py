@@ -31,6 +31,7 @@ from persistence.writer import AppendWriter
 from presence.broker import Envelope, Kind
 from presence.local import LocalBroker, LocalHub, LocalRegistry
 from presence.replication import BULK_THRESHOLD, BrokerReplication
+from tests.support.documents import append_text
 from tests.support.eventually import eventually
 from tests.unit.fakes import RecordingSocket
 
@@ -100,13 +101,6 @@ async def start(cluster: tuple[LocalHub, MemoryStore, list[Node]], name: str, **
     return node
 
 
-def edit(doc: Doc[Any], text: str, name: str = "t") -> bytes:
-    before = doc.get_state()
-    content = doc.get(name, type=Text)
-    content.insert(len(content), text)
-    return doc.get_update(before)
-
-
 def text_of(room: Room, name: str = "t") -> str:
     return str(room.doc.get(name, type=Text))
 
@@ -148,7 +142,7 @@ async def test_an_edit_on_one_replica_reaches_peers_on_the_other_and_is_stored_o
     writer, _, room_a = await a.join("r")
     _, reader_socket, room_b = await b.join("r")
     client: Doc[Any] = Doc()
-    room_a.receive(writer, encode_update(edit(client, "hello")))
+    room_a.receive(writer, encode_update(append_text(client, "hello")))
 
     def arrived() -> None:
         assert received_text(reader_socket) == "hello"
@@ -171,7 +165,7 @@ async def test_updates_from_a_replica_are_not_published_again(cluster: Any) -> N
         _, _, room_b = await b.join("r")
         await eventually(lambda: _assert(a.replication._links["r"].replicas >= {"b"}))
         client: Doc[Any] = Doc()
-        room_a.receive(writer, encode_update(edit(client, "x")))
+        room_a.receive(writer, encode_update(append_text(client, "x")))
         await eventually(lambda: _assert(text_of(room_b) == "x"))
         await a.replication._drained()
         await b.replication._drained()
@@ -189,7 +183,7 @@ async def test_a_replica_loading_late_gets_what_is_not_stored_yet(cluster: Any) 
     b = await start(cluster, "b")
     writer, _, room_a = await a.join("r")
     client: Doc[Any] = Doc()
-    room_a.receive(writer, encode_update(edit(client, "unsaved")))
+    room_a.receive(writer, encode_update(append_text(client, "unsaved")))
     assert await cluster[1].load("r") is None
     reader, socket, room_b = await b.join("r")
     room_b.receive(reader, encode_sync_step1(b"\x00"))  # what a y-websocket client sends on connect
@@ -203,8 +197,8 @@ async def test_edits_made_before_replicas_know_each_other_still_cross(cluster: A
     writer_a, _, room_a = await a.join("r")
     writer_b, _, room_b = await b.join("r")
     # Both edit at once, before either has heard the other: neither publishes yet.
-    room_a.receive(writer_a, encode_update(edit(Doc(), "A")))
-    room_b.receive(writer_b, encode_update(edit(Doc(), "B")))
+    room_a.receive(writer_a, encode_update(append_text(Doc(), "A")))
+    room_b.receive(writer_b, encode_update(append_text(Doc(), "B")))
 
     def converged() -> None:
         assert sorted(text_of(room_a)) == ["A", "B"]
@@ -218,11 +212,11 @@ async def test_a_lost_connection_is_repaired_after_reconnect(cluster: Any) -> No
     writer, _, room_a = await a.join("r")
     _, reader_socket, room_b = await b.join("r")
     client: Doc[Any] = Doc()
-    room_a.receive(writer, encode_update(edit(client, "1")))
+    room_a.receive(writer, encode_update(append_text(client, "1")))
     await eventually(lambda: _assert(text_of(room_b) == "1"))
     b.broker.disconnect()
-    room_a.receive(writer, encode_update(edit(client, "2")))
-    room_a.receive(writer, encode_update(edit(client, "3")))
+    room_a.receive(writer, encode_update(append_text(client, "2")))
+    room_a.receive(writer, encode_update(append_text(client, "3")))
     await a.replication._drained()
     assert text_of(room_b) == "1"  # lost on the way
     b.broker.reconnect()
@@ -234,13 +228,13 @@ async def test_failed_publishes_are_repaired_once_publishing_works(cluster: Any)
     writer, _, room_a = await a.join("r")
     _, _, room_b = await b.join("r")
     client: Doc[Any] = Doc()
-    room_a.receive(writer, encode_update(edit(client, "1")))
+    room_a.receive(writer, encode_update(append_text(client, "1")))
     await eventually(lambda: _assert(text_of(room_b) == "1"))
     a.broker._connected = False  # publishes fail; nothing tells b (no Gap on its side)
-    room_a.receive(writer, encode_update(edit(client, "2")))
+    room_a.receive(writer, encode_update(append_text(client, "2")))
     await eventually(lambda: _assert("r" in a.replication._dirty))
     a.broker._connected = True
-    room_a.receive(writer, encode_update(edit(client, "3")))
+    room_a.receive(writer, encode_update(append_text(client, "3")))
     await eventually(lambda: _assert(text_of(room_b) == "123"))
 
 
@@ -252,7 +246,7 @@ async def test_silent_divergence_is_found_by_the_digest(cluster: Any) -> None:
     await eventually(lambda: _assert(b.replication._links["r"].replicas == {"a"}))
     # An update that reached b without an envelope (as if pub/sub dropped it without any Gap).
     client: Doc[Any] = Doc()
-    room_b.apply(edit(client, "quiet"), Replica("ghost"))
+    room_b.apply(append_text(client, "quiet"), Replica("ghost"))
     b.replication._links["r"].changed = True
     await eventually(lambda: _assert(text_of(room_a) == "quiet"))
 
@@ -262,7 +256,7 @@ async def test_a_deletion_alone_is_found_by_the_digest(cluster: Any) -> None:
     writer, _, room_a = await a.join("r")
     _, _, room_b = await b.join("r")
     client: Doc[Any] = Doc()
-    room_a.receive(writer, encode_update(edit(client, "abcdef")))
+    room_a.receive(writer, encode_update(append_text(client, "abcdef")))
     await eventually(lambda: _assert(text_of(room_b) == "abcdef"))
     # A delete-only update advances no clock: equal state vectors, different delete sets.
     before = client.get_state()
@@ -313,7 +307,7 @@ async def test_a_dead_replicas_clients_disappear_and_its_unsaved_edits_are_store
     _, bob_socket, room_b = await b.join("r")
     await eventually(lambda: _assert(a.replication._links["r"].replicas == {"b"}))
     room_a.receive(alice, encode_awareness_message([AwarenessEntry(7, 1, '{"user":"Alice"}')]))
-    room_a.receive(alice, encode_update(edit(Doc(), "only in memory")))
+    room_a.receive(alice, encode_update(append_text(Doc(), "only in memory")))
     await eventually(lambda: _assert(awareness_seen(bob_socket) == {7: {"user": "Alice"}}))
     await eventually(lambda: _assert(text_of(room_b) == "only in memory"))
     a.crash()
@@ -336,8 +330,8 @@ async def test_a_broken_envelope_costs_only_itself(cluster: Any) -> None:
             ("r", Envelope("evil", Kind.UPDATE, b"\xff\xff\xff not an update")),
             ("r", Envelope("evil", Kind.SYNC_STEP1, b"\x05")),
             ("r", Envelope("evil", Kind.AWARENESS, b"\x01\x09garbage")),
-            ("r", Envelope("evil", Kind.UPDATE, edit(client, "fine"))),
-            ("other", Envelope("evil", Kind.UPDATE, edit(Doc(), "also fine"))),
+            ("r", Envelope("evil", Kind.UPDATE, append_text(client, "fine"))),
+            ("other", Envelope("evil", Kind.UPDATE, append_text(Doc(), "also fine"))),
         ]
     )
     await eventually(lambda: _assert(text_of(room) == "fine" and text_of(other_room) == "also fine"))
@@ -380,8 +374,8 @@ async def test_a_huge_update_in_one_room_does_not_hold_back_another_rooms(cluste
     _, _, small_b = await b.join("small")
     await eventually(lambda: _assert(a.replication._links["small"].replicas == {"b"}))
     await eventually(lambda: _assert(a.replication._links["big"].replicas == {"b"}))
-    big_a.receive(writer_a, encode_update(edit(Doc(), "x" * (2 * BULK_THRESHOLD))))
-    small_a.receive(small_writer, encode_update(edit(Doc(), "quick")))
+    big_a.receive(writer_a, encode_update(append_text(Doc(), "x" * (2 * BULK_THRESHOLD))))
+    small_a.receive(small_writer, encode_update(append_text(Doc(), "quick")))
     await eventually(lambda: _assert(text_of(small_b) == "quick"))
     assert text_of(big_b) == ""  # still on its way
     gated.gate.set()
@@ -397,7 +391,7 @@ async def test_a_room_loading_on_a_second_replica_waits_for_edits_the_first_has_
     b = await start(cluster, "b")
     peer, _, room_a = await a.join("r")
     room_a.receive(peer, encode_awareness_message([AwarenessEntry(7, 1, json.dumps({"user": "ann"}))]))
-    room_a.receive(peer, encode_update(edit(Doc(client_id=7), "unstored on a")))
+    room_a.receive(peer, encode_update(append_text(Doc(client_id=7), "unstored on a")))
 
     async def a_is_present() -> None:
         assert {entry.replica for entry in await b.registry.list("r")} == {"a"}

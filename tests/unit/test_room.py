@@ -20,15 +20,8 @@ from collab_server.protocol import (
     encode_update,
 )
 from collab_server.room import LOCAL, Replica
+from tests.support.documents import append_text
 from tests.unit.fakes import make_peer, make_room, settle
-
-
-def _edit(doc: Doc[Any], text: str) -> bytes:
-    """Insert ``text`` into doc's Y.Text "t" and return that edit's update."""
-    before = doc.get_state()
-    content = doc.get("t", type=Text)
-    content.insert(len(content), text)
-    return doc.get_update(before)
 
 
 def _text_of(updates: list[bytes]) -> str:
@@ -51,7 +44,7 @@ async def test_step1_is_answered_with_the_missing_part() -> None:
     room, _ = make_room()
     author, _ = make_peer(room)
     client: Doc[Any] = Doc()
-    room.receive(author, encode_update(_edit(client, "abc")))
+    room.receive(author, encode_update(append_text(client, "abc")))
     reader, socket = make_peer(room)
     room.receive(reader, encode_sync_step1(b"\x00"))
     await settle()
@@ -65,7 +58,7 @@ async def test_an_update_goes_to_every_other_peer_but_not_back() -> None:
     _, other_socket = make_peer(room)
     _, third_socket = make_peer(room)
     client: Doc[Any] = Doc()
-    room.receive(author, encode_update(_edit(client, "hi")))
+    room.receive(author, encode_update(append_text(client, "hi")))
     await settle()
     assert author_socket.frames == []
     for socket in (other_socket, third_socket):
@@ -82,7 +75,7 @@ async def test_updates_within_one_tick_are_merged_into_one_message() -> None:
     _, reader_socket = make_peer(room)
     client: Doc[Any] = Doc()
     for i in range(10):
-        room.receive(author, encode_update(_edit(client, str(i))))
+        room.receive(author, encode_update(append_text(client, str(i))))
     await settle()
     [message] = reader_socket.messages()
     assert isinstance(message, SyncUpdate)
@@ -96,8 +89,8 @@ async def test_two_senders_in_one_tick_each_get_only_the_other() -> None:
     _, c_socket = make_peer(room)
     doc_a: Doc[Any] = Doc(client_id=1)
     doc_b: Doc[Any] = Doc(client_id=2)
-    room.receive(a, encode_update(_edit(doc_a, "A")))
-    room.receive(b, encode_update(_edit(doc_b, "B")))
+    room.receive(a, encode_update(append_text(doc_a, "A")))
+    room.receive(b, encode_update(append_text(doc_b, "B")))
     await settle()
     [to_a] = a_socket.messages()
     [to_b] = b_socket.messages()
@@ -110,7 +103,7 @@ async def test_two_senders_in_one_tick_each_get_only_the_other() -> None:
 async def test_replica_updates_are_shown_but_never_stored_or_published() -> None:
     room, sink = make_room()
     _, socket = make_peer(room)
-    room.apply(_edit(Doc(), "remote"), Replica("other"))
+    room.apply(append_text(Doc(), "remote"), Replica("other"))
     await settle()
     [message] = socket.messages()
     assert isinstance(message, SyncUpdate) and _text_of([message.update]) == "remote"
@@ -120,7 +113,7 @@ async def test_replica_updates_are_shown_but_never_stored_or_published() -> None
 
 async def test_server_side_changes_are_stored() -> None:
     room, sink = make_room()
-    room.apply(_edit(Doc(), "from the server"), LOCAL)
+    room.apply(append_text(Doc(), "from the server"), LOCAL)
     assert len(sink.updates) == 1
     assert room.log_updates == 1
 
@@ -129,7 +122,7 @@ async def test_a_duplicate_update_is_not_stored_or_broadcast_twice() -> None:
     room, sink = make_room()
     author, _ = make_peer(room)
     _, socket = make_peer(room)
-    update = _edit(Doc(), "once")
+    update = append_text(Doc(), "once")
     room.receive(author, encode_update(update))
     room.receive(author, encode_update(update))
     await settle()
@@ -140,7 +133,7 @@ async def test_a_duplicate_update_is_not_stored_or_broadcast_twice() -> None:
 async def test_read_only_peers_cannot_change_the_document() -> None:
     room, sink = make_room()
     viewer, _ = make_peer(room, can_write=False)
-    room.receive(viewer, encode_update(_edit(Doc(), "nope")))
+    room.receive(viewer, encode_update(append_text(Doc(), "nope")))
     assert str(room.doc.get("t", type=Text)) == ""
     assert sink.updates == []
 
@@ -150,7 +143,7 @@ async def test_a_full_store_refuses_the_edit_before_applying_it() -> None:
     sink.accepting = False
     author, _ = make_peer(room)
     with pytest.raises(StoreOverloaded):
-        room.receive(author, encode_update(_edit(Doc(), "lost?")))
+        room.receive(author, encode_update(append_text(Doc(), "lost?")))
     assert str(room.doc.get("t", type=Text)) == ""
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from collab_server.settings import Settings
 from persistence.base import StoredDocument, Version
 from persistence.memory import MemoryStore
 from persistence.writer import AppendWriter
+from tests.support.documents import append_text
 from tests.support.eventually import eventually
 from tests.unit.fakes import RecordingSocket
 
@@ -43,112 +45,100 @@ def _peer(name: str) -> Peer:
     return Peer(RecordingSocket().send, room_name=name)
 
 
-def _manager(store: MemoryStore, **settings: object) -> tuple[RoomManager, AppendWriter]:
+@asynccontextmanager
+async def _running(store: MemoryStore, **settings: object) -> AsyncIterator[tuple[RoomManager, AppendWriter]]:
+    """A RoomManager and its writer on ``store``, closed afterwards even when the test fails."""
     writer = AppendWriter(store, window=0.001)
     writer.start()
-    return RoomManager(store, writer, Settings(replica_id="test").replace(**settings)), writer
+    manager = RoomManager(store, writer, Settings(replica_id="test").replace(**settings))
+    try:
+        yield manager, writer
+    finally:
+        await manager.close()
+        await writer.close()
 
 
 async def test_concurrent_joins_share_one_load() -> None:
     store = GatedStore()
     store.gate.clear()
-    manager, writer = _manager(store)
-    joins = [asyncio.create_task(manager.join("r", _peer("r"))) for _ in range(20)]
-    await asyncio.sleep(0)
-    store.gate.set()
-    rooms = await asyncio.gather(*joins)
-    assert store.loads == 1
-    assert len({id(room) for room in rooms}) == 1
-    assert len(rooms[0].peers) == 20
-    await manager.close()
-    await writer.close()
+    async with _running(store) as (manager, _):
+        joins = [asyncio.create_task(manager.join("r", _peer("r"))) for _ in range(20)]
+        await asyncio.sleep(0)
+        store.gate.set()
+        rooms = await asyncio.gather(*joins)
+        assert store.loads == 1
+        assert len({id(room) for room in rooms}) == 1
+        assert len(rooms[0].peers) == 20
 
 
 async def test_a_failed_load_refuses_the_joiners_and_the_next_join_retries() -> None:
     store = GatedStore()
-    await store.append_many([("r", _text_update("kept"))])
+    await store.append_many([("r", append_text(Doc(), "kept"))])
     store.failing = True
-    manager, writer = _manager(store)
-    with pytest.raises(StoreUnavailable):
-        await manager.join("r", _peer("r"))
-    assert manager.get("r") is None
-    store.failing = False
-    room = await manager.join("r", _peer("r"))
-    assert str(room.doc.get("t", type=Text)) == "kept"
-    await manager.close()
-    await writer.close()
+    async with _running(store) as (manager, _):
+        with pytest.raises(StoreUnavailable):
+            await manager.join("r", _peer("r"))
+        assert manager.get("r") is None
+        store.failing = False
+        room = await manager.join("r", _peer("r"))
+        assert str(room.doc.get("t", type=Text)) == "kept"
 
 
 async def test_a_corrupt_document_is_refused_not_served_empty() -> None:
     store = MemoryStore()
     await store.append_many([("r", b"\x07\x07 definitely not an update")])
-    manager, writer = _manager(store)
-    with pytest.raises(CorruptDocument, match="cannot be decoded"):
-        await manager.join("r", _peer("r"))
-    loaded = await store.load("r")
-    assert loaded is not None and loaded.updates == [b"\x07\x07 definitely not an update"]
-    await manager.close()
-    await writer.close()
+    async with _running(store) as (manager, _):
+        with pytest.raises(CorruptDocument, match="cannot be decoded"):
+            await manager.join("r", _peer("r"))
+        loaded = await store.load("r")
+        assert loaded is not None and loaded.updates == [b"\x07\x07 definitely not an update"]
 
 
 async def test_the_last_peer_leaving_unloads_after_the_grace_and_compacts() -> None:
     store = MemoryStore()
-    manager, writer = _manager(store, room_grace=0.05)
-    peer = _peer("r")
-    room = await manager.join("r", peer)
-    room.receive(peer, encode_update(_text_update("saved")))
-    manager.leave(room, peer)
-    await eventually(lambda: _assert(manager.get("r") is None))
-    stored = await store.load("r")
-    assert stored is not None and stored.updates == [] and stored.snapshot is not None
-    assert [v.version for v in await store.versions("r")] == [1]
-    await manager.close()
-    await writer.close()
+    async with _running(store, room_grace=0.05) as (manager, _):
+        peer = _peer("r")
+        room = await manager.join("r", peer)
+        room.receive(peer, encode_update(append_text(Doc(), "saved")))
+        manager.leave(room, peer)
+        await eventually(lambda: _assert(manager.get("r") is None))
+        stored = await store.load("r")
+        assert stored is not None and stored.updates == [] and stored.snapshot is not None
+        assert [v.version for v in await store.versions("r")] == [1]
 
 
 async def test_a_peer_returning_within_the_grace_finds_the_room_warm() -> None:
     store = GatedStore()
-    manager, writer = _manager(store, room_grace=30)
-    first = _peer("r")
-    room = await manager.join("r", first)
-    manager.leave(room, first)
-    again = await manager.join("r", _peer("r"))
-    assert again is room
-    assert store.loads == 1
-    await manager.close()
-    await writer.close()
+    async with _running(store, room_grace=30) as (manager, _):
+        first = _peer("r")
+        room = await manager.join("r", first)
+        manager.leave(room, first)
+        again = await manager.join("r", _peer("r"))
+        assert again is room
+        assert store.loads == 1
 
 
 async def test_the_log_is_compacted_once_it_passes_the_threshold() -> None:
     store = MemoryStore()
-    manager, writer = _manager(store, compact_updates=10)
-    peer = _peer("r")
-    room = await manager.join("r", peer)
-    client: Doc[Any] = Doc()
-    text = client.get("t", type=Text)
-    for i in range(25):
-        before = client.get_state()
-        text.insert(len(text), f"{i},")
-        room.receive(peer, encode_update(client.get_update(before)))
-    async def compacted() -> None:
-        assert len(await store.versions("r")) >= 1
+    async with _running(store, compact_updates=10) as (manager, writer):
+        peer = _peer("r")
+        room = await manager.join("r", peer)
+        client: Doc[Any] = Doc()
+        text = client.get("t", type=Text)
+        for i in range(25):
+            room.receive(peer, encode_update(append_text(client, f"{i},")))
 
-    await eventually(compacted)
-    await writer.flush(timeout=5)
-    stored = await store.load("r")
-    assert stored is not None
-    rebuilt: Doc[Any] = Doc()
-    for part in [stored.snapshot or b"\x00\x00", *stored.updates]:
-        rebuilt.apply_update(part)
-    assert str(rebuilt.get("t", type=Text)) == str(text)
-    await manager.close()
-    await writer.close()
+        async def compacted() -> None:
+            assert len(await store.versions("r")) >= 1
 
-
-def _text_update(content: str) -> bytes:
-    doc: Doc[Any] = Doc()
-    doc.get("t", type=Text).insert(0, content)
-    return doc.get_update()
+        await eventually(compacted)
+        await writer.flush(timeout=5)
+        stored = await store.load("r")
+        assert stored is not None
+        rebuilt: Doc[Any] = Doc()
+        for part in [stored.snapshot or b"\x00\x00", *stored.updates]:
+            rebuilt.apply_update(part)
+        assert str(rebuilt.get("t", type=Text)) == str(text)
 
 
 def _assert(condition: bool) -> None:
@@ -175,24 +165,19 @@ class OutageStore(MemoryStore):
 
 async def test_an_outage_past_the_threshold_queues_one_compaction_not_one_per_update() -> None:
     store = OutageStore()
-    manager, writer = _manager(store, compact_updates=5)
-    peer = _peer("r")
-    room = await manager.join("r", peer)
-    store.down = True
-    client: Doc[Any] = Doc()
-    text = client.get("t", type=Text)
-    for i in range(200):
-        before = client.get_state()
-        text.insert(len(text), f"{i},")
-        room.receive(peer, encode_update(client.get_update(before)))
-    store.down = False
+    async with _running(store, compact_updates=5) as (manager, writer):
+        peer = _peer("r")
+        room = await manager.join("r", peer)
+        store.down = True
+        client: Doc[Any] = Doc()
+        for i in range(200):
+            room.receive(peer, encode_update(append_text(client, f"{i},")))
+        store.down = False
 
-    async def compacted() -> None:
-        assert store.compactions >= 1
-        assert writer.pending == 0
+        async def compacted() -> None:
+            assert store.compactions >= 1
+            assert writer.pending == 0
 
-    await eventually(compacted)
-    # a handful at most (one per threshold crossing after each compaction), never one per update
-    assert store.compactions <= 3
-    await manager.close()
-    await writer.close()
+        await eventually(compacted)
+        # a handful at most (one per threshold crossing after each compaction), never one per update
+        assert store.compactions <= 3

@@ -1,0 +1,22 @@
+"""Yjs updates for tests, made with pycrdt the way a client makes them: one update per edit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pycrdt import Doc, Text
+
+
+def append_text(doc: Doc[Any], text: str, name: str = "t") -> bytes:
+    """Append ``text`` to ``doc``'s Y.Text ``name``; return that edit's update."""
+    before = doc.get_state()
+    content = doc.get(name, type=Text)
+    content.insert(len(content), text)
+    return doc.get_update(before)
+
+
+def typing_updates(count: int, *, client: int = 1, start: int = 0, name: str = "text") -> tuple[Doc[Any], list[bytes]]:
+    """A doc and the updates of ``count`` separate appends of ``"i,"`` to its Y.Text ``name``, in order."""
+    doc: Doc[Any] = Doc(client_id=client)
+    updates = [append_text(doc, f"{i},", name) for i in range(start, start + count)]
+    return doc, updates
