@@ -23,7 +23,7 @@ from collab_server.replication import Replication
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
 from collab_server.websocket import room_endpoint
-from persistence.base import DocumentStore
+from persistence.base import DocumentStore, UpdateWriter
 from persistence.factory import open_store
 from persistence.writer import AppendWriter
 from presence.factory import open_replication
@@ -44,7 +44,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         own_store = store is None
         document_store = store if store is not None else await open_store(
-            settings.database_url,
+            settings.database_url.reveal(),
             keep_versions=settings.snapshot_versions,
             auto_migrate=settings.auto_migrate,
             pool_size=settings.database_pool_size,
@@ -101,7 +101,7 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Ready while the store takes writes; a load balancer should stop sending new peers otherwise."""
-    writer: AppendWriter = request.state.writer
+    writer: UpdateWriter = request.state.writer
     body = {"store": "ok" if writer.healthy else "failing", "pending_updates": writer.pending}
     return JSONResponse(body, status_code=200 if writer.healthy else 503)
 

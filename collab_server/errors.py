@@ -13,8 +13,22 @@
     └── ExportError
 
 Backends translate driver errors at the edge (``raise StoreUnavailable(...) from exc``) so callers only
-ever see these types. The websocket endpoint maps them to close codes, one peer at a time.
+ever see these types. The websocket endpoint maps them to the ``CloseCode`` below, one peer at a time.
 """
+
+from enum import IntEnum
+
+
+class CloseCode(IntEnum):
+    """Every websocket close code the server sends. The y-websocket client stops reconnecting on
+    4400-4499 (permanent) and reconnects, then resyncs, on everything else (transient)."""
+
+    UNSUPPORTED_DATA = 1003  # a text frame: the protocol is binary
+    TOO_BIG = 1009  # a frame over the size limit (sent by the websocket layer itself)
+    INTERNAL_ERROR = 1011  # the room could not be loaded, or an unexpected error
+    RESTARTING = 1012  # the server is shutting down: reconnect (to another replica)
+    TRY_AGAIN_LATER = 1013  # too slow a reader, or the store is not taking writes
+    PROTOCOL_ERROR = 4400  # malformed room name or message
 
 
 class CollabError(Exception):

@@ -12,7 +12,46 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collab_server.origins import Replica
+    from collab_server.protocol import AwarenessEntry
     from collab_server.room import Room
+
+
+class SharedRoom(Protocol):
+    """A loaded room, as the replication may use it: everything it needs, nothing of the room's insides.
+
+    The document may live in another process (the CRDT library is kept away from the process that owns
+    the sockets), so everything that reads or changes it is a coroutine.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    async def apply_remote(self, update: bytes, origin: Replica) -> None:
+        """Apply another replica's update: shown to local peers, never stored or published again."""
+        ...
+
+    def apply_remote_awareness(self, update: bytes, message: bytes, origin: Replica) -> None:
+        """Apply another replica's awareness update and relay ``message`` to local peers."""
+        ...
+
+    def awareness_entries(self) -> list[AwarenessEntry]:
+        """Every awareness state the room holds, local and remote."""
+        ...
+
+    def has_local_client(self, client_id: int) -> bool:
+        """True if one of this replica's peers introduced awareness ``client_id``."""
+        ...
+
+    async def state_vector(self) -> bytes: ...
+
+    async def diff(self, state_vector: bytes) -> bytes:
+        """The update holding everything the room has beyond ``state_vector`` (and its whole delete set)."""
+        ...
+
+    async def delete_set(self) -> bytes:
+        """The room's deletions, as an update without structs (``diff(state_vector())``)."""
+        ...
 
 
 class Replication(Protocol):

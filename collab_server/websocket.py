@@ -1,12 +1,7 @@
 """The websocket endpoint ``/ws/{room}``: one peer's life, from handshake to close.
 
-Errors are translated to close codes here and nowhere else, and they close this peer only:
-
-    4400  the room name or a message is malformed (permanent: the y-websocket client stops retrying)
-    1003  a text frame (the protocol is binary)
-    1009  a frame over the size limit (raised by the websocket layer itself)
-    1011  the room could not be loaded, or an unexpected error
-    1013  the peer is too slow, or the store is not taking writes: retry later and resync
+Errors are translated to close codes (``collab_server.errors.CloseCode``) here and nowhere else, and they
+close this peer only.
 """
 
 from __future__ import annotations
@@ -18,14 +13,8 @@ import unicodedata
 from starlette.websockets import WebSocket
 
 from collab_server import metrics
-from collab_server.errors import CorruptDocument, ProtocolError, StoreError, StoreOverloaded
-from collab_server.peer import (
-    CLOSE_INTERNAL_ERROR,
-    CLOSE_PROTOCOL_ERROR,
-    CLOSE_TRY_AGAIN_LATER,
-    CLOSE_UNSUPPORTED_DATA,
-    Peer,
-)
+from collab_server.errors import CloseCode, CorruptDocument, ProtocolError, StoreError, StoreOverloaded
+from collab_server.peer import Peer
 from collab_server.room import Room
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
@@ -58,7 +47,7 @@ async def room_endpoint(websocket: WebSocket) -> None:
     problem = room_name_problem(name)
     if problem is not None:
         metrics.PEERS_CLOSED.labels("bad_room_name").inc()
-        await websocket.close(CLOSE_PROTOCOL_ERROR, problem)
+        await websocket.close(CloseCode.PROTOCOL_ERROR, problem)
         return
 
     transport = websocket.scope.get("extensions", {}).get(TRANSPORT_EXTENSION, {})
@@ -76,7 +65,7 @@ async def room_endpoint(websocket: WebSocket) -> None:
         metrics.PEERS_CLOSED.labels("load_failed").inc()
         corrupt = isinstance(exc, CorruptDocument)
         reason = "room could not be loaded" + (": stored document is corrupt" if corrupt else "")
-        await websocket.close(CLOSE_INTERNAL_ERROR, reason)
+        await websocket.close(CloseCode.INTERNAL_ERROR, reason)
         return
 
     try:
@@ -112,18 +101,18 @@ async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, turn_budget: 
         frame = event.get("bytes")
         if frame is None:
             metrics.PEERS_CLOSED.labels("text_frame").inc()
-            peer.close(CLOSE_UNSUPPORTED_DATA, "text frames are not supported: send binary y-websocket messages")
+            peer.close(CloseCode.UNSUPPORTED_DATA, "text frames are not supported: send binary y-websocket messages")
             return
         try:
             handle(peer, frame)
         except ProtocolError as exc:
             metrics.PEERS_CLOSED.labels("protocol_error").inc()
             logger.info("peer %d in room %r sent a malformed frame: %s", peer.id, peer.room_name, exc)
-            peer.close(CLOSE_PROTOCOL_ERROR, f"protocol error: {exc}")
+            peer.close(CloseCode.PROTOCOL_ERROR, f"protocol error: {exc}")
             return
         except StoreOverloaded:
             metrics.PEERS_CLOSED.labels("store_overloaded").inc()
-            peer.close(CLOSE_TRY_AGAIN_LATER, "the store is not accepting writes; retry later")
+            peer.close(CloseCode.TRY_AGAIN_LATER, "the store is not accepting writes; retry later")
             return
         except asyncio.CancelledError:
             raise
@@ -131,5 +120,5 @@ async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, turn_budget: 
             # A bug in handling one frame must cost this peer its connection, not the room or server.
             metrics.PEERS_CLOSED.labels("internal_error").inc()
             logger.exception("error handling a frame from peer %d in room %r", peer.id, peer.room_name)
-            peer.close(CLOSE_INTERNAL_ERROR, "internal error")
+            peer.close(CloseCode.INTERNAL_ERROR, "internal error")
             return

@@ -17,38 +17,21 @@ from pathlib import Path
 from typing import TypeVar
 
 from collab_server.errors import StoreUnavailable
+from persistence import migrate as migrations
 from persistence.base import StoredDocument, Version
 from persistence.fold import fold
+from persistence.sqlite_schema import SQLiteSchema
 
 T = TypeVar("T")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS room_snapshots (
-    room         TEXT    NOT NULL,
-    version      INTEGER NOT NULL,
-    snapshot     BLOB    NOT NULL,
-    state_vector BLOB    NOT NULL,
-    label        TEXT,
-    created_at   REAL    NOT NULL,
-    PRIMARY KEY (room, version)
-);
-CREATE TABLE IF NOT EXISTS room_updates (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-    room       TEXT    NOT NULL,
-    "update"   BLOB    NOT NULL,
-    created_at REAL    NOT NULL
-);
--- loads and compactions read one room's log in seq order
-CREATE INDEX IF NOT EXISTS room_updates_room_seq ON room_updates (room, seq);
-"""
-
 
 class SQLiteStore:
     """DocumentStore on a SQLite file (``sqlite:///path``)."""
 
-    def __init__(self, path: str | Path, *, keep_versions: int = 10) -> None:
+    def __init__(self, path: str | Path, *, keep_versions: int = 10, auto_migrate: bool = True) -> None:
         self.path = Path(path)
         self._keep_versions = keep_versions
+        self._auto_migrate = auto_migrate
+        self.migrations_applied: list[migrations.Migration] = []
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._conn: sqlite3.Connection | None = None
 
@@ -68,7 +51,16 @@ class SQLiteStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(_SCHEMA)
+        try:
+            # The runner's coroutines never await on SQLite: run them here, on the database thread.
+            schema, known = SQLiteSchema(conn), migrations.load_migrations("sqlite")
+            if self._auto_migrate:
+                self.migrations_applied = asyncio.run(migrations.migrate(schema, known))
+            else:
+                asyncio.run(migrations.require_current(schema, known))
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
 
     async def _run(self, fn: Callable[[], T]) -> T:

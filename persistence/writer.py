@@ -3,7 +3,7 @@
 The read loop of a socket never waits for the store: ``append`` only queues. A background task wakes on
 the first queued update, waits ``window`` seconds so that concurrent edits join the batch, then writes
 the whole batch with one ``append_many``. When the store fails, the batch stays queued and is retried
-with backoff; updates keep queueing up to ``max_buffer_bytes``, past which ``has_room`` says no, so that the caller
+with backoff; updates keep queueing up to ``max_buffer_bytes``, past which ``can_take`` says no, so that the caller
 can turn the peer away before applying its edit (the client keeps the edit and re-sends it later).
 """
 
@@ -78,11 +78,11 @@ class AppendWriter:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="append-writer")
 
-    def has_room(self, nbytes: int) -> bool:
+    def can_take(self, nbytes: int) -> bool:
         return self._pending_bytes + nbytes <= self._max_buffer_bytes
 
     def append(self, room: str, update: bytes) -> None:
-        """Queue one update. Never refuses: callers gate new writes with ``has_room`` *before* applying
+        """Queue one update. Never refuses: callers gate new writes with ``can_take`` *before* applying
         them, because an update already applied in memory must reach the store."""
         self._pending.append(_Entry(room, update, time.monotonic()))
         self._pending_bytes += len(update)

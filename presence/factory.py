@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from collab_server.errors import ConfigError
 from collab_server.settings import Settings
@@ -27,7 +26,7 @@ async def open_replication(
 ) -> PresenceOnly | BrokerReplication:
     """Build and start the replication ``settings.broker_url`` names. Never waits for the broker: a
     replica starts (and serves its own peers) while Redis is down, and connects when it is back."""
-    scheme = urlsplit(settings.broker_url).scheme
+    scheme = settings.broker_url.scheme
     heartbeat_ttl = 3 * settings.heartbeat_interval
     if scheme == "memory":
         from presence.local import LocalRegistry
@@ -44,9 +43,9 @@ async def open_replication(
             raise ConfigError(f"COLLAB_BROKER_URL: the Redis backend is unavailable ({exc})") from exc
         from presence.replication import BrokerReplication
 
-        broker = RedisBroker(settings.broker_url, settings.replica_id, prefix=settings.broker_prefix)
+        broker = RedisBroker(settings.broker_url.reveal(), settings.replica_id, prefix=settings.broker_prefix)
         registry = RedisRegistry(
-            settings.broker_url,
+            settings.broker_url.reveal(),
             prefix=settings.broker_prefix,
             ttl=settings.presence_ttl,
             heartbeat_ttl=heartbeat_ttl,
@@ -62,5 +61,5 @@ async def open_replication(
         await replication.start()
         return replication
     raise ConfigError(
-        f"COLLAB_BROKER_URL={settings.broker_url!r}: unknown scheme {scheme!r} (use memory:// or redis://HOST:PORT/DB)"
+        f"COLLAB_BROKER_URL={settings.broker_url}: unknown scheme {scheme!r} (use memory:// or redis://HOST:PORT/DB)"
     )

@@ -39,7 +39,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 from pycrdt import write_var_uint
 from redis.asyncio import ConnectionPool, Redis
@@ -50,6 +49,7 @@ from redis.retry import Retry
 
 from collab_server import metrics
 from collab_server.errors import BrokerError, ProtocolError
+from collab_server.secrets import redact_url
 from presence.broker import Envelope, Kind, Subscription
 from presence.registry import PresenceEntry
 
@@ -66,15 +66,6 @@ _PARTIAL_MAX_BYTES: Final = 256 * 1024 * 1024
 _PARTIAL_MAX_AGE: Final = 30.0
 
 _DROPPED_UNDECODABLE = metrics.BROKER_DROPPED.labels("undecodable")
-
-
-def redacted(url: str) -> str:
-    """The URL without credentials, for logs."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _safe_name(text: str) -> str:
@@ -325,7 +316,7 @@ class RedisBroker:
         self._down = asyncio.Event()  # set while connecting fails; clear once connected
 
     def __repr__(self) -> str:
-        return f"RedisBroker({redacted(self.url)!r}, channels={len(self._channels)}, connected={self.connected})"
+        return f"RedisBroker({redact_url(self.url)!r}, channels={len(self._channels)}, connected={self.connected})"
 
     def _connection_kwargs(self, url: str) -> dict[str, Any]:
         pool = ConnectionPool.from_url(url)
@@ -351,7 +342,7 @@ class RedisBroker:
         return self._connection_class(**{**self._pool_kwargs, "client_name": name})
 
     def describe(self) -> str:
-        return f"redis pub/sub at {redacted(self.url)} (prefix {self.prefix!r})"
+        return f"redis pub/sub at {redact_url(self.url)} (prefix {self.prefix!r})"
 
     @property
     def connected(self) -> bool:
@@ -407,7 +398,7 @@ class RedisBroker:
                 await conn.read_response()
         except (RedisError, OSError) as exc:
             await conn.disconnect(nowait=True)
-            raise BrokerError(f"publish to {redacted(self.url)} failed: {exc}") from exc
+            raise BrokerError(f"publish to {redact_url(self.url)} failed: {exc}") from exc
         except BaseException:
             # Cancelled mid-pipeline: the replies still on the wire belong to nobody. Drop the connection.
             await conn.disconnect(nowait=True)
@@ -546,10 +537,10 @@ class RedisBroker:
                 metrics.BROKER_CONNECTED.set(1)
                 metrics.BROKER_RECONNECTS.inc()
                 if self._outage_logged:
-                    logger.warning("broker: connected to %s again; repairing rooms", redacted(self.url))
+                    logger.warning("broker: connected to %s again; repairing rooms", redact_url(self.url))
                     self._outage_logged = False
                 else:
-                    logger.info("broker: subscribed at %s", redacted(self.url))
+                    logger.info("broker: subscribed at %s", redact_url(self.url))
                 delay = _RECONNECT_MIN
                 await self._read(conn)
             except asyncio.CancelledError:
@@ -558,7 +549,7 @@ class RedisBroker:
                 self._down.set()
                 metrics.BROKER_ERRORS.labels("subscribe").inc()
                 if not self._outage_logged:
-                    logger.warning("broker: connection to %s lost or refused (%s); retrying", redacted(self.url), exc)
+                    logger.warning("broker: connection to %s lost or refused (%s); retrying", redact_url(self.url), exc)
                     self._outage_logged = True
             finally:
                 self._sub_conn = None
@@ -657,7 +648,7 @@ class RedisRegistry:
         self._prune = self._redis.register_script(_PRUNE_SCRIPT)
 
     def __repr__(self) -> str:
-        return f"RedisRegistry({redacted(self.url)!r}, prefix={self.prefix!r})"
+        return f"RedisRegistry({redact_url(self.url)!r}, prefix={self.prefix!r})"
 
     def presence_key(self, room: str) -> str:
         return f"{self.prefix}:presence:{room}"
@@ -733,4 +724,4 @@ class RedisRegistry:
         await self._redis.aclose()
 
     def describe(self) -> str:
-        return f"redis presence at {redacted(self.url)} (prefix {self.prefix!r})"
+        return f"redis presence at {redact_url(self.url)} (prefix {self.prefix!r})"

@@ -49,6 +49,7 @@ from pycrdt import Doc
 
 from collab_server import metrics
 from collab_server.errors import BrokerError, CollabError, StoreError
+from collab_server.origins import Replica
 from collab_server.protocol import (
     AwarenessEntry,
     AwarenessMessage,
@@ -59,7 +60,6 @@ from collab_server.protocol import (
     encode_awareness_message,
 )
 from collab_server.replication import SingleReplica
-from collab_server.room import Replica
 from persistence.merge import build_doc
 from presence.broker import Broker, Delivery, Envelope, Gap, Kind, Subscription, kind_label
 from presence.registry import PresenceRegistry, entry_for

@@ -13,6 +13,7 @@ from collab_server.errors import ConfigError, ProtocolError
 from collab_server.peer import Peer
 from collab_server.protocol import AwarenessEntry, decode_state_vector, encode_awareness_message
 from collab_server.rooms import RoomManager
+from collab_server.secrets import SecretURL
 from collab_server.settings import Settings
 from persistence.memory import MemoryStore
 from persistence.writer import AppendWriter
@@ -191,7 +192,7 @@ async def test_a_relayed_awareness_state_is_not_counted_as_ours() -> None:
 
 
 async def test_embedded_mode_keeps_presence_in_process_and_nothing_per_edit() -> None:
-    settings = Settings(database_url="memory://", replica_id="solo")
+    settings = Settings(database_url=SecretURL("memory://"), replica_id="solo")
     replication = await open_replication(settings)
     assert isinstance(replication, PresenceOnly)
     store = MemoryStore()
@@ -226,7 +227,7 @@ async def test_embedded_mode_keeps_presence_in_process_and_nothing_per_edit() ->
 
 async def test_an_unknown_broker_scheme_names_the_setting() -> None:
     with pytest.raises(ConfigError, match="COLLAB_BROKER_URL"):
-        await open_replication(Settings(broker_url="kafka://somewhere"))
+        await open_replication(Settings(broker_url=SecretURL("kafka://somewhere")))
 
 
 def test_replica_settings_are_read_and_checked() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Text
 
+from collab_server.origins import Replica
 from collab_server.peer import Peer
 from collab_server.protocol import (
     AwarenessEntry,
@@ -22,8 +23,9 @@ from collab_server.protocol import (
     encode_sync_step1,
     encode_update,
 )
-from collab_server.room import Replica, Room
+from collab_server.room import Room
 from collab_server.rooms import RoomManager
+from collab_server.secrets import SecretURL
 from collab_server.settings import Settings
 from persistence.memory import MemoryStore
 from persistence.merge import build_doc
@@ -49,7 +51,7 @@ class Node:
         broker: LocalBroker | None = None,
     ) -> None:
         self.name = name
-        self.settings = Settings(replica_id=name, room_grace=0.05, database_url="memory://")
+        self.settings = Settings(replica_id=name, room_grace=0.05, database_url=SecretURL("memory://"))
         self.writer = AppendWriter(store, window=commit_window)
         self.broker = broker or LocalBroker(hub, name)
         self.registry = LocalRegistry(hub, ttl=60, heartbeat_ttl=0.3)
