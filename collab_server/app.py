@@ -124,8 +124,9 @@ class CollabApp(Starlette):
 
     Through the middleware stack and the router, an idle connection's task would hold ten more coroutine
     frames (ServerErrorMiddleware, ExceptionMiddleware, Router, WebSocketRoute, ...) and a second WebSocket
-    object for its whole life: a third of what an idle peer costs in all (docs/benchmarks.md). Room sockets therefore get no Starlette middleware: anything that must see them
-    (authentication) belongs in ``room_endpoint``. The route is still declared, so it is documented and
+    object for its whole life: a third of what an idle peer costs in all (docs/benchmarks.md). Room
+    sockets therefore get no Starlette middleware: anything that must see them (authentication) belongs
+    in ``room_endpoint``. The route is still declared, so it is documented and
     reachable the ordinary way too.
     """
 
