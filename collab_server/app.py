@@ -19,6 +19,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from collab_server.looplag import LoopLagMonitor
 from collab_server.replication import Replication
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
@@ -49,6 +50,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
             stack.callback(logger.info, "shutdown complete")  # registered first, so it runs last
+            stack.callback(LoopLagMonitor().start().close)
             document_store = store
             if document_store is None:
                 document_store = await open_store(
