@@ -26,7 +26,7 @@ async def test_a_blocking_turn_shows_as_lag() -> None:
 
     try:
         await eventually(sampled)  # the monitor runs on an idle loop
-        time.sleep(0.1)  # hold the loop, as a long synchronous call would
+        time.sleep(0.1)  # noqa: ASYNC251 - holding the loop is the point: a long synchronous call
         await eventually(saw_the_stall)
     finally:
         monitor.close()
