@@ -62,14 +62,22 @@ class Command:
     run: Callable[[Sequence[str]], int]
 
 
+class UsageError(SystemExit):
+    """A setting could not be read: the message was printed, exit with status 2."""
+
+
+def settings_or_exit(argv: Sequence[str], parser: argparse.ArgumentParser) -> Settings:
+    """The settings for a subcommand; on a bad value print why (naming the key) and exit with 2."""
+    try:
+        return parse_settings(argv, parser=parser)
+    except ConfigError as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        raise UsageError(2) from None
+
+
 def serve_main(argv: Sequence[str]) -> int:
     """``collab-server serve``: run the server until SIGTERM or Ctrl-C."""
-    parser = build_parser(description=_overview())
-    try:
-        settings = parse_settings(argv, parser=parser)
-    except ConfigError as exc:
-        print(f"collab-server: {exc}", file=sys.stderr)
-        return 2
+    settings = settings_or_exit(argv, build_parser(description=_overview()))
     from collab_server.server import serve  # imported late: --help must not pay for uvicorn
 
     try:
@@ -86,11 +94,7 @@ def migrate_main(argv: Sequence[str]) -> int:
         "collab-server migrate",
         "Apply pending schema migrations to the SQL database named by COLLAB_DATABASE_URL and exit.",
     )
-    try:
-        settings = parse_settings(argv, parser=parser)
-    except ConfigError as exc:
-        print(f"collab-server migrate: {exc}", file=sys.stderr)
-        return 2
+    settings = settings_or_exit(argv, parser)
     import asyncio
 
     from collab_server.errors import StoreError
@@ -126,6 +130,9 @@ def _overview() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in COMMANDS:
-        return COMMANDS[args[0]].run(args[1:])
-    return serve_main(args)
+    try:
+        if args and args[0] in COMMANDS:
+            return COMMANDS[args[0]].run(args[1:])
+        return serve_main(args)
+    except UsageError as exc:
+        return int(exc.code or 2)
