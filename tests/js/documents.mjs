@@ -70,6 +70,8 @@ const build = () => {
     map.set('s', 'str')
     map.set('n', 2)
     map.set('obj', { deep: [1, { x: true }], nil: null })
+    // lib0 writes integers within 31 bits as signed varints, others as float32/float64
+    map.set('numbers', [0, -1, 63, 64, -64, -65, 8191, -123456789, 2 ** 31, 2 ** 40, -(2 ** 52), 1.5, -0.25, 0.1])
     map.set('gone', 'x')
     map.delete('gone')
     const nested = new Y.Map()
