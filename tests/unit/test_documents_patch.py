@@ -47,7 +47,7 @@ def test_put_and_delete_as_yjs_sees_them() -> None:
 
 def test_patch_writes_as_a_new_client() -> None:
     scenario = yjs_scenarios()["tldraw"]
-    before = Doc()
+    before: Doc[Any] = Doc()
     before.apply_update(scenario.update)
     clients = set(decode_state_vector(before.get_state()))
     before.apply_update(patch_update(scenario.update, {"put": [_shape("shape:5", 5)]}, room="board"))
