@@ -52,6 +52,7 @@ def parse_patch(patch: object, limits: DocumentLimits = DEFAULT_LIMITS) -> Recor
         raise _invalid(f"{len(puts) + len(deletes)} operations; at most {limits.max_patch_records} per patch")
     seen: set[str] = set()
     records: list[dict[str, Any]] = []
+    size = 0
     for index, record in enumerate(puts):
         where = f"put[{index}]"
         if not isinstance(record, dict):
@@ -59,7 +60,9 @@ def parse_patch(patch: object, limits: DocumentLimits = DEFAULT_LIMITS) -> Recor
         record_id = _id(record.get("id"), f"{where}.id", limits)
         if not isinstance(record.get("typeName"), str) or not record["typeName"]:
             raise _invalid(f"{where}.typeName must be a non-empty string")
-        _check_json(record, where, limits)
+        size += _check_json(record, where, limits)
+        if size > limits.max_update_bytes:
+            raise DocumentError("too_large", f"the records put are over {limits.max_update_bytes} bytes")
         if record_id in seen:
             raise _invalid(f"{where}: id {record_id!r} appears twice in the patch")
         seen.add(record_id)
@@ -145,11 +148,16 @@ def _id(value: object, where: str, limits: DocumentLimits) -> str:
     return value
 
 
-def _check_json(value: object, where: str, limits: DocumentLimits) -> None:
-    """Only JSON values, nested at most ``max_depth`` deep; iterative, so any input is safe to check."""
+def _check_json(value: object, where: str, limits: DocumentLimits) -> int:
+    """Only JSON values, nested at most ``max_depth`` deep; iterative, so any input is safe to check.
+
+    Returns a rough encoded size (string lengths plus a few bytes a value), to bound what a patch writes.
+    """
+    size = 0
     stack: list[tuple[object, str, int]] = [(value, where, 0)]
     while stack:
         item, path, depth = stack.pop()
+        size += len(item) + 2 if isinstance(item, str) else 2
         if item is None or isinstance(item, bool | str):
             continue
         if isinstance(item, int):
@@ -165,11 +173,13 @@ def _check_json(value: object, where: str, limits: DocumentLimits) -> None:
                 for key, child in item.items():
                     if not isinstance(key, str):
                         raise _invalid(f"{path}: key {key!r} is not a string")
+                    size += len(key) + 1
                     stack.append((child, f"{path}.{key}", depth + 1))
             else:
                 stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item))
         else:
             raise _invalid(f"{path}: {_json_type(item)} is not a JSON value")
+    return size
 
 
 def _json_type(value: object) -> str:

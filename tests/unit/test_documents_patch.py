@@ -115,3 +115,15 @@ def test_malformed_patches_are_refused_with_what_is_wrong(patch: Any, says: str)
         patch_update(current, patch, room="board", limits=limits)
     assert caught.value.code == "invalid_patch"
     assert says in caught.value.detail
+
+
+def test_the_size_of_what_a_patch_writes_is_bounded() -> None:
+    current = yjs_scenarios()["tldraw"].update
+    limits = DocumentLimits(max_update_bytes=len(current) + 1000)
+    big = {"put": [{"id": "shape:big", "typeName": "shape", "text": "x" * 2000}]}
+    with pytest.raises(DocumentError) as caught:
+        patch_update(current, big, room="board", limits=limits)
+    assert caught.value.code == "too_large"
+    small = {"put": [{"id": "shape:small", "typeName": "shape", "text": "x" * 500}]}
+    assert patch_update(current, small, room="board", limits=limits) != b"\x00\x00"
+
