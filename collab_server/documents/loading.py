@@ -2,7 +2,7 @@
 
 pycrdt is a trust boundary: on bad input it raises ValueError or a Rust panic (``pyo3_runtime.
 PanicException``, a BaseException). Both become ``DocumentError`` here, at the call; a Doc that failed to
-load is dropped, never used. The bytes are first decoded by ``infer`` (bounded, strict), so pycrdt only
+load is dropped, never used. The bytes are first decoded by ``structs`` (bounded, strict), so pycrdt only
 sees updates that parse and whose values nest within the limit.
 """
 

@@ -129,11 +129,10 @@ def _sync_map(target: Map[Any], source: Map[Any], limits: DocumentLimits, depth:
 
 
 def _same_container(a: Any, b: Any) -> bool:
-    # Kinds that can be brought in line in place; XML nodes are replaced (their tags may differ).
-    for kind in (Map, Array, XmlText):
-        if isinstance(a, kind) and isinstance(b, kind):
-            return True
-    return isinstance(a, Text) and isinstance(b, Text) and not isinstance(a, XmlText) and not isinstance(b, XmlText)
+    # Kinds brought in line in place; XML nodes are replaced whole (tags and attributes may differ).
+    if isinstance(a, XmlText) or isinstance(b, XmlText):
+        return False
+    return any(isinstance(a, kind) and isinstance(b, kind) for kind in (Map, Array, Text))
 
 
 def _sync_array(target: Array[Any], source: Array[Any], limits: DocumentLimits, depth: int) -> None:

@@ -1,10 +1,11 @@
 // Documents written and read by real Yjs, for the document-logic tests (tests/unit/test_documents_*.py).
 //
 // One-shot: reads one JSON command on stdin, writes one JSON reply on stdout.
-//   {"cmd":"build"}  -> {name: {update, json, records?}}  scenarios of every root type, updates in base64,
-//                       json = each root's toJSON() as Yjs sees it, records = YKeyValue's view of tl_board
+//   {"cmd":"build"}  -> {name: {update, json, deltas, records?}}  scenarios of every root type, updates in
+//                       base64, json = each root's toJSON() as Yjs sees it, deltas = each text root's
+//                       toDelta() (formatting, embeds), records = YKeyValue's view of tl_board
 //   {"cmd":"apply","updates":[b64...],"roots":{name: type},"records":"tl_x"?}
-//                    -> {json, records?, pending}  the updates applied in order to a fresh Y.Doc
+//                    -> {json, deltas, records?, pending}  the updates applied in order to a fresh Y.Doc
 import * as Y from 'yjs'
 import { YKeyValue } from 'y-utility/y-keyvalue'
 
@@ -24,6 +25,10 @@ const getRoot = (doc, name, type) => {
 const rootsJson = (doc, roots) =>
   Object.fromEntries(Object.entries(roots).map(([name, type]) => [name, getRoot(doc, name, type).toJSON()]))
 
+// toJSON() shows a text's characters only; its delta shows formatting and embeds too.
+const textDeltas = (doc, roots) =>
+  Object.fromEntries(Object.entries(roots).filter(([, type]) => type === 'text').map(([name]) => [name, doc.getText(name).toDelta()]))
+
 // YKeyValue cleans up duplicate keys in the doc it is given: read records from a copy.
 const recordsOf = (update, name) => {
   const copy = new Y.Doc()
@@ -34,7 +39,7 @@ const recordsOf = (update, name) => {
 
 const scenario = (doc, roots, records) => {
   const update = Y.encodeStateAsUpdate(doc)
-  const out = { update: b64(update), json: rootsJson(doc, roots), roots }
+  const out = { update: b64(update), json: rootsJson(doc, roots), deltas: textDeltas(doc, roots), roots }
   if (records) out.records = recordsOf(update, records)
   return out
 }
@@ -138,7 +143,7 @@ const build = () => {
 const apply = ({ updates, roots, records }) => {
   const doc = new Y.Doc()
   for (const u of updates) Y.applyUpdate(doc, fromB64(u))
-  const out = { json: rootsJson(doc, roots), pending: doc.store.pendingStructs !== null || doc.store.pendingDs !== null }
+  const out = { json: rootsJson(doc, roots), deltas: textDeltas(doc, roots), pending: doc.store.pendingStructs !== null || doc.store.pendingDs !== null }
   if (records) out.records = recordsOf(Y.encodeStateAsUpdate(doc), records)
   return out
 }

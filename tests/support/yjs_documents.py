@@ -26,12 +26,14 @@ class Scenario:
     update: bytes
     roots: dict[str, str]
     json: dict[str, Any]
+    deltas: dict[str, Any]  # each text root's toDelta(): formatting and embeds as well as characters
     records: dict[str, Any] | None  # YKeyValue's records, for the tldraw layout
 
 
 @dataclass(frozen=True)
 class Applied:
     json: dict[str, Any]
+    deltas: dict[str, Any]
     records: dict[str, Any] | None
     pending: bool  # Yjs is still waiting for missing structs or deletions
 
@@ -54,7 +56,7 @@ def yjs_scenarios() -> dict[str, Scenario]:
     """Scenarios by name: text, map, array, xml, tldraw, emptied (built once per test session)."""
     raw = _run({"cmd": "build"})
     return {
-        name: Scenario(base64.b64decode(s["update"]), s["roots"], s["json"], s.get("records"))
+        name: Scenario(base64.b64decode(s["update"]), s["roots"], s["json"], s["deltas"], s.get("records"))
         for name, s in raw.items()
     }
 
@@ -69,4 +71,4 @@ def yjs_apply(updates: list[bytes], roots: Mapping[str, str], records: str | Non
     if records is not None:
         request["records"] = records
     raw = _run(request)
-    return Applied(raw["json"], raw.get("records"), raw["pending"])
+    return Applied(raw["json"], raw["deltas"], raw.get("records"), raw["pending"])

@@ -169,6 +169,7 @@ def test_restore_of_documents_written_by_yjs(name: str) -> None:
         assert applied.json["meta"] == scenario.json["meta"]
     else:
         assert applied.json == scenario.json
+        assert applied.deltas == scenario.deltas  # formatting and embeds of texts too
 
 
 def test_unchanged_records_are_left_where_they_are() -> None:
