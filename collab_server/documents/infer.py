@@ -17,7 +17,6 @@ update itself says.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Mapping
 from enum import StrEnum
 
@@ -30,7 +29,6 @@ from collab_server.documents.structs import (
     PARENT_INHERIT,
     PARENT_RESOLVING,
     PARENT_UNKNOWN,
-    ClientStructs,
     StructTable,
     decode_structs,
 )
@@ -105,69 +103,51 @@ def _decide(bits: int) -> RootType | None:
 
 def _root_evidence(table: StructTable) -> list[int]:
     evidence = [0] * len(table.roots)
-    resolver = _Resolver(table.clients)
-    for section in table.clients.values():
-        parent, sub, kind = section.parent, section.sub, section.kind
-        for i in range(len(parent)):
-            if parent[i] == PARENT_INHERIT:
-                resolver.resolve(section, i)
-            root = parent[i]
-            if root >= 0:
-                evidence[root] |= _SUB if sub[i] else _KIND_BIT[kind[i]]
+    parent, sub, kind = table.parent, table.sub, table.kind
+    for i in range(len(parent)):
+        if parent[i] == PARENT_INHERIT:
+            _resolve(table, i)
+        root = parent[i]
+        if root >= 0:
+            evidence[root] |= _SUB if sub[i] else _KIND_BIT[kind[i]]
     return evidence
 
 
-class _Resolver:
-    """Gives inheriting items the parent (and parentSub) of their origin, as Yjs's ``Item.getMissing``.
+def _origin(table: StructTable, i: int) -> int | None:
+    # Yjs takes the left origin when there is one, else the right one.
+    if table.left_client[i] >= 0:
+        return table.find(table.left_client[i], table.left_clock[i])
+    if table.right_client[i] >= 0:
+        return table.find(table.right_client[i], table.right_clock[i])
+    return None
+
+
+def _resolve(table: StructTable, i: int) -> None:
+    """Give an inheriting item the parent (and parentSub) of its origin, as Yjs's ``Item.getMissing``.
 
     Origin chains can be as long as the document (a text typed character by character in many
-    transactions) and can cross clients in any order, so they are followed with an explicit stack and
-    every item is resolved once. An origin outside the update, in a GC'd struct or in a cycle (only a
-    crafted update has one) leaves the item without a known root.
+    transactions) and cross clients in any order, so they are followed with an explicit stack and every
+    item is resolved once. An origin outside the update, in a GC'd struct or in a cycle (only a crafted
+    update has one) leaves the item without a known root.
     """
-
-    __slots__ = ("clients",)
-
-    def __init__(self, clients: dict[int, ClientStructs]) -> None:
-        self.clients = clients
-
-    def _find(self, client: int, clock: int) -> tuple[ClientStructs, int] | None:
-        section = self.clients.get(client)
-        if section is None or clock >= section.end:
-            return None
-        index = bisect_right(section.starts, clock) - 1
-        return (section, index) if index >= 0 else None
-
-    def _origin(self, section: ClientStructs, i: int) -> tuple[ClientStructs, int] | None:
-        # Yjs takes the left origin when there is one, else the right one.
-        if section.left_client[i] >= 0:
-            return self._find(section.left_client[i], section.left_clock[i])
-        if section.right_client[i] >= 0:
-            return self._find(section.right_client[i], section.right_clock[i])
-        return None
-
-    def resolve(self, section: ClientStructs, i: int) -> None:
-        stack = [(section, i)]
-        while stack:
-            current, j = stack[-1]
-            state = current.parent[j]
-            if state not in (PARENT_INHERIT, PARENT_RESOLVING):
-                stack.pop()
-                continue
-            found = self._origin(current, j)
-            if found is None:
-                current.parent[j] = PARENT_UNKNOWN
-                stack.pop()
-                continue
-            target, k = found
-            target_state = target.parent[k]
-            if target_state == PARENT_INHERIT:
-                current.parent[j] = PARENT_RESOLVING
-                stack.append(found)
-            elif target_state == PARENT_RESOLVING:  # a cycle
-                current.parent[j] = PARENT_UNKNOWN
-                stack.pop()
-            else:
-                current.parent[j] = target_state
-                current.sub[j] = target.sub[k]
-                stack.pop()
+    parent = table.parent
+    stack = [i]
+    while stack:
+        j = stack[-1]
+        if parent[j] not in (PARENT_INHERIT, PARENT_RESOLVING):
+            stack.pop()
+            continue
+        k = _origin(table, j)
+        if k is None:
+            parent[j] = PARENT_UNKNOWN
+            stack.pop()
+        elif parent[k] == PARENT_INHERIT:
+            parent[j] = PARENT_RESOLVING
+            stack.append(k)
+        elif parent[k] == PARENT_RESOLVING:  # a cycle
+            parent[j] = PARENT_UNKNOWN
+            stack.pop()
+        else:
+            parent[j] = parent[k]
+            table.sub[j] = table.sub[k]
+            stack.pop()

@@ -15,7 +15,7 @@ class DocumentLimits:
     """
 
     max_update_bytes: int = 16 * 1024 * 1024
-    # Structs decoded from one update; each costs ~60 bytes of bookkeeping while types are inferred.
+    # Structs decoded from one update (a client section counts as one); ~60 bytes each while types are told.
     max_structs: int = 1_000_000
     max_roots: int = 1_000
     # Nesting of lib0 "any" values inside an update, and of values/types walked for the JSON view and the

@@ -18,6 +18,7 @@ refused before pycrdt converts them recursively, and trailing bytes are refused 
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from collab_server.documents.limits import DocumentLimits
@@ -48,27 +49,35 @@ _ANY_UNDEFINED, _ANY_NULL, _ANY_INT, _ANY_F32, _ANY_F64, _ANY_BIGINT = 127, 126,
 _ANY_FALSE, _ANY_TRUE, _ANY_STRING, _ANY_OBJECT, _ANY_ARRAY, _ANY_BYTES = 121, 120, 119, 118, 117, 116
 
 
-@dataclass(slots=True)
-class ClientStructs:
-    """The structs of one client, in clock order; column ``i`` describes struct ``i``."""
+def _column(code: str) -> array[int]:
+    return array(code)
 
-    client: int
-    end: int = 0  # clock just past the last struct
-    starts: array[int] = field(default_factory=lambda: array("q"))
-    parent: array[int] = field(default_factory=lambda: array("q"))
-    sub: array[int] = field(default_factory=lambda: array("b"))
-    kind: array[int] = field(default_factory=lambda: array("b"))
-    # Origin IDs; _NO_ID when absent. Kept only for PARENT_INHERIT structs' sake, but stored for all.
-    left_client: array[int] = field(default_factory=lambda: array("q"))
-    left_clock: array[int] = field(default_factory=lambda: array("q"))
-    right_client: array[int] = field(default_factory=lambda: array("q"))
-    right_clock: array[int] = field(default_factory=lambda: array("q"))
+
+@dataclass(slots=True)
+class StructTable:
+    """Every struct of an update, in the order of the update (each client's structs together, by clock).
+
+    Column ``i`` of each array describes struct ``i``; ``clients`` maps a client id to the range of its
+    structs and the clock just past its last one. One set of columns for all clients keeps the cost per
+    client to one dict entry, however many clients a (crafted) update names.
+    """
+
+    roots: list[str] = field(default_factory=list)
+    clients: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # client -> (first, stop, end clock)
+    starts: array[int] = field(default_factory=lambda: _column("q"))
+    parent: array[int] = field(default_factory=lambda: _column("q"))
+    sub: array[int] = field(default_factory=lambda: _column("b"))
+    kind: array[int] = field(default_factory=lambda: _column("b"))
+    # Origin IDs (client _NO_ID when absent): where an inheriting item's parent is found.
+    left_client: array[int] = field(default_factory=lambda: _column("q"))
+    left_clock: array[int] = field(default_factory=lambda: _column("q"))
+    right_client: array[int] = field(default_factory=lambda: _column("q"))
+    right_clock: array[int] = field(default_factory=lambda: _column("q"))
 
     def add(
-        self, length: int, parent: int, sub: bool, kind: int, left: tuple[int, int], right: tuple[int, int]
+        self, clock: int, parent: int, sub: bool, kind: int, left: tuple[int, int], right: tuple[int, int]
     ) -> None:
-        self.starts.append(self.end)
-        self.end += length
+        self.starts.append(clock)
         self.parent.append(parent)
         self.sub.append(1 if sub else 0)
         self.kind.append(kind)
@@ -77,14 +86,16 @@ class ClientStructs:
         self.right_client.append(right[0])
         self.right_clock.append(right[1])
 
-
-@dataclass(slots=True)
-class StructTable:
-    """Every struct of an update by client, and the root names in order of first appearance."""
-
-    clients: dict[int, ClientStructs]
-    roots: list[str]
-    struct_count: int
+    def find(self, client: int, clock: int) -> int | None:
+        """The index of the struct holding ``clock`` of ``client``, if the update has it."""
+        section = self.clients.get(client)
+        if section is None:
+            return None
+        first, stop, end = section
+        if clock >= end:
+            return None
+        index = bisect_right(self.starts, clock, first, stop) - 1
+        return index if index >= first else None
 
 
 def decode_structs(update: bytes, limits: DocumentLimits) -> StructTable:
@@ -96,35 +107,37 @@ def decode_structs(update: bytes, limits: DocumentLimits) -> StructTable:
 
 
 class _Decoder:
-    __slots__ = ("limits", "reader", "root_index", "roots", "structs")
+    __slots__ = ("limits", "reader", "root_index", "structs", "table")
 
     def __init__(self, update: bytes, limits: DocumentLimits) -> None:
         self.reader = Reader(update)
         self.limits = limits
-        self.roots: list[str] = []
+        self.table = StructTable()
         self.root_index: dict[str, int] = {}
         self.structs = 0
 
     def run(self) -> StructTable:
         r = self.reader
-        clients: dict[int, ClientStructs] = {}
+        table = self.table
         for _ in range(self._count("client count")):
             structs = self._count("struct count")
             client = r.var_uint("client id")
             clock = r.var_uint("clock")
-            if client in clients:
+            if client in table.clients:
                 # Yjs and Yrs write each client once; a second section would silently replace the first in Yjs.
                 raise DocumentError("malformed_update", f"client {client} appears twice in the update")
-            section = clients[client] = ClientStructs(client, end=clock)
-            self.structs += structs
+            # A client section counts as a struct: an update of empty sections must not be free.
+            self.structs += structs + 1
             if self.structs > self.limits.max_structs:
                 raise DocumentError("too_large", f"update has more than {self.limits.max_structs} structs")
+            first = len(table.starts)
             for _ in range(structs):
-                self._struct(section)
+                clock += self._struct(clock)
+            table.clients[client] = (first, len(table.starts), clock)
         self._delete_set()
         if not r.at_end():
             raise DocumentError("malformed_update", f"{len(r.data) - r.pos} trailing bytes after the delete set")
-        return StructTable(clients, self.roots, self.structs)
+        return table
 
     def _count(self, what: str) -> int:
         # Every counted element takes at least one byte: a count beyond the bytes left is a lie.
@@ -133,13 +146,15 @@ class _Decoder:
             raise DocumentError("malformed_update", f"{what} {count} is more than the bytes that remain")
         return count
 
-    def _struct(self, section: ClientStructs) -> None:
+    def _struct(self, clock: int) -> int:
+        """Read one struct starting at ``clock``; return its length."""
         r = self.reader
         info = r.u8("struct info")
         ref = info & 0x1F
         if ref in (0, 10):  # GC, Skip
-            section.add(self._length("GC/skip length"), PARENT_UNKNOWN, False, KIND_NONE, (_NO_ID, 0), (_NO_ID, 0))
-            return
+            length = self._length("GC/skip length")
+            self.table.add(clock, PARENT_UNKNOWN, False, KIND_NONE, (_NO_ID, 0), (_NO_ID, 0))
+            return length
         left = (r.var_uint("origin client"), r.var_uint("origin clock")) if info & 0x80 else (_NO_ID, 0)
         right = (r.var_uint("right origin client"), r.var_uint("right origin clock")) if info & 0x40 else (_NO_ID, 0)
         parent = PARENT_INHERIT
@@ -155,15 +170,17 @@ class _Decoder:
                 r.var_string("parentSub")
                 sub = True
         length, kind = self._content(ref)
-        section.add(length, parent, sub, kind, left, right)
+        self.table.add(clock, parent, sub, kind, left, right)
+        return length
 
     def _root(self, name: str) -> int:
         index = self.root_index.get(name)
         if index is None:
-            if len(self.roots) >= self.limits.max_roots:
+            roots = self.table.roots
+            if len(roots) >= self.limits.max_roots:
                 raise DocumentError("too_large", f"update has more than {self.limits.max_roots} roots")
-            index = self.root_index[name] = len(self.roots)
-            self.roots.append(name)
+            index = self.root_index[name] = len(roots)
+            roots.append(name)
         return index
 
     def _length(self, what: str) -> int:

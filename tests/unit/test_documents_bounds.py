@@ -94,6 +94,11 @@ def test_sizes_and_counts_are_bounded() -> None:
     assert _code(lambda: infer_types(update, limits=DocumentLimits(max_structs=10))) == "too_large"
     assert _code(lambda: infer_types(update, limits=DocumentLimits(max_roots=5))) == "too_large"
     assert len(infer_types(update, limits=DocumentLimits(max_update_bytes=len(update), max_roots=20))) == 20
+    # Empty client sections cost bookkeeping too: they count against the struct limit.
+    empty_sections = b"".join(b"\x00" + write_var_uint(client) + b"\x00" for client in range(1, 101))
+    many_clients = write_var_uint(100) + empty_sections + b"\x00"
+    assert infer_types(many_clients) == {}
+    assert _code(lambda: infer_types(many_clients, limits=DocumentLimits(max_structs=99))) == "too_large"
     # A count that claims more elements than there are bytes left is refused before anything is allocated.
     assert _code(lambda: infer_types(b"\xff\xff\xff\x7f")) == "malformed_update"
 
