@@ -9,3 +9,22 @@ Everything takes bytes (and plain JSON) and returns bytes or JSON, with no state
 server can run it in a worker process, away from the sockets, on untrusted input. Errors are
 ``DocumentError`` with a ``code``; pycrdt's panics never escape.
 """
+
+from collab_server.documents.infer import RootType, infer_types
+from collab_server.documents.limits import DEFAULT_LIMITS, DocumentLimits
+from collab_server.documents.patch import RecordPatch, parse_patch, patch_update
+from collab_server.documents.restore import restore_update
+from collab_server.documents.view import DocumentView, document_json
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "DocumentLimits",
+    "DocumentView",
+    "RecordPatch",
+    "RootType",
+    "document_json",
+    "infer_types",
+    "parse_patch",
+    "patch_update",
+    "restore_update",
+]

@@ -33,7 +33,7 @@ KIND_VALUE = 3  # JSON, binary, any, subdoc, any other shared type: an array ele
 
 # How a struct's parent is known, before resolution (parent column; >= 0 is a root index).
 PARENT_UNKNOWN = -1  # GC/Skip, or resolution failed (origin missing, GC'd, cyclic)
-PARENT_NESTED = -2  # a shared type nested in another, given by the ID of the item holding it
+PARENT_NESTED = -2  # the parent is a nested shared type, given by the ID of the item holding it
 PARENT_INHERIT = -3  # copied from the origin (or right origin) item, as Yjs does
 PARENT_RESOLVING = -4  # used by the resolver while following an origin chain
 

@@ -6,8 +6,10 @@
 //                       toDelta() (formatting, embeds), records = YKeyValue's view of tl_board
 //   {"cmd":"apply","updates":[b64...],"roots":{name: type},"records":"tl_x"?}
 //                    -> {json, deltas, records?, pending}  the updates applied in order to a fresh Y.Doc
+//   {"cmd":"varints","values":[n...]} -> [b64...]  lib0's signed varint encoding of each number
 import * as Y from 'yjs'
 import { YKeyValue } from 'y-utility/y-keyvalue'
+import * as encoding from 'lib0/encoding'
 
 const b64 = (u8) => Buffer.from(u8).toString('base64')
 const fromB64 = (s) => new Uint8Array(Buffer.from(s, 'base64'))
@@ -151,6 +153,12 @@ const apply = ({ updates, roots, records }) => {
 const chunks = []
 for await (const chunk of process.stdin) chunks.push(chunk)
 const request = JSON.parse(Buffer.concat(chunks).toString('utf8'))
-const handlers = { build, apply }
+const varints = ({ values }) => values.map((n) => {
+  const encoder = encoding.createEncoder()
+  encoding.writeVarInt(encoder, n)
+  return b64(encoding.toUint8Array(encoder))
+})
+
+const handlers = { build, apply, varints }
 if (!Object.hasOwn(handlers, request.cmd)) throw new Error(`unknown command ${JSON.stringify(request.cmd)}`)
 process.stdout.write(JSON.stringify(handlers[request.cmd](request)) + '\n')

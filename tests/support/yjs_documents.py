@@ -72,3 +72,9 @@ def yjs_apply(updates: list[bytes], roots: Mapping[str, str], records: str | Non
         request["records"] = records
     raw = _run(request)
     return Applied(raw["json"], raw["deltas"], raw.get("records"), raw["pending"])
+
+
+def lib0_var_ints(values: list[int]) -> list[bytes]:
+    """lib0's ``writeVarInt`` encoding of each number."""
+    return [base64.b64decode(encoded) for encoded in _run({"cmd": "varints", "values": values})]
+

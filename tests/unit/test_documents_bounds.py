@@ -16,8 +16,9 @@ from collab_server.documents.loading import call_pycrdt
 from collab_server.documents.patch import patch_update
 from collab_server.documents.restore import restore_update
 from collab_server.documents.view import document_json
-from collab_server.errors import DocumentError
-from tests.support.yjs_documents import yjs_scenarios
+from collab_server.errors import DocumentError, ProtocolError
+from collab_server.protocol import Reader
+from tests.support.yjs_documents import lib0_var_ints, yjs_scenarios
 
 SCENARIOS = ["text", "map", "array", "xml", "tldraw", "emptied"]
 
@@ -144,3 +145,17 @@ def test_pycrdt_panics_become_document_errors_but_cancellation_does_not() -> Non
     assert _code(lambda: call_pycrdt("loading", lambda: Doc().apply_update(b"\x05"))) == "malformed_update"
     with pytest.raises(asyncio.CancelledError):
         call_pycrdt("loading", cancelled)
+
+
+def test_signed_varints_read_as_lib0_writes_them() -> None:
+    values = [0, 1, -1, 63, -63, 64, -64, 65, -65, 8191, -8192, 2**31 - 1, -(2**31), 2**53 - 1, -(2**53 - 1)]
+    for value, encoded in zip(values, lib0_var_ints(values), strict=True):
+        reader = Reader(encoded + b"\x7f")
+        assert reader.var_int() == value, encoded.hex()
+        assert reader.u8() == 0x7F  # exactly the varint was consumed
+        assert reader.at_end()
+    with pytest.raises(ProtocolError):
+        Reader(b"\xff\xff").var_int()  # truncated
+    with pytest.raises(ProtocolError):
+        Reader(b"\x01").skip(2)
+
