@@ -21,7 +21,7 @@ from pycrdt import Array
 
 from collab_server.documents.infer import RootType
 from collab_server.documents.limits import DEFAULT_LIMITS, DocumentLimits
-from collab_server.documents.loading import EMPTY_UPDATE, call_pycrdt, load, one_update, single_update
+from collab_server.documents.loading import EMPTY_UPDATE, Loaded, call_pycrdt, load, one_update, single_update
 from collab_server.documents.tldraw import RECORDS_PREFIX, find_layout, read_entries
 from collab_server.documents.values import get_root
 from collab_server.errors import DocumentError
@@ -92,6 +92,10 @@ def patch_update(
     """
     parsed = parse_patch(patch, limits)
     loaded = load(current, limits, client_id=client_id)
+    return call_pycrdt("patch cannot be applied", lambda: _patch(loaded, parsed, room))
+
+
+def _patch(loaded: Loaded, parsed: RecordPatch, room: str) -> bytes:
     doc = loaded.doc
     layout = find_layout(doc, loaded.types, room)
     name = layout.records_root if layout is not None else RECORDS_PREFIX + room
@@ -108,7 +112,7 @@ def patch_update(
     if not doomed and not parsed.put:
         return EMPTY_UPDATE
     with one_update(doc) as updates:
-        call_pycrdt("patch cannot be applied", lambda: _edit(array, doomed, parsed.put))
+        _edit(array, doomed, parsed.put)
     return single_update(updates)
 
 

@@ -48,13 +48,17 @@ def restore_update(
     """
     today = load(current, limits, types=types, client_id=client_id)
     then = load(old, limits, types=types)
+    return call_pycrdt("restore failed", lambda: _restore(today, then, room, limits))
+
+
+def _restore(today: Loaded, then: Loaded, room: str | None, limits: DocumentLimits) -> bytes:
     kinds = _root_kinds(today, then)
     layout_now = find_layout(today.doc, today.types, room)
     layout_then = find_layout(then.doc, then.types, room)
     records_root = None
     if layout_now is not None and layout_then is not None and layout_now.records_root == layout_then.records_root:
         records_root = layout_now.records_root
-    def edit() -> None:
+    with one_update(today.doc) as updates:
         for name, kind in kinds.items():
             target = get_root(today.doc, name, kind)
             if name == records_root:
@@ -62,9 +66,6 @@ def restore_update(
                 _sync_records(target, layout_now, layout_then, limits)
             else:
                 _sync(target, get_root(then.doc, name, kind), limits)
-
-    with one_update(today.doc) as updates:
-        call_pycrdt("restore failed", edit)
     return single_update(updates)
 
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from collab_server.documents.infer import RootType
 from collab_server.documents.limits import DEFAULT_LIMITS, DocumentLimits
-from collab_server.documents.loading import load
+from collab_server.documents.loading import Loaded, call_pycrdt, load
 from collab_server.documents.tldraw import META_ROOT, find_layout
 from collab_server.documents.values import empty_json, get_root, to_json
 
@@ -40,6 +40,11 @@ def document_json(
     records array when a document has several ``tl_*`` roots.
     """
     loaded = load(update, limits, types=types)
+    # Reading walks pycrdt values: a panic there is translated like one while loading.
+    return call_pycrdt("document cannot be read", lambda: _read(loaded, room, limits))
+
+
+def _read(loaded: Loaded, room: str | None, limits: DocumentLimits) -> DocumentView:
     doc, root_types = loaded.doc, loaded.types
     layout = find_layout(doc, root_types, room)
     skip = layout.records_root if layout is not None else None
