@@ -5,7 +5,8 @@
 //                       base64, json = each root's toJSON() as Yjs sees it, deltas = each text root's
 //                       toDelta() (formatting, embeds), records = YKeyValue's view of tl_board
 //   {"cmd":"apply","updates":[b64...],"roots":{name: type},"records":"tl_x"?}
-//                    -> {json, deltas, records?, pending}  the updates applied in order to a fresh Y.Doc
+//                    -> {json, deltas, records?, liveRecords?, liveChanged?, pending}  the updates applied in
+//                       order to a fresh Y.Doc; live* = what a YKeyValue attached after the first update saw
 //   {"cmd":"varints","values":[n...]} -> [b64...]  lib0's signed varint encoding of each number
 import * as Y from 'yjs'
 import { YKeyValue } from 'y-utility/y-keyvalue'
@@ -146,7 +147,19 @@ const apply = ({ updates, roots, records }) => {
   const doc = new Y.Doc()
   for (const u of updates) Y.applyUpdate(doc, fromB64(u))
   const out = { json: rootsJson(doc, roots), deltas: textDeltas(doc, roots), pending: doc.store.pendingStructs !== null || doc.store.pendingDs !== null }
-  if (records) out.records = recordsOf(Y.encodeStateAsUpdate(doc), records)
+  if (records) {
+    out.records = recordsOf(Y.encodeStateAsUpdate(doc), records)
+    // As a connected tldraw client sees it: a YKeyValue attached after the first update, whose observer
+    // then takes in the others (and cleans up duplicates in its own transactions, as in a browser).
+    const live = new Y.Doc()
+    Y.applyUpdate(live, fromB64(updates[0]))
+    const kv = new YKeyValue(live.getArray(records))
+    const changed = new Set()
+    kv.on('change', (changes) => { for (const key of changes.keys()) changed.add(key) })
+    for (const u of updates.slice(1)) Y.applyUpdate(live, fromB64(u))
+    out.liveRecords = Object.fromEntries([...kv.map.entries()].map(([key, entry]) => [key, entry.val]))
+    out.liveChanged = [...changed].sort()
+  }
   return out
 }
 

@@ -35,6 +35,10 @@ class Applied:
     json: dict[str, Any]
     deltas: dict[str, Any]
     records: dict[str, Any] | None
+    # What a YKeyValue attached after the first update (a connected tldraw client) shows, and the keys
+    # its change events named.
+    live_records: dict[str, Any] | None
+    live_changed: list[str] | None
     pending: bool  # Yjs is still waiting for missing structs or deletions
 
 
@@ -71,7 +75,9 @@ def yjs_apply(updates: list[bytes], roots: Mapping[str, str], records: str | Non
     if records is not None:
         request["records"] = records
     raw = _run(request)
-    return Applied(raw["json"], raw["deltas"], raw.get("records"), raw["pending"])
+    return Applied(
+        raw["json"], raw["deltas"], raw.get("records"), raw.get("liveRecords"), raw.get("liveChanged"), raw["pending"]
+    )
 
 
 def lib0_var_ints(values: list[int]) -> list[bytes]:

@@ -34,6 +34,8 @@ def test_put_and_delete_as_yjs_sees_them() -> None:
     applied = yjs_apply([scenario.update, update], ROOTS, records="tl_board")
     assert not applied.pending
     assert applied.records == expected
+    assert applied.live_records == expected  # a connected YKeyValue client sees the same
+    assert applied.live_changed == ["shape:1", "shape:3", "shape:4"]
     # Every entry of a touched key went, both duplicates of shape:3 included; one entry per record is left.
     keys = [entry["key"] for entry in applied.json["tl_board"]]
     assert sorted(keys) == sorted(expected)

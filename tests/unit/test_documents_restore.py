@@ -121,6 +121,7 @@ def test_yjs_sees_the_old_content_after_a_restore() -> None:
     wanted = yjs_apply([old], roots, records="tl_board")
     assert not applied.pending
     assert applied.records == wanted.records
+    assert applied.live_records == wanted.records
     del applied.json["tl_board"], wanted.json["tl_board"]  # entry order differs; records are what count
     assert applied.json == wanted.json
 
@@ -166,6 +167,8 @@ def test_restore_of_documents_written_by_yjs(name: str) -> None:
     assert not applied.pending
     if name == "tldraw":
         assert applied.records == scenario.records
+        assert applied.live_records == scenario.records  # what a connected tldraw client shows
+        assert applied.live_changed == ["page:page", "shape:1"]  # only the records the edit touched
         assert applied.json["meta"] == scenario.json["meta"]
     else:
         assert applied.json == scenario.json
