@@ -10,7 +10,9 @@
     │   ├── StoreOverloaded      the write buffer is full; new writes are refused until it drains
     │   └── CorruptDocument      stored bytes could not be decoded (never served as an empty doc)
     ├── BrokerError          the fan-out broker failed
-    └── ExportError
+    ├── ExportError
+    └── DocumentError        a document, update or JSON patch given to the document logic is unusable
+                             (``code`` says why: malformed_update, too_large, too_deep, invalid_patch, ...)
 
 Backends translate driver errors at the edge (``raise StoreUnavailable(...) from exc``) so callers only
 ever see these types. The websocket endpoint maps them to the ``CloseCode`` below, one peer at a time.
@@ -73,3 +75,18 @@ class BrokerError(CollabError):
 
 class ExportError(CollabError):
     pass
+
+
+class DocumentError(CollabError):
+    """An update, document or JSON patch given to the document logic cannot be used.
+
+    ``code`` is a short machine-readable reason (the REST layer's ``error`` field); the message is the detail.
+    """
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+    def __repr__(self) -> str:
+        return f"DocumentError({self.code!r}, {self.detail!r})"
