@@ -263,15 +263,20 @@ def test_migration_job_runs_migrate_with_the_server_image(
 
 
 def collab_keys(value: Any) -> set[str]:
-    """Every COLLAB_* environment key named in a parsed manifest or compose file."""
+    """Every COLLAB_* environment key named in a parsed manifest or compose file: mapping keys
+    (ConfigMap data, compose environment) and ``name:`` values (container env entries)."""
+    found: set[str] = set()
     if isinstance(value, dict):
-        found = {k for k in value if isinstance(k, str) and k.startswith(ENV_PREFIX)}
-        if value.get("name", "").startswith(ENV_PREFIX) if isinstance(value.get("name"), str) else False:
-            found.add(value["name"])
-        return found.union(*(collab_keys(v) for v in value.values()))
-    if isinstance(value, list):
-        return set().union(*(collab_keys(v) for v in value))
-    return set()
+        found.update(k for k in value if isinstance(k, str) and k.startswith(ENV_PREFIX))
+        name = value.get("name")
+        if isinstance(name, str) and name.startswith(ENV_PREFIX):
+            found.add(name)
+        children = list(value.values())
+    else:
+        children = value if isinstance(value, list) else []
+    for child in children:
+        found |= collab_keys(child)
+    return found
 
 
 def test_every_setting_named_is_one_the_server_knows(

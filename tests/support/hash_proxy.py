@@ -1,4 +1,4 @@
-"""A consistent-hash HTTP/websocket load balancer for tests: the compose topology's nginx, as a process-free stand-in.
+"""A consistent-hash websocket load balancer for tests: the compose topology's nginx, in process.
 
 It reads each connection's request line, hashes the key its nginx configuration names (``$uri``: the
 percent-decoded path; ``$request_uri``: path and query string) onto a ring of upstreams, and then
@@ -17,68 +17,12 @@ import asyncio
 import bisect
 import contextlib
 import zlib
-from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
-from typing import Any
 from urllib.parse import unquote, urlsplit
-
-import crossplane
 
 POINTS_PER_UPSTREAM = 160
 MAX_HEAD_BYTES = 16 * 1024
 HASH_KEYS = ("$uri", "$request_uri")
-
-
-@dataclass(frozen=True)
-class NginxUpstream:
-    """The ``upstream`` block of an nginx configuration, as far as routing goes."""
-
-    name: str
-    hash_key: str
-    consistent: bool
-    servers: list[str]
-    next_upstream_tries: int
-
-
-def read_nginx_upstream(path: Path, name: str) -> NginxUpstream:
-    """Parse ``path`` with crossplane (nginx's own grammar) and describe its upstream ``name``."""
-    parsed = crossplane.parse(str(path), single=True, check_ctx=True, check_args=True)
-    if parsed["status"] != "ok":
-        raise ValueError(f"{path}: {parsed['errors']}")
-    directives: list[dict[str, Any]] = parsed["config"][0]["parsed"]
-    upstream = _find(directives, "upstream", [name])
-    if upstream is None:
-        raise ValueError(f"{path}: no upstream {name!r}")
-    block: list[dict[str, Any]] = upstream["block"]
-    hashing = _find(block, "hash")
-    if hashing is None:
-        raise ValueError(f"{path}: upstream {name!r} does not hash")
-    tries = _find(directives, "proxy_next_upstream_tries")
-    return NginxUpstream(
-        name=name,
-        hash_key=hashing["args"][0],
-        consistent="consistent" in hashing["args"][1:],
-        servers=[d["args"][0] for d in block if d["directive"] == "server"],
-        next_upstream_tries=int(tries["args"][0]) if tries else 0,
-    )
-
-
-def find_directives(directives: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    """Every directive called ``name`` in a crossplane tree, at any depth."""
-    found = []
-    for directive in directives:
-        if directive["directive"] == name:
-            found.append(directive)
-        found.extend(find_directives(directive.get("block", []), name))
-    return found
-
-
-def _find(directives: list[dict[str, Any]], name: str, args: list[str] | None = None) -> dict[str, Any] | None:
-    for directive in find_directives(directives, name):
-        if args is None or directive["args"][: len(args)] == args:
-            return directive
-    return None
 
 
 class HashRing:
