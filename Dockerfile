@@ -9,7 +9,8 @@
 # with Node, so only the export worker's image has them. Both run as uid 10001 with `collab-server` as
 # the entrypoint; the command picks the role (`serve`, `migrate`, `worker`).
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG PYTHON_VERSION=3.11
+ARG PYTHON_IMAGE=python:${PYTHON_VERSION}-slim-bookworm
 ARG NODE_IMAGE=node:22-bookworm-slim
 
 # -- builder: a virtualenv with the server and its runtime dependencies, nothing else -----------------
@@ -18,12 +19,14 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone (empty packages stand in for the code), so that a code
-# change rebuilds only the last layer. Every dependency ships wheels: no compiler in this stage.
+# Dependencies first, from pyproject.toml alone (empty packages, made from its package list, stand in
+# for the code), so that a code change rebuilds only the last layer. Every dependency ships wheels: no
+# compiler in this stage.
 COPY pyproject.toml README.md ./
-RUN mkdir -p collab_server persistence/migrations presence exports \
-    && touch collab_server/__init__.py persistence/__init__.py persistence/migrations/__init__.py \
-        presence/__init__.py exports/__init__.py \
+RUN python -c "import pathlib, tomllib; \
+[pathlib.Path(p.replace('.', '/'), '__init__.py').parent.mkdir(parents=True, exist_ok=True) \
+ or pathlib.Path(p.replace('.', '/'), '__init__.py').touch() \
+ for p in tomllib.load(open('pyproject.toml', 'rb'))['tool']['setuptools']['packages']]" \
     && /opt/venv/bin/pip install --no-cache-dir . \
     && /opt/venv/bin/pip uninstall --yes collab-server
 COPY collab_server ./collab_server
@@ -52,16 +55,17 @@ USER 10001:10001
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["collab-server"]
 
-# -- renderer: the tldraw export page, bundled with Node (its sources live in exports/renderer/) ------
+# -- renderer: the tldraw export page, bundled with Node from exports/renderer/web -----------------
 FROM ${NODE_IMAGE} AS renderer
 WORKDIR /renderer
-COPY exports/renderer/package.json ./
+COPY exports/renderer/web/package.json ./
 RUN npm install --no-package-lock --no-audit --no-fund
-COPY exports/renderer/ ./
+COPY exports/renderer/web/ ./
 RUN npm run build
 
 # -- worker: the export worker, with Debian's Chromium for tldraw's own SVG/PNG/PDF exporter ----------
 FROM runtime AS worker
+ARG PYTHON_VERSION
 USER 0
 # Debian's packages, unpinned on purpose: the security archive replaces versions, and a pin would make
 # the build fail instead of taking the fix.
@@ -69,7 +73,8 @@ USER 0
 RUN apt-get update \
     && apt-get install -y --no-install-recommends chromium fonts-liberation fonts-noto-color-emoji \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=renderer /renderer/dist /opt/collab/renderer
+# Where the exports package looks for it: renderer/web/dist beside its modules.
+COPY --from=renderer /renderer/dist /opt/venv/lib/python${PYTHON_VERSION}/site-packages/exports/renderer/web/dist
 USER 10001:10001
 CMD ["worker"]
 

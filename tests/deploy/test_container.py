@@ -95,7 +95,8 @@ def test_targets_server_by_default_and_worker_on_request() -> None:
     by_name = {stage.name: stage for stage in stages}
     assert by_name["server"].base == "runtime" and by_name["worker"].base == "runtime"
     assert by_name["runtime"].base == "${PYTHON_IMAGE}"
-    assert 'PYTHON_IMAGE=python:3.11-slim' in DOCKERFILE.read_text()
+    assert "PYTHON_VERSION=3.11\n" in DOCKERFILE.read_text()
+    assert "PYTHON_IMAGE=python:${PYTHON_VERSION}-slim" in DOCKERFILE.read_text()
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert "collab-server" in scripts
     for target, command in (("server", ["serve"]), ("worker", ["worker"])):
@@ -114,13 +115,13 @@ def test_only_the_worker_carries_a_browser_and_only_runtime_dependencies_are_ins
     assert any("chromium" in run for run in stages["worker"].all("RUN"))
     builder = " ".join(stages["builder"].all("RUN"))
     assert "pip install" in builder and "[test]" not in builder and "-e " not in builder
-    # Every package the project installs is copied into the build (a new one cannot be forgotten).
+    # Every package the project installs is copied into the build (a new one cannot be forgotten), and
+    # the dependency layer's stand-in packages are made from pyproject.toml's list, whatever it holds.
     packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     copied = {value.split()[0] for value in stages["builder"].all("COPY")}
     for package in packages:
-        top = package.split(".")[0]
-        assert top in copied, f"the builder does not COPY {top}"
-        assert package.replace(".", "/") in builder, f"the dependency layer does not stub {package}"
+        assert package.split(".")[0] in copied, f"the builder does not COPY {package}"
+    assert "tomllib.load(open('pyproject.toml', 'rb'))['tool']['setuptools']['packages']" in builder
 
 
 def test_the_build_context_has_what_the_dockerfile_copies_and_nothing_heavy() -> None:
@@ -146,7 +147,7 @@ def test_the_build_context_has_what_the_dockerfile_copies_and_nothing_heavy() ->
                 continue
             for source in value.split()[:-1]:
                 assert not ignored(source.rstrip("/")), f"COPY {source} is excluded by .dockerignore"
-    for heavy in (".venv", "tests/js/node_modules", ".git", "collab.sqlite3", "bench", "exports/renderer/dist"):
+    for heavy in (".venv", "tests/js/node_modules", ".git", "collab.sqlite3", "bench", "exports/renderer/web/dist"):
         assert ignored(heavy), f"{heavy} would be sent to the Docker daemon"
 
 
