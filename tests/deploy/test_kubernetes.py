@@ -221,6 +221,7 @@ def test_secrets_are_referenced_never_inline(rendered: list[Resource], rendered_
     assert not [r for r in rendered + rendered_migrate if r["kind"] == "Secret"], "a Secret in the repository"
     config = find(rendered, "ConfigMap", "collab-config")["data"]
     assert not [key for key in config if SENSITIVE.search(key)], "a secret setting in the ConfigMap"
+    assert config["COLLAB_AUTH"] == "on", "a cluster must never fall back to running open"
     referenced = set()
     for workload in workloads(rendered, rendered_migrate):
         for container in containers(workload):
