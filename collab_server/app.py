@@ -62,7 +62,7 @@ def create_app(
             document_store,
             writer,
             settings,
-            replication if replication is not None else await open_replication(settings, store=document_store),
+            replication if replication is not None else await open_replication(settings, writer=writer),
         )
         logger.info("store: %s", document_store.describe())
         logger.info("broker: %s; replica id %s", rooms.replication.describe(), settings.replica_id)

@@ -26,7 +26,7 @@ from pycrdt import Text
 
 from persistence.merge import build_doc
 from persistence.sqlite import SQLiteStore
-from presence.redis import RedisRegistry
+from presence.redis_registry import RedisRegistry
 from tests.contract.conftest_broker import REDIS_URL, kill_clients, redis_problem
 from tests.support.eventually import eventually
 from tests.support.redis_server import RedisServer, redis_server_binary
@@ -138,7 +138,7 @@ async def test_clients_on_three_replicas_converge_and_see_each_other(
 
     await eventually(lambda: everyone_sees_everyone(set(ids)), timeout=10)
 
-    registry = RedisRegistry(shared_redis, prefix=prefix, heartbeat_ttl=3 * HEARTBEAT)
+    registry = RedisRegistry(shared_redis, prefix=prefix)
     try:
 
         async def listed(expected: set[int]) -> None:
@@ -270,7 +270,7 @@ async def test_a_killed_replicas_clients_move_and_its_presence_goes(
         await eventually(lambda: sees(on_b, left), timeout=10)
         gone_after = time.monotonic() - killed_at
 
-    registry = RedisRegistry(shared_redis, prefix=prefix, heartbeat_ttl=3 * HEARTBEAT)
+    registry = RedisRegistry(shared_redis, prefix=prefix)
     try:
 
         async def not_listed() -> None:
