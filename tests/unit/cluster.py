@@ -5,12 +5,13 @@ tests/unit/conftest.py."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from pycrdt import Doc, Text
 
 from collab_server.peer import Peer
-from collab_server.protocol import AwarenessMessage, SyncStep2, SyncUpdate, decode_awareness
+from collab_server.protocol import AwarenessMessage, SyncStep2, SyncUpdate, decode_awareness, encode_update
 from collab_server.room import Room
 from collab_server.rooms import RoomManager
 from collab_server.secrets import SecretURL
@@ -20,6 +21,7 @@ from persistence.merge import build_doc
 from persistence.writer import AppendWriter
 from presence.broker_replication import BrokerReplication
 from presence.local import LocalBroker, LocalHub, LocalRegistry
+from tests.support.documents import append_text
 from tests.unit.fakes import RecordingSocket
 
 Cluster = tuple[LocalHub, MemoryStore, list["Node"]]
@@ -82,6 +84,30 @@ async def start(cluster: Cluster, name: str, **kwargs: Any) -> Node:
     node = await Node(hub, store, name, **kwargs).start()
     nodes.append(node)
     return node
+
+
+@dataclass
+class Shared:
+    """Room "r" on replicas a and b: a writing peer on a, a reading one (its socket) on b."""
+
+    a: Node
+    b: Node
+    writer: Peer
+    room_a: Room
+    reader: RecordingSocket
+    room_b: Room
+    client: Doc[Any] = field(default_factory=Doc)
+
+    def edit(self, text: str) -> None:
+        """The writer on a appends ``text`` to the Y.Text "t", as a client's update."""
+        self.room_a.receive(self.writer, encode_update(append_text(self.client, text)))
+
+
+async def shared_room(cluster: Cluster) -> Shared:
+    a, b = await start(cluster, "a"), await start(cluster, "b")
+    writer, _, room_a = await a.join("r")
+    _, reader, room_b = await b.join("r")
+    return Shared(a, b, writer, room_a, reader, room_b)
 
 
 def holds(condition: bool) -> None:

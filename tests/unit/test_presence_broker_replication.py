@@ -3,30 +3,21 @@ edit's whole way from a room on one replica to the peers of another, and a room'
 
 from __future__ import annotations
 
-from typing import Any
-
-from pycrdt import Doc
-
-from collab_server.protocol import encode_update
-from tests.support.documents import append_text
 from tests.support.eventually import eventually
-from tests.unit.cluster import Cluster, holds, hub_channels, received_text, start, text_of
+from tests.unit.cluster import Cluster, holds, hub_channels, received_text, shared_room, start, text_of
 
 
 async def test_an_edit_on_one_replica_reaches_peers_on_the_other_and_is_stored_once(cluster: Cluster) -> None:
-    a, b = await start(cluster, "a"), await start(cluster, "b")
-    writer, _, room_a = await a.join("r")
-    _, reader_socket, room_b = await b.join("r")
-    client: Doc[Any] = Doc()
-    room_a.receive(writer, encode_update(append_text(client, "hello")))
+    shared = await shared_room(cluster)
+    shared.edit("hello")
 
     def arrived() -> None:
-        assert received_text(reader_socket) == "hello"
-        assert text_of(room_b) == "hello"
+        assert received_text(shared.reader) == "hello"
+        assert text_of(shared.room_b) == "hello"
 
     await eventually(arrived)
-    await a.writer.flush()
-    await b.writer.flush()
+    await shared.a.writer.flush()
+    await shared.b.writer.flush()
     stored = await cluster[1].load("r")
     # Stored by the replica whose peer made it, never again by the replica that got it from the broker.
     assert stored is not None and len(stored.updates) == 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
 from pycrdt import Doc
 
@@ -14,22 +13,19 @@ from presence.local import LocalBroker
 from presence.outbox import BULK_THRESHOLD
 from tests.support.documents import append_text
 from tests.support.eventually import eventually
-from tests.unit.cluster import Cluster, holds, start, text_of
+from tests.unit.cluster import Cluster, holds, shared_room, start, text_of
 
 
 async def test_failed_publishes_are_repaired_once_publishing_works(cluster: Cluster) -> None:
-    a, b = await start(cluster, "a"), await start(cluster, "b")
-    writer, _, room_a = await a.join("r")
-    _, _, room_b = await b.join("r")
-    client: Doc[Any] = Doc()
-    room_a.receive(writer, encode_update(append_text(client, "1")))
-    await eventually(lambda: holds(text_of(room_b) == "1"))
-    a.broker._connected = False  # publishes fail; nothing tells b (no Gap on its side)
-    room_a.receive(writer, encode_update(append_text(client, "2")))
-    await eventually(lambda: holds("r" in a.replication.outbox.dirty))
-    a.broker._connected = True
-    room_a.receive(writer, encode_update(append_text(client, "3")))
-    await eventually(lambda: holds(text_of(room_b) == "123"))
+    shared = await shared_room(cluster)
+    shared.edit("1")
+    await eventually(lambda: holds(text_of(shared.room_b) == "1"))
+    shared.a.broker._connected = False  # publishes fail; nothing tells b (no Gap on its side)
+    shared.edit("2")
+    await eventually(lambda: holds("r" in shared.a.replication.outbox.dirty))
+    shared.a.broker._connected = True
+    shared.edit("3")
+    await eventually(lambda: holds(text_of(shared.room_b) == "123"))
 
 
 class GatedBroker(LocalBroker):

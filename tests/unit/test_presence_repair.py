@@ -12,7 +12,7 @@ from collab_server.origins import Replica
 from collab_server.protocol import AwarenessEntry, encode_awareness_message, encode_sync_step1, encode_update
 from tests.support.documents import append_text
 from tests.support.eventually import eventually
-from tests.unit.cluster import Cluster, holds, received_text, start, text_of
+from tests.unit.cluster import Cluster, holds, received_text, shared_room, start, text_of
 
 
 async def test_a_replica_loading_late_gets_what_is_not_stored_yet(cluster: Cluster) -> None:
@@ -67,19 +67,16 @@ async def test_edits_made_before_replicas_know_each_other_still_cross(cluster: C
 
 
 async def test_a_lost_connection_is_repaired_after_reconnect(cluster: Cluster) -> None:
-    a, b = await start(cluster, "a"), await start(cluster, "b")
-    writer, _, room_a = await a.join("r")
-    _, reader_socket, room_b = await b.join("r")
-    client: Doc[Any] = Doc()
-    room_a.receive(writer, encode_update(append_text(client, "1")))
-    await eventually(lambda: holds(text_of(room_b) == "1"))
-    b.broker.disconnect()
-    room_a.receive(writer, encode_update(append_text(client, "2")))
-    room_a.receive(writer, encode_update(append_text(client, "3")))
-    await a.replication.outbox.drained()
-    assert text_of(room_b) == "1"  # lost on the way
-    b.broker.reconnect()
-    await eventually(lambda: holds(text_of(room_b) == "123" and received_text(reader_socket) == "123"))
+    shared = await shared_room(cluster)
+    shared.edit("1")
+    await eventually(lambda: holds(text_of(shared.room_b) == "1"))
+    shared.b.broker.disconnect()
+    shared.edit("2")
+    shared.edit("3")
+    await shared.a.replication.outbox.drained()
+    assert text_of(shared.room_b) == "1"  # lost on the way
+    shared.b.broker.reconnect()
+    await eventually(lambda: holds(text_of(shared.room_b) == "123" and received_text(shared.reader) == "123"))
 
 
 async def test_silent_divergence_is_found_by_the_digest(cluster: Cluster) -> None:
@@ -96,16 +93,14 @@ async def test_silent_divergence_is_found_by_the_digest(cluster: Cluster) -> Non
 
 
 async def test_a_deletion_alone_is_found_by_the_digest(cluster: Cluster) -> None:
-    a, b = await start(cluster, "a"), await start(cluster, "b")
-    writer, _, room_a = await a.join("r")
-    _, _, room_b = await b.join("r")
-    client: Doc[Any] = Doc()
-    room_a.receive(writer, encode_update(append_text(client, "abcdef")))
-    await eventually(lambda: holds(text_of(room_b) == "abcdef"))
+    shared = await shared_room(cluster)
+    shared.edit("abcdef")
+    await eventually(lambda: holds(text_of(shared.room_b) == "abcdef"))
     # A delete-only update advances no clock: equal state vectors, different delete sets.
+    client = shared.client
     before = client.get_state()
     del client.get("t", type=Text)[1:3]
-    room_b.apply(client.get_update(before), Replica("ghost"))
-    assert room_a.doc.get_state() == room_b.doc.get_state()
-    b.replication.links["r"].touch()
-    await eventually(lambda: holds(text_of(room_a) == "adef"))
+    shared.room_b.apply(client.get_update(before), Replica("ghost"))
+    assert shared.room_a.doc.get_state() == shared.room_b.doc.get_state()
+    shared.b.replication.links["r"].touch()
+    await eventually(lambda: holds(text_of(shared.room_a) == "adef"))
