@@ -110,15 +110,20 @@ class RedisBackend:
     async def aclose(self) -> None:
         for opened in self._opened:
             await opened.close()
-        from redis.asyncio import Redis
+        await delete_keys(self.url, self.prefix)
 
-        client = Redis.from_url(self.url, protocol=2)
-        try:
-            keys = [key async for key in client.scan_iter(match=f"{self.prefix}:*")]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
+
+async def delete_keys(url: str, prefix: str) -> None:
+    """Delete every key under ``prefix`` (a test's own: other users of this Redis are left alone)."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url, protocol=2)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 async def kill_clients(url: str, name: str) -> int:

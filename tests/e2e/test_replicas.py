@@ -29,7 +29,7 @@ from collab_server.settings import Settings
 from persistence.merge import build_doc
 from persistence.sqlite import SQLiteStore
 from presence.redis_registry import RedisRegistry
-from tests.contract.conftest_broker import REDIS_URL, kill_clients, redis_problem
+from tests.contract.conftest_broker import REDIS_URL, delete_keys, kill_clients, redis_problem
 from tests.support.eventually import eventually
 from tests.support.redis_server import RedisServer, redis_server_binary
 from tests.support.servers import ServerProcess
@@ -53,15 +53,7 @@ async def shared_redis(prefix: str) -> AsyncIterator[str]:
     if problem is not None:
         pytest.skip(f"Redis is not reachable at {REDIS_URL} ({problem}); set COLLAB_TEST_REDIS_URL")
     yield REDIS_URL
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(REDIS_URL, protocol=2)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await delete_keys(REDIS_URL, prefix)
 
 
 @pytest.fixture
