@@ -25,7 +25,6 @@ from collab_server.protocol import (
     encode_awareness_message,
 )
 from presence.broker import Kind
-from presence.tracker import awareness_entries, own_entries
 
 if TYPE_CHECKING:
     from collab_server.replication import SharedRoom
@@ -49,12 +48,8 @@ class AwarenessRelay:
 
     def publish_local(self, room: SharedRoom, link: RoomLink | None, message: bytes) -> None:
         """A local peer's awareness message: track our own clients' states, and tell the other replicas."""
-        entries = awareness_entries(message)
-        owned = own_entries(room, entries, self.tracker)
-        if not owned:
-            return
-        self.tracker.observe(room.name, owned)
-        if link is None:
+        entries, owned = self.tracker.observe_message(room, message)
+        if not owned or link is None:
             return
         for entry in owned:
             # One of our peers speaks for this client now (it may have moved here from a dead replica).

@@ -17,8 +17,10 @@ How one edit travels: a local peer's update is applied by its room, which hands 
 room, the update is queued in the outbox as an UPDATE envelope and published on the room's channel
 (presence.redis_broker, in the format of presence.redis_wire). On the other replica the room's consumer
 (presence.dispatch) applies it with a ``Replica`` origin: its peers are sent the update, and it is
-never stored or published again. A room no other replica is known to hold publishes nothing per edit:
-a replica that loads it later asks with its load step1 and is answered with everything.
+never stored or published again (docs/replication.md names every file on the way). A room no other
+replica is known to hold publishes nothing per edit: a replica that loads it later asks with its load
+step1 and is answered with everything, and the first envelope heard from a replica not yet known in
+the room starts an exchange both ways (presence.repair). With room-affinity routing that is most rooms.
 """
 
 from __future__ import annotations

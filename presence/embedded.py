@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from collab_server.errors import BrokerError
 from collab_server.replication import SingleReplica
 from presence.liveness import Heartbeat
-from presence.tracker import PresenceTracker, awareness_entries, own_entries
+from presence.tracker import PresenceTracker
 
 if TYPE_CHECKING:
     from collab_server.replication import SharedRoom
@@ -47,9 +47,7 @@ class PresenceOnly(SingleReplica):
         self._tracker.forget_room(name)
 
     def publish_awareness(self, room: SharedRoom, message: bytes) -> None:
-        owned = own_entries(room, awareness_entries(message), self._tracker)
-        if owned:
-            self._tracker.observe(room.name, owned)
+        self._tracker.observe_message(room, message)
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -91,6 +91,15 @@ class PresenceTracker:
             del self._live[room]
         self._wakeup.set()
 
+    def observe_message(self, room: SharedRoom, message: bytes) -> tuple[list[AwarenessEntry], list[AwarenessEntry]]:
+        """Track what a local peer's awareness message says about our own clients; returns (its entries,
+        the entries that are ours)."""
+        entries = awareness_entries(message)
+        owned = own_entries(room, entries, self)
+        if owned:
+            self.observe(room.name, owned)
+        return entries, owned
+
     def live_ids(self, room: str) -> Collection[int]:
         """The client ids our own peers have in ``room`` (a live view)."""
         return self._live.get(room, {}).keys()
