@@ -70,7 +70,7 @@ def create_app(
             writer.start()
             stack.push_async_callback(writer.close, timeout=settings.shutdown_timeout)
             # The broker backend is picked from settings.broker_url and imported only then (presence.factory).
-            fanout = replication if replication is not None else await open_replication(settings, store=document_store)
+            fanout = replication if replication is not None else await open_replication(settings, writer=writer)
             stack.push_async_callback(fanout.close)
             rooms = RoomManager(document_store, writer, settings, fanout)
             # Closed first: every room is flushed through the writer before the writer and store close.

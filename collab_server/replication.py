@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from collab_server.origins import Replica
     from collab_server.protocol import AwarenessEntry
-    from collab_server.room import Room
 
 
 class SharedRoom(Protocol):
@@ -59,11 +58,11 @@ class Replication(Protocol):
         """Before the store is read for ``name``."""
         ...
 
-    def room_loaded(self, room: Room) -> None:
+    def room_loaded(self, room: SharedRoom) -> None:
         """The room is in memory; no peer has been answered yet."""
         ...
 
-    async def room_ready(self, room: Room) -> None:
+    async def room_ready(self, room: SharedRoom) -> None:
         """Return once the room holds what other replicas know of it (bounded): joiners wait for this,
         so a client is never answered from a document that lacks edits another replica has not stored."""
         ...
@@ -72,11 +71,11 @@ class Replication(Protocol):
         """The room left memory (or failed to load)."""
         ...
 
-    def publish_update(self, room: Room, update: bytes) -> None:
+    def publish_update(self, room: SharedRoom, update: bytes) -> None:
         """A local peer changed the document (never called for changes from other replicas)."""
         ...
 
-    def publish_awareness(self, room: Room, message: bytes) -> None:
+    def publish_awareness(self, room: SharedRoom, message: bytes) -> None:
         """A local peer's awareness changed, or the server removed a closed peer's states."""
         ...
 
@@ -91,19 +90,19 @@ class SingleReplica:
     async def room_loading(self, name: str) -> None:
         pass
 
-    def room_loaded(self, room: Room) -> None:
+    def room_loaded(self, room: SharedRoom) -> None:
         pass
 
-    async def room_ready(self, room: Room) -> None:
+    async def room_ready(self, room: SharedRoom) -> None:
         pass
 
     async def room_unloaded(self, name: str) -> None:
         pass
 
-    def publish_update(self, room: Room, update: bytes) -> None:
+    def publish_update(self, room: SharedRoom, update: bytes) -> None:
         pass
 
-    def publish_awareness(self, room: Room, message: bytes) -> None:
+    def publish_awareness(self, room: SharedRoom, message: bytes) -> None:
         pass
 
     async def close(self) -> None:

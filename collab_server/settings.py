@@ -91,9 +91,9 @@ class Settings:
         "collab", "prefix of every Redis channel and key of the broker and presence (deployments may share a Redis)"
     )
     heartbeat_interval: float = _setting(
-        2.0,
-        "seconds between replica heartbeats; a replica silent for three intervals is presumed dead and the "
-        "others drop its clients' presence",
+        1.0,
+        "seconds between replica heartbeats; when a replica dies, the others drop its clients' presence "
+        "within three intervals",
     )
     anti_entropy_interval: float = _setting(
         15.0, "seconds between digest comparisons of loaded rooms with other replicas (repairs lost fan-out)"
