@@ -13,18 +13,24 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from collab_server.access_setup import open_access
+from collab_server.api import api_middleware, api_routes
+from collab_server.api.errors import http_exception
 from collab_server.replication import Replication
+from collab_server.room_control import RoomControl
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
 from collab_server.websocket import room_endpoint
 from persistence.base import DocumentStore, UpdateWriter
 from persistence.factory import open_store
+from persistence.room_store import RoomStore
 from persistence.writer import AppendWriter
 from presence.factory import open_replication
 
@@ -36,13 +42,16 @@ def create_app(
     *,
     store: DocumentStore | None = None,
     replication: Replication | None = None,
+    room_store: RoomStore | None = None,
 ) -> Starlette:
-    """Build the ASGI app. ``store`` and ``replication`` override what ``settings`` name."""
+    """Build the ASGI app. ``store``, ``replication`` and ``room_store`` override what ``settings`` name."""
     settings = settings or Settings.from_env()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         own_store = store is None
+        # Access first: a server that must not start open refuses before it opens anything else.
+        access_parts = await open_access(settings, rooms=room_store)
         document_store = store if store is not None else await open_store(
             settings.database_url.reveal(),
             keep_versions=settings.snapshot_versions,
@@ -67,6 +76,8 @@ def create_app(
         logger.info("store: %s", document_store.describe())
         logger.info("broker: %s; replica id %s", rooms.replication.describe(), settings.replica_id)
         logger.info("rooms at ws://%s:%d/ws/{room}", settings.host, settings.port)
+        control = RoomControl(access_parts.access, rooms, document_store, writer, access_parts.events)
+        await control.start()
         try:
             yield {
                 "settings": settings,
@@ -75,13 +86,19 @@ def create_app(
                 "rooms": rooms,
                 # The presence registry (presence.registry.PresenceRegistry), for the REST presence listing.
                 "presence": getattr(rooms.replication, "presence", None),
+                "access": access_parts.access,
+                "room_control": control,
+                "join_limiter": access_parts.limiter,
             }
         finally:
+            await access_parts.events.close()
             saved = await rooms.close()
             await rooms.replication.close()
             await writer.close(timeout=settings.shutdown_timeout)
             if own_store:
                 await document_store.close()
+            if room_store is None:
+                await access_parts.access.rooms.close()
             logger.info("shutdown complete: %d rooms saved", saved)
 
     return CollabApp(
@@ -90,7 +107,10 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
+            *api_routes(),
         ],
+        middleware=api_middleware(settings),
+        exception_handlers={HTTPException: http_exception},
         lifespan=lifespan,
     )
 

@@ -6,7 +6,8 @@
     ├── RoomNotFound         no such room (registered mode, deleted, or private and not yours)
     ├── AuthError            no, malformed, badly signed or expired credentials
     │   ├── Forbidden            authenticated, but this principal may not do this
-    │   └── RateLimited          too many password / invite attempts (carries retry_after)
+    │   ├── RateLimited          too many password / invite attempts (carries retry_after)
+    │   └── AuthUnavailable      the identity provider's keys cannot be fetched right now (retryable)
     ├── RequestError         a REST request is invalid (bad body or parameter, conflict, too large)
     │   ├── Conflict             the request contradicts the current state (e.g. the owner's own role)
     │   └── PayloadTooLarge      a request body over the size limit
@@ -69,6 +70,10 @@ class RateLimited(AuthError):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class AuthUnavailable(AuthError):
+    """A token names a key the server cannot fetch right now (JWKS unreachable): retry later."""
 
 
 class RequestError(CollabError):

@@ -130,9 +130,8 @@ class PostgresRoomStore:
     async def list_for(self, user: str | None, *, limit: int, after: str | None = None) -> list[RoomRecord]:
         async def read(conn: asyncpg.Connection) -> list[Any]:
             if user is None:
-                return list(
-                    await conn.fetch(f"SELECT {_ROOM} FROM rooms WHERE id > $1 ORDER BY id LIMIT $2", after or "", limit)
-                )
+                query = f"SELECT {_ROOM} FROM rooms WHERE id > $1 ORDER BY id LIMIT $2"
+                return list(await conn.fetch(query, after or "", limit))
             return list(await conn.fetch(_LIST_FOR, after or "", user, limit))
 
         return [room_from_row(tuple(row)) for row in await self._with("list rooms", read)]

@@ -15,6 +15,7 @@ from persistence.room_store import RoomRecord, RoomStore
 from persistence.room_store_memory import MemoryRoomStore
 from persistence.room_store_sqlite import SQLiteRoomStore
 
+
 async def _postgres(url: str) -> RoomStore:
     from persistence.room_store_postgres import PostgresRoomStore
 
