@@ -9,6 +9,8 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from collab_server.errors import PayloadTooLarge
+
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -18,8 +20,8 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
 ]
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(PayloadTooLarge):
+    """Raised from ``receive`` mid-body; an API handler's error mapping turns it into the 413."""
 
 
 class HttpProtection:
@@ -48,7 +50,7 @@ class HttpProtection:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _TooLarge
+                    raise _TooLarge(f"request bodies are limited to {limit} bytes")
             return message
 
         async def secured_send(message: Message) -> None:
