@@ -124,7 +124,6 @@ class Settings:
         "open", "open: a room exists as soon as someone connects; registered: only rooms created over REST"
     )
     room_token_ttl: float = _setting(3600.0, "seconds a room token (the answer to a password or invite) lasts")
-    invite_max_ttl: float = _setting(30 * 24 * 3600.0, "longest expires_in (seconds) an invite may ask for")
     bcrypt_cost: int = _setting(12, "bcrypt cost factor of room passwords (4-31)")
     join_attempts: int = _setting(10, "password / invite attempts per room and client address per join_window")
     join_window: float = _setting(60.0, "seconds over which join_attempts are counted")
@@ -170,7 +169,7 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}ROOMS must be open or registered")
         if not 4 <= self.bcrypt_cost <= 31:
             raise ConfigError(f"{ENV_PREFIX}BCRYPT_COST must be between 4 and 31")
-        for name in ("room_token_ttl", "invite_max_ttl", "join_attempts", "join_window", "max_body_bytes"):
+        for name in ("room_token_ttl", "join_attempts", "join_window", "max_body_bytes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:

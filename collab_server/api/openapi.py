@@ -40,8 +40,9 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
             "responses": _responses(op, refs),
         }
         if op.body is not None:
+            # A missing body is read as {}: it is required only where the model has required fields.
             entry["requestBody"] = {
-                "required": True,
+                "required": _body_required(op.body),
                 "content": {"application/json": {"schema": refs[(op.body, "validation")]}},
             }
         if not op.public:
@@ -61,6 +62,11 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         },
     }
+
+
+def _body_required(model: type[BaseModel]) -> bool:
+    schema = model.model_json_schema()
+    return bool(schema.get("required")) or "anyOf" in schema
 
 
 def _parameters(op: Operation) -> list[dict[str, Any]]:

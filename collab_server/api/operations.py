@@ -67,7 +67,8 @@ class Operation:
         try:
             path = dict(request.path_params)
             for name, value in path.items():
-                if len(value) > 512 or (name == "room_id" and room_name_problem(value) is not None):
+                limit = PATH_PARAMETERS.get(name, {}).get("maxLength", 512)
+                if len(value) > limit or (name == "room_id" and room_name_problem(value) is not None):
                     raise RoomNotFound("no such room")
             call = Call(request, path)
             if self.query is not None:
@@ -78,8 +79,6 @@ class Operation:
         except Exception as exc:
             return response_for(request, exc)
 
-    def route(self) -> Route:
-        return Route(self.path, self.endpoint, methods=[self.method], name=self.operation_id)
 
 
 class Api:
@@ -96,7 +95,19 @@ class Api:
         return register
 
     def routes(self) -> list[Route]:
-        return [op.route() for op in self.operations]
+        """One route per path, dispatching on the method: a wrong method then answers 405 with an
+        ``Allow`` header that lists every method of the path."""
+        by_path: dict[str, dict[str, Operation]] = {}
+        for op in self.operations:
+            by_path.setdefault(op.path, {})[op.method] = op
+        return [_route(path, operations) for path, operations in by_path.items()]
+
+
+def _route(path: str, operations: dict[str, Operation]) -> Route:
+    async def endpoint(request: Request) -> Response:
+        return await operations[request.method].endpoint(request)
+
+    return Route(path, endpoint, methods=list(operations), name="|".join(op.operation_id for op in operations.values()))
 
 
 api = Api()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints
 
 GrantableRole = Literal["editor", "viewer"]
 AnyRole = Literal["owner", "editor", "viewer"]
@@ -80,9 +80,12 @@ class SetRole(_Strict):
     role: GrantableRole
 
 
+INVITE_MAX_SECONDS = 30 * 24 * 3600
+
+
 class CreateInvite(_Strict):
     role: GrantableRole = "editor"
-    expires_in: int = Field(7 * 24 * 3600, ge=60, le=366 * 24 * 3600, description="seconds")
+    expires_in: int = Field(7 * 24 * 3600, ge=60, le=INVITE_MAX_SECONDS, description="seconds (at most 30 days)")
 
 
 class Invite(_Strict):
@@ -92,17 +95,16 @@ class Invite(_Strict):
     expires_at: datetime
 
 
-class JoinRoom(_Strict):
-    """Exactly one of ``password`` and ``invite``."""
+class JoinWithPassword(_Strict):
+    password: Password
 
-    password: Password | None = None
-    invite: Token | None = None
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> JoinRoom:
-        if (self.password is None) == (self.invite is None):
-            raise ValueError("give exactly one of password and invite")
-        return self
+class JoinWithInvite(_Strict):
+    invite: Token
+
+
+class JoinRoom(RootModel[JoinWithPassword | JoinWithInvite]):
+    """Exactly one of ``{"password": ...}`` and ``{"invite": ...}``."""
 
 
 class RoomToken(_Strict):

@@ -18,8 +18,8 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from collab_server.room_tokens import RoomTokens
 from collab_server.roles import Role
+from collab_server.room_tokens import RoomTokens
 from tests.support import tokens
 from tests.support.servers import ServerProcess
 

@@ -68,7 +68,11 @@ def test_keys_come_from_the_jwks_and_a_rotated_key_is_fetched_on_its_first_token
     first, second, unknown = tokens.RsaKey(), tokens.RsaKey(), tokens.RsaKey()
     jwks.keys = [first]
     server = ServerProcess(
-        env={"COLLAB_DATABASE_URL": "memory://", "COLLAB_JWT_JWKS_URL": jwks.url, "COLLAB_JWT_AUDIENCE": tokens.AUDIENCE},
+        env={
+            "COLLAB_DATABASE_URL": "memory://",
+            "COLLAB_JWT_JWKS_URL": jwks.url,
+            "COLLAB_JWT_AUDIENCE": tokens.AUDIENCE,
+        },
         log_path=tmp_path / "server.log",
     ).start()
     try:

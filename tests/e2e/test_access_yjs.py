@@ -28,14 +28,19 @@ ServerFactory = Callable[..., ServerProcess]
 ALICE = tokens.bearer(tokens.hs256("alice"))
 
 
-def make_room(server: ServerProcess, **body: object) -> str:
-    response = httpx.post(f"{server.http}/api/rooms", json={"visibility": "private", **body}, headers=ALICE)
+async def call(server: ServerProcess, method: str, path: str, **options: object) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=server.http, headers=ALICE) as client:
+        return await client.request(method, path, **options)  # type: ignore[arg-type]
+
+
+async def make_room(server: ServerProcess) -> str:
+    response = await call(server, "POST", "/api/rooms", json={"visibility": "private"})
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
 
 
-def set_role(server: ServerProcess, room: str, user: str, role: str) -> None:
-    response = httpx.put(f"{server.http}/api/rooms/{room}/participants/{user}", json={"role": role}, headers=ALICE)
+async def set_role(server: ServerProcess, room: str, user: str, role: str) -> None:
+    response = await call(server, "PUT", f"/api/rooms/{room}/participants/{user}", json={"role": role})
     assert response.status_code == 200, response.text
 
 
@@ -56,13 +61,12 @@ async def test_a_viewer_sees_edits_live_and_cannot_change_the_document(
 ) -> None:
     server = ServerProcess(env=access_env(tmp_path), log_path=tmp_path / "server.log").start()
     try:
-        room = make_room(server)
-        invite = httpx.post(
-            f"{server.http}/api/rooms/{room}/invites", json={"role": "viewer", "expires_in": 600}, headers=ALICE
-        ).json()["token"]
-        joined = httpx.post(f"{server.http}/api/rooms/{room}/join", json={"invite": invite})
+        room = await make_room(server)
+        invite = (await call(server, "POST", f"/api/rooms/{room}/invites", json={"role": "viewer"})).json()["token"]
+        async with httpx.AsyncClient(base_url=server.http) as guest:  # no token: joins as a guest
+            joined = await guest.post(f"/api/rooms/{room}/join", json={"invite": invite})
         assert joined.status_code == 200 and joined.json()["role"] == "viewer", joined.text
-        set_role(server, room, "carol", "editor")
+        await set_role(server, room, "carol", "editor")
 
         owner = await connect(node, server, room, tokens.hs256("alice"))
         editor = await connect(node, server, room, tokens.hs256("carol"))
@@ -107,23 +111,23 @@ async def test_revocation_reaches_open_sockets_on_every_replica(
 ) -> None:
     env = {**access_env(tmp_path), **replica_env(shared_redis, prefix)}
     first, second = server_factory(env), server_factory(env)
-    room = make_room(first)
+    room = await make_room(first)
     for user in ("dave", "eve"):
-        set_role(first, room, user, "editor")
+        await set_role(first, room, user, "editor")
 
     owner = await connect(node, first, room, tokens.hs256("alice"))
     dave_here = await connect(node, first, room, tokens.hs256("dave"))
     dave_there = await connect(node, second, room, tokens.hs256("dave"))
     eve = await connect(node, second, room, tokens.hs256("eve"))
 
-    removed = httpx.delete(f"{first.http}/api/rooms/{room}/participants/dave", headers=ALICE)
+    removed = await call(first, "DELETE", f"/api/rooms/{room}/participants/dave")
     assert removed.status_code == 204
     await eventually(lambda: closed_with(dave_here, 4403), timeout=5)
     await eventually(lambda: closed_with(dave_there, 4403), timeout=5)
     assert (await eve.status())["connected"] and (await owner.status())["connected"]
 
     # eve is lowered to viewer on the other replica's REST: her open socket turns read-only.
-    set_role(second, room, "eve", "viewer")
+    await set_role(second, room, "eve", "viewer")
     dropped = second.metric('collab_updates_dropped_total{reason="read_only"}', 0)
 
     async def eve_is_read_only() -> None:
@@ -139,8 +143,8 @@ async def test_revocation_reaches_open_sockets_on_every_replica(
 
     await eventually(eve_still_reads)
 
-    deleted = httpx.delete(f"{second.http}/api/rooms/{room}", headers=ALICE)
+    deleted = await call(second, "DELETE", f"/api/rooms/{room}")
     assert deleted.status_code == 204
     await eventually(lambda: closed_with(owner, 4404), timeout=5)
     await eventually(lambda: closed_with(eve, 4404), timeout=5)
-    assert httpx.get(f"{first.http}/api/rooms/{room}", headers=ALICE).status_code == 404
+    assert (await call(first, "GET", f"/api/rooms/{room}")).status_code == 404

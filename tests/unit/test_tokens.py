@@ -11,8 +11,8 @@ from collab_server.api.ratelimit import AttemptLimiter
 from collab_server.cli_token import mint, parse_duration
 from collab_server.errors import AuthError, Forbidden, RateLimited
 from collab_server.roles import Role
-from collab_server.secrets import Secret
 from collab_server.room_tokens import RoomTokens
+from collab_server.secrets import Secret
 from collab_server.settings import Settings
 from collab_server.tokens import TokenVerifier
 from tests.support import tokens
