@@ -137,10 +137,11 @@ class SQLiteRoomStore:
 
     async def list_for(self, user: str | None, *, limit: int, after: str | None = None) -> list[RoomRecord]:
         start = after or ""
+        args: tuple[object, ...]
         if user is None:
             query, args = f"SELECT {ROOM_COLUMNS} FROM rooms WHERE id > ? ORDER BY id LIMIT ?", (start, limit)
         else:
-            query, args = _LIST_FOR, (start, user, user, start, limit)  # type: ignore[assignment]
+            query, args = _LIST_FOR, (start, user, user, start, limit)
         rows = await self._run(lambda: self._db.execute(query, args).fetchall())
         return [room_from_row(row) for row in rows]
 

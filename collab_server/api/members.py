@@ -4,6 +4,7 @@ an invite, which answers with a room token."""
 from __future__ import annotations
 
 import secrets
+from typing import Literal
 from urllib.parse import quote
 
 from starlette.responses import Response
@@ -97,6 +98,7 @@ async def join_room(call: Call) -> Response:
     record = await access.rooms.get(room_id)
     if record is None:
         raise RoomNotFound(f"no room {room_id!r}")
+    via: Literal["password", "invite"]
     if isinstance(body, schema.JoinWithPassword):
         if record.password_hash is None or not await check_password(body.password, record.password_hash):
             raise Forbidden("wrong password")
@@ -112,10 +114,10 @@ async def join_room(call: Call) -> Response:
     elif existing is not None and existing.active and existing.role.at_least(role):
         role = existing.role  # joining never lowers anyone
     else:
-        await access.rooms.set_participant(room_id, user, role, via)  # type: ignore[arg-type]
+        await access.rooms.set_participant(room_id, user, role, via)
     security_event("joined", f"joined by {via}", room=room_id, client=request.client.host if request.client else None)
     room_token, expires = access.room_tokens.mint(
-        user=user, room=room_id, role=role, via=via, password_epoch=record.password_epoch, name=name  # type: ignore[arg-type]
+        user=user, room=room_id, role=role, via=via, password_epoch=record.password_epoch, name=name
     )
     return json_response(schema.RoomToken(token=room_token, role=role.value, expires_at=timestamp(expires)))
 

@@ -8,6 +8,7 @@ is either its close or the server's sync step1).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -226,3 +227,32 @@ async def test_refusals_are_counted_and_logged_without_token_contents(world: Wor
     signature = secret_looking.rsplit(".", 1)[1]
     assert signature not in world.server.log_text()
     assert "security: ws_unauthenticated" in world.server.log_text()
+
+
+async def closed_code(ws: websockets.asyncio.client.ClientConnection, timeout: float = 5.0) -> int:
+    """Read until the server closes the socket; its close code."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                await ws.recv()
+            except websockets.ConnectionClosed as closed:
+                assert closed.rcvd is not None
+                return closed.rcvd.code
+
+
+async def test_going_private_and_changing_the_password_cut_off_open_sockets(world: World) -> None:
+    alice = tokens.bearer(tokens.hs256("alice"))
+    async with httpx.AsyncClient(base_url=world.server.http, headers=alice) as client:
+        room = (await client.post("/api/rooms", json={"password": "one"})).json()["id"]
+        async with httpx.AsyncClient(base_url=world.server.http, headers=tokens.bearer(tokens.hs256("pat"))) as pat:
+            joined = await pat.post(f"/api/rooms/{room}/join", json={"password": "one"})
+        assert joined.status_code == 200, joined.text
+        base = f"{world.server.url}/{room}?token="
+        async with connect(base + tokens.hs256("sam")) as sam, connect(base + joined.json()["token"]) as pat_ws:
+            for ws in (sam, pat_ws):
+                assert isinstance(await ws.recv(), bytes)  # admitted: the server's sync step1
+            assert (await client.patch(f"/api/rooms/{room}", json={"visibility": "private"})).status_code == 200
+            assert await closed_code(sam) == 4403  # a stranger had only the room's publicity
+            assert (await client.patch(f"/api/rooms/{room}", json={"password": "two"})).status_code == 200
+            assert await closed_code(pat_ws) == 4403  # pat was in by the old password
+        assert await ws_outcome(world, room, joined.json()["token"]) == 4403
