@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from collab_server.roles import Role
 from collab_server.room_tokens import RoomTokens
@@ -229,7 +229,7 @@ async def test_refusals_are_counted_and_logged_without_token_contents(world: Wor
     assert "security: ws_unauthenticated" in world.server.log_text()
 
 
-async def closed_code(ws: websockets.asyncio.client.ClientConnection, timeout: float = 5.0) -> int:
+async def closed_code(ws: ClientConnection, timeout: float = 5.0) -> int:
     """Read until the server closes the socket; its close code."""
     async with asyncio.timeout(timeout):
         while True:
