@@ -91,7 +91,7 @@ def create_app(
                 "join_limiter": access_parts.limiter,
             }
         finally:
-            await access_parts.events.close()
+            await control.close()
             saved = await rooms.close()
             await rooms.replication.close()
             await writer.close(timeout=settings.shutdown_timeout)

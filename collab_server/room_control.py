@@ -5,10 +5,16 @@ access changes (participant removed, role lowered, room made private, password c
 re-decides each of its sockets in that room: refused ones are closed with 4403, the others get the
 role's write right (a lowered editor keeps reading, read-only). A deleted room's sockets are closed with
 4404 and the room leaves memory without being saved; its stored document is deleted.
+
+Room events travel by Redis pub/sub, which loses messages while a connection is down; every
+``recheck_interval`` seconds each replica therefore re-decides all its open sockets anyway, so a lost
+revocation is applied late rather than never.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from collab_server.access import Access, decide
@@ -28,7 +34,14 @@ class RoomControl:
     """This replica's open sockets by room, and what room events do to them."""
 
     def __init__(
-        self, access: Access, manager: RoomManager, store: DocumentStore, writer: UpdateWriter, events: RoomEvents
+        self,
+        access: Access,
+        manager: RoomManager,
+        store: DocumentStore,
+        writer: UpdateWriter,
+        events: RoomEvents,
+        *,
+        recheck_interval: float = 30.0,
     ) -> None:
         self._access = access
         self._manager = manager
@@ -36,12 +49,31 @@ class RoomControl:
         self._writer = writer
         self.events = events
         self._open: dict[str, dict[Peer, Principal]] = {}
+        self._recheck_interval = recheck_interval
+        self._rechecking: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"RoomControl(rooms={len(self._open)})"
 
     async def start(self) -> None:
         await self.events.start(self.handle)
+        self._rechecking = asyncio.get_running_loop().create_task(self._recheck(), name="access-recheck")
+
+    async def close(self) -> None:
+        if self._rechecking is not None:
+            self._rechecking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rechecking
+        await self.events.close()
+
+    async def _recheck(self) -> None:
+        while True:
+            await asyncio.sleep(self._recheck_interval)
+            for room in list(self._open):
+                try:
+                    await self._redecide(room)
+                except Exception as exc:  # a store hiccup: try again next round
+                    logger.warning("access recheck of room %r failed: %s", room, exc, extra={"room": room})
 
     # -- sockets -------------------------------------------------------------------------------
 
