@@ -75,3 +75,30 @@ def test_roles_are_ordered() -> None:
     assert Role.OWNER.at_least(Role.EDITOR) and Role.EDITOR.at_least(Role.VIEWER)
     assert not Role.VIEWER.at_least(Role.EDITOR)
     assert Role.EDITOR.can_write and not Role.VIEWER.can_write
+
+
+def test_authentication_is_on_as_soon_as_a_jwt_setting_is_given() -> None:
+    from collab_server.settings import Settings
+
+    assert not Settings.from_env({}).auth_enabled
+    for key in ("COLLAB_JWT_SECRET", "COLLAB_JWT_PUBLIC_KEY", "COLLAB_JWT_JWKS_URL", "COLLAB_JWT_ISSUER",
+                "COLLAB_JWT_AUDIENCE"):
+        assert Settings.from_env({key: "x"}).auth_enabled, key
+    assert not Settings.from_env({"COLLAB_JWT_SECRET": "x", "COLLAB_AUTH": "off"}).auth_enabled
+    assert "s3cr3t-value" not in repr(Settings.from_env({"COLLAB_JWT_SECRET": "s3cr3t-value"}))
+
+
+def test_startup_refuses_an_open_postgresql_server_and_bad_access_settings() -> None:
+    from collab_server.access_setup import check_auth_settings
+    from collab_server.errors import ConfigError
+    from collab_server.settings import Settings
+
+    postgres = {"COLLAB_DATABASE_URL": "postgresql://u@h/db"}
+    with pytest.raises(ConfigError, match="COLLAB_AUTH=off"):
+        check_auth_settings(Settings.from_env(postgres))
+    check_auth_settings(Settings.from_env({**postgres, "COLLAB_AUTH": "off"}))
+    check_auth_settings(Settings.from_env({**postgres, "COLLAB_JWT_SECRET": "x"}))
+    check_auth_settings(Settings.from_env({}))  # SQLite: runs open, with a warning
+    for bad in ({"COLLAB_ROOMS": "some"}, {"COLLAB_AUTH": "maybe"}, {"COLLAB_BCRYPT_COST": "3"}):
+        with pytest.raises(ConfigError):
+            Settings.from_env(bad)
