@@ -256,3 +256,15 @@ async def test_going_private_and_changing_the_password_cut_off_open_sockets(worl
             assert (await client.patch(f"/api/rooms/{room}", json={"password": "two"})).status_code == 200
             assert await closed_code(pat_ws) == 4403  # pat was in by the old password
         assert await ws_outcome(world, room, joined.json()["token"]) == 4403
+
+
+async def test_a_flood_of_bad_tokens_loads_no_room(world: World) -> None:
+    async with httpx.AsyncClient(base_url=world.server.http, headers=tokens.bearer(tokens.hs256("alice"))) as client:
+        room = (await client.post("/api/rooms", json={"name": "quiet"})).json()["id"]
+    loads = world.server.metric("collab_room_load_seconds_count", 0)
+    for n in range(30):
+        bad = BAD_TOKENS[sorted(BAD_TOKENS)[n % len(BAD_TOKENS)]](world)
+        assert await ws_outcome(world, room, bad) == 4401
+    assert world.server.metric("collab_room_load_seconds_count", 0) == loads
+    assert await ws_outcome(world, room, tokens.hs256("alice")) == "open"
+    assert world.server.metric("collab_room_load_seconds_count") == loads + 1
