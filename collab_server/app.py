@@ -19,6 +19,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from collab_server.crdt.pool import WorkerPool
 from collab_server.replication import Replication
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
@@ -57,14 +58,21 @@ def create_app(
             max_buffer_bytes=settings.write_buffer_bytes,
         )
         writer.start()
+        # Documents live in worker processes: this process never runs the CRDT library (collab_server.crdt).
+        engine = await WorkerPool(
+            settings.crdt_workers, deadline=settings.crdt_deadline, poison_ttl=settings.poison_ttl
+        ).start()
         # The broker backend is picked from settings.broker_url and imported only then (presence.factory).
         rooms = RoomManager(
             document_store,
             writer,
             settings,
             replication if replication is not None else await open_replication(settings, store=document_store),
+            engine=engine,
         )
+        engine.attach(rooms)
         logger.info("store: %s", document_store.describe())
+        logger.info("documents: %s", engine.describe())
         logger.info("broker: %s; replica id %s", rooms.replication.describe(), settings.replica_id)
         logger.info("rooms at ws://%s:%d/ws/{room}", settings.host, settings.port)
         try:
@@ -80,6 +88,7 @@ def create_app(
             saved = await rooms.close()
             await rooms.replication.close()
             await writer.close(timeout=settings.shutdown_timeout)
+            await engine.close()
             if own_store:
                 await document_store.close()
             logger.info("shutdown complete: %d rooms saved", saved)

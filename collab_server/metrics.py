@@ -77,3 +77,21 @@ STORE_COMPACT_SECONDS = Histogram(
     "Time to fold a room's log into a snapshot version, lock wait included",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+
+# -- the CRDT engine's worker processes (collab_server/crdt/) -----------------------------------------
+CRDT_WORKER_RESTARTS = Counter(
+    "collab_crdt_worker_restarts_total", "CRDT worker processes killed and replaced (crashed or past the deadline)"
+)
+CRDT_REQUEST_SECONDS = Histogram(
+    "collab_crdt_request_seconds",
+    "Round trip of one request (all the ops of one event-loop tick) to a CRDT worker",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+UPDATES_REFUSED = Counter(
+    "collab_updates_refused_total",
+    "Updates the document engine refused (malformed, library_failure, stalled, crashed, poison, ...)",
+    ["reason"],
+)
+QUARANTINED_UPDATES = Counter(
+    "collab_quarantined_updates_total", "Stored rows (updates or snapshots) moved to quarantine"
+)

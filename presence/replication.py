@@ -63,7 +63,7 @@ from collab_server.replication import SingleReplica
 from persistence.merge import build_doc
 from presence.broker import Broker, Delivery, Envelope, Gap, Kind, Subscription, kind_label
 from presence.registry import PresenceRegistry, entry_for
-from presence.sync import Step1, delete_set_digest, digest, has_structs, lacks
+from presence.sync import Step1, delete_set_digest, digest_of_delete_set, has_structs, lacks, room_digest
 
 if TYPE_CHECKING:
     from collab_server.room import Room
@@ -594,11 +594,10 @@ class BrokerReplication:
         elif kind is Kind.AWARENESS:
             self._apply_awareness(link, sender, item.payload, full=False)
         elif kind is Kind.SYNC_STEP1:
-            self._answer_step1(link, sender, Step1.decode(item.payload))
+            self._spawn(self._answer_step1(link, sender, Step1.decode(item.payload)))
         elif kind is Kind.DIGEST:
-            if not discovered and item.payload != self._digest(link):  # (discovery asked already)
-                metrics.BROKER_REPAIRS.labels("digest").inc()
-                self._send(link.name, Kind.SYNC_STEP1, Step1.of(room.doc, echo=True).encode(), sender)
+            if not discovered:  # (discovery asked already)
+                self._spawn(self._compare_digest(link, sender, item.payload))
         elif kind is Kind.AWARENESS_QUERY:
             self._send(link.name, Kind.AWARENESS_FULL, self._own_awareness(link), sender)
         elif kind is Kind.AWARENESS_FULL:
@@ -611,7 +610,7 @@ class BrokerReplication:
         assert room is not None
         if not (first.kind is Kind.SYNC_STEP1 and Step1.decode(first.payload).echo):
             metrics.BROKER_REPAIRS.labels("discovery").inc()
-            self._send(link.name, Kind.SYNC_STEP1, Step1.of(room.doc, echo=True).encode(), replica)
+            self._spawn(self._send_step1(link, replica, echo=True))
         if first.kind is not Kind.AWARENESS_QUERY and self._tracker.live_ids(link.name):
             self._send(link.name, Kind.AWARENESS_FULL, self._own_awareness(link), replica)
 
@@ -620,31 +619,47 @@ class BrokerReplication:
         room = link.room
         assert room is not None
         metrics.BROKER_REPAIRS.labels(trigger).inc()
-        self._send(link.name, Kind.SYNC_STEP1, Step1.of(room.doc, echo=True, answer=answer).encode())
+        self._spawn(self._send_step1(link, "", echo=True, answer=answer))
         self._send(link.name, Kind.AWARENESS_QUERY, b"")
         if announce_own:
             self._send(link.name, Kind.AWARENESS_FULL, self._own_awareness(link))
 
-    def _answer_step1(self, link: _Link, sender: str, step1: Step1) -> None:
+    async def _send_step1(self, link: _Link, target: str, *, echo: bool, answer: bool = False) -> None:
         room = link.room
-        assert room is not None
-        doc = room.doc
-        diff = doc.get_update(step1.state_vector)
-        own_ds = delete_set_digest(doc)
+        if room is None:
+            return
+        step1 = await Step1.of_room(room, echo=echo, answer=answer)
+        self._send(link.name, Kind.SYNC_STEP1, step1.encode(), target)
+
+    async def _compare_digest(self, link: _Link, sender: str, theirs: bytes) -> None:
+        if link.room is not None and theirs != await self._digest(link):
+            metrics.BROKER_REPAIRS.labels("digest").inc()
+            await self._send_step1(link, sender, echo=True)
+
+    async def _answer_step1(self, link: _Link, sender: str, step1: Step1) -> None:
+        room = link.room
+        if room is None:
+            return
+        try:
+            diff = await room.diff(step1.state_vector)
+        except CollabError as exc:
+            logger.warning("room %r: replica %s sent an unusable step1: %s", link.name, sender, exc)
+            return
+        own_ds = digest_of_delete_set(await room.delete_set())
         if has_structs(diff) or step1.delete_set_digest != own_ds or step1.answer:
             metrics.BROKER_REPAIR_BYTES.inc(len(diff))
             self._send(link.name, Kind.SYNC_STEP2, diff, sender)
         if step1.echo:
-            state = doc.get_state()
+            state = await room.state_vector()
             if step1.delete_set_digest != own_ds or lacks(
                 decode_state_vector(state), decode_state_vector(step1.state_vector)
             ):
                 self._send(link.name, Kind.SYNC_STEP1, Step1(state, own_ds, echo=False).encode(), sender)
 
-    def _digest(self, link: _Link) -> bytes:
+    async def _digest(self, link: _Link) -> bytes:
         if link.cached_digest is None:
             assert link.room is not None
-            link.cached_digest = digest(link.room.doc)
+            link.cached_digest = await room_digest(link.room)
         return link.cached_digest
 
     # -- awareness ----------------------------------------------------------------------------------
@@ -782,8 +797,9 @@ class BrokerReplication:
             stored_doc: Doc[Any] = build_doc(link.name, stored.snapshot, stored.updates) if stored else Doc()
             if self._links.get(link.name) is not link:
                 return
-            missing = room.doc.get_update(stored_doc.get_state())
-            if has_structs(missing) or delete_set_digest(room.doc) != delete_set_digest(stored_doc):
+            missing = await room.diff(stored_doc.get_state())
+            own_ds = digest_of_delete_set(await room.delete_set())
+            if has_structs(missing) or own_ds != delete_set_digest(stored_doc):
                 await store.append_many([(link.name, missing)])
                 logger.info("room %r: stored %d bytes only a dead replica had committed", link.name, len(missing))
         except StoreError as exc:
@@ -802,7 +818,7 @@ class BrokerReplication:
                 if link.room is None or not (full or (link.changed and link.replicas)):
                     continue
                 link.changed = False
-                self._send(link.name, Kind.DIGEST, self._digest(link))
+                self._send(link.name, Kind.DIGEST, await self._digest(link))
                 if index % 100 == 99:
                     await asyncio.sleep(0)  # thousands of rooms: let the sockets breathe in between
 

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pycrdt import Doc, write_var_uint
 
 from collab_server.protocol import Reader, decode_state_vector
+
+if TYPE_CHECKING:
+    from collab_server.replication import SharedRoom
 
 _EMPTY_DIGEST = b""
 
@@ -70,18 +73,32 @@ def _canonical_state_vector(state_vector: bytes) -> bytes:
 
 def delete_set_digest(doc: Doc[Any]) -> bytes:
     """16 bytes identifying the doc's delete set, equal on every replica that has the same deletions."""
-    canonical = _canonical_delete_set(doc.get_update(doc.get_state()))
-    return hashlib.blake2b(canonical, digest_size=16).digest()
+    return digest_of_delete_set(doc.get_update(doc.get_state()))
+
+
+def digest_of_delete_set(delete_set: bytes) -> bytes:
+    """``delete_set_digest`` of a delete set (an update without structs)."""
+    return hashlib.blake2b(_canonical_delete_set(delete_set), digest_size=16).digest()
 
 
 def digest(doc: Doc[Any]) -> bytes:
     """16 bytes identifying the doc's content (state vector and delete set), for anti-entropy."""
     state = doc.get_state()
+    return digest_of(state, doc.get_update(state))
+
+
+def digest_of(state_vector: bytes, delete_set: bytes) -> bytes:
+    """``digest`` of a state vector and a delete set."""
     hasher = hashlib.blake2b(digest_size=16)
-    hasher.update(_canonical_state_vector(state))
+    hasher.update(_canonical_state_vector(state_vector))
     hasher.update(b"/")
-    hasher.update(_canonical_delete_set(doc.get_update(state)))
+    hasher.update(_canonical_delete_set(delete_set))
     return hasher.digest()
+
+
+async def room_digest(room: SharedRoom) -> bytes:
+    """``digest`` of a room whose document lives in the CRDT engine."""
+    return digest_of(await room.state_vector(), await room.delete_set())
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,3 +133,8 @@ class Step1:
     @classmethod
     def of(cls, doc: Doc[Any], *, echo: bool, answer: bool = False) -> Step1:
         return cls(doc.get_state(), delete_set_digest(doc), echo, answer)
+
+    @classmethod
+    async def of_room(cls, room: SharedRoom, *, echo: bool, answer: bool = False) -> Step1:
+        state_vector = await room.state_vector()
+        return cls(state_vector, digest_of_delete_set(await room.delete_set()), echo, answer)

@@ -35,7 +35,7 @@ from presence.local import LocalBroker, LocalHub, LocalRegistry
 from presence.replication import BULK_THRESHOLD, BrokerReplication
 from tests.support.documents import append_text
 from tests.support.eventually import eventually
-from tests.unit.fakes import RecordingSocket
+from tests.unit.fakes import RecordingSocket, doc_of
 
 
 class Node:
@@ -104,7 +104,7 @@ async def start(cluster: tuple[LocalHub, MemoryStore, list[Node]], name: str, **
 
 
 def text_of(room: Room, name: str = "t") -> str:
-    return str(room.doc.get(name, type=Text))
+    return str(doc_of(room).get(name, type=Text))
 
 
 def received_text(socket: RecordingSocket) -> str:
@@ -264,7 +264,7 @@ async def test_a_deletion_alone_is_found_by_the_digest(cluster: Any) -> None:
     before = client.get_state()
     del client.get("t", type=Text)[1:3]
     room_b.apply(client.get_update(before), Replica("ghost"))
-    assert room_a.doc.get_state() == room_b.doc.get_state()
+    assert doc_of(room_a).get_state() == doc_of(room_b).get_state()
     b.replication._links["r"].changed = True
     await eventually(lambda: _assert(text_of(room_a) == "adef"))
 
