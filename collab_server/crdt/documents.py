@@ -100,9 +100,9 @@ class RoomDoc:
         self.subscription = doc.observe(self._on_transaction)
 
     def refold(self) -> None:
-        folded = fold_doc(self.doc, self.base[1:] if self.base else [])
-        pending = [self.base[1 + i] for i in range(len(self.base) - 1) if i not in set(folded.folded)]
-        self.base = [folded.snapshot, *pending]
+        folded = fold_doc(self.doc, self.base)
+        kept = set(folded.folded)
+        self.base = [folded.snapshot, *(entry for i, entry in enumerate(self.base) if i not in kept)]
 
 
 def _merge(updates: list[bytes]) -> bytes:
