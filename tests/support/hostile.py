@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from collab_server.crdt.pool import lane_of
 from collab_server.protocol import encode_sync_step1, encode_update
+from tests.support.eventually import eventually
 
 CRASH = [
     bytes.fromhex(h)
@@ -121,13 +122,15 @@ async def watching(url: str) -> AsyncIterator[Sentinel]:
     task = asyncio.create_task(sentinel.run(stop))
 
     async def round_trips(count: int) -> None:
-        while len(sentinel.round_trips) < count and not task.done():
-            await asyncio.sleep(0.01)
+        async def done() -> None:
+            assert len(sentinel.round_trips) >= count or task.done()
+
+        await eventually(done, timeout=10)
 
     try:
-        await asyncio.wait_for(round_trips(1), 10)
+        await round_trips(1)
         yield sentinel
-        await asyncio.wait_for(round_trips(len(sentinel.round_trips) + 1), 10)
+        await round_trips(len(sentinel.round_trips) + 1)
     finally:
         stop.set()
         await task
