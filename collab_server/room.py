@@ -2,9 +2,15 @@
 
 The document itself lives in the CRDT engine (``collab_server.crdt``), in a worker process: this process
 never runs the CRDT library on bytes a client sent. An update goes to the engine first; only once the
-engine *accepted* it is it broadcast, stored and published, and what goes out is what the library's
-observer emitted for it (the part that was new: a re-sent update is neither stored nor broadcast twice,
-and a refused one produced nothing anyone sees). A refused update closes its sender with 4400.
+engine *accepted* it is it broadcast, stored and published. A refused one produced nothing anyone sees,
+and closes its sender with 4400.
+
+What is stored and published is the update *as the client sent it* (unless the engine says it carried
+nothing new: a re-sent update is not stored twice). So the store holds exactly the sequence of bytes the
+worker applied, and a worker rebuilt from the store after a crash replays the very same history: an
+update that crashed it crashes the rebuilt one too, and is found (``collab_server.crdt.pool``). What is
+broadcast is what the library's observer emitted (the part that was new, encoded by the library): peers
+get nothing twice, and one tick's updates merge into one message.
 
 Every change is applied with an *origin*: a local Peer, a remote Replica, or the server itself. Only
 changes from a local peer or the server are handed to the sink (stored, published to other replicas);
@@ -173,7 +179,7 @@ class Room:
         ``origin`` is local). A refused update from a peer closes that peer with 4400."""
         if update == _EMPTY_UPDATE:
             return
-        self.engine.apply(self.name, update, lambda applied: self._applied(origin, applied))
+        self.engine.apply(self.name, update, lambda applied: self._applied(origin, update, applied))
 
     async def submit(self, update: bytes, origin: Origin) -> Applied:
         """``apply``, and wait for the engine's verdict (REST writes, other replicas' updates)."""
@@ -182,28 +188,28 @@ class Room:
         future: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
 
         def done(applied: Applied) -> None:
-            self._applied(origin, applied)
+            self._applied(origin, update, applied)
             if not future.done():
                 future.set_result(applied)
 
         self.engine.apply(self.name, update, done)
         return await future
 
-    def _applied(self, origin: Origin, applied: Applied) -> None:
+    def _applied(self, origin: Origin, sent: bytes, applied: Applied) -> None:
         if applied.refusal is not None:
             self._refused(origin, applied.refusal)
             return
         if self.closed:
             return
         self.known_state_vector = applied.state_vector
+        if applied.new and is_local(origin):
+            self.log_updates += 1
+            self.log_bytes += len(sent)
+            self._sink.local_update(self, sent)
         update = applied.update
         if not update or update == _EMPTY_UPDATE:
-            return  # nothing new (a duplicate), or waiting for an update it depends on
+            return  # nothing to show: a duplicate, or waiting for an update it depends on
         self._pending.append((origin, update))
-        if is_local(origin):
-            self.log_updates += 1
-            self.log_bytes += len(update)
-            self._sink.local_update(self, update)
         if len(self._pending) >= _MAX_BATCH:
             self.flush()
         elif self._flush_handle is None:

@@ -11,7 +11,7 @@ worker that went wrong can at worst send a malformed answer, which the server tr
       others:      (nothing)
     result  := u8 status (0 ok, else a Refusal), then when ok:
       LOAD:  bytes state_vector, u32 n, (i32 index, u8 refusal) * n
-      APPLY: bytes emitted update, bytes state_vector
+      APPLY: bytes emitted update, bytes state_vector, u8 new
       FOLD:  bytes snapshot, bytes state_vector, u32 n, u32 index * n, u32 m, (i32 index, u8 refusal) * m
       DIFF, STATE, DELETE_SET, FULL: bytes;  UNLOAD: (nothing)
 """
@@ -168,6 +168,7 @@ def encode_results(results: list[Result]) -> bytes:
         elif isinstance(result, Applied):
             _bytes(out, result.update)
             _bytes(out, result.state_vector)
+            out.append(1 if result.new else 0)
         elif isinstance(result, Folded):
             _bytes(out, result.snapshot)
             _bytes(out, result.state_vector)
@@ -196,8 +197,8 @@ def decode_results(kinds: list[Kind], body: bytes) -> list[Result]:
             state_vector = cursor.bytes_()
             results.append(Loaded(state_vector, [cursor.bad_row() for _ in range(cursor.u32())]))
         elif kind is Kind.APPLY:
-            update = cursor.bytes_()
-            results.append(Applied(None, update, cursor.bytes_()))
+            update, state_vector = cursor.bytes_(), cursor.bytes_()
+            results.append(Applied(None, update, state_vector, bool(cursor.u8())))
         elif kind is Kind.FOLD:
             snapshot, state_vector = cursor.bytes_(), cursor.bytes_()
             folded = [cursor.u32() for _ in range(cursor.u32())]

@@ -79,6 +79,7 @@ class RoomDoc:
 
     def apply(self, update: bytes) -> Applied:
         self.emitted.clear()
+        before = self.doc.get_state()
         refusal = _try_apply(self.doc, update)
         if refusal is not None:
             self.emitted.clear()  # what a failed call produced is never used
@@ -87,9 +88,14 @@ class RoomDoc:
         self.base.append(update)
         emitted = b"".join(self.emitted) if len(self.emitted) == 1 else _merge(self.emitted)
         self.emitted.clear()
+        # Nothing emitted: a re-sent update (nothing new), or one waiting for an update it depends on
+        # (new: it must be stored, or it would be lost). Only then is the finer check worth its cost.
+        new = bool(emitted) or not _integrated(update, before, decode_state_vector(before))
+        if not new:
+            self.base.pop()  # a duplicate changes nothing: the base need not grow
         if len(self.base) > _REFOLD_AFTER:
             self.refold()
-        return Applied(None, emitted, self.doc.get_state())
+        return Applied(None, emitted, self.doc.get_state(), new)
 
     def rebuild(self) -> None:
         doc, failed = _replay(self.base)

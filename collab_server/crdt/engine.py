@@ -61,11 +61,13 @@ class EngineError(Exception):
 @dataclass(frozen=True, slots=True)
 class Applied:
     """The outcome of one update. ``update`` is what the library's observer emitted for it (empty when
-    the update changed nothing or waits for another one); ``state_vector`` is the room's afterwards."""
+    the update changed nothing or waits for another one); ``state_vector`` is the room's afterwards;
+    ``new`` is False when the document already held everything the update carries (a re-sent update)."""
 
     refusal: Refusal | None
     update: bytes = b""
     state_vector: bytes = b""
+    new: bool = True
 
     @property
     def accepted(self) -> bool:

@@ -71,6 +71,16 @@ class _Pending:
     op: Op
     done: Callable[[Result], None]
     track: bool = True  # a load that joins the worker's rooms (isolation loads rooms it may drop)
+    finished: bool = False
+
+    def finish(self, result: Result) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        try:
+            self.done(result)
+        except Exception:  # a caller's bug must not stop the lane (every later op would wait forever)
+            logger.exception("error in the callback of a %s op for room %r", self.op.kind.name, self.op.room)
 
 
 class _Lane:
@@ -213,7 +223,12 @@ class WorkerPool:
             else:
                 for pending, result in zip(batch, results, strict=True):
                     self._deliver(lane, pending, result)
+        except Exception:
+            logger.exception("CRDT worker %d: request failed unexpectedly", lane.index)
         finally:
+            for pending in batch:  # never leave a caller waiting
+                if not pending.finished:
+                    _refuse(pending, Refusal.NOT_LOADED)
             lane.busy = False
             if lane.queue and not self._closed:
                 self._flush(lane)
@@ -233,7 +248,7 @@ class WorkerPool:
     def _deliver(self, lane: _Lane, pending: _Pending, result: Result) -> None:
         if pending.op.kind is Kind.LOAD and pending.track and isinstance(result, Loaded):
             lane.rooms.add(pending.op.room)
-        pending.done(result)
+        pending.finish(result)
 
     # -- the watchdog's recovery ---------------------------------------------------------------
 
@@ -312,7 +327,7 @@ class WorkerPool:
 
 
 def _refuse(pending: _Pending, refusal: Refusal) -> None:
-    pending.done(Applied(refusal) if pending.op.kind is Kind.APPLY else refusal)
+    pending.finish(Applied(refusal) if pending.op.kind is Kind.APPLY else refusal)
 
 
 def _bytes(result: Result) -> bytes:
