@@ -280,6 +280,11 @@ class WorkerPool:
                 _refuse(pending, refusal)
                 await self._restart(lane)
             else:
+                if not pending.track and _refusal_of(result) is Refusal.NOT_LOADED:
+                    # An isolation op on a room the fresh worker does not hold (isolation rooms are not
+                    # rebuilt): it cannot be retried here, so it stands convicted by the first failure.
+                    _refuse(pending, Refusal.STALLED if stalled else Refusal.CRASHED)
+                    continue
                 self._deliver(lane, pending, result)
 
     async def _restart(self, lane: _Lane) -> None:
@@ -324,6 +329,12 @@ class WorkerPool:
             logger.warning("room %r rebuilt without %d rows it could not apply", room, len(result.bad))
         assert source is not None
         source.room_rebuilt(room, result.state_vector)
+
+
+def _refusal_of(result: Result) -> Refusal | None:
+    if isinstance(result, Applied):
+        return result.refusal
+    return result if isinstance(result, Refusal) else None
 
 
 def _refuse(pending: _Pending, refusal: Refusal) -> None:
