@@ -105,6 +105,7 @@ class WorkerPool:
         self._source: RoomSource | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self.requests = 0  # sent to workers, ever (tests check the batching with it)
 
     def __repr__(self) -> str:
         return f"WorkerPool(workers={len(self._lanes)}, deadline={self.deadline})"
@@ -235,6 +236,7 @@ class WorkerPool:
 
     async def _send(self, lane: _Lane, ops: list[Op]) -> list[Result]:
         started = time.perf_counter()
+        self.requests += 1
         size = sum(op.size for op in ops)
         deadline = self.deadline * (1 + size / _BYTES_PER_DEADLINE)
         body = await asyncio.wait_for(lane.process.request(encode_ops(ops)), deadline)

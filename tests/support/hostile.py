@@ -2,8 +2,8 @@
 
 The payloads are the exact ones found by fuzzing pycrdt 0.14.13 / yrs 0.28.0: a plain ``Doc.apply_update``
 of them segfaults (``CRASH``), never returns (``HANG``), panics (``PANIC``), or fails part-way after
-committing part of the update (``PARTIAL``, applied after ``PARTIAL_BASE``). Never apply them in the
-test process: only a server's CRDT worker, or a subprocess, may.
+committing part of the update (``PARTIAL``, applied after ``PARTIAL_BASE``). Never apply ``CRASH`` or
+``HANG`` in the test process: only a server's CRDT worker, or a subprocess, may.
 """
 
 from __future__ import annotations
