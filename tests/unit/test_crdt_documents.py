@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pycrdt import Text
 
-from collab_server.crdt.codec import Kind, Op, decode_ops, decode_results, encode_ops, encode_results
+from collab_server.crdt.codec import Kind, Op, Result, decode_ops, decode_results, encode_ops, encode_results
 from collab_server.crdt.documents import Documents
 from collab_server.crdt.engine import Applied, BadRow, Loaded, Refusal
 from persistence.base import Folded
@@ -95,7 +95,7 @@ def test_the_framing_round_trips_every_op_and_result() -> None:
     ]
     body = encode_ops(ops)
     assert decode_ops(body[4:]) == ops
-    results = [
+    results: list[Result] = [
         Loaded(b"sv", [BadRow(-1, Refusal.CRASHED), BadRow(3, Refusal.MALFORMED)]),
         Loaded(b"\x00"),
         Applied(None, b"emitted", b"sv", False),

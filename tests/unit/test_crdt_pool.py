@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from pycrdt import Doc, Text
@@ -59,13 +61,13 @@ async def _apply_all(engine: WorkerPool, store: Store, room: str, updates: list[
             done.set()
 
     for update in updates:
-        engine.apply(room, update, lambda applied, update=update: on_applied(update, applied))
+        engine.apply(room, update, functools.partial(on_applied, update))
     await asyncio.wait_for(done.wait(), 10)
     return outcomes
 
 
 def _text(update: bytes) -> str:
-    doc: Doc[object] = Doc()
+    doc: Doc[Any] = Doc()
     doc.apply_update(update)
     return str(doc.get("text", type=Text))
 
