@@ -44,6 +44,10 @@ async def _isolate(
     good: list[int] = []
     for index, update in enumerate(updates):
         result = await pool.call(Op(Kind.APPLY, room, update), track=False)
+        if isinstance(result, Applied) and result.refusal is Refusal.NOT_LOADED:
+            # Another room's op restarted the worker meanwhile (this room is not rebuilt): put it back.
+            await _load_alone(pool, room, snapshot, [updates[i] for i in good])
+            result = await pool.call(Op(Kind.APPLY, room, update), track=False)
         if isinstance(result, Applied) and result.accepted:
             good.append(index)
             continue

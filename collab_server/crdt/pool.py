@@ -40,7 +40,12 @@ from persistence.base import Folded
 logger = logging.getLogger(__name__)
 
 _START_TIMEOUT = 15.0
-_BYTES_PER_DEADLINE = 1 << 20  # a request gets one more deadline per MiB it carries
+# A request gets one more deadline per 64 KiB it carries (a client's first step2 can be large and is
+# legitimately slow), loads and folds five times as long (they replay whole logs), and the retry that
+# convicts an op twice as long: a legitimate op on a loaded machine finishes, an endless loop does not.
+_BYTES_PER_DEADLINE = 64 * 1024
+_LOAD_FACTOR = 5.0
+_RETRY_FACTOR = 2.0
 
 
 class RoomSource(Protocol):
@@ -234,11 +239,16 @@ class WorkerPool:
             if lane.queue and not self._closed:
                 self._flush(lane)
 
-    async def _send(self, lane: _Lane, ops: list[Op]) -> list[Result]:
+    def deadline_for(self, ops: list[Op], *, retry: bool = False) -> float:
+        deadline = self.deadline * (1 + sum(op.size for op in ops) / _BYTES_PER_DEADLINE)
+        if any(op.kind in (Kind.LOAD, Kind.FOLD) for op in ops):
+            deadline *= _LOAD_FACTOR
+        return deadline * (_RETRY_FACTOR if retry else 1.0)
+
+    async def _send(self, lane: _Lane, ops: list[Op], *, retry: bool = False) -> list[Result]:
         started = time.perf_counter()
         self.requests += 1
-        size = sum(op.size for op in ops)
-        deadline = self.deadline * (1 + size / _BYTES_PER_DEADLINE)
+        deadline = self.deadline_for(ops, retry=retry)
         body = await asyncio.wait_for(lane.process.request(encode_ops(ops)), deadline)
         try:
             results = decode_results([op.kind for op in ops], body)
@@ -266,7 +276,7 @@ class WorkerPool:
         await self._restart(lane)
         for pending in batch:
             try:
-                [result] = await self._send(lane, [pending.op])
+                [result] = await self._send(lane, [pending.op], retry=True)
             except (WorkerDied, TimeoutError) as again:
                 refusal = Refusal.STALLED if isinstance(again, TimeoutError) else Refusal.CRASHED
                 if pending.op.kind is Kind.APPLY:
