@@ -78,6 +78,10 @@ class RoomSink(Protocol):
 
     def local_awareness(self, room: Room, message: bytes) -> None: ...
 
+    def room_unavailable(self, room: Room) -> None:
+        """The engine no longer holds the room's document: drop the room, so the next join reloads it."""
+        ...
+
 
 class Room:
     """One room's peers and awareness; its document is in ``engine``. Methods run on the event loop."""
@@ -220,6 +224,7 @@ class Room:
         if isinstance(origin, Peer):
             if refusal is Refusal.NOT_LOADED:
                 origin.close(CloseCode.TRY_AGAIN_LATER, "room is being reloaded: reconnect")
+                self._sink.room_unavailable(self)
                 return
             metrics.PEERS_CLOSED.labels("update_refused").inc()
             if not origin.closed:

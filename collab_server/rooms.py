@@ -113,12 +113,15 @@ class RoomManager:
         started = time.perf_counter()
         await self.replication.room_loading(name)
         try:
+            # Updates still queued for the store count too: a room dropped by the engine (or unloaded)
+            # and loaded again before they commit must not lose them (see rebuild_input).
+            queued = self._writer.pending_for(name)
             stored = await self._store.load(name)
             if stored is None:
-                loaded = await self.engine.load(name, None, [])
+                loaded = await self.engine.load(name, None, queued)
                 log_updates = log_bytes = 0
             else:
-                loaded = await self.engine.load(name, stored.snapshot, stored.updates)
+                loaded = await self.engine.load(name, stored.snapshot, [*stored.updates, *queued])
                 log_updates, log_bytes = len(stored.updates), stored.log_bytes
                 if loaded.bad:
                     await self._quarantine(name, stored, loaded)
@@ -290,6 +293,11 @@ class RoomManager:
         if loaded is not None:
             loaded.known_state_vector = state_vector
         logger.info("room %r rebuilt in a fresh CRDT worker", room, extra={"room": room})
+
+    def room_unavailable(self, room: Room) -> None:
+        if self._rooms.get(room.name) is room:
+            logger.warning("room %r is not in the CRDT engine; dropping it", room.name, extra={"room": room.name})
+            self.room_lost(room.name)
 
     def room_lost(self, room: str) -> None:
         loaded = self._rooms.pop(room, None)

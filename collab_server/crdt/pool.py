@@ -300,47 +300,50 @@ class WorkerPool:
                 self._deliver(lane, pending, result)
 
     async def _restart(self, lane: _Lane) -> None:
-        await lane.process.kill()
-        metrics.CRDT_WORKER_RESTARTS.inc()
+        """A fresh worker holding every room of the lane again. A room whose own rows kill the fresh
+        worker is given up (its next load finds and quarantines them) and the rebuild starts over, since
+        the rooms rebuilt before it died with that worker."""
         while not self._closed:
+            await lane.process.kill()
+            metrics.CRDT_WORKER_RESTARTS.inc()
             try:
                 await lane.process.start(_START_TIMEOUT)
-                break
             except WorkerDied as exc:
                 logger.error("%s; trying again", exc)
                 await asyncio.sleep(0.5)
-        for room in sorted(lane.rooms):
-            await self._rebuild(lane, room)
+                continue
+            if await self._rebuild_all(lane):
+                return
 
-    async def _rebuild(self, lane: _Lane, room: str) -> None:
+    async def _rebuild_all(self, lane: _Lane) -> bool:
+        """False if a rebuild killed the worker (that room is dropped from the lane)."""
         source = self._source
-        try:
-            if source is None:
-                raise EngineError(Refusal.NOT_LOADED)
-            snapshot, updates = await source.rebuild_input(room)
-            [result] = await self._send(lane, [Op(Kind.LOAD, room, snapshot=snapshot, updates=tuple(updates))])
-            if not isinstance(result, Loaded):
-                raise EngineError(Refusal.NOT_LOADED)
-        except (WorkerDied, TimeoutError) as exc:
-            # Its own stored rows stop a fresh worker: give the room up rather than loop; its next
-            # load finds and quarantines them.
-            logger.error("room %r could not be rebuilt in CRDT worker %d (%s)", room, lane.index, exc)
-            lane.rooms.discard(room)
-            await lane.process.kill()
-            await lane.process.start(_START_TIMEOUT)
+        for room in sorted(lane.rooms):
+            try:
+                if source is None:
+                    raise EngineError(Refusal.NOT_LOADED)
+                snapshot, updates = await source.rebuild_input(room)
+                ops = [Op(Kind.LOAD, room, snapshot=snapshot, updates=tuple(updates))]
+                [result] = await self._send(lane, ops)
+                if not isinstance(result, Loaded):
+                    raise EngineError(Refusal.NOT_LOADED)
+            except (WorkerDied, TimeoutError) as exc:
+                self._lose(lane, room, exc)
+                return False
+            except Exception as exc:  # the store failed, or the engine refused: this room only
+                self._lose(lane, room, exc)
+                continue
+            if result.bad:
+                logger.warning("room %r rebuilt without %d rows it could not apply", room, len(result.bad))
             if source is not None:
-                source.room_lost(room)
-            return
-        except Exception as exc:
-            logger.error("room %r could not be rebuilt in CRDT worker %d (%s)", room, lane.index, exc)
-            lane.rooms.discard(room)
-            if source is not None:
-                source.room_lost(room)
-            return
-        if result.bad:
-            logger.warning("room %r rebuilt without %d rows it could not apply", room, len(result.bad))
-        assert source is not None
-        source.room_rebuilt(room, result.state_vector)
+                source.room_rebuilt(room, result.state_vector)
+        return True
+
+    def _lose(self, lane: _Lane, room: str, exc: BaseException) -> None:
+        logger.error("room %r could not be rebuilt in CRDT worker %d (%r)", room, lane.index, exc)
+        lane.rooms.discard(room)
+        if self._source is not None:
+            self._source.room_lost(room)
 
 
 def _refusal_of(result: Result) -> Refusal | None:

@@ -43,6 +43,7 @@ class RecordingSink:
         self.updates: list[bytes] = []
         self.awareness: list[bytes] = []
         self.accepting = accepting
+        self.unavailable = False
 
     def accepts(self, nbytes: int) -> bool:
         return self.accepting
@@ -52,6 +53,9 @@ class RecordingSink:
 
     def local_awareness(self, room: Room, message: bytes) -> None:
         self.awareness.append(message)
+
+    def room_unavailable(self, room: Room) -> None:
+        self.unavailable = True
 
 
 def make_peer(room: Room, *, stalled: bool = False, **limits: Any) -> tuple[Peer, RecordingSocket]:
