@@ -3,6 +3,8 @@
     collab-server [serve] [flags]   run the server (the default when no subcommand is given)
     collab-server migrate [flags]   apply pending schema migrations to COLLAB_DATABASE_URL and exit
     collab-server token --sub USER  print a token for local use (collab_server.cli_token)
+    collab-server rooms check [--repair] [flags]
+                                    report stored rooms that do not load (and quarantine what breaks them)
 
 Every setting is a flag and a ``COLLAB_*`` variable (flags win) for every subcommand, generated from the
 one ``Settings`` dataclass. A subcommand is a function ``(argv) -> exit code`` registered in ``COMMANDS``;
@@ -119,12 +121,55 @@ def token_main(argv: Sequence[str]) -> int:
     from collab_server.cli_token import token_main as run
 
     return run(argv)
+def rooms_main(argv: Sequence[str]) -> int:
+    """``collab-server rooms check [--repair]``: see ``collab_server.rooms_check``."""
+    parser = build_parser(
+        "collab-server rooms",
+        "check: load every stored room in a CRDT worker and report those that do not load, and what the "
+        "quarantine holds; --repair moves the rows that break a room to quarantine.",
+    )
+    parser.add_argument("action", choices=["check"])
+    parser.add_argument("--repair", action="store_true", help="move rows that do not load to quarantine")
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:
+        print(f"collab-server rooms: {exc}", file=sys.stderr)
+        return 2
+    import asyncio
+
+    from collab_server.crdt.pool import WorkerPool
+    from collab_server.errors import StoreError
+    from collab_server.rooms_check import check_rooms
+    from persistence.factory import open_store
+
+    async def run() -> int:
+        store = await open_store(
+            settings.database_url.reveal(),
+            keep_versions=settings.snapshot_versions,
+            auto_migrate=settings.auto_migrate,
+            pool_size=settings.database_pool_size,
+            timeout=settings.database_timeout,
+        )
+        engine = await WorkerPool(1, deadline=settings.crdt_deadline, poison_ttl=0).start()
+        try:
+            return await check_rooms(store, engine, repair=args.repair, out=sys.stdout)
+        finally:
+            await engine.close()
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except StoreError as exc:
+        print(f"collab-server rooms: {exc}", file=sys.stderr)
+        return 1
 
 
 COMMANDS: dict[str, Command] = {
     "serve": Command("run the server (the default)", serve_main),
     "migrate": Command("apply pending schema migrations and exit", migrate_main),
     "token": Command("print a user or room token for local use", token_main),
+    "rooms": Command("rooms check [--repair]: report (and quarantine) stored rows that do not load", rooms_main),
 }
 
 
