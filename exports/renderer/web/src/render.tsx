@@ -1,0 +1,127 @@
+// The export page: headless Chromium opens it once per job, and the worker calls window.collabRender.
+// The board is loaded into a real tldraw editor and exported by tldraw itself (getSvgString / toImage),
+// so text is laid out by the browser exactly as users see it. Fonts and icons come from /assets/.
+import { createRoot } from 'react-dom/client'
+import { Editor, Tldraw, createTLStore, type TLPageId, type TLShapeId } from 'tldraw'
+import { getAssetUrls } from '@tldraw/assets/selfHosted'
+import { boardSnapshot, type BoardData } from './board'
+import { drawSampleBoard } from './sample'
+
+interface RenderOptions {
+  page: string | null
+  background: boolean
+  scale: number
+  pixel_ratio: number
+  padding: number
+  dark_mode: boolean
+  pdf_pages: 'all' | 'page'
+}
+
+interface RenderRequest {
+  board: BoardData
+  format: 'svg' | 'png' | 'pdf'
+  options: RenderOptions
+  rasterAbove: number
+}
+
+interface PageImage {
+  kind: 'svg' | 'png'
+  data: string // SVG markup, or PNG as base64
+  width: number
+  height: number
+}
+
+declare global {
+  interface Window {
+    collabConfig?: { licenseKey?: string }
+    collabRender: (request: RenderRequest) => Promise<{ pages: PageImage[]; shapes: number }>
+    collabEditor?: Editor
+    collabSampleBoard: (n: number) => Promise<BoardData>
+  }
+}
+
+const assetUrls = getAssetUrls({ baseUrl: '/assets' })
+
+function mount(board: BoardData): Promise<Editor> {
+  const probe = createTLStore()
+  const snapshot = boardSnapshot(probe.schema.serialize(), board)
+  let store: ReturnType<typeof createTLStore>
+  try {
+    store = createTLStore({ snapshot }) // migrates and validates every record
+  } catch (error) {
+    throw new Error(`invalid_board: ${error instanceof Error ? error.message : String(error)}`)
+  }
+  return new Promise((resolve) => {
+    createRoot(document.getElementById('root')!).render(
+      <Tldraw
+        store={store}
+        hideUi
+        licenseKey={window.collabConfig?.licenseKey || undefined}
+        assetUrls={assetUrls}
+        onMount={(editor) => {
+          window.collabEditor = editor
+          resolve(editor)
+        }}
+      />,
+    )
+  })
+}
+
+function pagesToExport(editor: Editor, request: RenderRequest): TLPageId[] {
+  const pages = editor.getPages()
+  if (request.format === 'pdf' && request.options.pdf_pages === 'all' && request.options.page === null) {
+    return pages.map((page) => page.id)
+  }
+  const wanted = request.options.page
+  if (wanted === null) return [pages[0].id]
+  const found = pages.find((page) => page.id === wanted || page.name === wanted)
+  if (!found) throw new Error(`invalid_board: no page ${JSON.stringify(wanted)} (pages: ${pages.map((p) => p.name).join(', ')})`)
+  return [found.id]
+}
+
+async function blobToBase64(blob: Blob): Promise<string> {
+  const bytes = new Uint8Array(await blob.arrayBuffer())
+  let binary = ''
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000))
+  return btoa(binary)
+}
+
+async function exportPage(editor: Editor, ids: TLShapeId[], kind: 'svg' | 'png', o: RenderOptions): Promise<PageImage> {
+  const common = { background: o.background, padding: o.padding, darkMode: o.dark_mode, scale: o.scale }
+  if (kind === 'svg') {
+    const result = await editor.getSvgString(ids, common)
+    if (!result) throw new Error('render_failed: tldraw returned no SVG')
+    return { kind, data: result.svg, width: result.width, height: result.height }
+  }
+  const result = await editor.toImage(ids, { ...common, format: 'png', pixelRatio: o.pixel_ratio })
+  return { kind, data: await blobToBase64(result.blob), width: result.width, height: result.height }
+}
+
+window.collabRender = async (request) => {
+  const editor = await mount(request.board)
+  await document.fonts.ready
+  const pages: PageImage[] = []
+  let shapes = 0
+  for (const pageId of pagesToExport(editor, request)) {
+    editor.setCurrentPage(pageId)
+    const ids = [...editor.getPageShapeIds(pageId)]
+    if (ids.length === 0) {
+      if (request.format === 'pdf' && request.options.pdf_pages === 'all') continue
+      throw new Error(`invalid_board: page ${JSON.stringify(editor.getPage(pageId)?.name)} has no shapes to export`)
+    }
+    shapes += ids.length
+    // PDF pages are SVG (vector) unless the board is very large, where a raster page is much faster
+    const kind = request.format === 'png' || (request.format === 'pdf' && ids.length > request.rasterAbove) ? 'png' : 'svg'
+    pages.push(await exportPage(editor, ids, kind, request.options))
+  }
+  if (pages.length === 0) throw new Error('invalid_board: the board has no shapes to export')
+  return { pages, shapes }
+}
+
+// A board drawn by tldraw itself (benchmarks, renderer tests): mounts an empty editor, draws, returns records.
+window.collabSampleBoard = async (n) => {
+  const editor = await mount({ records: [], schema: null })
+  drawSampleBoard(editor, n)
+  const records = editor.store.allRecords().filter((r) => ['document', 'page', 'shape', 'binding', 'asset'].includes(r.typeName))
+  return { records, schema: editor.store.schema.serialize() }
+}
