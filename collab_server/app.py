@@ -19,10 +19,12 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from collab_server.api.exports import OpenAccess, export_routes
 from collab_server.replication import Replication
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
 from collab_server.websocket import room_endpoint
+from exports.wiring import open_exports
 from persistence.base import DocumentStore, UpdateWriter
 from persistence.factory import open_store
 from persistence.writer import AppendWriter
@@ -67,6 +69,7 @@ def create_app(
         logger.info("store: %s", document_store.describe())
         logger.info("broker: %s; replica id %s", rooms.replication.describe(), settings.replica_id)
         logger.info("rooms at ws://%s:%d/ws/{room}", settings.host, settings.port)
+        exports = await open_exports(settings, document_store)
         try:
             yield {
                 "settings": settings,
@@ -75,8 +78,10 @@ def create_app(
                 "rooms": rooms,
                 # The presence registry (presence.registry.PresenceRegistry), for the REST presence listing.
                 "presence": getattr(rooms.replication, "presence", None),
+                "exports": exports.service,
             }
         finally:
+            await exports.close(timeout=settings.shutdown_timeout)
             saved = await rooms.close()
             await rooms.replication.close()
             await writer.close(timeout=settings.shutdown_timeout)
@@ -90,6 +95,8 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
+            # TODO(issue 9): the access layer's require_room replaces OpenAccess (auth off: all may read)
+            *export_routes(OpenAccess()),
         ],
         lifespan=lifespan,
     )

@@ -2,6 +2,7 @@
 
     collab-server [serve] [flags]   run the server (the default when no subcommand is given)
     collab-server migrate [flags]   apply pending schema migrations to COLLAB_DATABASE_URL and exit
+    collab-server worker [--burst]  run export jobs (exports/command.py)
 
 Every setting is a flag and a ``COLLAB_*`` variable (flags win) for every subcommand, generated from the
 one ``Settings`` dataclass. A subcommand is a function ``(argv) -> exit code`` registered in ``COMMANDS``;
@@ -110,9 +111,16 @@ def migrate_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def worker_main(argv: Sequence[str]) -> int:
+    from exports.command import worker_main as run  # imported late: --help must not pay for the worker
+
+    return run(argv)
+
+
 COMMANDS: dict[str, Command] = {
     "serve": Command("run the server (the default)", serve_main),
     "migrate": Command("apply pending schema migrations and exit", migrate_main),
+    "worker": Command("run export jobs (--burst: until the queue is empty)", worker_main),
 }
 
 

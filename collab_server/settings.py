@@ -100,6 +100,36 @@ class Settings:
     )
     presence_ttl: float = _setting(60.0, "seconds a presence entry lives in the registry without activity")
 
+    # -- exports (exports/) ------------------------------------------------------------------------------
+    blob_url: str = _setting(
+        "file:./exports-data", "where finished exports are kept: file:PATH / file:///PATH, or s3://BUCKET/PREFIX"
+    )
+    blob_signing_key: Secret = _setting(
+        Secret(), "HMAC key of the download links of file: blob stores (empty: a random key per process, so "
+        "links die with it)"
+    )
+    blob_url_ttl: int = _setting(3600, "seconds a download link (signed or S3-presigned) stays valid")
+    s3_endpoint: str = _setting("", "S3: endpoint URL of an S3-compatible store (empty: AWS)")
+    s3_region: str = _setting("", "S3: region (empty: the AWS default chain)")
+    s3_path_style: bool = _setting(False, "S3: path-style addressing (most S3-compatible stores need it)")
+    s3_access_key_id: Secret = _setting(Secret(), "S3: access key id (empty: the AWS default credential chain)")
+    s3_secret_access_key: Secret = _setting(Secret(), "S3: secret access key")
+    tldraw_license_key: Secret = _setting(
+        Secret(), "tldraw licence key handed to the export renderer's editor (tldraw requires one in production)"
+    )
+    export_worker: bool = _setting(True, "run an export worker inside the server (off: run `collab-server worker`)")
+    export_concurrency: int = _setting(1, "export jobs one worker renders at once")
+    export_job_timeout: float = _setting(120.0, "seconds one export attempt may take before it is abandoned")
+    export_lease: float = _setting(30.0, "seconds a worker's claim on a job lasts unless renewed (every third of it)")
+    export_max_attempts: int = _setting(3, "attempts per export job before it fails for good")
+    export_retry_backoff: float = _setting(5.0, "seconds before a failed attempt is retried (doubles each attempt)")
+    export_poll_interval: float = _setting(5.0, "seconds an idle worker waits between queue checks without a wake-up")
+    export_browser_restart_jobs: int = _setting(100, "restart the worker's Chromium after this many jobs")
+    export_chromium: str = _setting("/usr/bin/chromium", "the Chromium binary exports render in")
+    export_raster_above: int = _setting(
+        1500, "PDF pages with more shapes than this are printed from a PNG (raster) instead of SVG (vector)"
+    )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``COLLAB_*`` keys of ``env`` (default: ``os.environ``)."""
@@ -118,6 +148,10 @@ class Settings:
         for name in (
             "port", "max_message_bytes", "send_queue_messages", "send_queue_bytes", "commit_batch", "turn_budget_ms"
         ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
+        for name in ("export_concurrency", "export_job_timeout", "export_lease", "export_max_attempts",
+                     "export_poll_interval", "export_browser_restart_jobs", "blob_url_ttl"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
         for name in ("heartbeat_interval", "anti_entropy_interval", "presence_ttl"):

@@ -72,7 +72,7 @@ def _main(argv: list[str]) -> int:
     try:
         doc = build_doc(room, parts[0] or None, parts[1:])
         board = board_from_doc(doc, room)
-    except BaseException as exc:  # noqa: BLE001 - a pyo3 panic is a BaseException; report, exit non-zero
+    except BaseException as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 3
     sys.stdout.write(json.dumps(board.to_json()))

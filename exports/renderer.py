@@ -14,11 +14,7 @@ from exports.tldr import Board
 
 WEB_DIR = Path(__file__).resolve().parent / "renderer" / "web"
 BUNDLE_DIR = WEB_DIR / "dist"
-BUILD_COMMAND = "npm --prefix exports/renderer/web install --no-package-lock && npm --prefix exports/renderer/web run build"
-INSTALL_HINT = (
-    "install Chromium and build the renderer page: apt-get install -y chromium nodejs npm && "
-    "scripts/build-renderer"
-)
+INSTALL_HINT = "run scripts/build-renderer (installs Chromium, fonts and Node with apt-get, then builds the page)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ class _Handler(SimpleHTTPRequestHandler):
         self.send_header("Cache-Control", "public, max-age=3600")
         super().end_headers()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 

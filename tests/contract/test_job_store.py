@@ -3,58 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
-import pytest
-
-from persistence.jobs import LEASE_EXPIRED, JobStatus, JobStore, NewJob
-from persistence.jobs_memory import MemoryJobStore
+from persistence.jobs import LEASE_EXPIRED, Job, JobStatus, JobStore, NewJob
 from persistence.jobs_sqlite import SQLiteJobStore
+from tests.contract.conftest_jobs import Opener, open_jobs  # noqa: F401 - the fixture
 from tests.support.eventually import eventually
-
-Opener = Callable[[], Awaitable[JobStore]]
-
-
-async def _truncate(url: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url, timeout=5)
-    try:
-        await conn.execute("TRUNCATE exports")
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-async def open_jobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
-    """Opens stores on one shared backend (two openers = two workers' connections; memory shares one)."""
-    opened: list[JobStore] = []
-    if request.param == "memory":
-        shared = MemoryJobStore()
-
-        async def opener() -> JobStore:
-            return shared
-    elif request.param == "sqlite":
-        async def opener() -> JobStore:
-            store = await SQLiteJobStore(tmp_path / "jobs.sqlite3").open()
-            opened.append(store)
-            return store
-    else:
-        url: str = request.getfixturevalue("postgres_url")
-        from persistence.jobs_postgres import PostgresJobStore
-
-        store = await PostgresJobStore.connect(url)
-        await store.close()  # migrated
-        await _truncate(url)
-
-        async def opener() -> JobStore:
-            store = await PostgresJobStore.connect(url)
-            opened.append(store)
-            return store
-    yield opener
-    for store in opened:
-        await store.close()
 
 
 async def test_enqueue_get_and_list(open_jobs: Opener, room_name: str) -> None:
@@ -108,7 +61,7 @@ async def test_an_expired_lease_is_claimed_again_and_the_old_worker_loses_it(ope
     assert await jobs.complete(job.id, "alive", result_key="k", result={})
 
 
-async def _claimed(jobs: JobStore, worker: str):  # type: ignore[no-untyped-def]
+async def _claimed(jobs: JobStore, worker: str) -> Job:
     job = await jobs.claim(worker, lease=30)
     assert job is not None
     return job

@@ -1,8 +1,8 @@
 // Bundle the renderer page into dist/: render.js + tldraw.css + index.html, and tldraw's fonts and icons
 // under dist/assets/ (the page points tldraw's assetUrls there: nothing is fetched from a CDN).
-// A stamp file records the package.json it was built from, so the setup scripts rebuild when it changes.
+// scripts/build-renderer runs this and records what it was built from, so it rebuilds only after changes.
 import { build } from 'esbuild'
-import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -36,5 +36,5 @@ writeFileSync(
 <body><div id="root"></div><script type="module" src="/render.js"></script></body></html>
 `,
 )
-writeFileSync(join(dist, '.built-from'), readFileSync(join(here, 'package.json')))
+// scripts/build-renderer writes dist/.built-from (a hash of the sources) after a successful build
 console.log('renderer bundle written to', dist)
