@@ -20,7 +20,7 @@ from exports.tldr import Board
 from exports.worker import Worker, WorkerConfig
 from persistence.jobs import JobStatus, JobStore
 from persistence.memory import MemoryStore
-from tests.contract.conftest_jobs import Opener, open_jobs  # noqa: F401 - the fixture
+from tests.contract.conftest_jobs import Opener
 from tests.support.boards import base_records, board_update, geo
 from tests.support.eventually import eventually
 

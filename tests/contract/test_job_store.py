@@ -6,7 +6,7 @@ import asyncio
 
 from persistence.jobs import LEASE_EXPIRED, Job, JobStatus, JobStore, NewJob
 from persistence.jobs_sqlite import SQLiteJobStore
-from tests.contract.conftest_jobs import Opener, open_jobs  # noqa: F401 - the fixture
+from tests.contract.conftest_jobs import Opener
 from tests.support.eventually import eventually
 
 
