@@ -2,7 +2,7 @@
 // The board is loaded into a real tldraw editor and exported by tldraw itself (getSvgString / toImage),
 // so text is laid out by the browser exactly as users see it. Fonts and icons come from /assets/.
 import { createRoot } from 'react-dom/client'
-import { Editor, Tldraw, createTLStore, type TLPageId, type TLShapeId } from 'tldraw'
+import { Editor, Tldraw, createTLStore, parseTldrawJsonFile, type TLPageId, type TLRecord, type TLShapeId } from 'tldraw'
 import { getAssetUrls } from '@tldraw/assets/selfHosted'
 import { boardSnapshot, type BoardData } from './board'
 import { drawSampleBoard } from './sample'
@@ -37,6 +37,7 @@ declare global {
     collabRender: (request: RenderRequest) => Promise<{ pages: PageImage[]; shapes: number }>
     collabEditor?: Editor
     collabSampleBoard: (n: number) => Promise<BoardData>
+    collabParseTldr: (json: string) => TLRecord[]
   }
 }
 
@@ -124,4 +125,11 @@ window.collabSampleBoard = async (n) => {
   drawSampleBoard(editor, n)
   const records = editor.store.allRecords().filter((r) => ['document', 'page', 'shape', 'binding', 'asset'].includes(r.typeName))
   return { records, schema: editor.store.schema.serialize() }
+}
+
+// Open a .tldr file as tldraw's "Open" does and return its records (the tests' round trip).
+window.collabParseTldr = (json) => {
+  const parsed = parseTldrawJsonFile({ json, schema: createTLStore().schema })
+  if (!parsed.ok) throw new Error(`invalid_board: not a readable .tldr file (${parsed.error.type})`)
+  return parsed.value.allRecords()
 }
