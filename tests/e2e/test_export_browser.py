@@ -85,17 +85,18 @@ async def board(browser: Any, app: ExampleApp, export_server: ServerProcess) -> 
     await page.mouse.up()
     await page.evaluate(
         """([red, blue]) => {
+            const label = (text) => ({
+                type: 'doc', content: [{ type: 'paragraph', content: [{ type: 'text', text }] }] })
             const shapes = [red, blue].map((s) => ({ id: s.id, type: 'geo', x: s.x, y: s.y,
-                props: { geo: 'rectangle', w: 200, h: 120, color: s.color, fill: 'fill',
-                         richText: { type: 'doc', content: [{ type: 'paragraph', content: [{ type: 'text', text: s.text }] }] } } }))
-            shapes.push({ id: 'shape:note', type: 'note', x: 0, y: 300,
-                props: { richText: { type: 'doc', content: [{ type: 'paragraph', content: [{ type: 'text', text: 'A note' }] }] } } })
+                props: { geo: 'rectangle', w: 200, h: 120, color: s.color, fill: 'fill', richText: label(s.text) } }))
+            shapes.push({ id: 'shape:note', type: 'note', x: 0, y: 300, props: { richText: label('A note') } })
             window.editor.createShapes(shapes)
         }""",
         [RED, BLUE],
     )
     records = await page.evaluate(
-        "() => window.editor.store.allRecords().filter((r) => ['document', 'page', 'shape', 'binding'].includes(r.typeName))"
+        "() => window.editor.store.allRecords()"
+        ".filter((r) => ['document', 'page', 'shape', 'binding'].includes(r.typeName))"
     )
     assert sum(r["typeName"] == "shape" for r in records) == 4
     yield {"room": room, "records": records, "page": page}
@@ -192,7 +193,7 @@ async def test_pdf_opens_and_shows_the_shapes(board: dict[str, Any], export_serv
     (tmp_path / "board.pdf").write_bytes(pdf)
     await asyncio.to_thread(subprocess.run, ["pdftoppm", "-png", "-r", "40", str(tmp_path / "board.pdf"),
                                              str(tmp_path / "page")], check=True, timeout=60)
-    pages = sorted(tmp_path.glob("page*.png"))
+    pages = await asyncio.to_thread(lambda: sorted(tmp_path.glob("page*.png")))
     assert len(pages) == 1
     with Image.open(pages[0]) as opened:
         image = opened.convert("RGB")

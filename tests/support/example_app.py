@@ -28,7 +28,7 @@ class ExampleApp:
 
     def start(self, timeout: float = 60.0) -> ExampleApp:
         env = {**os.environ, "PORT": str(self.port), "COLLAB_URL": self.server_http}
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it until stop()
+        log = open(self.log_path, "ab")
         self.process = subprocess.Popen(["node", "dev.mjs"], cwd=APP_DIR, env=env, stdout=log, stderr=log)
         log.close()
         deadline = time.monotonic() + timeout
