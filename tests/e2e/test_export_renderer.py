@@ -64,7 +64,7 @@ async def test_a_board_from_a_newer_tldraw_fails_naming_both_schema_versions(
 async def test_a_broken_record_fails_with_where_it_is(renderer: BrowserRenderer, sample: dict[str, Any]) -> None:
     board = _board(sample)
     next(r for r in board.records if r.get("type") == "geo")["props"]["w"] = "wide"
-    with pytest.raises(InvalidBoard, match="props.w"):
+    with pytest.raises(InvalidBoard, match=r"props\.w"):
         await renderer.render(board, ExportFormat.PNG, ExportOptions())
 
 
