@@ -32,8 +32,10 @@ _CONTENT_TYPES = {
     ExportFormat.PDF: "application/pdf",
 }
 
-MAX_PNG_PIXELS = 64_000_000
-"""Largest PNG (width x height x pixel ratio squared) the renderer is asked for; larger boards must scale down."""
+MAX_PNG_PIXELS = 16_777_216
+"""Largest PNG (4096 x 4096 worth of pixels) the renderer makes: past it the pixel ratio is lowered to fit
+(the job result says which ratio was used). Chromium's canvas stops near 268 megapixels, and encoding
+time grows with the pixels: a 2,000-shape board at ratio 2 would be about 580 megapixels."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-// The export page: headless Chromium opens it once per job, and the worker calls window.collabRender.
+// The export page: headless Chromium opens a fresh one per job, and the worker calls window.collabRender.
 // The board is loaded into a real tldraw editor and exported by tldraw itself (getSvgString / toImage),
 // so text is laid out by the browser exactly as users see it. Fonts and icons come from /assets/.
 import { createRoot } from 'react-dom/client'
@@ -22,6 +22,7 @@ interface RenderRequest {
   format: 'svg' | 'png' | 'pdf'
   options: RenderOptions
   rasterAbove: number
+  maxPixels: number
 }
 
 interface PageImage {
@@ -29,13 +30,15 @@ interface PageImage {
   data: string // SVG markup, or PNG as base64
   width: number
   height: number
+  pixelRatio?: number
 }
 
 declare global {
   interface Window {
     collabConfig?: { licenseKey?: string }
-    collabRender: (request: RenderRequest) => Promise<{ pages: PageImage[]; shapes: number }>
+    collabRender: (request: RenderRequest) => Promise<{ pages: PageImage[]; shapes: number; timings: Record<string, number> }>
     collabEditor?: Editor
+    collabReady?: boolean
     collabSampleBoard: (n: number) => Promise<BoardData>
     collabParseTldr: (json: string) => TLRecord[]
   }
@@ -43,29 +46,32 @@ declare global {
 
 const assetUrls = getAssetUrls({ baseUrl: '/assets' })
 
-function mount(board: BoardData): Promise<Editor> {
-  const probe = createTLStore()
-  const snapshot = boardSnapshot(probe.schema.serialize(), board)
-  let store: ReturnType<typeof createTLStore>
+// The editor is mounted empty as soon as the page loads: the worker keeps a loaded page in reserve, so a
+// job only loads its board into a ready editor (window.collabReady says when).
+const editorReady: Promise<Editor> = new Promise((resolve) => {
+  createRoot(document.getElementById('root')!).render(
+    <Tldraw
+      hideUi
+      licenseKey={window.collabConfig?.licenseKey || undefined}
+      assetUrls={assetUrls}
+      onMount={(editor) => {
+        window.collabEditor = editor
+        resolve(editor)
+      }}
+    />,
+  )
+})
+editorReady.then(() => document.fonts.ready).then(() => { window.collabReady = true })
+
+async function load(board: BoardData): Promise<Editor> {
+  const editor = await editorReady
+  const snapshot = boardSnapshot(editor.store.schema.serialize(), board) // board_too_new
   try {
-    store = createTLStore({ snapshot }) // migrates and validates every record
+    editor.store.loadStoreSnapshot(snapshot) // migrates and validates every record
   } catch (error) {
     throw new Error(`invalid_board: ${error instanceof Error ? error.message : String(error)}`)
   }
-  return new Promise((resolve) => {
-    createRoot(document.getElementById('root')!).render(
-      <Tldraw
-        store={store}
-        hideUi
-        licenseKey={window.collabConfig?.licenseKey || undefined}
-        assetUrls={assetUrls}
-        onMount={(editor) => {
-          window.collabEditor = editor
-          resolve(editor)
-        }}
-      />,
-    )
-  })
+  return editor
 }
 
 function pagesToExport(editor: Editor, request: RenderRequest): TLPageId[] {
@@ -87,20 +93,26 @@ async function blobToBase64(blob: Blob): Promise<string> {
   return btoa(binary)
 }
 
-async function exportPage(editor: Editor, ids: TLShapeId[], kind: 'svg' | 'png', o: RenderOptions): Promise<PageImage> {
+async function exportPage(editor: Editor, ids: TLShapeId[], kind: 'svg' | 'png', o: RenderOptions, maxPixels: number): Promise<PageImage> {
   const common = { background: o.background, padding: o.padding, darkMode: o.dark_mode, scale: o.scale }
   if (kind === 'svg') {
     const result = await editor.getSvgString(ids, common)
     if (!result) throw new Error('render_failed: tldraw returned no SVG')
     return { kind, data: result.svg, width: result.width, height: result.height }
   }
-  const result = await editor.toImage(ids, { ...common, format: 'png', pixelRatio: o.pixel_ratio })
-  return { kind, data: await blobToBase64(result.blob), width: result.width, height: result.height }
+  // A bitmap is capped at maxPixels (a board much larger than a screen at pixel ratio 2 is a canvas of
+  // hundreds of megapixels: slow, and past Chromium's canvas limit): the pixel ratio is lowered to fit.
+  const bounds = editor.getShapesPageBounds(ids)
+  const area = bounds ? (bounds.w * o.scale + 2 * o.padding) * (bounds.h * o.scale + 2 * o.padding) : 1
+  const pixelRatio = Math.min(o.pixel_ratio, Math.sqrt(maxPixels / Math.max(area, 1)))
+  const result = await editor.toImage(ids, { ...common, format: 'png', pixelRatio })
+  return { kind, data: await blobToBase64(result.blob), width: result.width, height: result.height, pixelRatio }
 }
 
 window.collabRender = async (request) => {
-  const editor = await mount(request.board)
-  await document.fonts.ready
+  const t0 = performance.now()
+  const editor = await load(request.board)
+  const timings: Record<string, number> = { load_ms: Math.round(performance.now() - t0) }
   const pages: PageImage[] = []
   let shapes = 0
   for (const pageId of pagesToExport(editor, request)) {
@@ -113,15 +125,17 @@ window.collabRender = async (request) => {
     shapes += ids.length
     // PDF pages are SVG (vector) unless the board is very large, where a raster page is much faster
     const kind = request.format === 'png' || (request.format === 'pdf' && ids.length > request.rasterAbove) ? 'png' : 'svg'
-    pages.push(await exportPage(editor, ids, kind, request.options))
+    const t1 = performance.now()
+    pages.push(await exportPage(editor, ids, kind, request.options, request.maxPixels))
+    timings.export_ms = (timings.export_ms ?? 0) + Math.round(performance.now() - t1)
   }
   if (pages.length === 0) throw new Error('invalid_board: the board has no shapes to export')
-  return { pages, shapes }
+  return { pages, shapes, timings }
 }
 
 // A board drawn by tldraw itself (benchmarks, renderer tests): mounts an empty editor, draws, returns records.
 window.collabSampleBoard = async (n) => {
-  const editor = await mount({ records: [], schema: null })
+  const editor = await editorReady
   drawSampleBoard(editor, n)
   const records = editor.store.allRecords().filter((r) => ['document', 'page', 'shape', 'binding', 'asset'].includes(r.typeName))
   return { records, schema: editor.store.schema.serialize() }
