@@ -14,7 +14,7 @@ import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -134,6 +134,11 @@ async def _stored(server: ServerProcess, room: str, expected: int) -> dict[str, 
     return await eventually(complete, timeout=30)
 
 
+def _pixel(image: Image.Image, x: int, y: int) -> tuple[int, int, int]:
+    r, g, b = cast(tuple[int, int, int], image.getpixel((x, y)))
+    return r, g, b
+
+
 def _reddish(pixel: tuple[int, ...]) -> bool:
     r, g, b = pixel[:3]
     return r > g + 60 and r > b + 60
@@ -180,9 +185,9 @@ async def test_png_pixels_at_a_shape_are_its_colour(board: dict[str, Any], expor
     with Image.open(io.BytesIO(png)) as opened:
         image = opened.convert("RGB")
     # page (x, y) is at pixel (x - min_x + padding): the red box's top-left corner is the board's top-left
-    assert _reddish(image.getpixel((PADDING + 30, PADDING + 20)))
-    assert _bluish(image.getpixel((PADDING + BLUE["x"] + 30, PADDING + 20)))
-    assert not _reddish(image.getpixel((PADDING + 300, PADDING + 20)))  # between the boxes: background
+    assert _reddish(_pixel(image, PADDING + 30, PADDING + 20))
+    assert _bluish(_pixel(image, PADDING + int(BLUE["x"]) + 30, PADDING + 20))  # type: ignore[call-overload]
+    assert not _reddish(_pixel(image, PADDING + 300, PADDING + 20))  # between the boxes: background
 
 
 async def test_pdf_opens_and_shows_the_shapes(board: dict[str, Any], export_server: ServerProcess,
@@ -197,7 +202,7 @@ async def test_pdf_opens_and_shows_the_shapes(board: dict[str, Any], export_serv
     assert len(pages) == 1
     with Image.open(pages[0]) as opened:
         image = opened.convert("RGB")
-    pixels = list(image.get_flattened_data())
+    pixels = cast(list[tuple[int, int, int]], list(image.get_flattened_data()))
     assert sum(map(_reddish, pixels)) > 100 and sum(map(_bluish, pixels)) > 100
 
 

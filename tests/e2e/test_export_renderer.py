@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import io
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_asyncio
@@ -105,9 +105,9 @@ async def test_dark_mode_and_no_background(renderer: BrowserRenderer, sample: di
     dark = await renderer.render(board, ExportFormat.PNG, ExportOptions(dark_mode=True, pixel_ratio=1))
     clear = await renderer.render(board, ExportFormat.PNG, ExportOptions(background=False, pixel_ratio=1))
     with Image.open(io.BytesIO(dark.data)) as image:
-        assert sum(image.convert("RGB").getpixel((2, 2))) < 150  # a dark corner
+        assert sum(cast(tuple[int, int, int], image.convert("RGB").getpixel((2, 2)))) < 150  # a dark corner
     with Image.open(io.BytesIO(clear.data)) as image:
-        assert image.convert("RGBA").getpixel((2, 2))[3] == 0  # a transparent corner
+        assert cast(tuple[int, ...], image.convert("RGBA").getpixel((2, 2)))[3] == 0  # a transparent corner
     scaled = await renderer.render(board, ExportFormat.PNG, ExportOptions(pixel_ratio=2))
     with Image.open(io.BytesIO(dark.data)) as one, Image.open(io.BytesIO(scaled.data)) as two:
         assert two.width == 2 * one.width

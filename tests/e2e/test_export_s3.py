@@ -65,7 +65,7 @@ async def test_a_json_export_lands_on_s3_and_its_presigned_url_downloads_it(
                 assert status["status"] == "completed", status
                 return status
 
-            status = await eventually(finished, timeout=30)
+            status: dict[str, Any] = await eventually(finished, timeout=30)
             url: str = status["url"]
             assert url.startswith(f"{moto.endpoint}/boards/prod/exports/{room_name}/{job_id}/")
             download = await http.get(url)

@@ -47,7 +47,8 @@ class Setup:
         self.service = ExportService(self.jobs, self.blobs)
 
     async def work(self) -> None:
-        await Worker(self.jobs, self.documents, self.blobs, None,  # type: ignore[arg-type] - JSON only
+        # JSON only: the worker never calls the renderer
+        await Worker(self.jobs, self.documents, self.blobs, None,  # type: ignore[arg-type]
                      WorkerConfig(worker_id="w", backoff=0)).run(burst=True)
 
 
