@@ -126,6 +126,9 @@ class Settings:
     export_poll_interval: float = _setting(5.0, "seconds an idle worker waits between queue checks without a wake-up")
     export_browser_restart_jobs: int = _setting(100, "restart the worker's Chromium after this many jobs")
     export_chromium: str = _setting("/usr/bin/chromium", "the Chromium binary exports render in")
+    export_nice: int = _setting(
+        10, "nice value of the export worker's Chromium (0-19; higher yields the CPU to the server's realtime path)"
+    )
     export_raster_above: int = _setting(
         1500, "PDF pages with more shapes than this are printed from a PNG (raster) instead of SVG (vector)"
     )
@@ -157,6 +160,8 @@ class Settings:
         for name in ("heartbeat_interval", "anti_entropy_interval", "presence_ttl"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
+        if not 0 <= self.export_nice <= 19:
+            raise ConfigError(f"{ENV_PREFIX}EXPORT_NICE must be between 0 and 19")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"{ENV_PREFIX}LOG_LEVEL must be debug, info, warning or error")
         if not self.replica_id:

@@ -7,6 +7,8 @@
 - Chromium is the system one (``executable_path``); Playwright never downloads a browser. Its background
   networking is turned off, and every host but the loopback bundle server is unresolvable, so a board
   that names an outside image cannot make the renderer reach out.
+- Chromium runs at a lower CPU priority (nice ``niceness``, exports.priority): beside the server's event
+  loop in the embedded default, rendering takes only the CPU the realtime path leaves.
 - PDF: the page exports each tldraw page as SVG and Chromium prints them (vector); a page with more than
   ``raster_above`` shapes is exported as PNG and printed as an image (raster), which is much faster for very
   large boards. The job result says which (``{"pdf": "vector" | "raster"}``).
@@ -27,6 +29,7 @@ from typing import Any
 from collab_server import metrics
 from exports.errors import BoardTooNew, InvalidBoard, JobError, RendererUnavailable, RenderFailed, RenderTimeout
 from exports.options import MAX_PNG_PIXELS, ExportFormat, ExportOptions
+from exports.priority import lower_chromium_priority
 from exports.renderer import BUNDLE_DIR, INSTALL_HINT, Rendered
 from exports.static_server import StaticServer
 from exports.tldr import Board
@@ -50,13 +53,14 @@ class BrowserRenderer:
 
     def __init__(self, *, executable: str = "/usr/bin/chromium", bundle_dir: Path = BUNDLE_DIR,
                  license_key: str = "", timeout: float = 60.0, restart_after: int = 100,
-                 raster_above: int = 1500) -> None:
+                 raster_above: int = 1500, niceness: int = 10) -> None:
         self._executable = executable
         self._bundle_dir = bundle_dir
         self._license_key = license_key
         self._timeout = timeout
         self._restart_after = restart_after
         self._raster_above = raster_above
+        self._niceness = niceness
         self._lock = asyncio.Lock()
         self._playwright: Any = None
         self._browser: Any = None
@@ -101,6 +105,7 @@ class BrowserRenderer:
             )
         except Exception as exc:
             raise RendererUnavailable(f"Chromium at {self._executable} did not start ({exc}); {INSTALL_HINT}") from exc
+        await self._deprioritise()
         self._context = await self._browser.new_context(viewport={"width": 1280, "height": 800})
         # the key is handed to the page before its script runs; it never appears in a URL or a log
         await self._context.add_init_script(
@@ -113,6 +118,7 @@ class BrowserRenderer:
         assert self._server is not None
         page = await context.new_page()
         try:
+            await self._deprioritise()  # the page's renderer process is new (forked at the browser's nice)
             await page.goto(self._server.origin + "/index.html", wait_until="load")
             await page.wait_for_function("window.collabReady === true")
         except BaseException:
@@ -120,6 +126,10 @@ class BrowserRenderer:
                 await page.close()
             raise
         return page
+
+    async def _deprioritise(self) -> None:
+        if self._niceness > 0:
+            await asyncio.to_thread(lower_chromium_priority, self._niceness)
 
     async def _take_page(self, context: Any) -> Any:
         """The page loaded in reserve, if there is one ready for this browser; else a new one."""

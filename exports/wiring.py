@@ -47,7 +47,7 @@ def browser_renderer(settings: Settings) -> Renderer:
     return BrowserRenderer(
         executable=settings.export_chromium, license_key=settings.tldraw_license_key.reveal(),
         timeout=settings.export_job_timeout, restart_after=settings.export_browser_restart_jobs,
-        raster_above=settings.export_raster_above,
+        raster_above=settings.export_raster_above, niceness=settings.export_nice,
     )
 
 

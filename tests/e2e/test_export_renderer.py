@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -17,6 +19,7 @@ from prometheus_client import REGISTRY
 from exports.browser import BrowserRenderer
 from exports.errors import BoardTooNew, InvalidBoard, RenderTimeout
 from exports.options import ExportFormat, ExportOptions
+from exports.priority import descendants
 from exports.tldr import Board
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -139,3 +142,19 @@ async def test_the_browser_is_restarted_after_n_jobs(sample: dict[str, Any]) -> 
         assert _restarts() == before + 1
     finally:
         await short_lived.close()
+
+
+async def test_chromium_runs_at_a_lower_priority_than_the_server(renderer: BrowserRenderer,
+                                                                  sample: dict[str, Any]) -> None:
+    await renderer.render(_board(sample), ExportFormat.SVG, ExportOptions())
+    chromium = [pid for pid in descendants(os.getpid()) if _comm(pid).startswith("chrom")]
+    assert chromium
+    assert all(os.getpriority(os.PRIO_PROCESS, pid) >= 10 for pid in chromium if _comm(pid))
+    assert os.getpriority(os.PRIO_PROCESS, 0) < 10
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text()
+    except OSError:
+        return ""  # exited meanwhile
