@@ -1,4 +1,4 @@
-"""Lower the CPU priority of this process's Chromium processes, so rendering yields to the realtime path.
+"""Lower the CPU priority of the export work's processes, so rendering yields to the realtime path.
 
 In the embedded default the export worker's Chromium runs beside the server's event loop on the same
 cores; at a higher nice value the kernel gives the loop the CPU first whenever both want it. Chromium
@@ -29,12 +29,14 @@ def descendants(root: int) -> list[int]:
 
 
 def lower_chromium_priority(niceness: int, root: int | None = None) -> int:
-    """Set nice ``niceness`` on every chromium process below ``root`` (default: this process) that runs
-    at a higher priority; returns how many were changed. Best effort: a process may exit meanwhile."""
+    """Set nice ``niceness`` on every Chromium process below ``root`` (default: this process), and on
+    Playwright's driver (it relays every byte of the pages' results), where they run at a higher priority;
+    returns how many were changed. Best effort: a process may exit meanwhile."""
     changed = 0
     for pid in descendants(os.getpid() if root is None else root):
         with contextlib.suppress(OSError):
-            if not Path(f"/proc/{pid}/comm").read_text().startswith("chrom"):
+            is_chromium = Path(f"/proc/{pid}/comm").read_text().startswith("chrom")
+            if not is_chromium and b"playwright" not in Path(f"/proc/{pid}/cmdline").read_bytes():
                 continue
             if os.getpriority(os.PRIO_PROCESS, pid) < niceness:
                 os.setpriority(os.PRIO_PROCESS, pid, niceness)
