@@ -127,7 +127,8 @@ class Settings:
     export_browser_restart_jobs: int = _setting(100, "restart the worker's Chromium after this many jobs")
     export_chromium: str = _setting("/usr/bin/chromium", "the Chromium binary exports render in")
     export_nice: int = _setting(
-        10, "nice value of the export worker's Chromium (0-19; higher yields the CPU to the server's realtime path)"
+        19, "CPU priority of the export worker's Chromium: nice 0-19, where 19 also means the idle class "
+        "(renders only take CPU time the server's realtime path leaves); 0 leaves it alone"
     )
     export_raster_above: int = _setting(
         1500, "PDF pages with more shapes than this are printed from a PNG (raster) instead of SVG (vector)"

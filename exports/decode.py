@@ -51,6 +51,8 @@ async def decode_board(room: str, snapshot: bytes | None, updates: Sequence[byte
     )
     with contextlib.suppress(OSError):  # export work yields the CPU to the server (exports.priority)
         os.setpriority(os.PRIO_PROCESS, proc.pid, niceness)
+        if niceness >= 19 and hasattr(os, "SCHED_IDLE"):
+            os.sched_setscheduler(proc.pid, os.SCHED_IDLE, os.sched_param(0))
     try:
         out, err = await asyncio.wait_for(proc.communicate(_frame([snapshot or b"", *updates])), timeout)
     except TimeoutError:
