@@ -13,6 +13,15 @@ complete, fail or heartbeat it; its calls return False and it drops the job.
 Backends: memory (one process), SQLite (the embedded default; one write transaction per claim), and
 PostgreSQL (``FOR UPDATE SKIP LOCKED``, workers woken by LISTEN/NOTIFY). The ``exports`` table is the
 record people see through the REST API; there is no second queue table behind it.
+
+Why not procrastinate (evaluated, as issue 11 asked): it is a well-kept queue on exactly these
+PostgreSQL mechanisms, but it is PostgreSQL-only, and the embedded default runs on SQLite (and tests on
+memory), so a second implementation would exist anyway; it keeps jobs in its own tables and schema
+(managed by its own migrations, psycopg rather than our asyncpg pool), so the ``exports`` record would be
+mirrored from its ``procrastinate_jobs`` rows with two sources of truth for status, attempts and errors;
+and a lease that a live worker renews while a dead one's expires is not its model (it detects stalled
+workers by heartbeat and retries them on request). The part we need is one claim query and a few
+conditional updates per backend, shown correct by one contract test body on all three.
 """
 
 from __future__ import annotations
