@@ -126,6 +126,9 @@ class Settings:
     export_poll_interval: float = _setting(5.0, "seconds an idle worker waits between queue checks without a wake-up")
     export_browser_restart_jobs: int = _setting(100, "restart the worker's Chromium after this many jobs")
     export_chromium: str = _setting("/usr/bin/chromium", "the Chromium binary exports render in")
+    export_renderer_dir: str = _setting(
+        "", "the built renderer page (empty: exports/renderer/web/dist beside the installed code)"
+    )
     export_nice: int = _setting(
         19, "CPU priority of the export worker's Chromium: nice 0-19, where 19 also means the idle class "
         "(renders only take CPU time the server's realtime path leaves); 0 leaves it alone"

@@ -11,11 +11,12 @@ import contextlib
 import logging
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from collab_server.secrets import Secret
 from collab_server.settings import Settings
 from exports.blobs import BlobStore, open_blob_store
-from exports.renderer import Renderer
+from exports.renderer import BUNDLE_DIR, Renderer
 from exports.service import ExportService
 from exports.worker import Worker, WorkerConfig
 from persistence.base import DocumentStore
@@ -45,7 +46,8 @@ def browser_renderer(settings: Settings) -> Renderer:
     from exports.browser import BrowserRenderer
 
     return BrowserRenderer(
-        executable=settings.export_chromium, license_key=settings.tldraw_license_key.reveal(),
+        executable=settings.export_chromium, bundle_dir=Path(settings.export_renderer_dir or BUNDLE_DIR),
+        license_key=settings.tldraw_license_key.reveal(),
         timeout=settings.export_job_timeout, restart_after=settings.export_browser_restart_jobs,
         raster_above=settings.export_raster_above, niceness=settings.export_nice,
     )
