@@ -79,7 +79,7 @@ def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path) ->
            "COLLAB_EXPORT_POLL_INTERVAL": "0.2"}
     server = subprocess.Popen(["taskset", "-c", "0", str(REPO / ".venv/bin/collab-server"), "--port", str(port)],
                               stdout=log, stderr=log, start_new_session=True, env=env)
-    stop, renders = threading.Event(), []
+    stop, renders = threading.Event(), list[float]()
     try:
         deadline = time.monotonic() + 60
         while True:
