@@ -4,7 +4,9 @@ The embedded default: one server process (SQLite, in-process export worker) pinn
 harness's ``fanout`` scenario (1 writer -> 50 readers) pinned to CPU 1. In "rendering" runs a loop keeps
 one PNG export of a 200-shape board (drawn by tldraw) in the queue for the whole scenario. Chromium is a
 child of the server and inherits its pinning, so it competes with the event loop for CPU 0: the worst
-case for the claim. Runs alternate idle / rendering.
+case for the claim. "apart" runs the same load with the worker as its own process (``collab-server
+worker``, COLLAB_EXPORT_WORKER=off) on the same core: what is left is contention for the core, not the
+worker's work on the server's event loop. Runs alternate between the modes.
 
     .venv/bin/python bench/exports_fanout.py --runs 2 --bench-args "--updates 2000 --reps 2"
 
@@ -77,8 +79,14 @@ def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path) ->
     log = open(out_dir / f"server-{mode}-{port}.log", "wb")
     env = {**os.environ, "COLLAB_DATABASE_URL": f"sqlite:///{database}", "COLLAB_BLOB_URL": f"file://{out_dir}/blobs",
            "COLLAB_EXPORT_POLL_INTERVAL": "0.2"}
+    if mode == "apart":  # the worker as its own process, on the same core as the server
+        env["COLLAB_EXPORT_WORKER"] = "off"
     server = subprocess.Popen(["taskset", "-c", "0", str(REPO / ".venv/bin/collab-server"), "--port", str(port)],
                               stdout=log, stderr=log, start_new_session=True, env=env)
+    worker = None
+    if mode == "apart":
+        worker = subprocess.Popen(["taskset", "-c", "0", str(REPO / ".venv/bin/collab-server"), "worker"],
+                                  stdout=log, stderr=log, start_new_session=True, env=env)
     stop, renders = threading.Event(), list[float]()
     try:
         deadline = time.monotonic() + 60
@@ -92,7 +100,7 @@ def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path) ->
                 time.sleep(0.1)
         background = machine_busy_percent()
         loader = threading.Thread(target=keep_rendering, args=(port, stop, renders), daemon=True)
-        if mode == "rendering":
+        if mode != "idle":
             loader.start()
             while not renders:  # the first render starts Chromium: measure once it is warm
                 time.sleep(0.2)
@@ -106,13 +114,16 @@ def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path) ->
         )
         wall = time.monotonic() - started
         server_cpu = process_cpu_seconds(server.pid) - cpu_before
-        rendered_during = len(renders) - (1 if mode == "rendering" else 0)
+        rendered_during = len(renders) - (0 if mode == "idle" else 1)
         stop.set()
         if loader.is_alive():
             loader.join(60)
         metrics = json.loads(result_json.read_text())["metrics"]
     finally:
         stop.set()
+        if worker is not None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(60)
         os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(30)
@@ -134,7 +145,9 @@ def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path) ->
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=2, help="runs per mode (alternating idle/rendering)")
+    parser.add_argument("--runs", type=int, default=2, help="runs per mode (alternating)")
+    parser.add_argument("--modes", default="idle,rendering,apart",
+                        help="idle; rendering (in-process worker); apart (collab-server worker beside it)")
     parser.add_argument("--bench-args", default="", help="extra arguments for bench.mjs fanout")
     args = parser.parse_args()
     out_dir = Path(tempfile.mkdtemp(prefix="exports-fanout-"))
@@ -142,7 +155,7 @@ def main() -> int:
     asyncio.run(prepare(database))
     results = []
     for _ in range(args.runs):
-        for mode in ("idle", "rendering"):
+        for mode in args.modes.split(","):
             results.append(run_once(mode, database, args.bench_args.split(), out_dir))
             print(json.dumps(results[-1]), flush=True)
     print(f"\nresults and logs in {out_dir}")
