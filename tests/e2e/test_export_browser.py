@@ -215,3 +215,36 @@ async def test_the_example_apps_export_menu_downloads_a_png(board: dict[str, Any
     await download.save_as(tmp_path / "menu.png")
     assert (tmp_path / "menu.png").read_bytes().startswith(b"\x89PNG\r\n")
     assert await page.inner_text("[data-export-status]") == "png: ready"
+
+
+async def test_the_example_app_shows_other_peoples_cursors(
+    board: dict[str, Any], browser: Any, app: ExampleApp, export_server: ServerProcess
+) -> None:
+    other = await browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        await other.goto(f"{app.url}/?room={board['room']}&server={export_server.http}&name=Other")
+        await other.wait_for_function("window.editor !== undefined")
+        page = board["page"]
+
+        async def cursor_seen() -> None:
+            await page.mouse.move(640, 420)
+            await page.mouse.move(650, 430)
+            names = await other.evaluate(
+                "() => window.editor.store.allRecords()"
+                ".filter((r) => r.typeName === 'instance_presence').map((r) => r.userName)"
+            )
+            assert "Tester" in names
+
+        await eventually(cursor_seen, timeout=20, interval=0.2)
+    finally:
+        await other.close()
+
+
+async def test_export_metrics_are_exposed(board: dict[str, Any], export_server: ServerProcess) -> None:
+    await _stored(export_server, board["room"], 4)
+    await _export(export_server, board["room"], "svg")
+    assert export_server.metric('collab_export_jobs_total{status="requested"}') >= 2
+    assert export_server.metric('collab_export_jobs_total{status="completed"}') >= 1
+    assert export_server.metric("collab_export_queue_depth") >= 0
+    assert export_server.metric("collab_export_browser_restarts_total") == 0
+    assert export_server.metric('collab_export_render_seconds_count{format="svg"}') >= 1
