@@ -57,10 +57,11 @@ def _classify(script: str, process: subprocess.Popen[bytes]) -> tuple[Outcome, s
                 if number == total:
                     break
         try:
-            rest, _ = process.communicate(timeout=HANG_GRACE)
+            # (not communicate(): it would bypass what the line iterator has buffered already)
+            process.wait(timeout=HANG_GRACE)
         except subprocess.TimeoutExpired:
             return Outcome.HUNG, "".join(lines)
-        lines.append(rest.decode(errors="replace"))
+        lines.append(process.stdout.read().decode(errors="replace"))
     finally:
         if process.poll() is None:
             process.kill()
