@@ -19,6 +19,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from collab_server.limits import Quotas
 from collab_server.replication import Replication
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
@@ -73,6 +74,8 @@ def create_app(
                 "store": document_store,
                 "writer": writer,
                 "rooms": rooms,
+                # Rates and quotas shared by every socket (collab_server.limits).
+                "quotas": Quotas.from_settings(settings),
                 # The presence registry (presence.registry.PresenceRegistry), for the REST presence listing.
                 "presence": getattr(rooms.replication, "presence", None),
             }

@@ -3,6 +3,10 @@
     CollabError
     ├── ConfigError          a setting is missing or malformed (names the key)
     ├── ProtocolError        a peer sent bytes that are not valid y-websocket messages
+    ├── LimitExceeded        a peer passed a rate or quota (transient: it may come back later)
+    │   ├── RateLimited          bytes or messages per second, rooms opened per minute
+    │   ├── DocumentTooLarge     the document would pass its size quota
+    │   └── RoomOverloaded       the room holds as many awareness states as it may
     ├── RoomNotFound
     ├── AuthError
     ├── StoreError           the document store failed
@@ -27,6 +31,22 @@ class ConfigError(CollabError):
 
 class ProtocolError(CollabError):
     """A peer sent something that is not a valid y-websocket message."""
+
+
+class LimitExceeded(CollabError):
+    """A peer passed a rate or a quota; the message says which, in words meant for the client."""
+
+
+class RateLimited(LimitExceeded):
+    pass
+
+
+class DocumentTooLarge(LimitExceeded):
+    pass
+
+
+class RoomOverloaded(LimitExceeded):
+    pass
 
 
 class RoomNotFound(CollabError):

@@ -13,9 +13,11 @@ never gets half of a frame applied. Every count and size a client controls has a
 messages per frame, state vector entries, awareness entries per message, bytes and JSON nesting depth of
 one awareness state. Awareness states must be JSON that every client can ``JSON.parse``: ``NaN`` and
 ``Infinity`` are refused, and nesting is measured before parsing, so ``json.loads`` never recurses deep
-enough to raise RecursionError. Every refusal is a ProtocolError in our own words. Outgoing messages are built with pycrdt's encoders, which are correct
-for byte payloads. Strings are written here because pycrdt's ``Encoder.write_var_string`` prefixes the
-*character* count, which corrupts non-ASCII text.
+enough to raise RecursionError. Every refusal is a ProtocolError in our own words.
+
+Outgoing messages are built with pycrdt's encoders, which are correct for byte payloads. Strings are
+written here because pycrdt's ``Encoder.write_var_string`` prefixes the *character* count, which
+corrupts non-ASCII text.
 """
 
 from __future__ import annotations
@@ -223,10 +225,12 @@ def decode_frame(frame: bytes, limits: FrameLimits = DEFAULT_LIMITS) -> list[Mes
 def decode_awareness(update: bytes, limits: FrameLimits = DEFAULT_LIMITS) -> list[AwarenessEntry]:
     """Decode an awareness update; every state must be JSON that any client can ``JSON.parse``."""
     cached = _last_awareness
-    if cached is not None and cached[0] is update and cached[1] == limits:
-        # The websocket endpoint checks a frame's awareness before the room applies it: same bytes object,
-        # decoded once.
-        return cached[2]
+    if cached is not None and cached[0] is update:
+        # The websocket endpoint checks each awareness message (with the configured limits) just before
+        # the room applies it: the same bytes object, decoded once. (The cache holds the bytes, so their
+        # id cannot be reused by another object; it is let go at once.)
+        _remember_awareness(None)
+        return cached[1]
     reader = Reader(update)
     count = reader.var_uint("awareness entry count")
     if count > limits.awareness_entries:
@@ -244,16 +248,16 @@ def decode_awareness(update: bytes, limits: FrameLimits = DEFAULT_LIMITS) -> lis
         entries.append(AwarenessEntry(client_id, clock, state))
     if not reader.at_end():
         raise ProtocolError("trailing bytes after awareness entries")
-    _remember_awareness(update, limits, entries)
+    _remember_awareness(update, entries)
     return entries
 
 
-_last_awareness: tuple[bytes, FrameLimits, list[AwarenessEntry]] | None = None
+_last_awareness: tuple[bytes, list[AwarenessEntry]] | None = None
 
 
-def _remember_awareness(update: bytes, limits: FrameLimits, entries: list[AwarenessEntry]) -> None:
+def _remember_awareness(update: bytes | None, entries: list[AwarenessEntry] | None = None) -> None:
     global _last_awareness
-    _last_awareness = (update, limits, entries)
+    _last_awareness = None if update is None or entries is None else (update, entries)
 
 
 # Bytes that shape JSON structure: quotes, brackets. Everything else is deleted before measuring depth.

@@ -24,6 +24,7 @@ from collab_server.peer import Peer
 from collab_server.protocol import (
     AuthMessage,
     AwarenessMessage,
+    Message,
     QueryAwareness,
     SyncStep1,
     SyncStep2,
@@ -134,35 +135,38 @@ class Room:
 
     def receive(self, peer: Peer, frame: bytes) -> None:
         """Handle one frame from a local peer. ProtocolError: the frame is refused whole."""
-        messages = decode_frame(frame)
-        for message in messages:
-            if isinstance(message, SyncUpdate | SyncStep2):
-                _RECEIVED_UPDATE.inc()
-                if not peer.can_write:
-                    metrics.UPDATES_DROPPED.labels("read_only").inc()
-                    continue
-                if not self._sink.accepts(len(message.update)):
-                    metrics.UPDATES_DROPPED.labels("store_overloaded").inc()
-                    raise StoreOverloaded("the store is not accepting writes right now")
-                self.apply(message.update, peer)
-            elif isinstance(message, SyncStep1):
-                _RECEIVED_STEP1.inc()
-                try:
-                    diff = self.doc.get_update(message.state_vector)
-                except ValueError as exc:
-                    raise ProtocolError(f"sync step1 carries an invalid state vector ({exc})") from exc
-                peer.send(encode_sync_step2(diff))
-            elif isinstance(message, AwarenessMessage):
-                _RECEIVED_AWARENESS.inc()
-                self.apply_awareness(message.update, message.message, peer)
-            elif isinstance(message, QueryAwareness):
-                _RECEIVED_QUERY.inc()
-                entries = self.awareness.entries()
-                if entries:
-                    peer.send(encode_awareness_message(entries))
-            elif isinstance(message, AuthMessage):
-                # Clients never send auth messages; the server decides access at connect time.
-                _RECEIVED_AUTH.inc()
+        for message in decode_frame(frame):
+            self.handle(peer, message)
+
+    def handle(self, peer: Peer, message: Message) -> None:
+        """Handle one decoded message from a local peer (the websocket endpoint decodes and bounds frames)."""
+        if isinstance(message, SyncUpdate | SyncStep2):
+            _RECEIVED_UPDATE.inc()
+            if not peer.can_write:
+                metrics.UPDATES_DROPPED.labels("read_only").inc()
+                return
+            if not self._sink.accepts(len(message.update)):
+                metrics.UPDATES_DROPPED.labels("store_overloaded").inc()
+                raise StoreOverloaded("the store is not accepting writes right now")
+            self.apply(message.update, peer)
+        elif isinstance(message, SyncStep1):
+            _RECEIVED_STEP1.inc()
+            try:
+                diff = self.doc.get_update(message.state_vector)
+            except ValueError as exc:
+                raise ProtocolError("sync step1 carries an invalid state vector") from exc
+            peer.send(encode_sync_step2(diff))
+        elif isinstance(message, AwarenessMessage):
+            _RECEIVED_AWARENESS.inc()
+            self.apply_awareness(message.update, message.message, peer)
+        elif isinstance(message, QueryAwareness):
+            _RECEIVED_QUERY.inc()
+            entries = self.awareness.entries()
+            if entries:
+                peer.send(encode_awareness_message(entries))
+        elif isinstance(message, AuthMessage):
+            # Clients never send auth messages; the server decides access at connect time.
+            _RECEIVED_AUTH.inc()
 
     def apply(self, update: bytes, origin: Origin) -> None:
         """Apply an update to the document; ProtocolError if it cannot be decoded."""
@@ -172,7 +176,7 @@ class Room:
         try:
             self.doc.apply_update(update)
         except ValueError as exc:
-            raise ProtocolError(f"update cannot be decoded ({exc})") from exc
+            raise ProtocolError("update cannot be decoded") from exc
         finally:
             self._origin = LOCAL
 

@@ -157,8 +157,9 @@ class Settings:
 
     def validated(self) -> Settings:
         for name in (
-            "port", "max_message_bytes", "send_queue_messages", "send_queue_bytes", "commit_batch", "turn_budget_ms"
-        ) + _BOUNDS:
+            "port", "max_message_bytes", "send_queue_messages", "send_queue_bytes", "commit_batch", "turn_budget_ms",
+            *_BOUNDS,
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
         for name in ("heartbeat_interval", "anti_entropy_interval", "presence_ttl"):

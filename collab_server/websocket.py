@@ -1,12 +1,20 @@
 """The websocket endpoint ``/ws/{room}``: one peer's life, from handshake to close.
 
-Errors are translated to close codes here and nowhere else, and they close this peer only:
+Errors are translated to close codes here and nowhere else, and they close this peer only. Close reasons
+say what the client did wrong, in our words, never a library's message:
 
-    4400  the room name or a message is malformed (permanent: the y-websocket client stops retrying)
+    4400  the room name or a message is malformed, or an update the document library cannot apply
+          (permanent: the y-websocket client stops retrying)
     1003  a text frame (the protocol is binary)
     1009  a frame over the size limit (raised by the websocket layer itself)
     1011  the room could not be loaded, or an unexpected error
     1013  the peer is too slow, or the store is not taking writes: retry later and resync
+    4503  the room holds as many awareness states as it may        (transient: the client retries)
+    4513  the update would take the document past its size quota    (transient)
+    4529  too many bytes or messages per second, or rooms opened per minute from one address (transient)
+
+Each refusal is counted (``collab_peers_closed_total{reason}``, quotas also in
+``collab_quota_refusals_total{quota}``) and logged in one line, rate-limited per reason.
 """
 
 from __future__ import annotations
@@ -14,18 +22,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import unicodedata
+from collections.abc import Mapping
+from typing import Any
 
 from starlette.websockets import WebSocket
 
 from collab_server import metrics
-from collab_server.errors import CorruptDocument, ProtocolError, StoreError, StoreOverloaded
+from collab_server.errors import (
+    CorruptDocument,
+    DocumentTooLarge,
+    LimitExceeded,
+    ProtocolError,
+    RateLimited,
+    RoomOverloaded,
+    StoreError,
+    StoreOverloaded,
+)
+from collab_server.frames import FrameGate
+from collab_server.limits import Quotas
+from collab_server.names import room_name, room_name_problem
 from collab_server.peer import (
     CLOSE_INTERNAL_ERROR,
+    CLOSE_OVERLOADED,
     CLOSE_PROTOCOL_ERROR,
+    CLOSE_RATE_LIMITED,
+    CLOSE_TOO_LARGE,
     CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNSUPPORTED_DATA,
     Peer,
 )
+from collab_server.protocol import FrameLimits
+from collab_server.refusals import log_refusal, refuse
 from collab_server.room import Room
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
@@ -33,33 +60,51 @@ from collab_server.transport import TRANSPORT_EXTENSION
 
 logger = logging.getLogger(__name__)
 
-MAX_ROOM_NAME_BYTES = 512
+__all__ = ["requested_room", "room_endpoint", "room_name_problem"]
+
 # A receive() that took longer than this waited for the network, so the loop served everyone else.
 _REAL_WAIT = 0.0005
+_ROOM_PREFIX = b"/ws/"
+
+# LimitExceeded subclass -> (close code, metric reason)
+_LIMIT_CODES: dict[type[LimitExceeded], tuple[int, str]] = {
+    RateLimited: (CLOSE_RATE_LIMITED, "rate_limited"),
+    DocumentTooLarge: (CLOSE_TOO_LARGE, "document_too_large"),
+    RoomOverloaded: (CLOSE_OVERLOADED, "awareness_full"),
+}
 
 
-def room_name_problem(name: str) -> str | None:
-    """Why ``name`` cannot be a room name, or None if it can."""
-    if not name:
-        return "room name is empty"
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_ROOM_NAME_BYTES:
-        return f"room name is longer than {MAX_ROOM_NAME_BYTES} bytes"
-    if any(unicodedata.category(char) == "Cc" for char in name):
-        return "room name contains control characters"
-    return None
+def requested_room(scope: Mapping[str, Any]) -> tuple[str, str | None]:
+    """The room a websocket asks for, decoded from the raw path, and why it is refused (or None)."""
+    raw: bytes | None = scope.get("raw_path")
+    root = scope.get("root_path", "").encode("utf-8")
+    if raw is not None and raw.startswith(root + _ROOM_PREFIX):
+        return room_name(raw[len(root) + len(_ROOM_PREFIX) :].split(b"?", 1)[0])
+    # An ASGI server that gives no raw path: take its decoded one.
+    name = unicodedata.normalize("NFC", scope["path_params"]["room"])
+    return name, room_name_problem(name)
 
 
 async def room_endpoint(websocket: WebSocket) -> None:
     rooms: RoomManager = websocket.state.rooms
     settings: Settings = websocket.state.settings
-    # The path convertor hands over the rest of the path, already percent-decoded by the server.
-    name = websocket.path_params["room"]
+    quotas: Quotas = websocket.state.quotas
+    name, problem = requested_room(websocket.scope)
     await websocket.accept()
-    problem = room_name_problem(name)
     if problem is not None:
         metrics.PEERS_CLOSED.labels("bad_room_name").inc()
+        log_refusal("bad_room_name", "refused a socket: %s", problem)
         await websocket.close(CLOSE_PROTOCOL_ERROR, problem)
         return
+    if rooms.get(name) is None:
+        address = websocket.client.host if websocket.client else ""
+        if not quotas.room_loads.take(address):
+            text = f"opening rooms faster than {settings.room_loads_per_minute} per minute"
+            metrics.PEERS_CLOSED.labels("room_loads").inc()
+            metrics.QUOTA_REFUSALS.labels("room_loads").inc()
+            log_refusal("room_loads", "refused a socket from %s: %s", address, text)
+            await websocket.close(CLOSE_RATE_LIMITED, text)
+            return
 
     transport = websocket.scope.get("extensions", {}).get(TRANSPORT_EXTENSION, {})
     peer = Peer(
@@ -79,10 +124,11 @@ async def room_endpoint(websocket: WebSocket) -> None:
         await websocket.close(CLOSE_INTERNAL_ERROR, reason)
         return
 
+    gate = FrameGate(_frame_limits(settings), quotas.peer_rates(), quotas.document_sizes, settings.max_awareness_states)
     try:
         for message in room.welcome():
             peer.send(message)
-        await _read_loop(websocket, peer, room, settings.turn_budget_ms / 1000)
+        await _read_loop(websocket, peer, room, gate, settings.turn_budget_ms / 1000)
     finally:
         # Leaves the room (idempotent: a slow-consumer close may have removed the peer already) and
         # broadcasts the removal of its awareness states.
@@ -90,9 +136,19 @@ async def room_endpoint(websocket: WebSocket) -> None:
         await peer.wait_closed()
 
 
-async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, turn_budget: float) -> None:
+def _frame_limits(settings: Settings) -> FrameLimits:
+    return FrameLimits(
+        messages=settings.max_messages_per_frame,
+        state_vector_clients=settings.max_state_vector_clients,
+        awareness_entries=settings.max_awareness_entries,
+        awareness_state_bytes=settings.max_awareness_state_bytes,
+        awareness_depth=settings.max_awareness_depth,
+    )
+
+
+async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, gate: FrameGate, turn_budget: float) -> None:
     receive = websocket.receive
-    handle = room.receive
+    handle = room.handle
     clock = asyncio.get_running_loop().time
     turn_started = clock()
     while not peer.closed:
@@ -111,19 +167,27 @@ async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, turn_budget: 
             return
         frame = event.get("bytes")
         if frame is None:
-            metrics.PEERS_CLOSED.labels("text_frame").inc()
-            peer.close(CLOSE_UNSUPPORTED_DATA, "text frames are not supported: send binary y-websocket messages")
+            refuse(peer, CLOSE_UNSUPPORTED_DATA, "text_frame", "text frames are not supported: send binary messages")
             return
         try:
-            handle(peer, frame)
+            for message in gate.admit(frame):
+                gate.check(message, room, can_write=peer.can_write)
+                handle(peer, message)
+                if peer.closed:
+                    return  # too slow to take the replies: nothing more of this frame is worth doing
+                if clock() - turn_started > turn_budget:
+                    # The same budget inside a frame: a frame of thousands of messages yields too.
+                    await asyncio.sleep(0)
+                    turn_started = clock()
         except ProtocolError as exc:
-            metrics.PEERS_CLOSED.labels("protocol_error").inc()
-            logger.info("peer %d in room %r sent a malformed frame: %s", peer.id, peer.room_name, exc)
-            peer.close(CLOSE_PROTOCOL_ERROR, f"protocol error: {exc}")
+            refuse(peer, CLOSE_PROTOCOL_ERROR, "protocol_error", f"protocol error: {exc}")
+            return
+        except LimitExceeded as exc:
+            code, reason = _LIMIT_CODES.get(type(exc), (CLOSE_TRY_AGAIN_LATER, "limit"))
+            refuse(peer, code, reason, str(exc), quota=True)
             return
         except StoreOverloaded:
-            metrics.PEERS_CLOSED.labels("store_overloaded").inc()
-            peer.close(CLOSE_TRY_AGAIN_LATER, "the store is not accepting writes; retry later")
+            refuse(peer, CLOSE_TRY_AGAIN_LATER, "store_overloaded", "the store is not accepting writes; retry later")
             return
         except asyncio.CancelledError:
             raise
@@ -133,3 +197,13 @@ async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, turn_budget: 
             logger.exception("error handling a frame from peer %d in room %r", peer.id, peer.room_name)
             peer.close(CLOSE_INTERNAL_ERROR, "internal error")
             return
+        except BaseException as exc:
+            if not _is_native_panic(exc):
+                raise
+            # The CRDT library panicked on what this peer sent (pyo3's PanicException is a BaseException).
+            refuse(peer, CLOSE_PROTOCOL_ERROR, "update_failed", "update refused: it could not be applied")
+            return
+
+
+def _is_native_panic(exc: BaseException) -> bool:
+    return type(exc).__name__ == "PanicException"
