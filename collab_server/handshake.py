@@ -4,9 +4,11 @@ A client that opens connections and sends its upgrade request a byte at a time (
 otherwise hold each connection, and a file descriptor, for as long as it likes: uvicorn sets no timer
 until a first response is complete. Here every request must have its headers in within
 ``handshake_timeout`` seconds of the connection (or of the previous response), and at most
-``max_handshakes`` connections may be waiting for theirs; past that, new connections are dropped at
-once. A websocket upgrade leaves this protocol as soon as its headers are in, so an open websocket is
-never counted.
+``max_handshakes`` connections may be waiting for theirs: a new connection past that drops the one that
+has waited longest. A real client sends its headers in one packet and is through in a millisecond, so
+it is the slow ones that are evicted, and an attacker cannot lock others out by holding the cap. A
+websocket upgrade leaves this protocol as soon as its headers are in, so an open websocket is never
+counted.
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from collab_server import metrics
 from collab_server.refusals import log_refusal
 
-_waiting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[object]] = weakref.WeakKeyDictionary()
+_waiting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[GuardedHTTPProtocol, None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def waiting_handshakes(loop: asyncio.AbstractEventLoop) -> set[object]:
-    """The connections of ``loop`` whose request headers are not in yet."""
+def waiting_handshakes(loop: asyncio.AbstractEventLoop) -> dict[GuardedHTTPProtocol, None]:
+    """The connections of ``loop`` whose request headers are not in yet, longest waiting first."""
     waiting = _waiting.get(loop)
     if waiting is None:
-        waiting = _waiting[loop] = set()
+        waiting = _waiting[loop] = {}
     return waiting
 
 
@@ -44,9 +48,9 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         waiting = waiting_handshakes(self.loop)
-        if len(waiting) >= self.max_handshakes:
-            self._drop("handshakes_full", f"{self.max_handshakes} connections are already sending headers")
-            return
+        while len(waiting) >= self.max_handshakes:
+            oldest = next(iter(waiting))
+            oldest._drop("handshakes_full", f"evicted: {self.max_handshakes} connections were sending headers")
         self._start_waiting()
 
     def on_message_begin(self) -> None:
@@ -63,7 +67,7 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _start_waiting(self) -> None:
-        waiting_handshakes(self.loop).add(self)
+        waiting_handshakes(self.loop)[self] = None
         metrics.HANDSHAKES.set(len(waiting_handshakes(self.loop)))
         self._deadline = self.loop.call_later(self.handshake_timeout, self._expired)
 
@@ -72,8 +76,7 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
             self._deadline.cancel()
             self._deadline = None
         waiting = waiting_handshakes(self.loop)
-        if self in waiting:
-            waiting.discard(self)
+        if waiting.pop(self, False) is None:
             metrics.HANDSHAKES.set(len(waiting))
 
     def _expired(self) -> None:

@@ -56,24 +56,31 @@ class TokenBucket:
 class PeerRates:
     """Bytes and messages per second of one peer's incoming frames."""
 
-    __slots__ = ("_bytes", "_messages")
+    __slots__ = ("_bytes", "_clock", "_messages")
 
     def __init__(
-        self, bytes_per_second: float, bytes_burst: float, messages_per_second: float, messages_burst: float
+        self,
+        bytes_per_second: float,
+        bytes_burst: float,
+        messages_per_second: float,
+        messages_burst: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        now = time.monotonic()
+        now = clock()
+        self._clock = clock
         self._bytes = TokenBucket(bytes_per_second, bytes_burst, now)
         self._messages = TokenBucket(messages_per_second, messages_burst, now)
 
     def frame_problem(self, nbytes: int) -> str | None:
         """Charge one frame's bytes; why it is refused, or None."""
-        if not self._bytes.take(nbytes, time.monotonic()):
+        if not self._bytes.take(nbytes, self._clock()):
             return f"sending faster than {self._bytes.rate:.0f} bytes per second"
         return None
 
     def messages_problem(self, count: int) -> str | None:
         """Charge a frame's messages; why they are refused, or None."""
-        if not self._messages.take(count, time.monotonic()):
+        if not self._messages.take(count, self._clock()):
             return f"sending more than {self._messages.rate:.0f} messages per second"
         return None
 
