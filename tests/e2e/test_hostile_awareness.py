@@ -1,0 +1,122 @@
+"""Awareness built to exhaust memory or break other clients: refused with the right code, bounded, and the
+real clients in the room keep collaborating.
+
+Payloads as in issue 8: 1.5 M new client ids in one message (14 MiB frame), states holding NaN or
+Infinity, JSON nested 100,000 deep; and 5,000-id messages in a stream, to reach the per-room limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from websockets.asyncio.client import connect
+
+from collab_server.protocol import (
+    AwarenessEntry,
+    AwarenessMessage,
+    decode_awareness,
+    decode_frame,
+    encode_awareness_message,
+)
+from tests.support.eventually import eventually
+from tests.support.hostile import PeakMemory, Sentinel, assert_no_traceback, close_code, hostile_server
+from tests.support.servers import ServerProcess
+from tests.support.yjs_clients import YjsNode
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = hostile_server(tmp_path_factory.mktemp("hostile-awareness"), max_message_bytes=str(16 * MiB))
+    yield process
+    process.stop()
+
+
+def _states(first: int, count: int, state: str = '{"u":1}') -> bytes:
+    return encode_awareness_message([AwarenessEntry(first + i, 1, state) for i in range(count)])
+
+
+async def test_one_and_a_half_million_ids_in_one_message_are_refused(server: ServerProcess, room_name: str) -> None:
+    frame = _states(1 << 30, 1_500_000, "{}")  # random-looking 31-bit ids, as clients make them
+    assert len(frame) > 12 * MiB
+    sentinel, memory = Sentinel(server, room_name + "-sentinel"), PeakMemory(server)
+    async with sentinel.watching(), memory.sampling(), connect(f"{server.url}/{room_name}", max_size=None) as ws:
+        await ws.recv()
+        await ws.send(frame)
+        code, reason = await close_code(ws)
+    memory.report("1.5 M awareness ids in one message")
+    assert code == 4400
+    assert reason == "protocol error: awareness message carries 1500000 client states, more than 5000"
+    sentinel.assert_served()
+    assert memory.growth < 100 * MiB
+
+
+async def test_a_room_holds_at_most_its_limit_of_awareness_states(server: ServerProcess, room_name: str) -> None:
+    sentinel, memory = Sentinel(server, room_name + "-sentinel"), PeakMemory(server)
+    async with sentinel.watching(), memory.sampling(), connect(f"{server.url}/{room_name}", max_size=None) as ws:
+        await ws.recv()
+        for batch in range(300):  # 1.5 M ids in all, 5,000 at a time
+            try:
+                await ws.send(_states(1 + batch * 5000, 5000))
+            except Exception:
+                break
+        code, reason = await close_code(ws)
+    memory.report("1.5 M awareness ids, 5,000 per message")
+    assert (code, reason) == (4503, "the room already holds 5000 awareness states")
+    sentinel.assert_served()
+    assert memory.growth < 100 * MiB
+    # The refused peer's states left with it: a newcomer is shown only itself.
+    async with connect(f"{server.url}/{room_name}", max_size=None) as fresh:
+        await fresh.recv()
+        await fresh.send(_states(42, 1) + b"\x03")
+        await asyncio.wait_for(fresh.recv(), 5)  # our state, echoed
+        [answer] = decode_frame(await asyncio.wait_for(fresh.recv(decode=False), 5))
+        assert isinstance(answer, AwarenessMessage)
+        assert [entry.client_id for entry in decode_awareness(answer.update)] == [42]
+
+
+@pytest.mark.parametrize("state", ['{"cursor": {"x": NaN}}', '{"x": Infinity}', '[-Infinity]'])
+async def test_nan_and_infinity_never_reach_other_clients(
+    node: YjsNode, server: ServerProcess, room_name: str, state: str
+) -> None:
+    a = await node.connect(server.url, room_name)
+    b = await node.connect(server.url, room_name)
+    await a.wait_synced()
+    await b.wait_synced()
+    async with connect(f"{server.url}/{room_name}") as bad:
+        await bad.recv()
+        await bad.send(encode_awareness_message([AwarenessEntry(999, 1, state)]))
+        code, reason = await close_code(bad)
+    assert code == 4400
+    assert "which JSON does not allow" in reason
+    # y-websocket clients that received NaN would throw in JSON.parse and stop syncing.
+    await a.insert_text(0, "still syncing")
+
+    async def arrived() -> None:
+        assert await b.text() == "still syncing"
+        assert 999 not in await b.awareness()
+
+    await eventually(arrived)
+
+
+async def test_json_nested_100000_deep_is_refused_without_a_traceback(server: ServerProcess, room_name: str) -> None:
+    sentinel = Sentinel(server, room_name + "-sentinel")
+    async with sentinel.watching(), connect(f"{server.url}/{room_name}", max_size=None) as ws:
+        await ws.recv()
+        await ws.send(encode_awareness_message([AwarenessEntry(7, 1, "[" * 100_000 + "]" * 100_000)]))
+        code, reason = await close_code(ws)
+    assert code == 4400
+    assert reason in {
+        "protocol error: awareness state of client 7 is nested deeper than 64 levels",
+        "protocol error: awareness state of client 7 is 200000 bytes, more than 65536",
+    }
+    async with connect(f"{server.url}/{room_name}", max_size=None) as ws:
+        await ws.recv()
+        await ws.send(encode_awareness_message([AwarenessEntry(7, 1, "[" * 30_000)]))
+        code, reason = await close_code(ws)
+    assert (code, reason) == (4400, "protocol error: awareness state of client 7 is nested deeper than 64 levels")
+    sentinel.assert_served()
+    assert_no_traceback(server)
