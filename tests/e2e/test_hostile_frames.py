@@ -75,7 +75,8 @@ async def test_5000_step1s_against_a_3mb_document_are_answered_once(server: Serv
 async def test_step1s_with_different_state_vectors_are_refused(server: ServerProcess, room_name: str) -> None:
     async with connect(f"{server.url}/{room_name}") as ws:
         await ws.recv()
-        await ws.send(b"".join(encode_sync_step1(b"\x01" + write_var_uint(client) + b"\x01") for client in range(1, 5001)))
+        vectors = (b"\x01" + write_var_uint(client) + b"\x01" for client in range(1, 5001))
+        await ws.send(b"".join(encode_sync_step1(vector) for vector in vectors))
         code, reason = await close_code(ws)
     assert (code, reason) == (4400, "protocol error: frame holds more than 4 different sync step1s")
 

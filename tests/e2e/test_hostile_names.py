@@ -25,7 +25,9 @@ async def test_invalid_utf8_names_are_refused(server: ServerProcess, path: str) 
 
 
 @pytest.mark.parametrize(
-    "char", ["\u202e", "\u2066", "\u200b", "\u200d", "\ufeff", "\u0007"], ids=["RLO", "LRI", "ZWSP", "ZWJ", "BOM", "BEL"]
+    "char",
+    ["\u202e", "\u2066", "\u200b", "\u200d", "\ufeff", "\u0007"],
+    ids=["RLO", "LRI", "ZWSP", "ZWJ", "BOM", "BEL"],
 )
 async def test_invisible_and_control_characters_are_refused(server: ServerProcess, room_name: str, char: str) -> None:
     async with connect(f"{server.url}/{quote(room_name + char + 'x')}") as ws:

@@ -25,7 +25,9 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_too_many_messages_per_second_is_refused_with_4529(server_factory: Any, room_name: str) -> None:
-    server: ServerProcess = server_factory({"COLLAB_PEER_MESSAGES_PER_SECOND": "50", "COLLAB_PEER_MESSAGES_BURST": "200"})
+    server: ServerProcess = server_factory(
+        {"COLLAB_PEER_MESSAGES_PER_SECOND": "50", "COLLAB_PEER_MESSAGES_BURST": "200"}
+    )
     sentinel = Sentinel(server, room_name + "-sentinel")
     async with sentinel.watching(), connect(f"{server.url}/{room_name}") as ws:
         await ws.recv()
