@@ -13,7 +13,9 @@ The endpoint uses the extension only when present, so the app still runs under a
 Replies the protocol writes on its own stay inside the peer's send bounds too: a client that pings but
 never reads would otherwise grow the write buffer by a pong per ping without limit, so a ping that
 arrives while more than ``max_buffered_bytes`` (the ``send_queue_bytes`` setting) wait to be sent drops
-the connection. A keepalive timeout drops it as well (a reset, not a close that would wait behind the
+the connection; and since every ping costs a parse and a pong, a client may send ``PING_BURST`` pings
+and then ``PING_RATE`` a second (browsers cannot send pings at all; libraries send one every few
+seconds). A keepalive timeout drops it as well (a reset, not a close that would wait behind the
 unread buffer of a dead peer).
 
 We build on the sans-I/O implementation because it runs keepalive pings from loop timers instead of a
@@ -199,6 +201,10 @@ class WritableFlag:
                 self._waiters = None
 
 
+PING_RATE = 10.0
+PING_BURST = 100
+"""A client may send this many pings at once, and ``PING_RATE`` per second after that."""
+
 KEEPALIVE_RESOLUTION = 0.25
 """Seconds: keepalive pings are grouped into slots this long, and sent at most this late."""
 
@@ -312,6 +318,10 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
     # 37 of them would overflow CPython's shared-key instance dict into a 1.6 KB dict per connection.
     # An attribute a later uvicorn adds still works: it lands in the (then materialised) instance dict.
     __slots__ = (
+        # ours: the ping token bucket
+        "_ping_time",
+        "_ping_tokens",
+        # uvicorn's
         "app",
         "app_state",
         "asgi_version",
@@ -360,6 +370,8 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue = ReceiveQueue()  # type: ignore[assignment]
         self.writable = WritableFlag()  # type: ignore[assignment]
         self.writable.set()
+        self._ping_tokens = float(PING_BURST)
+        self._ping_time = 0.0
 
     def start_keepalive(self) -> None:
         # Called once, right after the 101 response went out: the handshake is complete.
@@ -420,9 +432,17 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
             scope["extensions"][TRANSPORT_EXTENSION] = {"reset": self.reset, "send_nowait": self.send_nowait}
 
     def handle_ping(self) -> None:
-        # websockets queued the pong already; write it only while the peer reads what it is sent.
-        if self.transport.get_write_buffer_size() > self._max_buffered():
+        # websockets queued the pong already; write it only while the peer reads what it is sent, and
+        # sends pings at a sane rate.
+        now = self.loop.time()
+        tokens = min(PING_BURST, self._ping_tokens + (now - self._ping_time) * PING_RATE) - 1
+        self._ping_tokens, self._ping_time = tokens, now
+        if tokens < 0:
             self.conn.data_to_send()  # discard the pong
+            self._drop("ping_flood", f"more than {PING_RATE:g} pings per second")
+            return
+        if self.transport.get_write_buffer_size() > self._max_buffered():
+            self.conn.data_to_send()
             self._drop("ping_flood", "pings while not reading what it is sent")
             return
         super().handle_ping()
