@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
@@ -191,19 +192,30 @@ async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, gate: FrameGa
             return
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except BaseException as exc:
+            if _raised_by_crdt_library(exc):
+                # What this peer sent made the CRDT library fail (a RuntimeError, or pyo3's PanicException,
+                # a BaseException): the client's doing, so one line and no traceback.
+                refuse(peer, CLOSE_PROTOCOL_ERROR, "update_failed", "update refused: it could not be applied")
+                return
+            if not isinstance(exc, Exception):
+                raise
             # A bug in handling one frame must cost this peer its connection, not the room or server.
             metrics.PEERS_CLOSED.labels("internal_error").inc()
             logger.exception("error handling a frame from peer %d in room %r", peer.id, peer.room_name)
             peer.close(CLOSE_INTERNAL_ERROR, "internal error")
             return
-        except BaseException as exc:
-            if not _is_native_panic(exc):
-                raise
-            # The CRDT library panicked on what this peer sent (pyo3's PanicException is a BaseException).
-            refuse(peer, CLOSE_PROTOCOL_ERROR, "update_failed", "update refused: it could not be applied")
-            return
 
 
-def _is_native_panic(exc: BaseException) -> bool:
-    return type(exc).__name__ == "PanicException"
+def _raised_by_crdt_library(exc: BaseException) -> bool:
+    """Did ``exc`` come out of pycrdt (its Python wrapper is the innermost frame)?"""
+    if type(exc).__name__ == "PanicException":
+        return True
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return False
+    traceback = exc.__traceback__
+    if traceback is None:
+        return False
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return f"{os.sep}pycrdt{os.sep}" in traceback.tb_frame.f_code.co_filename

@@ -103,11 +103,12 @@ async def test_nan_and_infinity_never_reach_other_clients(
 
 
 async def test_json_nested_100000_deep_is_refused_without_a_traceback(server: ServerProcess, room_name: str) -> None:
-    sentinel = Sentinel(server, room_name + "-sentinel")
-    async with sentinel.watching(), connect(f"{server.url}/{room_name}", max_size=None) as ws:
+    sentinel, memory = Sentinel(server, room_name + "-sentinel"), PeakMemory(server)
+    async with sentinel.watching(), memory.sampling(), connect(f"{server.url}/{room_name}", max_size=None) as ws:
         await ws.recv()
         await ws.send(encode_awareness_message([AwarenessEntry(7, 1, "[" * 100_000 + "]" * 100_000)]))
         code, reason = await close_code(ws)
+    memory.report("awareness JSON nested 100,000 deep")
     assert code == 4400
     assert reason in {
         "protocol error: awareness state of client 7 is nested deeper than 64 levels",

@@ -110,8 +110,8 @@ async def test_slowloris_connections_are_dropped_and_cannot_lock_others_out(
 ) -> None:
     full_before = server.metric('collab_connections_dropped_total{reason="handshakes_full"}', 0)
     timeouts_before = server.metric('collab_connections_dropped_total{reason="handshake_timeout"}', 0)
-    sentinel = Sentinel(server, room_name + "-sentinel")
-    async with sentinel.watching():
+    sentinel, memory = Sentinel(server, room_name + "-sentinel"), PeakMemory(server)
+    async with sentinel.watching(), memory.sampling():
         slow = [await _slow_request(server, room_name) for _ in range(120)]
         # With 50 waiting at most, the 70 oldest were evicted by the newer ones; the rest time out.
         # Meanwhile a real client and the health check get through.
@@ -121,6 +121,7 @@ async def test_slowloris_connections_are_dropped_and_cannot_lock_others_out(
         results = await asyncio.gather(*(_dropped(reader) for reader, _ in slow))
     for _, writer in slow:
         writer.close()
+    memory.report("slowloris: 120 partial upgrade requests")
     assert all(results)
     sentinel.assert_served()
     assert server.metric('collab_connections_dropped_total{reason="handshakes_full"}') >= full_before + 70
