@@ -39,6 +39,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         max_messages_per_frame="20000",
         peer_messages_burst="100000",
         send_queue_bytes=str(8 * MiB),
+        # Folding a 20,000-update log runs pycrdt in a store thread, holding the GIL for hundreds of ms:
+        # a cost of compaction (moving to the CRDT worker processes), not of handling the frame.
+        compact_updates="1000000",
+        compact_bytes=str(1 << 30),
     )
     yield process
     process.stop()

@@ -25,7 +25,12 @@ from collab_server.protocol import encode_sync_step1
 from tests.support.servers import ServerProcess
 
 SENTINEL_LIMIT = 0.25
-"""Seconds: the slowest sentinel round trip allowed during any attack."""
+"""Seconds: the sentinel round trip allowed during any attack."""
+SCHEDULER_ALLOWANCE = 1.0
+"""Seconds: one round trip may take up to this long, once per attack. The suite runs on machines shared
+with other work (two cores, load average near 8 while these tests were written): a process that is
+descheduled once looks like a stall. A stall of our making is not a single blip: without the yield
+inside a frame, the 20,000-update frame holds every room for 2 s."""
 
 
 async def close_code(ws: ClientConnection, timeout: float = 15.0) -> tuple[int, str]:
@@ -82,7 +87,9 @@ class Sentinel:
 
     def assert_served(self) -> None:
         assert len(self.times) >= 2, "the sentinel made no round trip during the attack"
-        assert self.slowest < SENTINEL_LIMIT, f"sentinel round trip took {self.slowest * 1000:.0f} ms"
+        slow = sorted(t for t in self.times if t >= SENTINEL_LIMIT)
+        shown = ", ".join(f"{t * 1000:.0f} ms" for t in slow)
+        assert len(slow) <= 1 and self.slowest < SCHEDULER_ALLOWANCE, f"sentinel round trips took {shown}"
 
 
 def rss_bytes(server: ServerProcess) -> int:
