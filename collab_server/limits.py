@@ -162,7 +162,9 @@ def encoded_size(room: Any) -> int:
     """Bytes of a room's whole document, encoded (what a fresh client would be sent)."""
     try:
         return len(room.doc.get_update())
-    except Exception:  # a document the library cannot encode is the room code's to repair, not ours
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # pyo3's PanicException included: a damaged document is the room code's to repair
         return 0
 
 

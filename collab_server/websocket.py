@@ -52,7 +52,7 @@ from collab_server.peer import (
     CLOSE_UNSUPPORTED_DATA,
     Peer,
 )
-from collab_server.protocol import FrameLimits
+from collab_server.protocol import FrameLimits, Message, SyncStep2, SyncUpdate
 from collab_server.refusals import log_refusal, refuse
 from collab_server.room import Room
 from collab_server.rooms import RoomManager
@@ -170,6 +170,7 @@ async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, gate: FrameGa
         if frame is None:
             refuse(peer, CLOSE_UNSUPPORTED_DATA, "text_frame", "text frames are not supported: send binary messages")
             return
+        message: Message | None = None
         try:
             for message in gate.admit(frame):
                 gate.check(message, room, can_write=peer.can_write)
@@ -180,31 +181,40 @@ async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, gate: FrameGa
                     # The same budget inside a frame: a frame of thousands of messages yields too.
                     await asyncio.sleep(0)
                     turn_started = clock()
-        except ProtocolError as exc:
-            refuse(peer, CLOSE_PROTOCOL_ERROR, "protocol_error", f"protocol error: {exc}")
-            return
-        except LimitExceeded as exc:
-            code, reason = _LIMIT_CODES.get(type(exc), (CLOSE_TRY_AGAIN_LATER, "limit"))
-            refuse(peer, code, reason, str(exc), quota=True)
-            return
-        except StoreOverloaded:
-            refuse(peer, CLOSE_TRY_AGAIN_LATER, "store_overloaded", "the store is not accepting writes; retry later")
-            return
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            if _raised_by_crdt_library(exc):
-                # What this peer sent made the CRDT library fail (a RuntimeError, or pyo3's PanicException,
-                # a BaseException): the client's doing, so one line and no traceback.
-                refuse(peer, CLOSE_PROTOCOL_ERROR, "update_failed", "update refused: it could not be applied")
-                return
-            if not isinstance(exc, Exception):
+            if not _close_for(peer, exc, message):
                 raise
-            # A bug in handling one frame must cost this peer its connection, not the room or server.
-            metrics.PEERS_CLOSED.labels("internal_error").inc()
-            logger.exception("error handling a frame from peer %d in room %r", peer.id, peer.room_name)
-            peer.close(CLOSE_INTERNAL_ERROR, "internal error")
             return
+
+
+def _close_for(peer: Peer, exc: BaseException, message: Message | None) -> bool:
+    """Close ``peer`` for ``exc``, raised while handling its ``message``; False if ``exc`` is not ours."""
+    if isinstance(exc, ProtocolError):
+        refuse(peer, CLOSE_PROTOCOL_ERROR, "protocol_error", f"protocol error: {exc}")
+    elif isinstance(exc, LimitExceeded):
+        code, reason = _LIMIT_CODES.get(type(exc), (CLOSE_TRY_AGAIN_LATER, "limit"))
+        refuse(peer, code, reason, str(exc), quota=True)
+    elif isinstance(exc, StoreOverloaded):
+        refuse(peer, CLOSE_TRY_AGAIN_LATER, "store_overloaded", "the store is not accepting writes; retry later")
+    elif _raised_by_crdt_library(exc):
+        if isinstance(message, SyncUpdate | SyncStep2):
+            # What this peer sent made the CRDT library fail (a RuntimeError, or pyo3's PanicException,
+            # a BaseException): the client's doing, so one line and no traceback.
+            refuse(peer, CLOSE_PROTOCOL_ERROR, "update_failed", "update refused: it could not be applied")
+        else:
+            # Reading the document failed: the room's state is damaged, not this peer's request. A
+            # transient code, so that the client comes back once the room is rebuilt.
+            refuse(peer, CLOSE_INTERNAL_ERROR, "document_damaged", "the room's document is damaged; retry later")
+    elif isinstance(exc, Exception):
+        # A bug in handling one frame must cost this peer its connection, not the room or server.
+        metrics.PEERS_CLOSED.labels("internal_error").inc()
+        logger.exception("error handling a frame from peer %d in room %r", peer.id, peer.room_name)
+        peer.close(CLOSE_INTERNAL_ERROR, "internal error")
+    else:
+        return False
+    return True
 
 
 def _raised_by_crdt_library(exc: BaseException) -> bool:

@@ -4,13 +4,15 @@ our words."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 
 import pytest
+import websockets
 from websockets.asyncio.client import connect
 
-from collab_server.protocol import encode_update
+from collab_server.protocol import encode_sync_step1, encode_update
 from tests.support.eventually import eventually
 from tests.support.hostile import Sentinel, assert_no_traceback, close_code, hostile_server
 from tests.support.servers import ServerProcess
@@ -56,6 +58,17 @@ async def test_a_panicking_update_closes_its_peer_and_the_panic_is_one_json_reco
 
     await eventually(panic_logged)
     assert server.metric("collab_native_panics_total") >= 1
+    # Whatever state the panic left the room in, a newcomer is never told to stop retrying: it is
+    # served, or closed with a transient code (1011) until the room is rebuilt.
+    async with connect(f"{server.url}/{room_name}") as newcomer:
+        await newcomer.recv()
+        await newcomer.send(encode_sync_step1(b"\x00"))
+        try:
+            while (await asyncio.wait_for(newcomer.recv(decode=False), 5))[:2] != b"\x00\x01":
+                pass
+        except websockets.ConnectionClosed as closed:
+            assert closed.rcvd is not None
+            assert (closed.rcvd.code, closed.rcvd.reason) == (1011, "the room's document is damaged; retry later")
 
 
 async def test_a_failed_apply_is_refused_without_a_traceback(server: ServerProcess, room_name: str) -> None:
