@@ -5,7 +5,7 @@ through ``Room.receive`` → apply → sink (store writer + replication) → bro
 same run with each replication:
 
     single-replica   collab_server.replication.SingleReplica (no-op hooks)
-    presence-only    presence.replication.PresenceOnly: what memory:// uses (presence in process)
+    presence-only    presence.embedded.PresenceOnly: what memory:// uses (presence in process)
     broker-alone     BrokerReplication on a LocalBroker, no other replica holds the room
     broker-shared    BrokerReplication on a LocalBroker, a second replica holds the room (every update
                      is published, and applied and broadcast there too: both replicas' work is counted)
@@ -35,8 +35,9 @@ from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
 from persistence.memory import MemoryStore
 from persistence.writer import AppendWriter
+from presence.broker_replication import BrokerReplication
+from presence.embedded import PresenceOnly
 from presence.local import LocalBroker, LocalHub, LocalRegistry
-from presence.replication import BrokerReplication, PresenceOnly
 
 VARIANTS = ("single-replica", "presence-only", "broker-alone", "broker-shared")
 
@@ -87,7 +88,7 @@ async def one_run(variant: str, updates: list[bytes], readers: int) -> float:
     author = Peer(CountingSocket().send, room_name="r")
     room = await managers[0][0].join("r", author)
     if variant == "broker-shared":
-        link = managers[0][2]._links["r"]  # type: ignore[attr-defined]
+        link = managers[0][2].links["r"]  # type: ignore[attr-defined]
         while not link.replicas:  # noqa: ASYNC110 - the replicas discover each other in a few loop turns
             await asyncio.sleep(0.001)
     started = time.perf_counter()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -20,11 +20,12 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from collab_server.limits import Quotas
+from collab_server.looplag import LoopLagMonitor
 from collab_server.replication import Replication
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
 from collab_server.websocket import room_endpoint
-from persistence.base import DocumentStore
+from persistence.base import DocumentStore, UpdateWriter
 from persistence.factory import open_store
 from persistence.writer import AppendWriter
 from presence.factory import open_replication
@@ -38,37 +39,46 @@ def create_app(
     store: DocumentStore | None = None,
     replication: Replication | None = None,
 ) -> Starlette:
-    """Build the ASGI app. ``store`` and ``replication`` override what ``settings`` name."""
+    """Build the ASGI app: the one place where the server's parts are chosen and wired together.
+
+    Every part is built in the lifespan, in dependency order, on one ``AsyncExitStack`` that closes them
+    in reverse order at shutdown. A part passed in (tests) is used as given and left open: its owner
+    closes it.
+    """
     settings = settings or Settings.from_env()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        own_store = store is None
-        document_store = store if store is not None else await open_store(
-            settings.database_url,
-            keep_versions=settings.snapshot_versions,
-            auto_migrate=settings.auto_migrate,
-            pool_size=settings.database_pool_size,
-            timeout=settings.database_timeout,
-        )
-        writer = AppendWriter(
-            document_store,
-            window=settings.commit_window_ms / 1000,
-            batch=settings.commit_batch,
-            max_buffer_bytes=settings.write_buffer_bytes,
-        )
-        writer.start()
-        # The broker backend is picked from settings.broker_url and imported only then (presence.factory).
-        rooms = RoomManager(
-            document_store,
-            writer,
-            settings,
-            replication if replication is not None else await open_replication(settings, store=document_store),
-        )
-        logger.info("store: %s", document_store.describe())
-        logger.info("broker: %s; replica id %s", rooms.replication.describe(), settings.replica_id)
-        logger.info("rooms at ws://%s:%d/ws/{room}", settings.host, settings.port)
-        try:
+        async with AsyncExitStack() as stack:
+            stack.callback(logger.info, "shutdown complete")  # registered first, so it runs last
+            stack.callback(LoopLagMonitor().start().close)
+            document_store = store
+            if document_store is None:
+                document_store = await open_store(
+                    settings.database_url.reveal(),
+                    keep_versions=settings.snapshot_versions,
+                    auto_migrate=settings.auto_migrate,
+                    pool_size=settings.database_pool_size,
+                    timeout=settings.database_timeout,
+                )
+                stack.push_async_callback(document_store.close)
+            writer = AppendWriter(
+                document_store,
+                window=settings.commit_window_ms / 1000,
+                batch=settings.commit_batch,
+                max_buffer_bytes=settings.write_buffer_bytes,
+            )
+            writer.start()
+            stack.push_async_callback(writer.close, timeout=settings.shutdown_timeout)
+            # The broker backend is picked from settings.broker_url and imported only then (presence.factory).
+            fanout = replication if replication is not None else await open_replication(settings, writer=writer)
+            stack.push_async_callback(fanout.close)
+            rooms = RoomManager(document_store, writer, settings, fanout)
+            # Closed first: every room is flushed through the writer before the writer and store close.
+            stack.push_async_callback(_close_rooms, rooms)
+            logger.info("store: %s", document_store.describe())
+            logger.info("broker: %s; replica id %s", fanout.describe(), settings.replica_id)
+            logger.info("rooms at ws://%s:%d/ws/{room}", settings.host, settings.port)
             yield {
                 "settings": settings,
                 "store": document_store,
@@ -77,15 +87,8 @@ def create_app(
                 # Rates and quotas shared by every socket (collab_server.limits).
                 "quotas": Quotas.from_settings(settings),
                 # The presence registry (presence.registry.PresenceRegistry), for the REST presence listing.
-                "presence": getattr(rooms.replication, "presence", None),
+                "presence": getattr(fanout, "presence", None),
             }
-        finally:
-            saved = await rooms.close()
-            await rooms.replication.close()
-            await writer.close(timeout=settings.shutdown_timeout)
-            if own_store:
-                await document_store.close()
-            logger.info("shutdown complete: %d rooms saved", saved)
 
     return CollabApp(
         routes=[
@@ -98,13 +101,18 @@ def create_app(
     )
 
 
+async def _close_rooms(rooms: RoomManager) -> None:
+    saved = await rooms.close()
+    logger.info("shutdown: %d rooms saved", saved)
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
 async def readyz(request: Request) -> Response:
     """Ready while the store takes writes; a load balancer should stop sending new peers otherwise."""
-    writer: AppendWriter = request.state.writer
+    writer: UpdateWriter = request.state.writer
     body = {"store": "ok" if writer.healthy else "failing", "pending_updates": writer.pending}
     return JSONResponse(body, status_code=200 if writer.healthy else 503)
 
@@ -121,9 +129,9 @@ class CollabApp(Starlette):
 
     Through the middleware stack and the router, an idle connection's task would hold ten more coroutine
     frames (ServerErrorMiddleware, ExceptionMiddleware, Router, WebSocketRoute, ...) and a second WebSocket
-    object for its whole life: 4.8 KiB per connection, a third of what an idle peer costs in all
-    (docs/benchmarks.md). Room sockets therefore get no Starlette middleware: anything that must see them
-    (authentication) belongs in ``room_endpoint``. The route is still declared, so it is documented and
+    object for its whole life: a third of what an idle peer costs in all (docs/benchmarks.md). Room
+    sockets therefore get no Starlette middleware: anything that must see them (authentication) belongs
+    in ``room_endpoint``. The route is still declared, so it is documented and
     reachable the ordinary way too.
     """
 

@@ -1,11 +1,19 @@
-"""``collab-server``: start the server. Every setting is a flag and a ``COLLAB_*`` variable; flags win."""
+"""``collab-server``: one entry point, one subcommand per job.
+
+    collab-server [serve] [flags]   run the server (the default when no subcommand is given)
+    collab-server migrate [flags]   apply pending schema migrations to COLLAB_DATABASE_URL and exit
+
+Every setting is a flag and a ``COLLAB_*`` variable (flags win) for every subcommand, generated from the
+one ``Settings`` dataclass. A subcommand is a function ``(argv) -> exit code`` registered in ``COMMANDS``;
+it imports what it needs when it runs, so ``--help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from urllib.parse import urlsplit
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from collab_server import __version__
 from collab_server.errors import ConfigError
@@ -14,9 +22,9 @@ from collab_server.settings import ENV_PREFIX, Settings, cast_value, setting_fie
 
 def build_parser(
     prog: str = "collab-server",
-    description: str = "A Yjs-compatible collaboration server. Clients connect to ws://HOST:PORT/ws/{room}. "
-    "`collab-server migrate [flags]` applies pending PostgreSQL migrations and exits.",
+    description: str = "A Yjs-compatible collaboration server. Clients connect to ws://HOST:PORT/ws/{room}.",
 ) -> argparse.ArgumentParser:
+    """A parser with one flag per setting; subcommands add their own arguments to it."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     for f in setting_fields():
@@ -31,10 +39,8 @@ def build_parser(
     return parser
 
 
-def parse_settings(
-    argv: Sequence[str] | None, env: dict[str, str] | None = None, *, parser: argparse.ArgumentParser | None = None
-) -> Settings:
-    args = (parser or build_parser()).parse_args(argv)
+def settings_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
+    """Settings from the environment, overridden by the flags present in ``args``."""
     settings = Settings.from_env(env)
     overrides = {}
     for f in setting_fields():
@@ -44,15 +50,34 @@ def parse_settings(
     return settings.replace(**overrides) if overrides else settings
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["migrate"]:
-        return migrate_main(args[1:])
+def parse_settings(
+    argv: Sequence[str] | None, env: dict[str, str] | None = None, *, parser: argparse.ArgumentParser | None = None
+) -> Settings:
+    return settings_from_args((parser or build_parser()).parse_args(argv), env)
+
+
+@dataclass(frozen=True)
+class Command:
+    summary: str
+    run: Callable[[Sequence[str]], int]
+
+
+class UsageError(SystemExit):
+    """A setting could not be read: the message was printed, exit with status 2."""
+
+
+def settings_or_exit(argv: Sequence[str], parser: argparse.ArgumentParser) -> Settings:
+    """The settings for a subcommand; on a bad value print why (naming the key) and exit with 2."""
     try:
-        settings = parse_settings(args)
+        return parse_settings(argv, parser=parser)
     except ConfigError as exc:
-        print(f"collab-server: {exc}", file=sys.stderr)
-        return 2
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        raise UsageError(2) from None
+
+
+def serve_main(argv: Sequence[str]) -> int:
+    """``collab-server serve``: run the server until SIGTERM or Ctrl-C."""
+    settings = settings_or_exit(argv, build_parser(description=_overview()))
     from collab_server.server import serve  # imported late: --help must not pay for uvicorn
 
     try:
@@ -67,31 +92,47 @@ def migrate_main(argv: Sequence[str]) -> int:
     """``collab-server migrate``: apply pending migrations to COLLAB_DATABASE_URL, then exit."""
     parser = build_parser(
         "collab-server migrate",
-        "Apply pending schema migrations to the PostgreSQL database named by COLLAB_DATABASE_URL and exit.",
+        "Apply pending schema migrations to the SQL database named by COLLAB_DATABASE_URL and exit.",
     )
-    try:
-        settings = parse_settings(argv, parser=parser)
-    except ConfigError as exc:
-        print(f"collab-server migrate: {exc}", file=sys.stderr)
-        return 2
-    if urlsplit(settings.database_url).scheme not in {"postgres", "postgresql"}:
-        print(f"{settings.database_url}: only PostgreSQL has migrations; other stores create their schema on open")
-        return 0
-
+    settings = settings_or_exit(argv, parser)
     import asyncio
 
     from collab_server.errors import StoreError
-    from persistence.migrate import migrate_url
-    from persistence.postgres import redact
+    from persistence.factory import migrate_store
 
     try:
-        applied = asyncio.run(migrate_url(settings.database_url, timeout=settings.database_timeout))
+        applied = asyncio.run(migrate_store(settings.database_url.reveal(), timeout=settings.database_timeout))
     except StoreError as exc:
         print(f"collab-server migrate: {exc}", file=sys.stderr)
         return 1
-    target = redact(settings.database_url)
-    if applied:
-        print(f"{target}: applied {', '.join(map(str, applied))}")
+    if applied is None:
+        print(f"{settings.database_url}: this store has no schema to migrate")
+    elif applied:
+        print(f"{settings.database_url}: applied {', '.join(map(str, applied))}")
     else:
-        print(f"{target}: schema is up to date")
+        print(f"{settings.database_url}: schema is up to date")
     return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "serve": Command("run the server (the default)", serve_main),
+    "migrate": Command("apply pending schema migrations and exit", migrate_main),
+}
+
+
+def _overview() -> str:
+    lines = [f"  {name:<10} {command.summary}" for name, command in COMMANDS.items()]
+    return (
+        "A Yjs-compatible collaboration server. Clients connect to ws://HOST:PORT/ws/{room}.\n\n"
+        "usage: collab-server [COMMAND] [flags]; commands:\n" + "\n".join(lines)
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args and args[0] in COMMANDS:
+            return COMMANDS[args[0]].run(args[1:])
+        return serve_main(args)
+    except UsageError as exc:
+        return int(exc.code or 2)

@@ -14,11 +14,31 @@
     │   ├── StoreOverloaded      the write buffer is full; new writes are refused until it drains
     │   └── CorruptDocument      stored bytes could not be decoded (never served as an empty doc)
     ├── BrokerError          the fan-out broker failed
-    └── ExportError
+    ├── ExportError
+    └── DocumentError        a document, update or JSON patch given to the document logic is unusable
+                             (``code`` says why: malformed_update, too_large, too_deep, invalid_patch, ...)
 
 Backends translate driver errors at the edge (``raise StoreUnavailable(...) from exc``) so callers only
-ever see these types. The websocket endpoint maps them to close codes, one peer at a time.
+ever see these types. The websocket endpoint maps them to the ``CloseCode`` below, one peer at a time.
 """
+
+from enum import IntEnum
+
+
+class CloseCode(IntEnum):
+    """Every websocket close code the server sends. The y-websocket client stops reconnecting on
+    4400-4499 (permanent) and reconnects, then resyncs, on everything else (transient)."""
+
+    UNSUPPORTED_DATA = 1003  # a text frame: the protocol is binary
+    TOO_BIG = 1009  # a frame over the size limit (sent by the websocket layer itself)
+    INTERNAL_ERROR = 1011  # the room could not be loaded, or an unexpected error
+    RESTARTING = 1012  # the server is shutting down: reconnect (to another replica)
+    TRY_AGAIN_LATER = 1013  # too slow a reader, or the store is not taking writes
+    PROTOCOL_ERROR = 4400  # malformed room name or message, or an update the CRDT library cannot apply
+    # Refusals for a quota: 45xx, the y-websocket client's "try again later" range (mirroring HTTP codes).
+    OVERLOADED = 4503  # the room holds as many awareness states as it may
+    TOO_LARGE = 4513  # the update would take the document past its size quota
+    RATE_LIMITED = 4529  # too many bytes or messages per second, or rooms opened per minute from one address
 
 
 class CollabError(Exception):
@@ -79,3 +99,18 @@ class BrokerError(CollabError):
 
 class ExportError(CollabError):
     pass
+
+
+class DocumentError(CollabError):
+    """An update, document or JSON patch given to the document logic cannot be used.
+
+    ``code`` is a short machine-readable reason (the REST layer's ``error`` field); the message is the detail.
+    """
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+    def __repr__(self) -> str:
+        return f"DocumentError({self.code!r}, {self.detail!r})"

@@ -78,6 +78,12 @@ STORE_COMPACT_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
+LOOP_LAG_SECONDS = Histogram(
+    "collab_loop_lag_seconds",
+    "How late the event loop ran a timer: how long some other work held the loop",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
 # -- bounds and quotas (docs/hostile-input.md) ------------------------------------------------------
 QUOTA_REFUSALS = Counter(
     "collab_quota_refusals_total",

@@ -17,20 +17,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from collab_server import metrics
+from collab_server.errors import CloseCode
 
 logger = logging.getLogger(__name__)
 
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
-
-CLOSE_NORMAL = 1000
-CLOSE_UNSUPPORTED_DATA = 1003
-CLOSE_INTERNAL_ERROR = 1011
-CLOSE_TRY_AGAIN_LATER = 1013
-CLOSE_PROTOCOL_ERROR = 4400
-# Transient refusals (the y-websocket client retries 4500-4599, mirroring HTTP 5xx / 4xx "try later"):
-CLOSE_OVERLOADED = 4503  # the room holds as many awareness states as it may
-CLOSE_TOO_LARGE = 4513  # the document would pass the size quota
-CLOSE_RATE_LIMITED = 4529  # too many bytes or messages per second, or rooms opened per minute
 
 # How long a close frame may take to leave; a reader that stalls past it has its connection aborted.
 _CLOSE_TIMEOUT = 3.0
@@ -112,7 +103,7 @@ class Peer:
                 self._queued_bytes,
                 extra={"room": self.room_name, "peer": self.id},
             )
-            self.close(CLOSE_TRY_AGAIN_LATER, "slow consumer: too far behind, reconnect to resync")
+            self.close(CloseCode.TRY_AGAIN_LATER, "slow consumer: too far behind, reconnect to resync")
             return
         queue.append(message)
         self._queued_bytes += len(message)

@@ -161,6 +161,30 @@ class Reader:
         self.pos = pos
         return value
 
+    def u8(self, what: str = "byte") -> int:
+        if self.pos >= len(self.data):
+            raise ProtocolError(f"truncated {what}")
+        byte = self.data[self.pos]
+        self.pos += 1
+        return byte
+
+    def skip(self, count: int, what: str = "bytes") -> None:
+        if self.pos + count > len(self.data):
+            raise ProtocolError(f"truncated {what}: {count} bytes needed, {len(self.data) - self.pos} remain")
+        self.pos += count
+
+    def var_int(self, what: str = "signed varint") -> int:
+        """lib0's signed varint: the first byte holds a continuation bit, the sign bit and 6 value bits."""
+        first = self.u8(what)
+        negative = bool(first & 0x40)
+        value = first & 0x3F
+        if first & 0x80:
+            # The rest is an unsigned varint of 7-bit groups, shifted past the first byte's 6 bits.
+            value |= self.var_uint(what) << 6
+            if value > _MAX_VAR_UINT:
+                raise ProtocolError(f"varint out of range in {what}")
+        return -value if negative else value
+
     def var_bytes(self, what: str = "byte string") -> bytes:
         length = self.var_uint(what)
         end = self.pos + length

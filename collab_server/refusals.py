@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from collab_server import metrics
+from collab_server.errors import CloseCode
 from collab_server.peer import Peer
 
 logger = logging.getLogger("collab_server.refusals")
@@ -60,7 +61,7 @@ def log_refusal(reason: str, message: str, *args: Any, level: int = logging.INFO
     logger.log(level, message, *args, extra={"reason": reason, **extra})
 
 
-def refuse(peer: Peer, code: int, reason: str, text: str, *, quota: bool = False) -> None:
+def refuse(peer: Peer, code: CloseCode, reason: str, text: str, *, quota: bool = False) -> None:
     """Close ``peer`` with ``code`` and ``text`` (what the client did wrong, in our words), count it
     under ``reason``, and log it (rate-limited)."""
     metrics.PEERS_CLOSED.labels(reason).inc()

@@ -12,7 +12,45 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from collab_server.room import Room
+    from collab_server.origins import Replica
+    from collab_server.protocol import AwarenessEntry
+
+
+class SharedRoom(Protocol):
+    """A loaded room, as the replication may use it: everything it needs, nothing of the room's insides.
+
+    The document may live in another process (the CRDT library is kept away from the process that owns
+    the sockets), so everything that reads or changes it is a coroutine.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    async def apply_remote(self, update: bytes, origin: Replica) -> None:
+        """Apply another replica's update: shown to local peers, never stored or published again."""
+        ...
+
+    def apply_remote_awareness(self, update: bytes, message: bytes, origin: Replica) -> None:
+        """Apply another replica's awareness update and relay ``message`` to local peers."""
+        ...
+
+    def awareness_entries(self) -> list[AwarenessEntry]:
+        """Every awareness state the room holds, local and remote."""
+        ...
+
+    def has_local_client(self, client_id: int) -> bool:
+        """True if one of this replica's peers introduced awareness ``client_id``."""
+        ...
+
+    async def state_vector(self) -> bytes: ...
+
+    async def diff(self, state_vector: bytes) -> bytes:
+        """The update holding everything the room has beyond ``state_vector`` (and its whole delete set)."""
+        ...
+
+    async def delete_set(self) -> bytes:
+        """The room's deletions, as an update without structs (``diff(state_vector())``)."""
+        ...
 
 
 class Replication(Protocol):
@@ -20,11 +58,11 @@ class Replication(Protocol):
         """Before the store is read for ``name``."""
         ...
 
-    def room_loaded(self, room: Room) -> None:
+    def room_loaded(self, room: SharedRoom) -> None:
         """The room is in memory; no peer has been answered yet."""
         ...
 
-    async def room_ready(self, room: Room) -> None:
+    async def room_ready(self, room: SharedRoom) -> None:
         """Return once the room holds what other replicas know of it (bounded): joiners wait for this,
         so a client is never answered from a document that lacks edits another replica has not stored."""
         ...
@@ -33,11 +71,11 @@ class Replication(Protocol):
         """The room left memory (or failed to load)."""
         ...
 
-    def publish_update(self, room: Room, update: bytes) -> None:
+    def publish_update(self, room: SharedRoom, update: bytes) -> None:
         """A local peer changed the document (never called for changes from other replicas)."""
         ...
 
-    def publish_awareness(self, room: Room, message: bytes) -> None:
+    def publish_awareness(self, room: SharedRoom, message: bytes) -> None:
         """A local peer's awareness changed, or the server removed a closed peer's states."""
         ...
 
@@ -52,19 +90,19 @@ class SingleReplica:
     async def room_loading(self, name: str) -> None:
         pass
 
-    def room_loaded(self, room: Room) -> None:
+    def room_loaded(self, room: SharedRoom) -> None:
         pass
 
-    async def room_ready(self, room: Room) -> None:
+    async def room_ready(self, room: SharedRoom) -> None:
         pass
 
     async def room_unloaded(self, name: str) -> None:
         pass
 
-    def publish_update(self, room: Room, update: bytes) -> None:
+    def publish_update(self, room: SharedRoom, update: bytes) -> None:
         pass
 
-    def publish_awareness(self, room: Room, message: bytes) -> None:
+    def publish_awareness(self, room: SharedRoom, message: bytes) -> None:
         pass
 
     async def close(self) -> None:

@@ -15,14 +15,16 @@ import logging
 from collections.abc import Iterable
 from typing import Any, Final, Protocol
 
-from pycrdt import Doc, TransactionEvent, merge_updates
+from pycrdt import Doc, Transaction, TransactionEvent, merge_updates
 
 from collab_server import metrics
 from collab_server.awareness import AwarenessStates
 from collab_server.errors import ProtocolError, StoreOverloaded
+from collab_server.origins import LOCAL, Origin, Replica, is_local
 from collab_server.peer import Peer
 from collab_server.protocol import (
     AuthMessage,
+    AwarenessEntry,
     AwarenessMessage,
     Message,
     QueryAwareness,
@@ -51,27 +53,6 @@ _RECEIVED_QUERY = metrics.MESSAGES_RECEIVED.labels("query_awareness")
 _RECEIVED_AUTH = metrics.MESSAGES_RECEIVED.labels("auth")
 
 
-class Replica:
-    """Origin of a change that arrived from another replica through the broker."""
-
-    __slots__ = ("replica_id",)
-
-    def __init__(self, replica_id: str) -> None:
-        self.replica_id = replica_id
-
-    def __repr__(self) -> str:
-        return f"Replica({self.replica_id!r})"
-
-
-class _Local:
-    def __repr__(self) -> str:
-        return "LOCAL"
-
-
-LOCAL: Final = _Local()
-"""Origin of a change made by the server itself (REST document writes, restores)."""
-
-Origin = Peer | Replica | _Local
 
 
 class RoomSink(Protocol):
@@ -98,7 +79,6 @@ class Room:
         self.log_updates = log_updates
         self.log_bytes = log_bytes
         self._sink = sink
-        self._origin: Origin = LOCAL
         self._pending: list[tuple[Origin, bytes]] = []
         self._flush_handle: asyncio.Handle | None = None
         self._subscription = doc.observe(self._on_transaction)
@@ -172,13 +152,12 @@ class Room:
         """Apply an update to the document; ProtocolError if it cannot be decoded."""
         if update == _EMPTY_UPDATE:
             return
-        self._origin = origin
         try:
-            self.doc.apply_update(update)
+            # The transaction carries the origin to _on_transaction, which decides where the change goes.
+            with self.doc.transaction(origin=origin):
+                self.doc.apply_update(update)
         except ValueError as exc:
             raise ProtocolError("update cannot be decoded") from exc
-        finally:
-            self._origin = LOCAL
 
     def apply_awareness(self, update: bytes, message: bytes, origin: Origin) -> None:
         """Apply an awareness update and relay it as received to every local peer, sender included
@@ -194,6 +173,29 @@ class Room:
         if isinstance(origin, Peer):
             self._sink.local_awareness(self, message)
 
+    # -- what other replicas see (collab_server.replication.SharedRoom) ---------------------------
+
+    async def apply_remote(self, update: bytes, origin: Replica) -> None:
+        self.apply(update, origin)
+
+    def apply_remote_awareness(self, update: bytes, message: bytes, origin: Replica) -> None:
+        self.apply_awareness(update, message, origin)
+
+    def awareness_entries(self) -> list[AwarenessEntry]:
+        return self.awareness.entries()
+
+    def has_local_client(self, client_id: int) -> bool:
+        return any(client_id in peer.client_ids for peer in self.peers)
+
+    async def state_vector(self) -> bytes:
+        return self.doc.get_state()
+
+    async def diff(self, state_vector: bytes) -> bytes:
+        return self.doc.get_update(state_vector)
+
+    async def delete_set(self) -> bytes:
+        return self.doc.get_update(self.doc.get_state())
+
     # -- broadcast -----------------------------------------------------------------------------
 
     def _on_transaction(self, event: TransactionEvent) -> None:
@@ -201,9 +203,12 @@ class Room:
         update: bytes = event.update
         if update == _EMPTY_UPDATE:
             return
-        origin = self._origin
+        # The origin apply() gave the transaction (pycrdt's stubs lack TransactionEvent.transaction).
+        origin: Origin = Transaction(self.doc, event.transaction).origin  # type: ignore[attr-defined]
+        if origin is None:
+            origin = LOCAL  # a change made on the doc directly, by the server itself
         self._pending.append((origin, update))
-        if isinstance(origin, Peer) or origin is LOCAL:
+        if is_local(origin):
             self.log_updates += 1
             self.log_bytes += len(update)
             self._sink.local_update(self, update)

@@ -24,9 +24,8 @@ from collab_server.peer import Peer
 from collab_server.replication import Replication, SingleReplica
 from collab_server.room import Room
 from collab_server.settings import Settings
-from persistence.base import DocumentStore
+from persistence.base import DocumentStore, UpdateWriter
 from persistence.merge import build_doc
-from persistence.writer import AppendWriter
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ class RoomManager:
     def __init__(
         self,
         store: DocumentStore,
-        writer: AppendWriter,
+        writer: UpdateWriter,
         settings: Settings,
         replication: Replication | None = None,
     ) -> None:
@@ -165,7 +164,7 @@ class RoomManager:
     # -- sink ----------------------------------------------------------------------------------
 
     def accepts(self, nbytes: int) -> bool:
-        return self._writer.has_room(nbytes)
+        return self._writer.can_take(nbytes)
 
     def local_update(self, room: Room, update: bytes) -> None:
         self._writer.append(room.name, update)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collab_server.errors import ConfigError
+from collab_server.secrets import Secret, SecretURL
 
 ENV_PREFIX = "COLLAB_"
 
@@ -34,13 +35,13 @@ def _default_replica_id() -> str:
 class Settings:
     host: str = _setting("127.0.0.1", "interface to listen on")
     port: int = _setting(8000, "TCP port to listen on")
-    database_url: str = _setting(
-        "sqlite:///collab.sqlite3",
+    database_url: SecretURL = _setting(
+        SecretURL("sqlite:///collab.sqlite3"),
         "document store: sqlite:///PATH (default, relative to the working directory), "
         "postgresql://USER@HOST/DB, or memory:// (nothing kept across restarts)",
     )
-    broker_url: str = _setting(
-        "memory://", "fan-out between replicas: memory:// (one process) or redis://HOST:PORT/DB"
+    broker_url: SecretURL = _setting(
+        SecretURL("memory://"), "fan-out between replicas: memory:// (one process) or redis://HOST:PORT/DB"
     )
     replica_id: str = _setting("", "this process's id on the broker (empty: host-pid-random)")
     log_level: str = _setting("info", "debug, info, warning or error")
@@ -132,9 +133,9 @@ class Settings:
         "collab", "prefix of every Redis channel and key of the broker and presence (deployments may share a Redis)"
     )
     heartbeat_interval: float = _setting(
-        2.0,
-        "seconds between replica heartbeats; a replica silent for three intervals is presumed dead and the "
-        "others drop its clients' presence",
+        1.0,
+        "seconds between replica heartbeats; when a replica dies, the others drop its clients' presence "
+        "within three intervals",
     )
     anti_entropy_interval: float = _setting(
         15.0, "seconds between digest comparisons of loaded rooms with other replicas (repairs lost fan-out)"
@@ -208,6 +209,10 @@ def cast_value(key: str, type_name: Any, raw: str) -> Any:
             return int(raw)
         if type_name == "float":
             return float(raw)
+        if type_name == "SecretURL":
+            return SecretURL(raw)
+        if type_name == "Secret":
+            return Secret(raw)
         return raw
     except ValueError:
         raise ConfigError(f"{key}={raw!r} is not a valid {type_name}") from None

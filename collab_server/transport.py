@@ -21,20 +21,19 @@ unread buffer of a dead peer).
 We build on the sans-I/O implementation because it runs keepalive pings from loop timers instead of a
 task per connection, and honours the transport's flow control before each send.
 
-Memory per idle connection: about 16.5 KiB of server RSS, down from 28 with uvicorn's protocol as is
-(yjs-bench ``--scenario connections``, or bench/idle_memory.py). An idle connection is mostly this
-protocol, the ASGI task's coroutine chain and the scope, so the protocol trims what uvicorn keeps for a
-connection's whole life but needs only briefly:
+An idle connection is mostly this protocol, the ASGI task's coroutine chain and the scope, so the
+protocol trims what uvicorn keeps for a connection's whole life but needs only briefly (what each trim
+saves is measured in docs/benchmarks.md, with bench/idle_memory.py):
 
 - its attributes live in slots: uvicorn sets 37 of them, past the 30 that CPython's shared-key instance
   dicts hold, so each protocol otherwise carries a 1.6 KB dict;
 - the receive queue and the ``writable`` flag allocate their waiter lists only while someone waits
-  (``asyncio.Queue`` holds four 760-byte deques and an Event, ``asyncio.Event`` one deque);
-- once the opening handshake is done, the handshake request and response (about 3.4 KB with their
-  headers) are released; the ASGI scope keeps its own copy of the request headers;
+  (``asyncio.Queue`` holds four deques and an Event, ``asyncio.Event`` one deque);
+- once the opening handshake is done, the handshake request and response (with their headers) are
+  released; the ASGI scope keeps its own copy of the request headers;
 - request headers that repeat across connections (host, upgrade, user-agent, ...) are shared tuples;
 - the keepalive ping timers of all connections share one loop timer per quarter second: a uvloop
-  ``call_later`` handle costs about 640 bytes of RSS, a slot entry about 64. A ping goes out at most
+  ``call_later`` handle costs ten times the RSS of a slot entry. A ping goes out at most
   ``KEEPALIVE_RESOLUTION`` seconds after it is due, never before; pong deadlines are exact loop timers.
 """
 

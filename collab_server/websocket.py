@@ -1,19 +1,8 @@
 """The websocket endpoint ``/ws/{room}``: one peer's life, from handshake to close.
 
-Errors are translated to close codes here and nowhere else, and they close this peer only. Close reasons
-say what the client did wrong, in our words, never a library's message:
-
-    4400  the room name or a message is malformed, or an update the document library cannot apply
-          (permanent: the y-websocket client stops retrying)
-    1003  a text frame (the protocol is binary)
-    1009  a frame over the size limit (raised by the websocket layer itself)
-    1011  the room could not be loaded, or an unexpected error
-    1013  the peer is too slow, or the store is not taking writes: retry later and resync
-    4503  the room holds as many awareness states as it may        (transient: the client retries)
-    4513  the update would take the document past its size quota    (transient)
-    4529  too many bytes or messages per second, or rooms opened per minute from one address (transient)
-
-Each refusal is counted (``collab_peers_closed_total{reason}``, quotas also in
+Errors are translated to close codes (``collab_server.errors.CloseCode``) here and nowhere else, and they
+close this peer only. Close reasons say what the client did wrong, in our words, never a library's
+message. Each refusal is counted (``collab_peers_closed_total{reason}``, quotas also in
 ``collab_quota_refusals_total{quota}``) and logged in one line, rate-limited per reason.
 """
 
@@ -30,6 +19,7 @@ from starlette.websockets import WebSocket
 
 from collab_server import metrics
 from collab_server.errors import (
+    CloseCode,
     CorruptDocument,
     DocumentTooLarge,
     LimitExceeded,
@@ -42,16 +32,7 @@ from collab_server.errors import (
 from collab_server.frames import FrameGate
 from collab_server.limits import Quotas
 from collab_server.names import room_name, room_name_problem
-from collab_server.peer import (
-    CLOSE_INTERNAL_ERROR,
-    CLOSE_OVERLOADED,
-    CLOSE_PROTOCOL_ERROR,
-    CLOSE_RATE_LIMITED,
-    CLOSE_TOO_LARGE,
-    CLOSE_TRY_AGAIN_LATER,
-    CLOSE_UNSUPPORTED_DATA,
-    Peer,
-)
+from collab_server.peer import Peer
 from collab_server.protocol import FrameLimits, Message, SyncStep2, SyncUpdate
 from collab_server.refusals import log_refusal, refuse
 from collab_server.room import Room
@@ -68,10 +49,10 @@ _REAL_WAIT = 0.0005
 _ROOM_PREFIX = b"/ws/"
 
 # LimitExceeded subclass -> (close code, metric reason)
-_LIMIT_CODES: dict[type[LimitExceeded], tuple[int, str]] = {
-    RateLimited: (CLOSE_RATE_LIMITED, "rate_limited"),
-    DocumentTooLarge: (CLOSE_TOO_LARGE, "document_too_large"),
-    RoomOverloaded: (CLOSE_OVERLOADED, "awareness_full"),
+_LIMIT_CODES: dict[type[LimitExceeded], tuple[CloseCode, str]] = {
+    RateLimited: (CloseCode.RATE_LIMITED, "rate_limited"),
+    DocumentTooLarge: (CloseCode.TOO_LARGE, "document_too_large"),
+    RoomOverloaded: (CloseCode.OVERLOADED, "awareness_full"),
 }
 
 
@@ -95,7 +76,7 @@ async def room_endpoint(websocket: WebSocket) -> None:
     if problem is not None:
         metrics.PEERS_CLOSED.labels("bad_room_name").inc()
         log_refusal("bad_room_name", "refused a socket: %s", problem)
-        await websocket.close(CLOSE_PROTOCOL_ERROR, problem)
+        await websocket.close(CloseCode.PROTOCOL_ERROR, problem)
         return
     if rooms.get(name) is None:
         address = websocket.client.host if websocket.client else ""
@@ -104,7 +85,7 @@ async def room_endpoint(websocket: WebSocket) -> None:
             metrics.PEERS_CLOSED.labels("room_loads").inc()
             metrics.QUOTA_REFUSALS.labels("room_loads").inc()
             log_refusal("room_loads", "refused a socket from %s: %s", address, text)
-            await websocket.close(CLOSE_RATE_LIMITED, text)
+            await websocket.close(CloseCode.RATE_LIMITED, text)
             return
 
     transport = websocket.scope.get("extensions", {}).get(TRANSPORT_EXTENSION, {})
@@ -122,7 +103,7 @@ async def room_endpoint(websocket: WebSocket) -> None:
         metrics.PEERS_CLOSED.labels("load_failed").inc()
         corrupt = isinstance(exc, CorruptDocument)
         reason = "room could not be loaded" + (": stored document is corrupt" if corrupt else "")
-        await websocket.close(CLOSE_INTERNAL_ERROR, reason)
+        await websocket.close(CloseCode.INTERNAL_ERROR, reason)
         return
 
     gate = FrameGate(_frame_limits(settings), quotas.peer_rates(), quotas.document_sizes, settings.max_awareness_states)
@@ -168,7 +149,8 @@ async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, gate: FrameGa
             return
         frame = event.get("bytes")
         if frame is None:
-            refuse(peer, CLOSE_UNSUPPORTED_DATA, "text_frame", "text frames are not supported: send binary messages")
+            text = "text frames are not supported: send binary messages"
+            refuse(peer, CloseCode.UNSUPPORTED_DATA, "text_frame", text)
             return
         message: Message | None = None
         try:
@@ -192,26 +174,26 @@ async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, gate: FrameGa
 def _close_for(peer: Peer, exc: BaseException, message: Message | None) -> bool:
     """Close ``peer`` for ``exc``, raised while handling its ``message``; False if ``exc`` is not ours."""
     if isinstance(exc, ProtocolError):
-        refuse(peer, CLOSE_PROTOCOL_ERROR, "protocol_error", f"protocol error: {exc}")
+        refuse(peer, CloseCode.PROTOCOL_ERROR, "protocol_error", f"protocol error: {exc}")
     elif isinstance(exc, LimitExceeded):
-        code, reason = _LIMIT_CODES.get(type(exc), (CLOSE_TRY_AGAIN_LATER, "limit"))
+        code, reason = _LIMIT_CODES.get(type(exc), (CloseCode.TRY_AGAIN_LATER, "limit"))
         refuse(peer, code, reason, str(exc), quota=True)
     elif isinstance(exc, StoreOverloaded):
-        refuse(peer, CLOSE_TRY_AGAIN_LATER, "store_overloaded", "the store is not accepting writes; retry later")
+        refuse(peer, CloseCode.TRY_AGAIN_LATER, "store_overloaded", "the store is not accepting writes; retry later")
     elif _raised_by_crdt_library(exc):
         if isinstance(message, SyncUpdate | SyncStep2):
             # What this peer sent made the CRDT library fail (a RuntimeError, or pyo3's PanicException,
             # a BaseException): the client's doing, so one line and no traceback.
-            refuse(peer, CLOSE_PROTOCOL_ERROR, "update_failed", "update refused: it could not be applied")
+            refuse(peer, CloseCode.PROTOCOL_ERROR, "update_failed", "update refused: it could not be applied")
         else:
             # Reading the document failed: the room's state is damaged, not this peer's request. A
             # transient code, so that the client comes back once the room is rebuilt.
-            refuse(peer, CLOSE_INTERNAL_ERROR, "document_damaged", "the room's document is damaged; retry later")
+            refuse(peer, CloseCode.INTERNAL_ERROR, "document_damaged", "the room's document is damaged; retry later")
     elif isinstance(exc, Exception):
         # A bug in handling one frame must cost this peer its connection, not the room or server.
         metrics.PEERS_CLOSED.labels("internal_error").inc()
         logger.exception("error handling a frame from peer %d in room %r", peer.id, peer.room_name)
-        peer.close(CLOSE_INTERNAL_ERROR, "internal error")
+        peer.close(CloseCode.INTERNAL_ERROR, "internal error")
     else:
         return False
     return True

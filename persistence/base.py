@@ -66,3 +66,26 @@ class DocumentStore(Protocol):
     def describe(self) -> str:
         """Where the documents are, for the startup log (no credentials)."""
         ...
+
+
+class UpdateWriter(Protocol):
+    """Where rooms hand their local updates to be stored: queued, never awaited on the hot path, and
+    committed in batches (``persistence.writer.AppendWriter``)."""
+
+    healthy: bool
+    """False while the store is failing; ``/readyz`` reports it."""
+
+    @property
+    def pending(self) -> int:
+        """Updates queued and not yet committed."""
+        ...
+
+    def can_take(self, nbytes: int) -> bool:
+        """False when the buffer for an outage is full: the caller refuses the edit before applying it."""
+        ...
+
+    def append(self, room: str, update: bytes) -> None: ...
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Return once everything queued before the call is committed."""
+        ...

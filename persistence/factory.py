@@ -5,7 +5,9 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from collab_server.errors import ConfigError
+from collab_server.secrets import redact_url
 from persistence.base import DocumentStore
+from persistence.migrate import Migration
 
 
 async def open_store(
@@ -18,7 +20,7 @@ async def open_store(
 ) -> DocumentStore:
     """Open the store named by ``url``: ``sqlite:///path``, ``memory://`` or ``postgresql://…``.
 
-    ``auto_migrate``, ``pool_size`` and ``timeout`` concern PostgreSQL only.
+    ``auto_migrate`` concerns the SQL stores; ``pool_size`` and ``timeout`` PostgreSQL only.
     """
     scheme = urlsplit(url).scheme
     if scheme == "memory":
@@ -28,11 +30,7 @@ async def open_store(
     if scheme == "sqlite":
         from persistence.sqlite import SQLiteStore
 
-        # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy spells them
-        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
-        if not path:
-            raise ConfigError(f"COLLAB_DATABASE_URL={url!r}: sqlite URLs look like sqlite:///collab.sqlite3")
-        return await SQLiteStore(path, keep_versions=keep_versions).open()
+        return await SQLiteStore(sqlite_path(url), keep_versions=keep_versions, auto_migrate=auto_migrate).open()
     if scheme in {"postgres", "postgresql"}:
         try:
             from persistence.postgres import PostgresStore
@@ -41,6 +39,38 @@ async def open_store(
         return await PostgresStore.connect(
             url, keep_versions=keep_versions, pool_size=pool_size, timeout=timeout, auto_migrate=auto_migrate
         )
-    raise ConfigError(
-        f"COLLAB_DATABASE_URL={url!r}: unknown scheme {scheme!r} (use sqlite://, memory:// or postgresql://)"
+    raise _unknown_scheme(url)
+
+
+def sqlite_path(url: str) -> str:
+    """The file of ``sqlite:///relative/path`` or ``sqlite:////absolute/path`` (SQLAlchemy's spelling)."""
+    path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+    if not path:
+        raise ConfigError(f"COLLAB_DATABASE_URL={redact_url(url)}: sqlite URLs look like sqlite:///collab.sqlite3")
+    return path
+
+
+def _unknown_scheme(url: str) -> ConfigError:
+    scheme = urlsplit(url).scheme
+    return ConfigError(
+        f"COLLAB_DATABASE_URL={redact_url(url)}: unknown scheme {scheme!r} (use sqlite://, memory:// or postgresql://)"
     )
+
+
+async def migrate_store(url: str, *, timeout: float = 10.0) -> list[Migration] | None:
+    """Apply pending migrations to the SQL database ``url`` names and return them; None for a store
+    without a schema (``memory://``). ``collab-server migrate`` runs this."""
+    scheme = urlsplit(url).scheme
+    if scheme in {"postgres", "postgresql"}:
+        from persistence.postgres_schema import migrate_url
+
+        return await migrate_url(url, timeout=timeout)
+    if scheme == "sqlite":
+        from persistence.sqlite import SQLiteStore
+
+        store = await SQLiteStore(sqlite_path(url)).open()
+        await store.close()
+        return store.migrations_applied
+    if scheme == "memory":
+        return None
+    raise _unknown_scheme(url)

@@ -29,18 +29,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import asyncpg
 
 from collab_server import metrics
-from collab_server.errors import ConfigError, CorruptDocument, StoreUnavailable
+from collab_server.errors import ConfigError
+from collab_server.secrets import redact_url
 from persistence import migrate as migrations
 from persistence.base import StoredDocument, Version
 from persistence.fold import fold
+from persistence.postgres_errors import LOCK_NAMESPACE, UNAVAILABLE, translate_errors
+from persistence.postgres_schema import PostgresSchema
 
 # The writer commits two batches at once (persistence.writer); each needs a connection.
 _APPEND_CONNECTIONS = 2
@@ -52,19 +53,6 @@ T = TypeVar("T")
 # a compaction that always times out would never shrink it. Its statements get this many timeouts.
 _COMPACT_TIMEOUT_FACTOR = 6
 
-# Advisory locks are keyed (namespace, key); the namespace spells "coll" and keeps us clear of other
-# users of advisory locks in the same database. hashtext() collisions between two rooms only make their
-# compactions take turns.
-_LOCK_NAMESPACE = 0x636F6C6C
-
-# Driver errors that mean "the database cannot be reached or talked to right now".
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    OSError,
-    TimeoutError,
-)
 # Errors after which a read may be tried again at once, on another connection: the pool handed out a
 # connection the server had already closed (a restart, a failover, an idle timeout in a proxy).
 _STALE_CONNECTION: tuple[type[BaseException], ...] = (
@@ -109,29 +97,6 @@ FROM room_snapshots WHERE room = $1 ORDER BY version DESC
 """
 
 
-@asynccontextmanager
-async def translate_errors(operation: str, room: str | None = None) -> AsyncIterator[None]:
-    """Turn driver errors raised inside the block into the server's StoreError types."""
-    where = f" (room {room!r})" if room is not None else ""
-    try:
-        yield
-    except (asyncpg.DataCorruptedError, asyncpg.IndexCorruptedError) as exc:
-        raise CorruptDocument(f"postgresql {operation}{where}: stored data is unreadable ({exc})") from exc
-    except _UNAVAILABLE as exc:
-        detail = str(exc) or "timed out"  # a TimeoutError has no message of its own
-        raise StoreUnavailable(f"postgresql {operation}{where}: {type(exc).__name__}: {detail}") from exc
-
-
-def redact(url: str) -> str:
-    """``url`` without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
-
-
 class PostgresStore:
     """DocumentStore on PostgreSQL. Open it with :meth:`connect`."""
 
@@ -148,11 +113,11 @@ class PostgresStore:
             self._appenders.put_nowait(None)
 
     def __repr__(self) -> str:
-        return f"PostgresStore({redact(self._url)!r})"
+        return f"PostgresStore({redact_url(self._url)!r})"
 
     def describe(self) -> str:
         return (
-            f"postgresql {redact(self._url)} (pool of up to {self._pool.get_max_size()} connections, "
+            f"postgresql {redact_url(self._url)} (pool of up to {self._pool.get_max_size()} connections, "
             f"plus {_APPEND_CONNECTIONS} for the group commit)"
         )
 
@@ -178,15 +143,11 @@ class PostgresStore:
         async with translate_errors("migrate"):
             conn = await asyncpg.connect(url, timeout=timeout, command_timeout=timeout)
             try:
+                schema, known = PostgresSchema(conn), migrations.load_migrations("postgres")
                 if auto_migrate:
-                    await migrations.migrate(conn)
+                    await migrations.migrate(schema, known)
                 else:
-                    todo = await migrations.pending(conn)
-                    if todo:
-                        raise migrations.MigrationError(
-                            f"the database schema lacks migrations {', '.join(map(str, todo))} and "
-                            "COLLAB_AUTO_MIGRATE is off: run `collab-server migrate` first"
-                        )
+                    await migrations.require_current(schema, known)
             finally:
                 await conn.close(timeout=timeout)
         async with translate_errors("connect"):
@@ -291,7 +252,7 @@ class PostgresStore:
             async with conn.transaction():
                 # Waits for a compaction of this room on another replica; released at commit/rollback.
                 await conn.execute(
-                    "SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_NAMESPACE, room, timeout=timeout
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2))", LOCK_NAMESPACE, room, timeout=timeout
                 )
                 # READ COMMITTED: this statement's snapshot starts after the lock was taken, so it sees
                 # what a compaction that held the lock before us wrote and deleted.
@@ -346,11 +307,11 @@ class PostgresStore:
             if appender is not None:
                 try:
                     await appender.close(timeout=self._timeout)
-                except _UNAVAILABLE:  # TimeoutError included
+                except UNAVAILABLE:  # TimeoutError included
                     appender.terminate()
         try:
             await asyncio.wait_for(self._pool.close(), self._timeout)
-        except _UNAVAILABLE:  # TimeoutError included
+        except UNAVAILABLE:  # TimeoutError included
             # Connections busy past the deadline (or on a dead network) are cut rather than waited for.
             self._pool.terminate()
 

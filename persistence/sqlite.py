@@ -17,38 +17,38 @@ from pathlib import Path
 from typing import TypeVar
 
 from collab_server.errors import StoreUnavailable
+from persistence import migrate as migrations
 from persistence.base import StoredDocument, Version
 from persistence.fold import fold
+from persistence.sqlite_schema import SQLiteSchema
 
 T = TypeVar("T")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS room_snapshots (
-    room         TEXT    NOT NULL,
-    version      INTEGER NOT NULL,
-    snapshot     BLOB    NOT NULL,
-    state_vector BLOB    NOT NULL,
-    label        TEXT,
-    created_at   REAL    NOT NULL,
-    PRIMARY KEY (room, version)
-);
-CREATE TABLE IF NOT EXISTS room_updates (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-    room       TEXT    NOT NULL,
-    "update"   BLOB    NOT NULL,
-    created_at REAL    NOT NULL
-);
--- loads and compactions read one room's log in seq order
-CREATE INDEX IF NOT EXISTS room_updates_room_seq ON room_updates (room, seq);
-"""
+def _switch_to_wal(conn: sqlite3.Connection, patience: float = 5.0) -> None:
+    """Put the file in WAL mode. Another connection opening the same new file (a second process,
+    ``collab-server migrate``) can hold a lock for a moment, and SQLite answers this pragma with "database
+    is locked" at once instead of waiting on busy_timeout: so wait here, briefly and bounded."""
+    deadline = time.monotonic() + patience
+    delay = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
 
 class SQLiteStore:
     """DocumentStore on a SQLite file (``sqlite:///path``)."""
 
-    def __init__(self, path: str | Path, *, keep_versions: int = 10) -> None:
+    def __init__(self, path: str | Path, *, keep_versions: int = 10, auto_migrate: bool = True) -> None:
         self.path = Path(path)
         self._keep_versions = keep_versions
+        self._auto_migrate = auto_migrate
+        self.migrations_applied: list[migrations.Migration] = []
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._conn: sqlite3.Connection | None = None
 
@@ -65,10 +65,19 @@ class SQLiteStore:
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(_SCHEMA)
+        _switch_to_wal(conn)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            # The runner's coroutines never await on SQLite: run them here, on the database thread.
+            schema, known = SQLiteSchema(conn), migrations.load_migrations("sqlite")
+            if self._auto_migrate:
+                self.migrations_applied = asyncio.run(migrations.migrate(schema, known))
+            else:
+                asyncio.run(migrations.require_current(schema, known))
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
 
     async def _run(self, fn: Callable[[], T]) -> T:

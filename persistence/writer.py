@@ -3,8 +3,8 @@
 The read loop of a socket never waits for the store: ``append`` only queues. A background task wakes on
 the first queued update, waits ``window`` seconds so that concurrent edits join the batch, then writes
 the whole batch with one ``append_many``. When the store fails, the batch stays queued and is retried
-with backoff; updates keep queueing up to ``max_buffer_bytes``, past which ``has_room`` says no, so that the caller
-can turn the peer away before applying its edit (the client keeps the edit and re-sends it later).
+with backoff; updates keep queueing up to ``max_buffer_bytes``, past which ``can_take`` says no,
+so that the caller can turn the peer away before applying its edit (the client keeps the edit and re-sends it later).
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ class AppendWriter:
     ) -> None:
         self._store = store
         # Batches committing at once. A commit is mostly waiting (the database's WAL flush); with one in
-        # flight, an update that arrives during a commit waits for it and then for its own. Two overlap:
-        # measured arrival-to-commit p99 on PostgreSQL under saturated fan-out (docs/benchmarks.md).
+        # flight, an update that arrives during a commit waits for it and then for its own. Two overlap,
+        # which halves the arrival-to-commit tail on PostgreSQL under load (docs/benchmarks.md).
         # Batches may then commit out of order; the log's order does not matter to a CRDT, and loads and
         # compaction handle an update that lands before one it depends on (persistence.fold).
         self._slots = asyncio.Semaphore(in_flight)
@@ -78,11 +78,11 @@ class AppendWriter:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="append-writer")
 
-    def has_room(self, nbytes: int) -> bool:
+    def can_take(self, nbytes: int) -> bool:
         return self._pending_bytes + nbytes <= self._max_buffer_bytes
 
     def append(self, room: str, update: bytes) -> None:
-        """Queue one update. Never refuses: callers gate new writes with ``has_room`` *before* applying
+        """Queue one update. Never refuses: callers gate new writes with ``can_take`` *before* applying
         them, because an update already applied in memory must reach the store."""
         self._pending.append(_Entry(room, update, time.monotonic()))
         self._pending_bytes += len(update)

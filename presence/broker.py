@@ -13,7 +13,7 @@ exchanging state vectors. Everything above the broker is built on that one promi
 Every broker belongs to one replica. A subscription yields the envelopes *other* replicas published on
 its room's channel whose target is empty or this replica; a replica never hears its own envelopes back.
 
-    Broker.publish_many([(room, envelope), ...])      one round trip for a batch
+    Broker.publish([(room, envelope), ...])           one round trip for a batch
     async with broker.subscribe(room) as subscription:
         batch = await subscription.next_batch()        list of Envelope | Gap
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -159,18 +159,6 @@ class Subscription:
         self._bytes = 0
         return batch
 
-    def __aiter__(self) -> AsyncIterator[Delivery]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Delivery]:
-        while True:
-            try:
-                batch = await self.next_batch()
-            except EOFError:
-                return
-            for item in batch:
-                yield item
-
     def close(self) -> None:
         self._closed = True
         self._queue.clear()
@@ -187,13 +175,9 @@ class Broker(Protocol):
         """Begin connecting in the background; returns at once (the backend may be down)."""
         ...
 
-    async def publish_many(self, batch: Sequence[tuple[str, Envelope]]) -> None:
-        """Publish ``(room, envelope)`` pairs, in order. BrokerError if the backend failed: some or
-        none of them were delivered."""
-        ...
-
-    async def publish(self, room: str, envelope: Envelope) -> None:
-        """``publish_many([(room, envelope)])``."""
+    async def publish(self, batch: Sequence[tuple[str, Envelope]]) -> None:
+        """Publish ``(room, envelope)`` pairs, in order, in as few round trips as the backend allows.
+        BrokerError if the backend failed: some or none of them were delivered."""
         ...
 
     def subscribe(self, room: str) -> AbstractAsyncContextManager[Subscription]:

@@ -33,7 +33,7 @@ class LocalHub:
 
 
 class LocalBroker:
-    """In-process fan-out: ``publish_many`` hands envelopes straight to the other replicas' queues."""
+    """In-process fan-out: ``publish`` hands envelopes straight to the other replicas' queues."""
 
     def __init__(
         self,
@@ -61,10 +61,7 @@ class LocalBroker:
     def connected(self) -> bool:
         return self._connected and not self._closed
 
-    async def publish(self, room: str, envelope: Envelope) -> None:
-        await self.publish_many([(room, envelope)])
-
-    async def publish_many(self, batch: Sequence[tuple[str, Envelope]]) -> None:
+    async def publish(self, batch: Sequence[tuple[str, Envelope]]) -> None:
         if not self.connected:
             raise BrokerError("local broker is disconnected")
         channels = self.hub.channels
@@ -116,13 +113,12 @@ class LocalRegistry:
     """In-process presence registry (embedded mode, tests). Times: ``clock`` for heartbeats (monotonic),
     ``time.time`` for ``last_seen``, as in Redis."""
 
-    def __init__(self, hub: LocalHub | None = None, *, ttl: float = 60.0, heartbeat_ttl: float = 6.0) -> None:
+    def __init__(self, hub: LocalHub | None = None, *, ttl: float = 60.0) -> None:
         self.hub = hub or LocalHub()
         self.ttl = ttl
-        self.heartbeat_ttl = heartbeat_ttl
 
     def __repr__(self) -> str:
-        return f"LocalRegistry(ttl={self.ttl}, heartbeat_ttl={self.heartbeat_ttl})"
+        return f"LocalRegistry(ttl={self.ttl})"
 
     async def write(self, room: str, upserts: Sequence[PresenceEntry], removals: Collection[int]) -> None:
         entries = self.hub.presence.setdefault(room, {})
@@ -147,10 +143,10 @@ class LocalRegistry:
         await self.write(room, (), doomed)
         return len(doomed)
 
-    async def heartbeat(self, replica: str) -> bool:
+    async def heartbeat(self, replica: str, ttl: float) -> bool:
         now = time.monotonic()
         was_alive = self.hub.heartbeats.get(replica, 0.0) > now
-        self.hub.heartbeats[replica] = now + self.heartbeat_ttl
+        self.hub.heartbeats[replica] = now + ttl
         return was_alive
 
     async def alive(self, replicas: Collection[str]) -> set[str]:

@@ -7,7 +7,7 @@ client left), when it was not refreshed for ``ttl`` seconds, or when its replica
 ``list`` never returns an entry of a replica whose heartbeat expired, and the surviving replicas
 ``prune`` such entries for good. This is what the REST presence listing reads.
 
-Backends: in-process (``presence.local.LocalRegistry``) and Redis (``presence.redis.RedisRegistry``).
+Backends: in-process (``presence.local.LocalRegistry``) and Redis (``presence.redis_registry.RedisRegistry``).
 """
 
 from __future__ import annotations
@@ -85,6 +85,9 @@ class PresenceRegistry(Protocol):
     Errors: BrokerError when the backend cannot be reached.
     """
 
+    ttl: float
+    """Seconds an entry stays listed without being written again."""
+
     async def write(self, room: str, upserts: Sequence[PresenceEntry], removals: Collection[int]) -> None:
         """Set ``upserts`` and delete the entries of ``removals`` (client ids) in ``room``; refreshes
         the room's expiry."""
@@ -98,9 +101,9 @@ class PresenceRegistry(Protocol):
         """Delete the room's entries written by ``replicas`` (presumed dead); returns how many."""
         ...
 
-    async def heartbeat(self, replica: str) -> bool:
-        """This replica is alive for the next ``heartbeat_ttl`` seconds. False if its previous heartbeat
-        had already expired or vanished (e.g. Redis restarted empty): the caller rewrites its entries."""
+    async def heartbeat(self, replica: str, ttl: float) -> bool:
+        """``replica`` is alive for the next ``ttl`` seconds. False if its previous heartbeat had already
+        expired or vanished (e.g. Redis restarted empty): the caller rewrites its entries."""
         ...
 
     async def alive(self, replicas: Collection[str]) -> set[str]:

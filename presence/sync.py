@@ -1,30 +1,31 @@
-"""State-vector exchange between replicas: what to compare, what to send.
+"""What replicas compare and exchange to find out what one of them lacks: digests and the step1 payload.
 
 A state vector (client id → clock) says which insertions a document has, but not which deletions: in
 Yjs a transaction that only deletes does not advance any clock. Two replicas with equal state vectors
 may still differ in their *delete sets*. So everything compared here covers both:
 
-- ``digest(doc)``: 16 bytes over the state vector and the delete set, both in a canonical form (Yrs may
-  encode equal delete sets differently: client order, split ranges), for the periodic anti-entropy.
+- ``digest(state_vector, delete_set)``: 16 bytes over both, each in a canonical form (Yrs may encode
+  equal delete sets differently: client order, split ranges), for the periodic anti-entropy;
 - a step1 carries the state vector plus the delete set's digest, so the answering replica can tell
   whether the asker lacks anything at all, and whether it lacks something of the asker's (the "echo").
 
-Update v1 layout used here: ``varUint(#clients with structs) ... delete set``; an update produced by
-``doc.get_update(doc.get_state())`` has no structs, only the whole delete set:
-``varUint(#clients) { varUint(client) varUint(#ranges) { varUint(clock) varUint(length) } }``.
+Everything here works on the bytes a room hands out (``SharedRoom.state_vector()`` and ``delete_set()``,
+awaited by presence.repair), never on a document. The delete set is an update v1 without structs:
+``varUint(0) varUint(#clients) { varUint(client) varUint(#ranges) { varUint(clock) varUint(length) } }``.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-from pycrdt import Doc, write_var_uint
+from pycrdt import write_var_uint
 
 from collab_server.protocol import Reader, decode_state_vector
 
-_EMPTY_DIGEST = b""
+if TYPE_CHECKING:
+    from collab_server.replication import SharedRoom
 
 
 def lacks(mine: dict[int, int], theirs: dict[int, int]) -> bool:
@@ -37,8 +38,8 @@ def has_structs(update: bytes) -> bool:
     return bool(update) and update[0] != 0
 
 
-def _canonical_delete_set(update_without_structs: bytes) -> bytes:
-    cursor = Reader(update_without_structs)
+def _canonical_delete_set(delete_set: bytes) -> bytes:
+    cursor = Reader(delete_set)
     if cursor.var_uint() != 0:
         raise ValueError("expected an update without structs")
     ranges: dict[int, list[tuple[int, int]]] = {}
@@ -68,20 +69,23 @@ def _canonical_state_vector(state_vector: bytes) -> bytes:
     return b"".join(write_var_uint(client) + write_var_uint(clock) for client, clock in pairs if clock)
 
 
-def delete_set_digest(doc: Doc[Any]) -> bytes:
-    """16 bytes identifying the doc's delete set, equal on every replica that has the same deletions."""
-    canonical = _canonical_delete_set(doc.get_update(doc.get_state()))
-    return hashlib.blake2b(canonical, digest_size=16).digest()
+def delete_set_digest(delete_set: bytes) -> bytes:
+    """16 bytes identifying a delete set, equal on every replica that has the same deletions."""
+    return hashlib.blake2b(_canonical_delete_set(delete_set), digest_size=16).digest()
 
 
-def digest(doc: Doc[Any]) -> bytes:
-    """16 bytes identifying the doc's content (state vector and delete set), for anti-entropy."""
-    state = doc.get_state()
+def digest(state_vector: bytes, delete_set: bytes) -> bytes:
+    """16 bytes identifying a document's content (state vector and delete set), for anti-entropy."""
     hasher = hashlib.blake2b(digest_size=16)
-    hasher.update(_canonical_state_vector(state))
+    hasher.update(_canonical_state_vector(state_vector))
     hasher.update(b"/")
-    hasher.update(_canonical_delete_set(doc.get_update(state)))
+    hasher.update(_canonical_delete_set(delete_set))
     return hasher.digest()
+
+
+async def room_digest(room: SharedRoom) -> bytes:
+    """The digest of a room's document as it is now."""
+    return digest(await room.state_vector(), await room.delete_set())
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,5 +118,6 @@ class Step1:
         return cls(state_vector, ds_digest, bool(flags & 1), bool(flags & 2))
 
     @classmethod
-    def of(cls, doc: Doc[Any], *, echo: bool, answer: bool = False) -> Step1:
-        return cls(doc.get_state(), delete_set_digest(doc), echo, answer)
+    async def of(cls, room: SharedRoom, *, echo: bool, answer: bool = False) -> Step1:
+        """The step1 of a room's document as it is now."""
+        return cls(await room.state_vector(), delete_set_digest(await room.delete_set()), echo, answer)

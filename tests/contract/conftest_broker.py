@@ -43,7 +43,7 @@ class BrokerBackend(Protocol):
         """A started broker for ``replica_id`` (closed at teardown)."""
         ...
 
-    async def registry(self, *, ttl: float = 60.0, heartbeat_ttl: float = 6.0) -> PresenceRegistry: ...
+    async def registry(self, *, ttl: float = 60.0) -> PresenceRegistry: ...
 
     async def cut(self, broker: Broker) -> None:
         """Break ``broker``'s subscriber connection the way a network fault would; it comes back by itself."""
@@ -65,8 +65,8 @@ class LocalBackend:
         self._opened.append(broker)
         return broker
 
-    async def registry(self, *, ttl: float = 60.0, heartbeat_ttl: float = 6.0) -> PresenceRegistry:
-        registry = LocalRegistry(self.hub, ttl=ttl, heartbeat_ttl=heartbeat_ttl)
+    async def registry(self, *, ttl: float = 60.0) -> PresenceRegistry:
+        registry = LocalRegistry(self.hub, ttl=ttl)
         self._opened.append(registry)
         return registry
 
@@ -90,17 +90,17 @@ class RedisBackend:
         self._opened: list[Broker | PresenceRegistry] = []
 
     async def broker(self, replica_id: str) -> Broker:
-        from presence.redis import RedisBroker
+        from presence.redis_broker import RedisBroker
 
         broker = RedisBroker(self.url, replica_id, prefix=self.prefix, ping_interval=0.5)
         await broker.start()
         self._opened.append(broker)
         return broker
 
-    async def registry(self, *, ttl: float = 60.0, heartbeat_ttl: float = 6.0) -> PresenceRegistry:
-        from presence.redis import RedisRegistry
+    async def registry(self, *, ttl: float = 60.0) -> PresenceRegistry:
+        from presence.redis_registry import RedisRegistry
 
-        registry = RedisRegistry(self.url, prefix=self.prefix, ttl=ttl, heartbeat_ttl=heartbeat_ttl)
+        registry = RedisRegistry(self.url, prefix=self.prefix, ttl=ttl)
         self._opened.append(registry)
         return registry
 
@@ -110,15 +110,20 @@ class RedisBackend:
     async def aclose(self) -> None:
         for opened in self._opened:
             await opened.close()
-        from redis.asyncio import Redis
+        await delete_keys(self.url, self.prefix)
 
-        client = Redis.from_url(self.url, protocol=2)
-        try:
-            keys = [key async for key in client.scan_iter(match=f"{self.prefix}:*")]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
+
+async def delete_keys(url: str, prefix: str) -> None:
+    """Delete every key under ``prefix`` (a test's own: other users of this Redis are left alone)."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url, protocol=2)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 async def kill_clients(url: str, name: str) -> int:

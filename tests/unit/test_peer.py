@@ -6,7 +6,7 @@ from typing import Any
 
 from pycrdt import Doc
 
-from collab_server.peer import CLOSE_TRY_AGAIN_LATER
+from collab_server.errors import CloseCode
 from collab_server.protocol import encode_update
 from tests.support.documents import append_text
 from tests.support.eventually import eventually
@@ -22,7 +22,7 @@ async def test_a_peer_that_stops_reading_is_closed_with_a_retryable_code() -> No
     for i in range(20):
         room.receive(author, encode_update(append_text(client, str(i))))
         await settle()  # one broadcast per tick
-    assert slow.closed and slow.close_code == CLOSE_TRY_AGAIN_LATER
+    assert slow.closed and slow.close_code == CloseCode.TRY_AGAIN_LATER
     assert slow not in room.peers
     # the stalled reader never took the close frame either, so its connection was aborted
     await eventually(lambda: _assert(slow_socket.aborted), timeout=5)

@@ -9,6 +9,7 @@ import pytest
 from pycrdt import Doc, Map, Text
 
 from collab_server.errors import ProtocolError, StoreOverloaded
+from collab_server.origins import LOCAL, Replica
 from collab_server.protocol import (
     AwarenessEntry,
     AwarenessMessage,
@@ -19,7 +20,6 @@ from collab_server.protocol import (
     encode_sync_step1,
     encode_update,
 )
-from collab_server.room import LOCAL, Replica
 from tests.support.documents import append_text
 from tests.unit.fakes import make_peer, make_room, settle
 

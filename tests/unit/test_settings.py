@@ -6,13 +6,14 @@ import pytest
 
 from collab_server.cli import build_parser, parse_settings
 from collab_server.errors import ConfigError
+from collab_server.secrets import Secret
 from collab_server.settings import Settings
 
 
 def test_defaults_need_no_configuration() -> None:
     settings = Settings.from_env({})
-    assert settings.database_url.startswith("sqlite:///")
-    assert settings.broker_url == "memory://"
+    assert settings.database_url.reveal().startswith("sqlite:///")
+    assert settings.broker_url.reveal() == "memory://"
     assert settings.replica_id  # generated
 
 
@@ -47,3 +48,29 @@ def test_help_lists_every_setting_with_its_variable() -> None:
     help_text = build_parser().format_help()
     for name in ("--database-url", "COLLAB_DATABASE_URL", "--max-message-bytes", "--room-grace", "--ws-deflate"):
         assert name in help_text
+
+
+def test_passwords_in_urls_never_show_in_repr_logs_or_help() -> None:
+    env = {"COLLAB_DATABASE_URL": "postgresql://collab:hunter2@db:5432/collab", "COLLAB_BROKER_URL": "redis://:s3cret@r:6379/0"}
+    settings = Settings.from_env(env)
+    shown = f"{settings!r} {settings} {settings.database_url} {settings.broker_url}"
+    assert "hunter2" not in shown and "s3cret" not in shown
+    assert "postgresql://collab:***@db:5432/collab" in shown  # where it points stays visible
+    assert settings.database_url.reveal() == env["COLLAB_DATABASE_URL"]
+    help_text = build_parser().format_help()
+    assert "hunter2" not in help_text
+
+
+def test_a_secret_shows_only_that_it_is_set() -> None:
+    key = Secret("top-secret-key")
+    assert "top-secret" not in f"{key} {key!r}"
+    assert key.reveal() == "top-secret-key"
+    assert bool(key) and not Secret("")
+    assert Secret("a") == Secret("a") != Secret("b")
+
+
+def test_a_subcommand_takes_the_settings_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    from collab_server.cli import main
+
+    assert main(["migrate", "--database-url", "memory://"]) == 0
+    assert "memory://: this store has no schema to migrate" in capsys.readouterr().out

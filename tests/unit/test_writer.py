@@ -61,11 +61,11 @@ async def test_the_buffer_bound_is_reported_before_it_is_passed() -> None:
     writer = AppendWriter(store, window=0.001, max_buffer_bytes=100)
     writer.start()
     writer.append("r", b"x" * 60)
-    assert writer.has_room(40)
-    assert not writer.has_room(41)
+    assert writer.can_take(40)
+    assert not writer.can_take(41)
     store.down = False
     await writer.flush(timeout=10)
-    assert writer.has_room(100)
+    assert writer.can_take(100)
     await writer.close()
 
 

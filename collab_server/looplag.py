@@ -1,0 +1,39 @@
+"""The event loop's lag, sampled: every ``interval`` a timer asks to run, and how late it ran is how
+long other work held the loop (one long turn, or many short ones back to back). Every socket, room and
+the store's commit replies wait that long, so this is the first number to look at when latency grows.
+Exported as ``collab_loop_lag_seconds``; the cost is one timer callback per interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from collab_server import metrics
+
+
+class LoopLagMonitor:
+    """Samples the running loop's lag until ``close``."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self._interval = interval
+        self._handle: asyncio.TimerHandle | None = None
+        self.worst = 0.0  # the largest lag seen, for tests and benchmarks
+
+    def start(self) -> LoopLagMonitor:
+        self._schedule(asyncio.get_running_loop())
+        return self
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        due = loop.time() + self._interval
+        self._handle = loop.call_at(due, self._sample, loop, due)
+
+    def _sample(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        lag = max(loop.time() - due, 0.0)
+        self.worst = max(self.worst, lag)
+        metrics.LOOP_LAG_SECONDS.observe(lag)
+        self._schedule(loop)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
