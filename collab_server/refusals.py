@@ -3,7 +3,8 @@
 A hostile client can make the server refuse it thousands of times a second; the log must not grow with
 it. Each reason may log ``burst`` lines per ``interval`` seconds; the next line that gets through says
 how many were left out, and ``collab_log_lines_suppressed_total`` counts them. No traceback is ever
-logged for what a client did.
+logged for what a client did. ``RateLimitFilter`` puts the same budget on loggers that are not ours
+(uvicorn's); ``logs.configure_logging`` installs it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,25 @@ class LogLimiter:
 
 
 _limiter = LogLimiter()
+
+
+class RateLimitFilter(logging.Filter):
+    """A logging filter with the same budget per message template, for loggers whose lines a client can
+    cause but whose calls are not ours (uvicorn's "Invalid HTTP request received.", one per connection)
+    or not worth routing through ``log_refusal`` (a slow consumer, an internal error's traceback)."""
+
+    def __init__(self, name: str = "", limiter: LogLimiter | None = None) -> None:
+        super().__init__(name)
+        self._limiter = limiter or LogLimiter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        suppressed = self._limiter.allow(f"{record.name}:{record.msg}")
+        if suppressed is None:
+            return False
+        if suppressed:
+            record.msg = f"{record.getMessage()} ({suppressed} more like it not logged)"
+            record.args = None
+        return True
 
 
 def log_refusal(reason: str, message: str, *args: Any, level: int = logging.INFO, **extra: Any) -> None:

@@ -93,6 +93,16 @@ async def test_refusals_are_logged_a_few_lines_per_reason(server: ServerProcess,
     assert server.metric("collab_log_lines_suppressed_total") >= 90
 
 
+async def test_garbage_http_requests_cannot_flood_the_log(server: ServerProcess) -> None:
+    for _ in range(100):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"\x16\x03\x01 not http at all\r\n\r\n")
+        await reader.read()  # uvicorn answers 400 and closes
+        writer.close()
+    invalid = [line for line in _log_lines(server) if "Invalid HTTP request" in str(line["message"])]
+    assert 1 <= len(invalid) <= 10
+
+
 def test_every_line_is_json_and_none_is_a_traceback(server: ServerProcess) -> None:
     assert _log_lines(server)
     assert_no_traceback(server)

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from collab_server.native_stderr import NativeReport
-from collab_server.refusals import LogLimiter
+from collab_server.refusals import LogLimiter, RateLimitFilter
 
 
 def test_each_reason_logs_a_burst_per_interval_then_says_how_many_were_left_out() -> None:
@@ -36,3 +36,19 @@ def test_a_panic_report_becomes_one_record_without_build_paths(caplog: pytest.Lo
         "the CRDT library panicked: called `Option::unwrap()` on a `None` value (at yrs-0.28.0/src/store.rs:234:50)"
     ] * 2
     assert "/root" not in caplog.text
+
+
+def test_the_filter_budgets_each_message_template(caplog: pytest.LogCaptureFixture) -> None:
+    flood = logging.getLogger("test.flood")
+    limiter = LogLimiter(burst=2, interval=3600)
+    flood.addFilter(RateLimitFilter(limiter=limiter))
+    with caplog.at_level(logging.WARNING, logger="test.flood"):
+        for i in range(5):
+            flood.warning("Invalid HTTP request received.")
+            flood.warning("peer %d is slow", i)
+    assert [record.getMessage() for record in caplog.records] == [
+        "Invalid HTTP request received.",
+        "peer 0 is slow",
+        "Invalid HTTP request received.",
+        "peer 1 is slow",
+    ]
