@@ -45,6 +45,10 @@ class AwarenessStates:
         clock = self._clocks.get(client_id)
         return clock if clock is not None else self._removed.get(client_id, 0)
 
+    def new_clients(self, entries: list[AwarenessEntry]) -> set[int]:
+        """Client ids that ``entries`` would add as live states (not live now, not a removal)."""
+        return {entry.client_id for entry in entries if not entry.removed and entry.client_id not in self._states}
+
     def would_exceed(self, entries: list[AwarenessEntry], max_states: int) -> bool:
         """Would applying ``entries`` leave more than ``max_states`` live states? (Removals count down.)"""
         added = 0

@@ -78,6 +78,9 @@ class Settings:
     max_awareness_depth: int = _setting(
         64, "nesting depth of an awareness state's JSON; deeper closes the peer with 4400"
     )
+    max_awareness_clients_per_peer: int = _setting(
+        16, "awareness clients one connection may bring into a room (a y-websocket client has one); more: 4400"
+    )
     max_awareness_states: int = _setting(
         5000, "live awareness states per room; a peer adding one more is closed with 4503 (retries)"
     )
@@ -182,6 +185,7 @@ _BOUNDS = (
     "max_awareness_entries",
     "max_awareness_state_bytes",
     "max_awareness_depth",
+    "max_awareness_clients_per_peer",
     "max_awareness_states",
     "peer_bytes_per_second",
     "peer_bytes_burst",

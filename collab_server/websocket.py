@@ -106,7 +106,13 @@ async def room_endpoint(websocket: WebSocket) -> None:
         await websocket.close(CloseCode.INTERNAL_ERROR, reason)
         return
 
-    gate = FrameGate(_frame_limits(settings), quotas.peer_rates(), quotas.document_sizes, settings.max_awareness_states)
+    gate = FrameGate(
+        _frame_limits(settings),
+        quotas.peer_rates(),
+        quotas.document_sizes,
+        settings.max_awareness_states,
+        settings.max_awareness_clients_per_peer,
+    )
     try:
         for message in room.welcome():
             peer.send(message)
@@ -155,7 +161,7 @@ async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, gate: FrameGa
         message: Message | None = None
         try:
             for message in gate.admit(frame):
-                gate.check(message, room, can_write=peer.can_write)
+                gate.check(message, room, can_write=peer.can_write, introduced=peer.client_ids)
                 handle(peer, message)
                 if peer.closed:
                     return  # too slow to take the replies: nothing more of this frame is worth doing

@@ -1,16 +1,18 @@
 """Awareness built to exhaust memory or break other clients: refused with the right code, bounded, and the
 real clients in the room keep collaborating.
 
-Payloads as in issue 8: 1.5 M new client ids in one message (14 MiB frame), states holding NaN or
-Infinity, JSON nested 100,000 deep; and 5,000-id messages in a stream, to reach the per-room limit.
+Payloads as in issue 8: 1.5 M new client ids in one message (13 MiB frame) and in messages of 5,000,
+states holding NaN or Infinity, JSON nested 100,000 deep; and peers filling a room's awareness.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import websockets
 from websockets.asyncio.client import connect
 
 from collab_server.protocol import (
@@ -54,28 +56,46 @@ async def test_one_and_a_half_million_ids_in_one_message_are_refused(server: Ser
     assert memory.growth < 100 * MiB
 
 
-async def test_a_room_holds_at_most_its_limit_of_awareness_states(server: ServerProcess, room_name: str) -> None:
+async def test_one_and_a_half_million_ids_in_messages_of_5000_are_refused(
+    server: ServerProcess, room_name: str
+) -> None:
     sentinel, memory = Sentinel(server, room_name + "-sentinel"), PeakMemory(server)
     async with sentinel.watching(), memory.sampling(), connect(f"{server.url}/{room_name}", max_size=None) as ws:
         await ws.recv()
         for batch in range(300):  # 1.5 M ids in all, 5,000 at a time
             try:
                 await ws.send(_states(1 + batch * 5000, 5000))
-            except Exception:
+            except websockets.ConnectionClosed:
                 break
         code, reason = await close_code(ws)
     memory.report("1.5 M awareness ids, 5,000 per message")
-    assert (code, reason) == (4503, "the room already holds 5000 awareness states")
+    assert (code, reason) == (4400, "protocol error: one connection may bring at most 16 awareness clients")
     sentinel.assert_served()
     assert memory.growth < 100 * MiB
-    # The refused peer's states left with it: a newcomer is shown only itself.
-    async with connect(f"{server.url}/{room_name}", max_size=None) as fresh:
-        await fresh.recv()
-        await fresh.send(_states(42, 1) + b"\x03")
-        await asyncio.wait_for(fresh.recv(), 5)  # our state, echoed
-        [answer] = decode_frame(await asyncio.wait_for(fresh.recv(decode=False), 5))
-        assert isinstance(answer, AwarenessMessage)
-        assert [entry.client_id for entry in decode_awareness(answer.update)] == [42]
+
+
+async def test_a_room_holds_at_most_its_limit_of_awareness_states(server_factory: Any, room_name: str) -> None:
+    server: ServerProcess = server_factory({"COLLAB_MAX_AWARENESS_STATES": "40"})
+    async with connect(f"{server.url}/{room_name}") as first, connect(f"{server.url}/{room_name}") as second:
+        for number, ws in enumerate((first, second)):
+            await ws.recv()
+            await ws.send(_states(1000 * (number + 1), 16))
+            await ws.recv()  # the room's relay of our states: applied
+        async with connect(f"{server.url}/{room_name}") as third:
+            await third.recv()
+            await third.send(_states(3000, 16))
+            code, reason = await close_code(third)
+        assert (code, reason) == (4503, "the room already holds 40 awareness states")
+        # Those who came first keep their states; a newcomer is shown them, not the refused peer's.
+        async with connect(f"{server.url}/{room_name}", max_size=None) as fresh:
+            awareness = await asyncio.wait_for(fresh.recv(decode=False), 5)
+            while awareness[:1] != b"\x01":
+                awareness = await asyncio.wait_for(fresh.recv(decode=False), 5)
+            [shown] = decode_frame(awareness)
+            assert isinstance(shown, AwarenessMessage)
+            ids = {entry.client_id for entry in decode_awareness(shown.update)}
+            assert ids == set(range(1000, 1016)) | set(range(2000, 2016))
+    assert server.metric('collab_quota_refusals_total{quota="awareness_full"}') == 1
 
 
 @pytest.mark.parametrize("state", ['{"cursor": {"x": NaN}}', '{"x": Infinity}', '[-Infinity]'])

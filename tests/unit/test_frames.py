@@ -101,3 +101,16 @@ async def test_awareness_is_decoded_once_for_the_gate_and_the_room() -> None:
     room.handle(peer, message)
     assert room.awareness.state(5) == '{"user": "ada"}'
     assert peer.client_ids == {5}
+
+
+def test_one_connection_may_bring_only_a_few_awareness_clients() -> None:
+    room, _ = make_room()
+    room.awareness.apply([AwarenessEntry(i, 1, "{}") for i in range(100, 110)])
+    gate = FrameGate(FrameLimits(), PeerRates(1e9, 1e9, 1e9, 1e9), DocumentSizes(1 << 30, encoded_size), 1000, 3)
+    # Echoes of states already live in the room (y-websocket clients relay what they see) do not count.
+    [echo] = gate.admit(encode_awareness_message([AwarenessEntry(i, 1, "{}") for i in range(100, 110)]))
+    gate.check(echo, room, introduced={1})
+    [two_more] = gate.admit(encode_awareness_message([AwarenessEntry(2, 1, "{}"), AwarenessEntry(3, 1, "{}")]))
+    gate.check(two_more, room, introduced={1})
+    with pytest.raises(ProtocolError, match="at most 3 awareness clients"):
+        gate.check(two_more, room, introduced={1, 4})
