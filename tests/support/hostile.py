@@ -27,10 +27,11 @@ from tests.support.servers import ServerProcess
 SENTINEL_LIMIT = 0.25
 """Seconds: the sentinel round trip allowed during any attack."""
 SCHEDULER_ALLOWANCE = 1.0
-"""Seconds: one round trip may take up to this long, once per attack. The suite runs on machines shared
-with other work (two cores, load average near 8 while these tests were written): a process that is
-descheduled once looks like a stall. A stall of our making is not a single blip: without the yield
-inside a frame, the 20,000-update frame holds every room for 2 s."""
+"""Seconds: a few round trips (one, or 5 % of them) may take up to this long. The suite runs on machines
+shared with other work (two cores, load average near 8 while these tests were written): a process that
+is descheduled looks like a stall, and a test that failed on it would fail at random. A stall of our
+making is not a blip: without the yield inside a frame, the 20,000-update frame holds every room for
+2 s, and fails this."""
 
 
 async def close_code(ws: ClientConnection, timeout: float = 15.0) -> tuple[int, str]:
@@ -89,7 +90,10 @@ class Sentinel:
         assert len(self.times) >= 2, "the sentinel made no round trip during the attack"
         slow = sorted(t for t in self.times if t >= SENTINEL_LIMIT)
         shown = ", ".join(f"{t * 1000:.0f} ms" for t in slow)
-        assert len(slow) <= 1 and self.slowest < SCHEDULER_ALLOWANCE, f"sentinel round trips took {shown}"
+        blips = max(1, len(self.times) // 20)
+        assert len(slow) <= blips and self.slowest < SCHEDULER_ALLOWANCE, (
+            f"sentinel round trips took {shown} (of {len(self.times)})"
+        )
 
 
 def rss_bytes(server: ServerProcess) -> int:
