@@ -157,7 +157,8 @@ def run_once(store: str, bench_args: list[str], out_dir: Path, wait_quiet: float
         url = "memory://"
     log = open(out_dir / f"server-{store}-{port}.log", "wb")
     server = subprocess.Popen(
-        ["taskset", "-c", "0", str(REPO / ".venv/bin/collab-server"), "--port", str(port), "--database-url", url],
+        ["taskset", "-c", "0", str(REPO / ".venv/bin/collab-server"), "--port", str(port), "--database-url", url,
+         "--auth", "off"],
         stdout=log,
         stderr=log,
         start_new_session=True,

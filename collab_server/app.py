@@ -13,20 +13,26 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from collab_server.access_setup import open_access
+from collab_server.api import api_middleware, api_routes
+from collab_server.api.errors import http_exception
 from collab_server.limits import Quotas
 from collab_server.looplag import LoopLagMonitor
 from collab_server.replication import Replication
+from collab_server.room_control import RoomControl
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
 from collab_server.websocket import room_endpoint
 from persistence.base import DocumentStore, UpdateWriter
 from persistence.factory import open_store
+from persistence.room_store import RoomStore
 from persistence.writer import AppendWriter
 from presence.factory import open_replication
 
@@ -38,12 +44,13 @@ def create_app(
     *,
     store: DocumentStore | None = None,
     replication: Replication | None = None,
+    room_store: RoomStore | None = None,
 ) -> Starlette:
     """Build the ASGI app: the one place where the server's parts are chosen and wired together.
 
     Every part is built in the lifespan, in dependency order, on one ``AsyncExitStack`` that closes them
-    in reverse order at shutdown. A part passed in (tests) is used as given and left open: its owner
-    closes it.
+    in reverse order at shutdown. A part passed in (tests: ``store``, ``replication``, ``room_store``) is used as
+    given and left open: its owner closes it.
     """
     settings = settings or Settings.from_env()
 
@@ -52,6 +59,10 @@ def create_app(
         async with AsyncExitStack() as stack:
             stack.callback(logger.info, "shutdown complete")  # registered first, so it runs last
             stack.callback(LoopLagMonitor().start().close)
+            # Access first: a server that must not start open refuses before it opens anything else.
+            access_parts = await open_access(settings, rooms=room_store)
+            if room_store is None:
+                stack.push_async_callback(access_parts.access.rooms.close)
             document_store = store
             if document_store is None:
                 document_store = await open_store(
@@ -79,6 +90,9 @@ def create_app(
             logger.info("store: %s", document_store.describe())
             logger.info("broker: %s; replica id %s", fanout.describe(), settings.replica_id)
             logger.info("rooms at ws://%s:%d/ws/{room}", settings.host, settings.port)
+            control = RoomControl(access_parts.access, rooms, document_store, writer, access_parts.events)
+            await control.start()
+            stack.push_async_callback(control.close)
             yield {
                 "settings": settings,
                 "store": document_store,
@@ -88,6 +102,9 @@ def create_app(
                 "quotas": Quotas.from_settings(settings),
                 # The presence registry (presence.registry.PresenceRegistry), for the REST presence listing.
                 "presence": getattr(fanout, "presence", None),
+                "access": access_parts.access,
+                "room_control": control,
+                "join_limiter": access_parts.limiter,
             }
 
     return CollabApp(
@@ -96,7 +113,10 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
+            *api_routes(),
         ],
+        middleware=api_middleware(settings),
+        exception_handlers={HTTPException: http_exception},
         lifespan=lifespan,
     )
 

@@ -2,6 +2,7 @@
 
     collab-server [serve] [flags]   run the server (the default when no subcommand is given)
     collab-server migrate [flags]   apply pending schema migrations to COLLAB_DATABASE_URL and exit
+    collab-server token --sub USER  print a token for local use (collab_server.cli_token)
 
 Every setting is a flag and a ``COLLAB_*`` variable (flags win) for every subcommand, generated from the
 one ``Settings`` dataclass. A subcommand is a function ``(argv) -> exit code`` registered in ``COMMANDS``;
@@ -114,9 +115,16 @@ def migrate_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def token_main(argv: Sequence[str]) -> int:
+    from collab_server.cli_token import token_main as run
+
+    return run(argv)
+
+
 COMMANDS: dict[str, Command] = {
     "serve": Command("run the server (the default)", serve_main),
     "migrate": Command("apply pending schema migrations and exit", migrate_main),
+    "token": Command("print a user or room token for local use", token_main),
 }
 
 

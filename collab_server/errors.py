@@ -4,11 +4,17 @@
     ├── ConfigError          a setting is missing or malformed (names the key)
     ├── ProtocolError        a peer sent bytes that are not valid y-websocket messages
     ├── LimitExceeded        a peer passed a rate or quota (transient: it may come back later)
-    │   ├── RateLimited          bytes or messages per second, rooms opened per minute
+    │   ├── RateExceeded         bytes or messages per second, rooms opened per minute
     │   ├── DocumentTooLarge     the document would pass its size quota
     │   └── RoomOverloaded       the room holds as many awareness states as it may
-    ├── RoomNotFound
-    ├── AuthError
+    ├── RoomNotFound         no such room (registered mode, deleted, or private and not yours)
+    ├── AuthError            no, malformed, badly signed or expired credentials
+    │   ├── Forbidden            authenticated, but this principal may not do this
+    │   ├── RateLimited          too many password / invite attempts (carries retry_after)
+    │   └── AuthUnavailable      the identity provider's keys cannot be fetched right now (retryable)
+    ├── RequestError         a REST request is invalid (bad body or parameter, conflict, too large)
+    │   ├── Conflict             the request contradicts the current state (e.g. the owner's own role)
+    │   └── PayloadTooLarge      a request body over the size limit
     ├── StoreError           the document store failed
     │   ├── StoreUnavailable     cannot reach the store right now (retryable)
     │   ├── StoreOverloaded      the write buffer is full; new writes are refused until it drains
@@ -35,6 +41,9 @@ class CloseCode(IntEnum):
     RESTARTING = 1012  # the server is shutting down: reconnect (to another replica)
     TRY_AGAIN_LATER = 1013  # too slow a reader, or the store is not taking writes
     PROTOCOL_ERROR = 4400  # malformed room name or message, or an update the CRDT library cannot apply
+    UNAUTHENTICATED = 4401  # no, malformed, badly signed or expired token
+    FORBIDDEN = 4403  # no right to this room (or the right was revoked while connected)
+    NO_SUCH_ROOM = 4404  # registered mode and the room was never created, or it was deleted
     # Refusals for a quota: 45xx, the y-websocket client's "try again later" range (mirroring HTTP codes).
     OVERLOADED = 4503  # the room holds as many awareness states as it may
     TOO_LARGE = 4513  # the update would take the document past its size quota
@@ -57,8 +66,8 @@ class LimitExceeded(CollabError):
     """A peer passed a rate or a quota; the message says which, in words meant for the client."""
 
 
-class RateLimited(LimitExceeded):
-    pass
+class RateExceeded(LimitExceeded):
+    """A peer sends faster than its rates, or one address opens rooms faster than its quota."""
 
 
 class DocumentTooLarge(LimitExceeded):
@@ -70,11 +79,49 @@ class RoomOverloaded(LimitExceeded):
 
 
 class RoomNotFound(CollabError):
-    pass
+    """The room does not exist, or it is private and the caller may not learn that it does."""
 
 
 class AuthError(CollabError):
-    pass
+    """The caller is not authenticated: no token, or one that is malformed, badly signed or expired."""
+
+
+class Forbidden(AuthError):
+    """The caller is authenticated but has no right to do this."""
+
+
+class RateLimited(AuthError):
+    """Too many attempts from one client on one room; ``retry_after`` is in seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AuthUnavailable(AuthError):
+    """A token names a key the server cannot fetch right now (JWKS unreachable): retry later."""
+
+
+class RequestError(CollabError):
+    """A REST request is invalid; ``code`` is the machine-readable error, ``status`` the HTTP status."""
+
+    code = "bad_request"
+    status = 400
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class Conflict(RequestError):
+    code = "conflict"
+    status = 409
+
+
+class PayloadTooLarge(RequestError):
+    code = "payload_too_large"
+    status = 413
 
 
 class StoreError(CollabError):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Set as AbstractSet
 
-from collab_server.errors import DocumentTooLarge, ProtocolError, RateLimited, RoomOverloaded
+from collab_server.errors import DocumentTooLarge, ProtocolError, RateExceeded, RoomOverloaded
 from collab_server.limits import DocumentSizes, PeerRates
 from collab_server.protocol import (
     AwarenessMessage,
@@ -61,11 +61,11 @@ class FrameGate:
         """The messages of ``frame`` to handle, in order; raises if the frame is refused."""
         problem = self._rates.frame_problem(len(frame))
         if problem is not None:
-            raise RateLimited(problem)
+            raise RateExceeded(problem)
         messages = decode_frame(frame, self._limits)
         problem = self._rates.messages_problem(len(messages))
         if problem is not None:
-            raise RateLimited(problem)
+            raise RateExceeded(problem)
         if len(messages) == 1:
             return messages
         admitted: list[Message] = []

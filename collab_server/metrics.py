@@ -83,6 +83,18 @@ LOOP_LAG_SECONDS = Histogram(
     "How late the event loop ran a timer: how long some other work held the loop",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+# -- access (collab_server.access, collab_server.api) -------------------------------------------------
+SECURITY_EVENTS = Counter(
+    "collab_security_events_total",
+    "Failed authentications, refusals, rate-limited attempts and revocations, by kind",
+    ["kind"],
+)
+TOKEN_VERIFY_SECONDS = Histogram(
+    "collab_token_verify_seconds",
+    "Time to verify one token (signature and claims)",
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1),
+)
+JWKS_FETCHES = Counter("collab_jwks_fetches_total", "JWKS documents fetched from the identity provider", ["outcome"])
 
 # -- bounds and quotas (docs/hostile-input.md) ------------------------------------------------------
 QUOTA_REFUSALS = Counter(

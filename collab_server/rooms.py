@@ -96,6 +96,22 @@ class RoomManager:
         if not room.peers and not self._closing and self._rooms.get(room.name) is room:
             self._schedule_unload(room, self._settings.room_grace)
 
+    async def discard(self, name: str) -> None:
+        """Drop a deleted room from memory without saving it (its stored data is being deleted).
+        Its peers must have been closed already; what the room still flushes goes to the writer, so
+        flush the writer before deleting the room's stored data."""
+        timer = self._unload_timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        room = self._rooms.pop(name, None)
+        if room is None:
+            return
+        for peer in list(room.peers):
+            self.leave(room, peer)
+        room.close()
+        metrics.ROOMS_LOADED.set(len(self._rooms))
+        await self.replication.room_unloaded(name)
+
     # -- load / unload -------------------------------------------------------------------------
 
     async def _load(self, name: str) -> Room:

@@ -145,6 +145,36 @@ class Settings:
     )
     presence_ttl: float = _setting(60.0, "seconds a presence entry lives in the registry without activity")
 
+    # -- access (collab_server.access, collab_server.api) ---------------------------------------
+    auth: str = _setting(
+        "auto",
+        "auto: authentication is on as soon as a COLLAB_JWT_* key is set; on: require it; off: no "
+        "authentication at all (every caller is one anonymous owner of every room)",
+    )
+    jwt_secret: Secret = _setting(Secret(), "HS256/384/512 shared secret of your identity provider's tokens")
+    jwt_public_key: Secret = _setting(
+        Secret(), "RS*/ES*/PS* public key (PEM text, or @path of a PEM file) of your identity provider's tokens"
+    )
+    jwt_jwks_url: str = _setting("", "JWKS URL of your identity provider (keys cached, refetched on a new kid)")
+    jwt_issuer: str = _setting("", "required iss claim of user tokens (empty: not checked)")
+    jwt_audience: str = _setting("", "required aud claim of user tokens (empty: not checked)")
+    jwt_name_claim: str = _setting("name", "claim of user tokens that holds the display name")
+    jwt_leeway: float = _setting(30.0, "seconds of clock skew allowed when checking exp and nbf")
+    secret_key: Secret = _setting(
+        Secret(),
+        "the server's own key for room tokens and invites (empty: a random key per process, so they do "
+        "not survive a restart nor work across replicas)",
+    )
+    rooms: str = _setting(
+        "open", "open: a room exists as soon as someone connects; registered: only rooms created over REST"
+    )
+    room_token_ttl: float = _setting(3600.0, "seconds a room token (the answer to a password or invite) lasts")
+    bcrypt_cost: int = _setting(12, "bcrypt cost factor of room passwords (4-31)")
+    join_attempts: int = _setting(10, "password / invite attempts per room and client address per join_window")
+    join_window: float = _setting(60.0, "seconds over which join_attempts are counted")
+    max_body_bytes: int = _setting(64 * 1024, "largest REST request body; larger ones are refused with 413")
+    cors_origins: str = _setting("", "comma-separated origins allowed to call the REST API (empty: none)")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``COLLAB_*`` keys of ``env`` (default: ``os.environ``)."""
@@ -155,6 +185,16 @@ class Settings:
             if key in env:
                 values[f.name] = cast_value(key, f.type, env[key])
         return cls(**values).validated()
+
+    @property
+    def jwt_configured(self) -> bool:
+        """A COLLAB_JWT_* key names a way to verify user tokens."""
+        return bool(self.jwt_secret or self.jwt_public_key or self.jwt_jwks_url)
+
+    @property
+    def auth_enabled(self) -> bool:
+        configured = self.jwt_configured or bool(self.jwt_issuer or self.jwt_audience)
+        return self.auth == "on" or (self.auth == "auto" and configured)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes).validated()
@@ -172,6 +212,15 @@ class Settings:
         if self.peer_bytes_burst < self.max_message_bytes:
             # A frame larger than the burst could never be taken from the bucket.
             raise ConfigError(f"{ENV_PREFIX}PEER_BYTES_BURST must be at least {ENV_PREFIX}MAX_MESSAGE_BYTES")
+        if self.auth not in {"auto", "on", "off"}:
+            raise ConfigError(f"{ENV_PREFIX}AUTH must be auto, on or off")
+        if self.rooms not in {"open", "registered"}:
+            raise ConfigError(f"{ENV_PREFIX}ROOMS must be open or registered")
+        if not 4 <= self.bcrypt_cost <= 31:
+            raise ConfigError(f"{ENV_PREFIX}BCRYPT_COST must be between 4 and 31")
+        for name in ("room_token_ttl", "join_attempts", "join_window", "max_body_bytes"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"{ENV_PREFIX}LOG_LEVEL must be debug, info, warning or error")
         if not self.replica_id:

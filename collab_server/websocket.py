@@ -14,17 +14,23 @@ import os
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.websockets import WebSocket
 
 from collab_server import metrics
+from collab_server.access import Access
 from collab_server.errors import (
+    AuthError,
+    AuthUnavailable,
     CloseCode,
     CorruptDocument,
     DocumentTooLarge,
+    Forbidden,
     LimitExceeded,
     ProtocolError,
-    RateLimited,
+    RateExceeded,
+    RoomNotFound,
     RoomOverloaded,
     StoreError,
     StoreOverloaded,
@@ -36,7 +42,9 @@ from collab_server.peer import Peer
 from collab_server.protocol import FrameLimits, Message, SyncStep2, SyncUpdate
 from collab_server.refusals import log_refusal, refuse
 from collab_server.room import Room
+from collab_server.room_control import RoomControl
 from collab_server.rooms import RoomManager
+from collab_server.security import security_event
 from collab_server.settings import Settings
 from collab_server.transport import TRANSPORT_EXTENSION
 
@@ -50,7 +58,7 @@ _ROOM_PREFIX = b"/ws/"
 
 # LimitExceeded subclass -> (close code, metric reason)
 _LIMIT_CODES: dict[type[LimitExceeded], tuple[CloseCode, str]] = {
-    RateLimited: (CloseCode.RATE_LIMITED, "rate_limited"),
+    RateExceeded: (CloseCode.RATE_LIMITED, "rate_limited"),
     DocumentTooLarge: (CloseCode.TOO_LARGE, "document_too_large"),
     RoomOverloaded: (CloseCode.OVERLOADED, "awareness_full"),
 }
@@ -67,6 +75,17 @@ def requested_room(scope: Mapping[str, Any]) -> tuple[str, str | None]:
     return name, room_name_problem(name)
 
 
+def query_token(query_string: bytes) -> str | None:
+    """The ``token`` parameter of the URL (the y-websocket provider's ``params``), if any."""
+    if b"token=" not in query_string:
+        return None
+    try:
+        values = parse_qs(query_string.decode("latin-1"), max_num_fields=20).get("token", [])
+    except ValueError:  # too many fields: refused as carrying no token
+        return None
+    return values[0] if values else None
+
+
 async def room_endpoint(websocket: WebSocket) -> None:
     rooms: RoomManager = websocket.state.rooms
     settings: Settings = websocket.state.settings
@@ -77,6 +96,29 @@ async def room_endpoint(websocket: WebSocket) -> None:
         metrics.PEERS_CLOSED.labels("bad_room_name").inc()
         log_refusal("bad_room_name", "refused a socket: %s", problem)
         await websocket.close(CloseCode.PROTOCOL_ERROR, problem)
+        return
+    access: Access = websocket.state.access
+    control: RoomControl = websocket.state.room_control
+    # Decided before the room is loaded and before any document byte is sent.
+    refusal = None
+    try:
+        admission = await access.admit(name, query_token(websocket.scope.get("query_string", b"")))
+    except AuthUnavailable as exc:
+        refusal = (CloseCode.TRY_AGAIN_LATER, "unavailable", str(exc))
+    except Forbidden as exc:
+        refusal = (CloseCode.FORBIDDEN, "forbidden", str(exc))
+    except AuthError as exc:
+        refusal = (CloseCode.UNAUTHENTICATED, "unauthenticated", str(exc))
+    except RoomNotFound:
+        refusal = (CloseCode.NO_SUCH_ROOM, "no_such_room", "no such room")
+    except StoreError:
+        refusal = (CloseCode.INTERNAL_ERROR, "load_failed", "room access could not be checked")
+    if refusal is not None:
+        code, kind, reason = refusal
+        metrics.PEERS_CLOSED.labels(kind).inc()
+        client = websocket.client.host if websocket.client else None
+        security_event(f"ws_{kind}", reason, room=name, client=client)
+        await websocket.close(code, reason)
         return
     if rooms.get(name) is None:
         address = websocket.client.host if websocket.client else ""
@@ -96,6 +138,7 @@ async def room_endpoint(websocket: WebSocket) -> None:
         max_bytes=settings.send_queue_bytes,
         abort=transport.get("reset"),
         send_nowait=transport.get("send_nowait"),
+        can_write=admission.role.can_write,
     )
     try:
         room = await rooms.join(name, peer)
@@ -113,11 +156,14 @@ async def room_endpoint(websocket: WebSocket) -> None:
         settings.max_awareness_states,
         settings.max_awareness_clients_per_peer,
     )
+    if access.enabled:
+        control.opened(name, peer, admission.principal)
     try:
         for message in room.welcome():
             peer.send(message)
         await _read_loop(websocket, peer, room, gate, settings.turn_budget_ms / 1000)
     finally:
+        control.closed(name, peer)
         # Leaves the room (idempotent: a slow-consumer close may have removed the peer already) and
         # broadcasts the removal of its awareness states.
         rooms.leave(room, peer)

@@ -61,6 +61,10 @@ class DocumentStore(Protocol):
         """The full-state update of one snapshot version."""
         ...
 
+    async def delete(self, room: str) -> None:
+        """Remove everything stored for the room: log, snapshots, versions (the room was deleted)."""
+        ...
+
     async def close(self) -> None: ...
 
     def describe(self) -> str:

@@ -8,6 +8,7 @@ from collab_server.errors import ConfigError
 from collab_server.secrets import redact_url
 from persistence.base import DocumentStore
 from persistence.migrate import Migration
+from persistence.room_store import RoomStore
 
 
 async def open_store(
@@ -39,6 +40,26 @@ async def open_store(
         return await PostgresStore.connect(
             url, keep_versions=keep_versions, pool_size=pool_size, timeout=timeout, auto_migrate=auto_migrate
         )
+    raise _unknown_scheme(url)
+
+
+async def open_room_store(
+    url: str, *, auto_migrate: bool = True, timeout: float = 10.0, pool_size: int = 4
+) -> RoomStore:
+    """Open the RoomStore that lives beside the document store ``url`` names (same database)."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from persistence.room_store_memory import MemoryRoomStore
+
+        return MemoryRoomStore()
+    if scheme == "sqlite":
+        from persistence.room_store_sqlite import SQLiteRoomStore
+
+        return await SQLiteRoomStore(sqlite_path(url), auto_migrate=auto_migrate).open()
+    if scheme in {"postgres", "postgresql"}:
+        from persistence.room_store_postgres import PostgresRoomStore
+
+        return await PostgresRoomStore.connect(url, pool_size=pool_size, timeout=timeout, auto_migrate=auto_migrate)
     raise _unknown_scheme(url)
 
 

@@ -89,5 +89,8 @@ class MemoryStore:
                 return snapshot.update
         return None
 
+    async def delete(self, room: str) -> None:
+        self._rooms.pop(room, None)
+
     async def close(self) -> None:
         pass

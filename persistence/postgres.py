@@ -301,6 +301,17 @@ class PostgresStore:
 
         return await self._with_connection("read version", room, read, retry_stale=True)
 
+    async def delete(self, room: str) -> None:
+        async def delete_in_transaction(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                # Under the room's compaction lock: a compaction running now must not write a snapshot
+                # after the delete.
+                await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", LOCK_NAMESPACE, room)
+                await conn.execute("DELETE FROM room_updates WHERE room = $1", room)
+                await conn.execute("DELETE FROM room_snapshots WHERE room = $1", room)
+
+        await self._with_connection("delete", room, delete_in_transaction)
+
     async def close(self) -> None:
         for _ in range(_APPEND_CONNECTIONS):  # a batch being written finishes first
             appender = await self._appenders.get()

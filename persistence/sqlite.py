@@ -186,6 +186,20 @@ class SQLiteStore:
         )
         return bytes(row[0]) if row else None
 
+    async def delete(self, room: str) -> None:
+        def delete() -> None:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("DELETE FROM room_updates WHERE room = ?", (room,))
+                db.execute("DELETE FROM room_snapshots WHERE room = ?", (room,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        await self._run(delete)
+
     async def close(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None

@@ -152,3 +152,15 @@ async def test_an_update_whose_dependency_is_missing_stays_in_the_log(store: Doc
     stored = await store.load("r")
     assert stored is not None and stored.updates == []
     assert _text("r", stored.snapshot, stored.updates) == "1,2,3,"
+
+
+async def test_delete_removes_log_snapshots_and_versions_of_that_room_only(store: DocumentStore) -> None:
+    _doc, updates = typing_updates(6)
+    await store.append_many([("gone", u) for u in updates[:3]] + [("kept", u) for u in updates])
+    await store.compact("gone", label="named")
+    await store.append_many([("gone", u) for u in updates[3:]])
+    await store.delete("gone")
+    assert await store.load("gone") is None
+    assert await store.versions("gone") == []
+    assert await _loaded_text(store, "kept") != ""
+    await store.delete("never-written")  # deleting nothing is fine

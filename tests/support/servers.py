@@ -42,7 +42,10 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
-        env = {**os.environ, **self.env, "COLLAB_PORT": str(self.port), "COLLAB_HOST": "127.0.0.1"}
+        # Servers run without authentication unless the test configures it: COLLAB_AUTH=off says so
+        # explicitly, which a server on PostgreSQL requires to start open.
+        defaults = {} if any(key.startswith("COLLAB_JWT_") for key in self.env) else {"COLLAB_AUTH": "off"}
+        env = {**os.environ, **defaults, **self.env, "COLLAB_PORT": str(self.port), "COLLAB_HOST": "127.0.0.1"}
         self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [sys.executable, "-m", "collab_server"], env=env, stdout=self._log, stderr=self._log, cwd=REPO

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Text
 
-from collab_server.errors import DocumentTooLarge, ProtocolError, RateLimited, RoomOverloaded
+from collab_server.errors import DocumentTooLarge, ProtocolError, RateExceeded, RoomOverloaded
 from collab_server.frames import MAX_STEP1_PER_FRAME, FrameGate
 from collab_server.limits import DocumentSizes, PeerRates, encoded_size
 from collab_server.protocol import (
@@ -62,10 +62,10 @@ def test_query_awareness_is_answered_once_per_frame() -> None:
 def test_rates_are_charged_per_frame_and_per_message() -> None:
     gate = _gate(rates=PeerRates(1, 100, 1, 10))
     assert gate.admit(encode_query_awareness() * 10)
-    with pytest.raises(RateLimited, match="messages per second"):
+    with pytest.raises(RateExceeded, match="messages per second"):
         gate.admit(encode_query_awareness())
     gate = _gate(rates=PeerRates(1, 100, 1, 10))
-    with pytest.raises(RateLimited, match="bytes per second"):
+    with pytest.raises(RateExceeded, match="bytes per second"):
         gate.admit(encode_query_awareness() * 101)
 
 
