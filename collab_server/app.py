@@ -23,6 +23,7 @@ from starlette.websockets import WebSocket
 from collab_server.access_setup import open_access
 from collab_server.api import api_middleware, api_routes
 from collab_server.api.errors import http_exception
+from collab_server.crdt.pool import WorkerPool
 from collab_server.limits import Quotas
 from collab_server.looplag import LoopLagMonitor
 from collab_server.replication import Replication
@@ -73,6 +74,11 @@ def create_app(
                     timeout=settings.database_timeout,
                 )
                 stack.push_async_callback(document_store.close)
+            # Documents live in worker processes: this process never runs the CRDT library (collab_server.crdt).
+            engine = await WorkerPool(
+                settings.crdt_workers, deadline=settings.crdt_deadline, poison_ttl=settings.poison_ttl
+            ).start()
+            stack.push_async_callback(engine.close)
             writer = AppendWriter(
                 document_store,
                 window=settings.commit_window_ms / 1000,
@@ -84,10 +90,12 @@ def create_app(
             # The broker backend is picked from settings.broker_url and imported only then (presence.factory).
             fanout = replication if replication is not None else await open_replication(settings, writer=writer)
             stack.push_async_callback(fanout.close)
-            rooms = RoomManager(document_store, writer, settings, fanout)
+            rooms = RoomManager(document_store, writer, settings, fanout, engine=engine)
+            engine.attach(rooms)
             # Closed first: every room is flushed through the writer before the writer and store close.
             stack.push_async_callback(_close_rooms, rooms)
             logger.info("store: %s", document_store.describe())
+            logger.info("documents: %s", engine.describe())
             logger.info("broker: %s; replica id %s", fanout.describe(), settings.replica_id)
             logger.info("rooms at ws://%s:%d/ws/{room}", settings.host, settings.port)
             control = RoomControl(access_parts.access, rooms, document_store, writer, access_parts.events)

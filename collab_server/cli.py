@@ -3,6 +3,8 @@
     collab-server [serve] [flags]   run the server (the default when no subcommand is given)
     collab-server migrate [flags]   apply pending schema migrations to COLLAB_DATABASE_URL and exit
     collab-server token --sub USER  print a token for local use (collab_server.cli_token)
+    collab-server rooms check [--repair] [flags]
+                                    report stored rooms that do not load (and quarantine what breaks them)
 
 Every setting is a flag and a ``COLLAB_*`` variable (flags win) for every subcommand, generated from the
 one ``Settings`` dataclass. A subcommand is a function ``(argv) -> exit code`` registered in ``COMMANDS``;
@@ -11,69 +13,23 @@ it imports what it needs when it runs, so ``--help`` stays fast.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from collab_server import __version__
+from collab_server.cli_args import (
+    UsageError,
+    build_parser,
+    settings_from_args,
+    settings_or_exit,
+)
 from collab_server.errors import ConfigError
-from collab_server.settings import ENV_PREFIX, Settings, cast_value, setting_fields
-
-
-def build_parser(
-    prog: str = "collab-server",
-    description: str = "A Yjs-compatible collaboration server. Clients connect to ws://HOST:PORT/ws/{room}.",
-) -> argparse.ArgumentParser:
-    """A parser with one flag per setting; subcommands add their own arguments to it."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    for f in setting_fields():
-        env_key = ENV_PREFIX + f.name.upper()
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            default=None,
-            metavar=env_key,
-            help=f"{f.metadata['help']} (default: {f.default!r})",
-        )
-    return parser
-
-
-def settings_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
-    """Settings from the environment, overridden by the flags present in ``args``."""
-    settings = Settings.from_env(env)
-    overrides = {}
-    for f in setting_fields():
-        raw = getattr(args, f.name)
-        if raw is not None:
-            overrides[f.name] = cast_value("--" + f.name.replace("_", "-"), f.type, raw)
-    return settings.replace(**overrides) if overrides else settings
-
-
-def parse_settings(
-    argv: Sequence[str] | None, env: dict[str, str] | None = None, *, parser: argparse.ArgumentParser | None = None
-) -> Settings:
-    return settings_from_args((parser or build_parser()).parse_args(argv), env)
 
 
 @dataclass(frozen=True)
 class Command:
     summary: str
     run: Callable[[Sequence[str]], int]
-
-
-class UsageError(SystemExit):
-    """A setting could not be read: the message was printed, exit with status 2."""
-
-
-def settings_or_exit(argv: Sequence[str], parser: argparse.ArgumentParser) -> Settings:
-    """The settings for a subcommand; on a bad value print why (naming the key) and exit with 2."""
-    try:
-        return parse_settings(argv, parser=parser)
-    except ConfigError as exc:
-        print(f"{parser.prog}: {exc}", file=sys.stderr)
-        raise UsageError(2) from None
 
 
 def serve_main(argv: Sequence[str]) -> int:
@@ -119,12 +75,55 @@ def token_main(argv: Sequence[str]) -> int:
     from collab_server.cli_token import token_main as run
 
     return run(argv)
+def rooms_main(argv: Sequence[str]) -> int:
+    """``collab-server rooms check [--repair]``: see ``collab_server.rooms_check``."""
+    parser = build_parser(
+        "collab-server rooms",
+        "check: load every stored room in a CRDT worker and report those that do not load, and what the "
+        "quarantine holds; --repair moves the rows that break a room to quarantine.",
+    )
+    parser.add_argument("action", choices=["check"])
+    parser.add_argument("--repair", action="store_true", help="move rows that do not load to quarantine")
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:
+        print(f"collab-server rooms: {exc}", file=sys.stderr)
+        return 2
+    import asyncio
+
+    from collab_server.crdt.pool import WorkerPool
+    from collab_server.errors import StoreError
+    from collab_server.rooms_check import check_rooms
+    from persistence.factory import open_store
+
+    async def run() -> int:
+        store = await open_store(
+            settings.database_url.reveal(),
+            keep_versions=settings.snapshot_versions,
+            auto_migrate=settings.auto_migrate,
+            pool_size=settings.database_pool_size,
+            timeout=settings.database_timeout,
+        )
+        engine = await WorkerPool(1, deadline=settings.crdt_deadline, poison_ttl=0).start()
+        try:
+            return await check_rooms(store, engine, repair=args.repair, out=sys.stdout)
+        finally:
+            await engine.close()
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except StoreError as exc:
+        print(f"collab-server rooms: {exc}", file=sys.stderr)
+        return 1
 
 
 COMMANDS: dict[str, Command] = {
     "serve": Command("run the server (the default)", serve_main),
     "migrate": Command("apply pending schema migrations and exit", migrate_main),
     "token": Command("print a user or room token for local use", token_main),
+    "rooms": Command("rooms check [--repair]: report (and quarantine) stored rows that do not load", rooms_main),
 }
 
 

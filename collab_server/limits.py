@@ -8,17 +8,20 @@ refused. Buckets compute their refill when asked (no timers), so an idle peer's 
 - ``AddressRates``: rooms one client address may open per minute. Behind a proxy the address is the
   proxy's unless uvicorn is told to trust its ``X-Forwarded-For`` (``FORWARDED_ALLOW_IPS``).
 - ``DocumentSizes``: whether an update may still be added to a room's document (``admits``). The room
-  code owns the real size; until it reports it (``set_size``), the size is estimated as the encoded
-  document at the first check plus the bytes of every update admitted since, and measured again before
-  anything is refused.
+  code may report the real size (``set_size``); otherwise the document is measured through its CRDT
+  engine when first seen, plus the bytes of every update admitted since, and measured again before a
+  refusal stands.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import math
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -125,17 +128,24 @@ class AddressRates:
 class DocumentSizes:
     """The per-document size quota (``COLLAB_MAX_DOCUMENT_BYTES``), one estimate per room object.
 
-    ``measure(room)`` returns the exact encoded size of a room's document; it is called once per room,
-    and again when the estimate says an update would pass the limit (at most once per
-    ``remeasure_after`` seconds: a full room that peers keep writing to is not encoded at every attempt).
+    ``measure(room)`` gives the encoded size of a room's document, at once or as an awaitable (the
+    document lives in a CRDT worker). A room is measured when first seen, and again when the estimate
+    says an update would pass the limit (at most once per ``remeasure_after`` seconds: a full room that
+    peers keep writing to is not encoded at every attempt). Between measurements the estimate adds the
+    bytes of every admitted update, which over-counts (updates overlap), so a refusal on a stale estimate
+    triggers a measurement and the peer, which retries (4513 is transient), is judged on it.
     """
 
-    def __init__(self, max_bytes: int, measure: Callable[[Any], int], *, remeasure_after: float = 10.0) -> None:
+    def __init__(
+        self, max_bytes: int, measure: Callable[[Any], int | Awaitable[int]], *, remeasure_after: float = 10.0
+    ) -> None:
         self.max_bytes = max_bytes
         self._measure = measure
         self._remeasure_after = remeasure_after
         # room -> (estimated size, when it was last measured)
         self._sizes: weakref.WeakKeyDictionary[Any, tuple[int, float]] = weakref.WeakKeyDictionary()
+        self._measuring: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def set_size(self, room: Any, nbytes: int) -> None:
         """The room code reports the document's real size (after a load, a compaction)."""
@@ -146,26 +156,44 @@ class DocumentSizes:
         now = time.monotonic()
         known = self._sizes.get(room)
         if known is None:
-            known = (self._measure(room), now)
+            known = self._sizes[room] = (0, -math.inf)
+            self._start_measuring(room)
+            known = self._sizes[room]
         size, measured = known
         if size + nbytes > self.max_bytes and now - measured >= self._remeasure_after:
-            # Updates overlap and deletions shrink documents: measure before refusing.
-            size, measured = self._measure(room), now
+            # Updates overlap and deletions shrink documents: measure before refusing for long.
+            self._start_measuring(room)
+            size, measured = self._sizes[room]
         if size + nbytes > self.max_bytes:
-            self._sizes[room] = (size, measured)
             return False
         self._sizes[room] = (size + nbytes, measured)
         return True
 
+    def _start_measuring(self, room: Any) -> None:
+        if room in self._measuring:
+            return
+        result = self._measure(room)
+        if not inspect.isawaitable(result):
+            self._sizes[room] = (result, time.monotonic())
+            return
+        self._measuring.add(room)
+        task = asyncio.get_running_loop().create_task(self._measured(room, result))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-def encoded_size(room: Any) -> int:
-    """Bytes of a room's whole document, encoded (what a fresh client would be sent)."""
-    try:
-        return len(room.doc.get_update())
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException:  # pyo3's PanicException included: a damaged document is the room code's to repair
-        return 0
+    async def _measured(self, room: Any, result: Awaitable[int]) -> None:
+        try:
+            size = await result
+        except Exception:  # the room is gone or its document is being rebuilt: keep the estimate
+            return
+        finally:
+            self._measuring.discard(room)
+        self._sizes[room] = (size, time.monotonic())
+
+
+async def encoded_size(room: Any) -> int:
+    """Bytes of a room's whole document, encoded (what a fresh client would be sent), from its engine."""
+    return len(await room.engine.full_state(room.name))
 
 
 class Quotas:
@@ -193,7 +221,7 @@ class Quotas:
         *,
         room_loads_per_minute: float,
         max_document_bytes: int,
-        measure_document: Callable[[Any], int],
+        measure_document: Callable[[Any], int | Awaitable[int]],
         peer_rates: Callable[[], PeerRates],
     ) -> None:
         self.room_loads = AddressRates(room_loads_per_minute)

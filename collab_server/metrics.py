@@ -95,6 +95,23 @@ TOKEN_VERIFY_SECONDS = Histogram(
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1),
 )
 JWKS_FETCHES = Counter("collab_jwks_fetches_total", "JWKS documents fetched from the identity provider", ["outcome"])
+# -- the CRDT engine's worker processes (collab_server/crdt/) -----------------------------------------
+CRDT_WORKER_RESTARTS = Counter(
+    "collab_crdt_worker_restarts_total", "CRDT worker processes killed and replaced (crashed or past the deadline)"
+)
+CRDT_REQUEST_SECONDS = Histogram(
+    "collab_crdt_request_seconds",
+    "Round trip of one request (all the ops of one event-loop tick) to a CRDT worker",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+UPDATES_REFUSED = Counter(
+    "collab_updates_refused_total",
+    "Updates the document engine refused (malformed, library_failure, stalled, crashed, poison, ...)",
+    ["reason"],
+)
+QUARANTINED_UPDATES = Counter(
+    "collab_quarantined_updates_total", "Stored rows (updates or snapshots) moved to quarantine"
+)
 
 # -- bounds and quotas (docs/hostile-input.md) ------------------------------------------------------
 QUOTA_REFUSALS = Counter(

@@ -1,5 +1,7 @@
 """Native panics through logging, not raw on stderr.
 
+The CRDT workers' stderr is read by ``collab_server.crdt.process`` through the same ``NativeReport``.
+
 When the CRDT library (Rust, through pyo3) panics, Rust's panic hook writes the report straight to file
 descriptor 2 (past ``--log-json``, with the build machine's paths), and with ``RUST_BACKTRACE`` set a
 whole backtrace. Python cannot hook that writer, so the server process points fd 2 at a pipe and reads
@@ -78,8 +80,10 @@ def _pump(read_end: int) -> None:
 class NativeReport:
     """Turns the lines native code writes to stderr into log records: one per panic."""
 
-    def __init__(self, limiter: LogLimiter | None = None) -> None:
+    def __init__(self, limiter: LogLimiter | None = None, *, source: str = "") -> None:
         self._limiter = limiter or LogLimiter()
+        # Who wrote the lines (e.g. "CRDT worker 2"), put before each record's message.
+        self._prefix = f"{source}: " if source else ""
         self._where: str | None = None
         self._message: list[str] = []
 
@@ -99,7 +103,7 @@ class NativeReport:
                 self._message.append(text)
             return
         if text.strip():
-            self._log("native_stderr", "native library wrote to stderr: %s", text)
+            self._log("native_stderr", "native library wrote to stderr: %s", text[:300])
 
     def _flush(self) -> None:
         if self._where is None:
@@ -116,4 +120,4 @@ class NativeReport:
         if suppressed:
             message += " (%d more like it not logged)"
             args = (*args, suppressed)
-        logger.error(message, *args)
+        logger.error(self._prefix + message, *args)

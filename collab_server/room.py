@@ -1,26 +1,40 @@
-"""A room: one document in memory, the peers editing it, and their awareness.
+"""A room: the peers editing one document, their awareness, and the document's state vector.
+
+The document itself lives in the CRDT engine (``collab_server.crdt``), in a worker process: this process
+never runs the CRDT library on bytes a client sent. An update goes to the engine first; only once the
+engine *accepted* it is it broadcast, stored and published. A refused one produced nothing anyone sees,
+and closes its sender with 4400.
+
+What is stored and published is the update *as the client sent it* (unless the engine says it carried
+nothing new: a re-sent update is not stored twice). So the store holds exactly the sequence of bytes the
+worker applied, and a worker rebuilt from the store after a crash replays the very same history: an
+update that crashed it crashes the rebuilt one too, and is found (``collab_server.crdt.pool``). What is
+broadcast is what the library's observer emitted (the part that was new, encoded by the library): peers
+get nothing twice, and one tick's updates merge into one message.
 
 Every change is applied with an *origin*: a local Peer, a remote Replica, or the server itself. Only
-changes from a local peer are handed to the sink (stored, published to other replicas); changes from a
-replica are shown to local peers only, never stored or published again (the origin rule).
+changes from a local peer or the server are handed to the sink (stored, published to other replicas);
+changes from a replica are shown to local peers only, never stored or published again (the origin rule).
 
-Broadcasts are batched per event-loop tick: the updates applied while one tick processes incoming frames
-are merged and sent as one message per peer, encoded once. A peer never receives its own update back.
+Broadcasts are batched per event-loop tick: the updates accepted in one engine answer are merged and sent
+as one message per peer, encoded once. A peer never receives its own update back. Each peer's messages
+are handled in order: its updates and its step1 go to the engine in the order they arrived.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any, Final, Protocol
 
-from pycrdt import Doc, Transaction, TransactionEvent, merge_updates
+from pycrdt import merge_updates
 
 from collab_server import metrics
 from collab_server.awareness import AwarenessStates
-from collab_server.errors import ProtocolError, StoreOverloaded
-from collab_server.origins import LOCAL, Origin, Replica, is_local
+from collab_server.crdt.engine import Applied, DocumentEngine, EngineError, Refusal
+from collab_server.errors import CloseCode, ProtocolError, StoreOverloaded
+from collab_server.origins import Origin, Replica, is_local
 from collab_server.peer import Peer
 from collab_server.protocol import (
     AuthMessage,
@@ -33,6 +47,7 @@ from collab_server.protocol import (
     SyncUpdate,
     decode_awareness,
     decode_frame,
+    decode_state_vector,
     encode_awareness_message,
     encode_sync_step1,
     encode_sync_step2,
@@ -53,8 +68,6 @@ _RECEIVED_QUERY = metrics.MESSAGES_RECEIVED.labels("query_awareness")
 _RECEIVED_AUTH = metrics.MESSAGES_RECEIVED.labels("auth")
 
 
-
-
 class RoomSink(Protocol):
     """Where a room's local changes go besides its own peers: the store and the other replicas."""
 
@@ -66,22 +79,38 @@ class RoomSink(Protocol):
 
     def local_awareness(self, room: Room, message: bytes) -> None: ...
 
+    def room_unavailable(self, room: Room) -> None:
+        """The engine no longer holds the room's document: drop the room, so the next join reloads it."""
+        ...
+
 
 class Room:
-    """One document and its peers. All methods run on the event loop and never await."""
+    """One room's peers and awareness; its document is in ``engine``. Methods run on the event loop."""
 
-    def __init__(self, name: str, doc: Doc[Any], sink: RoomSink, *, log_updates: int = 0, log_bytes: int = 0):
+    def __init__(
+        self,
+        name: str,
+        engine: DocumentEngine,
+        sink: RoomSink,
+        *,
+        known_state_vector: bytes = b"\x00",
+        log_updates: int = 0,
+        log_bytes: int = 0,
+    ):
         self.name = name
-        self.doc = doc
+        self.engine = engine
         self.peers: set[Peer] = set()
         self.awareness = AwarenessStates()
+        # As of the engine's last answer: what a joining peer's welcome step1 carries, without a round trip.
+        self.known_state_vector = known_state_vector
         # The stored log since the last snapshot, as far as this replica knows: drives compaction.
         self.log_updates = log_updates
         self.log_bytes = log_bytes
+        self.closed = False
         self._sink = sink
         self._pending: list[tuple[Origin, bytes]] = []
         self._flush_handle: asyncio.Handle | None = None
-        self._subscription = doc.observe(self._on_transaction)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"Room({self.name!r}, peers={len(self.peers)}, awareness={len(self.awareness)})"
@@ -93,7 +122,7 @@ class Room:
 
     def welcome(self) -> list[bytes]:
         """What a joining peer is sent first: our sync step1, then everyone's awareness."""
-        messages = [encode_sync_step1(self.doc.get_state())]
+        messages = [encode_sync_step1(self.known_state_vector)]
         entries = self.awareness.entries()
         if entries:
             messages.append(encode_awareness_message(entries))
@@ -131,11 +160,8 @@ class Room:
             self.apply(message.update, peer)
         elif isinstance(message, SyncStep1):
             _RECEIVED_STEP1.inc()
-            try:
-                diff = self.doc.get_update(message.state_vector)
-            except ValueError as exc:
-                raise ProtocolError("sync step1 carries an invalid state vector") from exc
-            peer.send(encode_sync_step2(diff))
+            decode_state_vector(message.state_vector)  # ProtocolError here, before the engine sees it
+            self._spawn(self._answer_step1(peer, message.state_vector))
         elif isinstance(message, AwarenessMessage):
             _RECEIVED_AWARENESS.inc()
             self.apply_awareness(message.update, message.message, peer)
@@ -148,16 +174,75 @@ class Room:
             # Clients never send auth messages; the server decides access at connect time.
             _RECEIVED_AUTH.inc()
 
+    async def _answer_step1(self, peer: Peer, state_vector: bytes) -> None:
+        try:
+            diff = await self.engine.diff(self.name, state_vector)
+        except EngineError as exc:
+            self._refused(peer, exc.refusal)
+            return
+        peer.send(encode_sync_step2(diff))
+
     def apply(self, update: bytes, origin: Origin) -> None:
-        """Apply an update to the document; ProtocolError if it cannot be decoded."""
+        """Hand an update to the engine; once accepted it is broadcast (and stored, and published, when
+        ``origin`` is local). A refused update from a peer closes that peer with 4400."""
         if update == _EMPTY_UPDATE:
             return
-        try:
-            # The transaction carries the origin to _on_transaction, which decides where the change goes.
-            with self.doc.transaction(origin=origin):
-                self.doc.apply_update(update)
-        except ValueError as exc:
-            raise ProtocolError("update cannot be decoded") from exc
+        self.engine.apply(self.name, update, lambda applied: self._applied(origin, update, applied))
+
+    async def submit(self, update: bytes, origin: Origin) -> Applied:
+        """``apply``, and wait for the engine's verdict (REST writes, other replicas' updates)."""
+        if update == _EMPTY_UPDATE:
+            return Applied(None, b"", self.known_state_vector)
+        future: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
+
+        def done(applied: Applied) -> None:
+            self._applied(origin, update, applied)
+            if not future.done():
+                future.set_result(applied)
+
+        self.engine.apply(self.name, update, done)
+        return await future
+
+    def _applied(self, origin: Origin, sent: bytes, applied: Applied) -> None:
+        if applied.refusal is not None:
+            self._refused(origin, applied.refusal)
+            return
+        if self.closed:
+            return
+        self.known_state_vector = applied.state_vector
+        if applied.new and is_local(origin):
+            self.log_updates += 1
+            self.log_bytes += len(sent)
+            self._sink.local_update(self, sent)
+        update = applied.update
+        if not update or update == _EMPTY_UPDATE:
+            return  # nothing to show: a duplicate, or waiting for an update it depends on
+        self._pending.append((origin, update))
+        if len(self._pending) >= _MAX_BATCH:
+            self.flush()
+        elif self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    def _refused(self, origin: Origin, refusal: Refusal) -> None:
+        metrics.UPDATES_REFUSED.labels(refusal.label).inc()
+        if isinstance(origin, Peer):
+            if refusal is Refusal.NOT_LOADED:
+                origin.close(CloseCode.TRY_AGAIN_LATER, "room is being reloaded: reconnect")
+                self._sink.room_unavailable(self)
+                return
+            metrics.PEERS_CLOSED.labels("update_refused").inc()
+            if not origin.closed:
+                logger.info(
+                    "peer %d in room %r: %s (%s)",
+                    origin.id,
+                    self.name,
+                    refusal.reason,
+                    refusal.label,
+                    extra={"room": self.name, "peer": origin.id},
+                )
+            origin.close(CloseCode.PROTOCOL_ERROR, f"protocol error: {refusal.reason}")
+        else:
+            logger.warning("room %r: an update from %r was refused: %s", self.name, origin, refusal.reason)
 
     def apply_awareness(self, update: bytes, message: bytes, origin: Origin) -> None:
         """Apply an awareness update and relay it as received to every local peer, sender included
@@ -176,7 +261,7 @@ class Room:
     # -- what other replicas see (collab_server.replication.SharedRoom) ---------------------------
 
     async def apply_remote(self, update: bytes, origin: Replica) -> None:
-        self.apply(update, origin)
+        await self.submit(update, origin)
 
     def apply_remote_awareness(self, update: bytes, message: bytes, origin: Replica) -> None:
         self.apply_awareness(update, message, origin)
@@ -188,37 +273,22 @@ class Room:
         return any(client_id in peer.client_ids for peer in self.peers)
 
     async def state_vector(self) -> bytes:
-        return self.doc.get_state()
+        """The state vector once every update handed to the engine so far is in."""
+        return await self.engine.state_vector(self.name)
 
     async def diff(self, state_vector: bytes) -> bytes:
-        return self.doc.get_update(state_vector)
+        try:
+            return await self.engine.diff(self.name, state_vector)
+        except EngineError as exc:
+            raise ProtocolError(exc.refusal.reason) from exc
 
     async def delete_set(self) -> bytes:
-        return self.doc.get_update(self.doc.get_state())
+        return await self.engine.delete_set(self.name)
 
     # -- broadcast -----------------------------------------------------------------------------
 
-    def _on_transaction(self, event: TransactionEvent) -> None:
-        # Runs inside the transaction commit of apply_update: queue only, never touch the doc.
-        update: bytes = event.update
-        if update == _EMPTY_UPDATE:
-            return
-        # The origin apply() gave the transaction (pycrdt's stubs lack TransactionEvent.transaction).
-        origin: Origin = Transaction(self.doc, event.transaction).origin  # type: ignore[attr-defined]
-        if origin is None:
-            origin = LOCAL  # a change made on the doc directly, by the server itself
-        self._pending.append((origin, update))
-        if is_local(origin):
-            self.log_updates += 1
-            self.log_bytes += len(update)
-            self._sink.local_update(self, update)
-        if len(self._pending) >= _MAX_BATCH:
-            self.flush()
-        elif self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
-
     def flush(self) -> None:
-        """Broadcast the updates applied since the last flush: merged, encoded once."""
+        """Broadcast the updates accepted since the last flush: merged, encoded once."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -230,6 +300,7 @@ class Room:
             origin, update = pending[0]
             self._send_to_all(encode_update(update), skip=origin)
             return
+        # Merging updates the engine emitted (never a client's bytes) is safe here.
         everything = encode_update(merge_updates(*(update for _, update in pending)))
         senders = {origin for origin, _ in pending if isinstance(origin, Peer)}
         self._send_to_all(everything, skip_all=senders)
@@ -253,7 +324,14 @@ class Room:
             count += 1
         metrics.MESSAGES_SENT.inc(count)
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def close(self) -> None:
-        """Stop observing the document (the room is being unloaded)."""
+        """Broadcast what is pending and stop (the room is being unloaded)."""
         self.flush()
-        self.doc.unobserve(self._subscription)
+        self.closed = True
+        for task in self._tasks:
+            task.cancel()

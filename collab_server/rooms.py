@@ -6,6 +6,11 @@
   warm), then its pending appends are flushed, its log compacted, and it is dropped.
 - It is the rooms' sink: local updates go to the group-commit writer; a room whose log passes the
   thresholds is compacted in the background, one compaction per room at a time.
+- Documents live in the CRDT engine (``collab_server.crdt``): a load hands the stored rows to it, and a
+  stored row the engine cannot apply (it fails, panics, crashes or stalls the worker) is moved to
+  quarantine, so stored data can never brick a room. Compaction folds in the engine too.
+- It is the engine's ``RoomSource``: a restarted worker gets each room back as the store's rows plus the
+  room's updates still queued in the writer (acknowledged, not yet committed).
 """
 
 from __future__ import annotations
@@ -13,19 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from pycrdt import Doc
-
 from collab_server import metrics
-from collab_server.errors import StoreError
+from collab_server.crdt.engine import DocumentEngine, EngineError, Loaded
+from collab_server.errors import CloseCode, StoreError, StoreUnavailable
 from collab_server.peer import Peer
 from collab_server.replication import Replication, SingleReplica
 from collab_server.room import Room
 from collab_server.settings import Settings
-from persistence.base import DocumentStore, UpdateWriter
-from persistence.merge import build_doc
+from persistence.base import DocumentStore, Folded, StoredDocument, UpdateWriter, poison_rows
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +44,15 @@ class RoomManager:
         writer: UpdateWriter,
         settings: Settings,
         replication: Replication | None = None,
+        *,
+        engine: DocumentEngine | None = None,
     ) -> None:
+        if engine is None:
+            # Tests only: create_app always passes a WorkerPool (the CRDT library out of this process).
+            from collab_server.crdt.local import InProcessEngine
+
+            engine = InProcessEngine()
+        self.engine = engine
         self._store = store
         self._writer = writer
         self._settings = settings
@@ -118,19 +129,33 @@ class RoomManager:
         started = time.perf_counter()
         await self.replication.room_loading(name)
         try:
+            # Updates still queued for the store count too: a room dropped by the engine (or unloaded)
+            # and loaded again before they commit must not lose them (see rebuild_input).
+            queued = self._writer.pending_for(name)
             stored = await self._store.load(name)
             if stored is None:
-                doc: Doc[Any] = Doc()
+                loaded = await self.engine.load(name, None, queued)
                 log_updates = log_bytes = 0
             else:
-                doc = build_doc(name, stored.snapshot, stored.updates)
+                loaded = await self.engine.load(name, stored.snapshot, [*stored.updates, *queued])
                 log_updates, log_bytes = len(stored.updates), stored.log_bytes
-        except StoreError as exc:
+                if loaded.bad:
+                    await self._quarantine(name, stored, loaded)
+        except (StoreError, EngineError) as exc:
             metrics.ROOM_LOAD_FAILURES.inc()
             logger.error("room %r could not be loaded: %s", name, exc, extra={"room": name})
             await self.replication.room_unloaded(name)
+            if isinstance(exc, EngineError):
+                raise StoreUnavailable(f"room {name!r} could not be loaded") from exc
             raise
-        room = Room(name, doc, self, log_updates=log_updates, log_bytes=log_bytes)
+        room = Room(
+            name,
+            self.engine,
+            self,
+            known_state_vector=loaded.state_vector,
+            log_updates=log_updates,
+            log_bytes=log_bytes,
+        )
         self.replication.room_loaded(room)
         # Published to joiners only once other replicas' unstored edits are in: until then a join waits
         # on this load task, never sees the room in _rooms.
@@ -141,6 +166,26 @@ class RoomManager:
         metrics.ROOM_LOAD_SECONDS.observe(elapsed)
         logger.debug("room %r loaded in %.1f ms", name, elapsed * 1000, extra={"room": name})
         return room
+
+    async def _quarantine(self, name: str, stored: StoredDocument, loaded: Loaded) -> None:
+        """Move the rows the engine could not apply out of the way: the room loaded without them."""
+        metrics.ROOM_LOAD_FAILURES.inc()
+        bad = [(row.index, row.refusal.reason) for row in loaded.bad]
+        rows = poison_rows(bad, stored.snapshot_version, stored.seqs)
+        logger.error(
+            "room %r: %d stored rows could not be applied (%s); moved to quarantine, the room loads without them",
+            name,
+            len(rows),
+            ", ".join(sorted({row.reason for row in rows})),
+            extra={"room": name},
+        )
+        try:
+            moved = await self._store.quarantine(name, rows)
+        except StoreError as exc:
+            # The room still loads without them; the next load finds them again.
+            logger.error("room %r: moving rows to quarantine failed: %s", name, exc, extra={"room": name})
+            return
+        metrics.QUARANTINED_UPDATES.inc(moved)
 
     def _schedule_unload(self, room: Room, delay: float) -> None:
         old = self._unload_timers.pop(room.name, None)
@@ -168,6 +213,7 @@ class RoomManager:
         del self._rooms[room.name]
         room.close()
         metrics.ROOMS_LOADED.set(len(self._rooms))
+        await self.engine.unload(room.name)
         await self.replication.room_unloaded(room.name)
         logger.debug("room %r unloaded", room.name, extra={"room": room.name})
 
@@ -223,13 +269,61 @@ class RoomManager:
         # Only what was counted before the compaction started is covered by it; later appends stay counted.
         covered_updates, covered_bytes = room.log_updates, room.log_bytes
         try:
-            await self._store.compact(room.name)
+            await self._store.compact(room.name, fold=self.fold)
         except StoreError:
             metrics.STORE_ERRORS.labels("compact").inc()
             raise
         room.log_updates -= covered_updates
         room.log_bytes -= covered_bytes
         metrics.COMPACTIONS.inc()
+
+    async def fold(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
+        """The store's ``Fold``: the engine folds; rows it cannot apply go to quarantine with the compaction."""
+        try:
+            folded = await self.engine.fold(room, snapshot, updates)
+        except EngineError as exc:
+            raise StoreUnavailable(f"room {room!r} could not be folded: {exc}") from exc
+        if folded.bad:
+            metrics.QUARANTINED_UPDATES.inc(len(folded.bad))
+            logger.error(
+                "room %r: compaction moves %d stored rows it could not apply to quarantine",
+                room,
+                len(folded.bad),
+                extra={"room": room},
+            )
+        return folded
+
+    # -- the engine's RoomSource ---------------------------------------------------------------
+
+    async def rebuild_input(self, room: str) -> tuple[bytes | None, list[bytes]]:
+        # Queued updates first: one committed while the store is read is then in the store's rows (or in
+        # both, harmless), never in neither.
+        queued = self._writer.pending_for(room)
+        stored = await self._store.load(room)
+        if stored is None:
+            return None, queued
+        return stored.snapshot, [*stored.updates, *queued]
+
+    def room_rebuilt(self, room: str, state_vector: bytes) -> None:
+        loaded = self._rooms.get(room)
+        if loaded is not None:
+            loaded.known_state_vector = state_vector
+        logger.info("room %r rebuilt in a fresh CRDT worker", room, extra={"room": room})
+
+    def room_unavailable(self, room: Room) -> None:
+        if self._rooms.get(room.name) is room:
+            logger.warning("room %r is not in the CRDT engine; dropping it", room.name, extra={"room": room.name})
+            self.room_lost(room.name)
+
+    def room_lost(self, room: str) -> None:
+        loaded = self._rooms.pop(room, None)
+        if loaded is None:
+            return
+        metrics.ROOMS_LOADED.set(len(self._rooms))
+        for peer in list(loaded.peers):
+            peer.close(CloseCode.TRY_AGAIN_LATER, "room is being reloaded: reconnect")
+        loaded.close()
+        self._spawn(self.replication.room_unloaded(room))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -258,7 +352,9 @@ class RoomManager:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for name, room in list(self._rooms.items()):
             room.close()
+            await self.engine.unload(name)
             await self.replication.room_unloaded(name)
         self._rooms.clear()
         metrics.ROOMS_LOADED.set(0)
         return saved
+

@@ -123,6 +123,15 @@ class Settings:
     compact_updates: int = _setting(1000, "compact a room's log into a snapshot after this many updates")
     compact_bytes: int = _setting(4 * 1024 * 1024, "... or after this many bytes of updates")
     snapshot_versions: int = _setting(10, "snapshot versions kept per room (older ones are pruned)")
+    crdt_workers: int = _setting(
+        0, "CRDT worker processes holding the rooms' documents (0: one per CPU core, at most 8)"
+    )
+    crdt_deadline: float = _setting(
+        1.0, "seconds a CRDT worker may take to answer a request before it is killed and restarted"
+    )
+    poison_ttl: float = _setting(
+        600.0, "seconds an update that crashed or stalled a CRDT worker is refused on sight"
+    )
     shutdown_timeout: float = _setting(20.0, "seconds to flush rooms and close sockets on SIGTERM")
     auto_migrate: bool = _setting(
         True, "PostgreSQL: apply pending schema migrations at startup (off: run `collab-server migrate`)"
@@ -206,7 +215,9 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
-        for name in ("heartbeat_interval", "anti_entropy_interval", "presence_ttl"):
+        if self.crdt_workers < 0:
+            raise ConfigError(f"{ENV_PREFIX}CRDT_WORKERS must be 0 (one per core) or positive")
+        for name in ("heartbeat_interval", "anti_entropy_interval", "presence_ttl", "crdt_deadline"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
         if self.peer_bytes_burst < self.max_message_bytes:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
 class StoredDocument:
-    """What a room loads from: its latest snapshot plus the log written after it, in seq order."""
+    """What a room loads from: its latest snapshot plus the log written after it, in seq order.
+    ``snapshot_version`` and ``seqs`` name the rows, so that a bad one can be moved to quarantine."""
 
     snapshot: bytes | None
     updates: list[bytes]
+    snapshot_version: int | None = None
+    seqs: list[int] = field(default_factory=list)
 
     @property
     def log_bytes(self) -> int:
@@ -27,6 +30,59 @@ class Version:
     created_at: float
     size: int
     label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """A fold of stored rows, made by the document engine (never by the store: see ``Fold``)."""
+
+    snapshot: bytes  # full-state update of everything integrated
+    state_vector: bytes
+    folded: list[int]  # indexes into the updates passed in: the rows the snapshot holds
+    bad: list[tuple[int, str]] = field(default_factory=list)  # (index, or -1 for the snapshot; reason)
+
+    def pending(self, count: int) -> int:
+        return count - len(self.folded) - sum(1 for index, _ in self.bad if index >= 0)
+
+
+Fold = Callable[[str, bytes | None, Sequence[bytes]], Awaitable[Folded]]
+"""``(room, snapshot, updates) -> Folded``: the store calls it inside ``compact`` and writes the result.
+The store never decodes Yjs bytes itself: that runs in the CRDT workers (``collab_server.crdt``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoisonRow:
+    """A stored row to move to quarantine: a logged update (``seq``) or a snapshot (``version``)."""
+
+    kind: str  # "update" or "snapshot"
+    number: int  # seq of an update, version of a snapshot
+    reason: str
+
+
+def poison_rows(
+    bad: Sequence[tuple[int, str]], snapshot_version: int | None, seqs: Sequence[int]
+) -> list[PoisonRow]:
+    """The stored rows named by (index into ``seqs``, or -1 for the snapshot; reason) pairs."""
+    rows = []
+    for index, reason in bad:
+        if index < 0:
+            if snapshot_version is not None:
+                rows.append(PoisonRow("snapshot", snapshot_version, reason))
+        elif index < len(seqs):
+            rows.append(PoisonRow("update", seqs[index], reason))
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedRow:
+    """A row kept in ``room_quarantine``: never loaded again, never deleted."""
+
+    room: str
+    kind: str
+    number: int
+    data: bytes
+    reason: str
+    quarantined_at: float
 
 
 class DocumentStore(Protocol):
@@ -49,8 +105,21 @@ class DocumentStore(Protocol):
         """Append ``(room, update)`` pairs in one transaction (the group commit)."""
         ...
 
-    async def compact(self, room: str, *, label: str | None = None) -> Version | None:
-        """Fold the room's snapshot and log into a new snapshot version; None if nothing is stored."""
+    async def compact(self, room: str, *, fold: Fold, label: str | None = None) -> Version | None:
+        """Fold the room's snapshot and log into a new snapshot version; None if nothing is stored.
+        Rows the fold reports bad are moved to quarantine in the same transaction."""
+        ...
+
+    async def quarantine(self, room: str, rows: Sequence[PoisonRow]) -> int:
+        """Move rows out of the room's log/snapshots into ``room_quarantine`` (kept); returns rows moved."""
+        ...
+
+    async def quarantined(self, room: str | None = None) -> list[QuarantinedRow]:
+        """Rows in quarantine, oldest first (all rooms when ``room`` is None)."""
+        ...
+
+    async def room_names(self) -> list[str]:
+        """Every room with stored rows."""
         ...
 
     async def versions(self, room: str) -> list[Version]:
@@ -89,6 +158,11 @@ class UpdateWriter(Protocol):
         ...
 
     def append(self, room: str, update: bytes) -> None: ...
+
+    def pending_for(self, room: str) -> list[bytes]:
+        """The room's updates queued and not yet committed, oldest first (a room rebuilt from the
+        store needs them too: they were acknowledged)."""
+        ...
 
     async def flush(self, timeout: float | None = None) -> None:
         """Return once everything queued before the call is committed."""

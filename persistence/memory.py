@@ -7,8 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from persistence.base import StoredDocument, Version
-from persistence.fold import fold
+from persistence.base import Fold, PoisonRow, QuarantinedRow, StoredDocument, Version, poison_rows
 
 
 @dataclass
@@ -30,6 +29,7 @@ class MemoryStore:
 
     def __init__(self, *, keep_versions: int = 10) -> None:
         self._rooms: dict[str, _Room] = {}
+        self._quarantine: list[QuarantinedRow] = []
         self._seq = itertools.count(1)
         self._keep_versions = keep_versions
 
@@ -43,21 +43,29 @@ class MemoryStore:
         stored = self._rooms.get(room)
         if stored is None or (not stored.snapshots and not stored.log):
             return None
-        snapshot = stored.snapshots[-1].update if stored.snapshots else None
-        return StoredDocument(snapshot, [update for _, update in stored.log])
+        newest = stored.snapshots[-1] if stored.snapshots else None
+        return StoredDocument(
+            newest.update if newest else None,
+            [update for _, update in stored.log],
+            newest.version if newest else None,
+            [seq for seq, _ in stored.log],
+        )
 
     async def append_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
         for room, update in entries:
             self._rooms.setdefault(room, _Room()).log.append((next(self._seq), bytes(update)))
 
-    async def compact(self, room: str, *, label: str | None = None) -> Version | None:
+    async def compact(self, room: str, *, fold: Fold, label: str | None = None) -> Version | None:
         stored = self._rooms.get(room)
         if stored is None or (not stored.snapshots and not stored.log):
             return None
         covered = list(stored.log)
-        snapshot = stored.snapshots[-1].update if stored.snapshots else None
-        result = fold(room, snapshot, [update for _, update in covered])
-        number = stored.snapshots[-1].version + 1 if stored.snapshots else 1
+        newest = stored.snapshots[-1] if stored.snapshots else None
+        result = await fold(room, newest.update if newest else None, [update for _, update in covered])
+        number = newest.version + 1 if newest else 1
+        if result.bad:
+            seqs = [seq for seq, _ in covered]
+            await self.quarantine(room, poison_rows(result.bad, newest.version if newest else None, seqs))
         stored.snapshots.append(_Snapshot(number, result.snapshot, time.time(), label))
         # Only rows the snapshot really holds leave the log (see persistence.fold).
         folded = {covered[i][0] for i in result.folded}
@@ -91,6 +99,31 @@ class MemoryStore:
 
     async def delete(self, room: str) -> None:
         self._rooms.pop(room, None)
+
+    async def quarantine(self, room: str, rows: Sequence[PoisonRow]) -> int:
+        stored = self._rooms.get(room)
+        if stored is None:
+            return 0
+        moved = 0
+        for row in rows:
+            if row.kind == "update":
+                found = [(seq, update) for seq, update in stored.log if seq == row.number]
+                stored.log = [(seq, update) for seq, update in stored.log if seq != row.number]
+                data = found[0][1] if found else None
+            else:
+                snaps = [s for s in stored.snapshots if s.version == row.number]
+                stored.snapshots = [s for s in stored.snapshots if s.version != row.number]
+                data = snaps[0].update if snaps else None
+            if data is not None:
+                self._quarantine.append(QuarantinedRow(room, row.kind, row.number, data, row.reason, time.time()))
+                moved += 1
+        return moved
+
+    async def quarantined(self, room: str | None = None) -> list[QuarantinedRow]:
+        return [row for row in self._quarantine if room is None or row.room == room]
+
+    async def room_names(self) -> list[str]:
+        return sorted(name for name, stored in self._rooms.items() if stored.snapshots or stored.log)
 
     async def close(self) -> None:
         pass

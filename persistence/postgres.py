@@ -18,10 +18,12 @@ Tables (``persistence/migrations/postgres/``): ``room_updates`` is the append-on
   delete would remove it unmerged. Rows whose dependencies are missing are not folded at all (see
   ``persistence.fold``): they stay in the log.
 
+- Quarantine: rows the CRDT engine cannot apply move to ``room_quarantine`` (insert, then delete, in one
+  transaction; never deleted from there).
+
 Every driver error is translated here into StoreUnavailable (retryable: the writer buffers and retries,
-a load refuses its joiners with 1011); corrupt pages surface as CorruptDocument. Undecodable Yjs bytes
-are found by ``persistence.merge`` when the room builds its doc or a compaction merges; nothing here
-ever rewrites bytes it could not decode.
+a load refuses its joiners with 1011); corrupt pages surface as CorruptDocument. Yjs bytes are never
+decoded here: the CRDT engine (in its worker processes) folds, and reports rows it could not apply.
 """
 
 from __future__ import annotations
@@ -38,8 +40,7 @@ from collab_server import metrics
 from collab_server.errors import ConfigError
 from collab_server.secrets import redact_url
 from persistence import migrate as migrations
-from persistence.base import StoredDocument, Version
-from persistence.fold import fold
+from persistence.base import Fold, PoisonRow, QuarantinedRow, StoredDocument, Version, poison_rows
 from persistence.postgres_errors import LOCK_NAMESPACE, UNAVAILABLE, translate_errors
 from persistence.postgres_schema import PostgresSchema
 
@@ -200,7 +201,7 @@ class PostgresStore:
         metrics.STORE_LOAD_SECONDS.observe(elapsed)
         if not rows:
             return None
-        snapshot, _version, log = _split(rows)
+        snapshot, version, log = _split(rows)
         logger.debug(
             "room %r read from postgresql in %.1f ms: snapshot %d bytes, %d logged updates",
             room,
@@ -209,7 +210,12 @@ class PostgresStore:
             len(log),
             extra={"room": room},
         )
-        return StoredDocument(snapshot, [update for _, update in log])
+        return StoredDocument(
+            snapshot,
+            [update for _, update in log],
+            version if snapshot is not None else None,
+            [seq for seq, _ in log],
+        )
 
     async def append_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
         if not entries:
@@ -244,7 +250,7 @@ class PostgresStore:
         finally:
             self._appenders.put_nowait(conn)
 
-    async def compact(self, room: str, *, label: str | None = None) -> Version | None:
+    async def compact(self, room: str, *, fold: Fold, label: str | None = None) -> Version | None:
         started = time.perf_counter()
         timeout = self._timeout * _COMPACT_TIMEOUT_FACTOR
 
@@ -260,9 +266,11 @@ class PostgresStore:
                 if not rows:
                     return None
                 snapshot, latest, log = _split(rows)
-                # pycrdt holds the GIL for each call; in a thread the event loop still runs between the
-                # many calls of a merge instead of stalling for all of it. Nothing awaits inside pycrdt.
-                result = await asyncio.to_thread(fold, room, snapshot, [update for _, update in log])
+                # Folded by the CRDT engine, in a worker process; this transaction holds the lock meanwhile.
+                result = await fold(room, snapshot, [update for _, update in log])
+                if result.bad:
+                    bad = poison_rows(result.bad, latest if snapshot is not None else None, [s for s, _ in log])
+                    await _move_to_quarantine(conn, room, bad, timeout)
                 version = latest + 1
                 created_at: float = await conn.fetchval(
                     _INSERT_SNAPSHOT, room, version, result.snapshot, result.state_vector, label, timeout=timeout
@@ -284,6 +292,31 @@ class PostgresStore:
         result = await self._with_connection("compact", room, compact_in_transaction)
         metrics.STORE_COMPACT_SECONDS.observe(time.perf_counter() - started)
         return result
+
+    async def quarantine(self, room: str, rows: Sequence[PoisonRow]) -> int:
+        async def move(conn: asyncpg.Connection) -> int:
+            async with conn.transaction():
+                return await _move_to_quarantine(conn, room, rows, self._timeout)
+
+        return await self._with_connection("quarantine", room, move)
+
+    async def quarantined(self, room: str | None = None) -> list[QuarantinedRow]:
+        async def read(conn: asyncpg.Connection) -> list[Any]:
+            return list(await conn.fetch(_QUARANTINED, room))
+
+        rows = await self._with_connection("quarantined", room, read, retry_stale=True)
+        return [
+            QuarantinedRow(r["room"], r["kind"], r["number"], r["data"], r["reason"], r["quarantined_at"])
+            for r in rows
+        ]
+
+    async def room_names(self) -> list[str]:
+        async def read(conn: asyncpg.Connection) -> list[Any]:
+            return list(
+                await conn.fetch("SELECT room FROM room_snapshots UNION SELECT room FROM room_updates ORDER BY room")
+            )
+
+        return [r["room"] for r in await self._with_connection("room names", None, read, retry_stale=True)]
 
     async def versions(self, room: str) -> list[Version]:
         async def read(conn: asyncpg.Connection) -> list[Any]:
@@ -325,6 +358,33 @@ class PostgresStore:
         except UNAVAILABLE:  # TimeoutError included
             # Connections busy past the deadline (or on a dead network) are cut rather than waited for.
             self._pool.terminate()
+
+
+_QUARANTINE_UPDATE = """
+WITH moved AS (DELETE FROM room_updates WHERE room = $1 AND seq = $2 RETURNING "update")
+INSERT INTO room_quarantine (room, kind, number, data, reason)
+SELECT $1, 'update', $2, "update", $3 FROM moved
+"""
+_QUARANTINE_SNAPSHOT = """
+WITH moved AS (DELETE FROM room_snapshots WHERE room = $1 AND version = $2 RETURNING snapshot)
+INSERT INTO room_quarantine (room, kind, number, data, reason)
+SELECT $1, 'snapshot', $2, snapshot, $3 FROM moved
+"""
+_QUARANTINED = """
+SELECT room, kind, number, data, reason, extract(epoch FROM quarantined_at)::float8 AS quarantined_at
+FROM room_quarantine WHERE $1::text IS NULL OR room = $1 ORDER BY id
+"""
+
+
+async def _move_to_quarantine(
+    conn: asyncpg.Connection, room: str, rows: Sequence[PoisonRow], timeout: float
+) -> int:
+    moved = 0
+    for row in rows:
+        statement = _QUARANTINE_UPDATE if row.kind == "update" else _QUARANTINE_SNAPSHOT
+        status: str = await conn.execute(statement, room, row.number, row.reason, timeout=timeout)
+        moved += int(status.rsplit(" ", 1)[-1])
+    return moved
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

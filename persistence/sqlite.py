@@ -13,16 +13,17 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 from collab_server.errors import StoreUnavailable
 from persistence import migrate as migrations
-from persistence.base import StoredDocument, Version
-from persistence.fold import fold
+from persistence.base import Fold, Folded, PoisonRow, QuarantinedRow, StoredDocument, Version, poison_rows
 from persistence.sqlite_schema import SQLiteSchema
 
 T = TypeVar("T")
+_COMPACT_ATTEMPTS = 5
 
 def _switch_to_wal(conn: sqlite3.Connection, patience: float = 5.0) -> None:
     """Put the file in WAL mode. Another connection opening the same new file (a second process,
@@ -99,15 +100,17 @@ class SQLiteStore:
     def _load(self, room: str) -> StoredDocument | None:
         db = self._db
         row = db.execute(
-            "SELECT snapshot FROM room_snapshots WHERE room = ? ORDER BY version DESC LIMIT 1", (room,)
+            "SELECT version, snapshot FROM room_snapshots WHERE room = ? ORDER BY version DESC LIMIT 1", (room,)
         ).fetchone()
-        updates = [
-            bytes(r[0])
-            for r in db.execute('SELECT "update" FROM room_updates WHERE room = ? ORDER BY seq', (room,))
-        ]
-        if row is None and not updates:
+        log = db.execute('SELECT seq, "update" FROM room_updates WHERE room = ? ORDER BY seq', (room,)).fetchall()
+        if row is None and not log:
             return None
-        return StoredDocument(bytes(row[0]) if row else None, updates)
+        return StoredDocument(
+            bytes(row[1]) if row else None,
+            [bytes(update) for _, update in log],
+            row[0] if row else None,
+            [seq for seq, _ in log],
+        )
 
     async def append_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
         rows = [(room, update, time.time()) for room, update in entries]
@@ -123,38 +126,42 @@ class SQLiteStore:
             db.execute("ROLLBACK")
             raise
 
-    async def compact(self, room: str, *, label: str | None = None) -> Version | None:
-        return await self._run(lambda: self._compact(room, label))
+    async def compact(self, room: str, *, fold: Fold, label: str | None = None) -> Version | None:
+        # Read, fold (in the CRDT engine, awaited on the event loop), then write what the fold holds, in one
+        # transaction that deletes exactly the rows folded (by seq): rows appended meanwhile stay in the
+        # log. If another compaction wrote a version in between, ours would lack what it folded and
+        # deleted: start over from its version (optimistic, since the fold cannot hold the write lock).
+        for _ in range(_COMPACT_ATTEMPTS):
+            stored = await self.load(room)
+            if stored is None:
+                return None
+            result = await fold(room, stored.snapshot, stored.updates)
+            version = await self._run(partial(self._write_compaction, room, stored, result, label))
+            if version is not None:
+                return version
+        raise StoreUnavailable(f"room {room!r}: compaction kept racing other compactions")
 
-    def _compact(self, room: str, label: str | None) -> Version | None:
+    def _write_compaction(
+        self, room: str, stored: StoredDocument, result: Folded, label: str | None
+    ) -> Version | None:
         db = self._db
-        # BEGIN IMMEDIATE takes the write lock first, so the log cannot grow between reading it and
-        # deleting the rows the new snapshot covers.
         db.execute("BEGIN IMMEDIATE")
         try:
-            row = db.execute(
-                "SELECT version, snapshot FROM room_snapshots WHERE room = ? ORDER BY version DESC LIMIT 1",
-                (room,),
-            ).fetchone()
-            log = db.execute(
-                'SELECT seq, "update" FROM room_updates WHERE room = ? ORDER BY seq', (room,)
-            ).fetchall()
-            if row is None and not log:
+            newest = db.execute("SELECT max(version) FROM room_snapshots WHERE room = ?", (room,)).fetchone()[0]
+            if newest != stored.snapshot_version:
                 db.execute("ROLLBACK")
                 return None
-            result = fold(room, bytes(row[1]) if row else None, [bytes(u) for _, u in log])
-            merged = result.snapshot
-            version = (row[0] if row else 0) + 1
+            if result.bad:
+                self._move_to_quarantine(room, poison_rows(result.bad, stored.snapshot_version, stored.seqs))
+            version = (newest or 0) + 1
             now = time.time()
             db.execute(
                 "INSERT INTO room_snapshots (room, version, snapshot, state_vector, label, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (room, version, merged, result.state_vector, label, now),
+                (room, version, result.snapshot, result.state_vector, label, now),
             )
-            # Only rows the snapshot really holds leave the log (see persistence.fold).
-            db.executemany(
-                "DELETE FROM room_updates WHERE seq = ?", [(log[i][0],) for i in result.folded]
-            )
+            # Only rows the snapshot really holds leave the log (see collab_server.crdt.documents.fold_doc).
+            db.executemany("DELETE FROM room_updates WHERE seq = ?", [(stored.seqs[i],) for i in result.folded])
             # Named versions are the user's; only unnamed ones are pruned to the configured count.
             db.execute(
                 "DELETE FROM room_snapshots WHERE room = ? AND label IS NULL AND version < ? AND version NOT IN"
@@ -166,7 +173,61 @@ class SQLiteStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return Version(version, now, len(merged), label)
+        return Version(version, now, len(result.snapshot), label)
+
+    # -- quarantine ----------------------------------------------------------------------------
+
+    async def quarantine(self, room: str, rows: Sequence[PoisonRow]) -> int:
+        def move() -> int:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                moved = self._move_to_quarantine(room, rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return moved
+
+        return await self._run(move)
+
+    def _move_to_quarantine(self, room: str, rows: Sequence[PoisonRow]) -> int:
+        db, moved, now = self._db, 0, time.time()
+        for row in rows:
+            if row.kind == "update":
+                found = db.execute(
+                    'SELECT "update" FROM room_updates WHERE room = ? AND seq = ?', (room, row.number)
+                ).fetchone()
+                db.execute("DELETE FROM room_updates WHERE room = ? AND seq = ?", (room, row.number))
+            else:
+                found = db.execute(
+                    "SELECT snapshot FROM room_snapshots WHERE room = ? AND version = ?", (room, row.number)
+                ).fetchone()
+                db.execute("DELETE FROM room_snapshots WHERE room = ? AND version = ?", (room, row.number))
+            if found is not None:
+                db.execute(
+                    "INSERT INTO room_quarantine (room, kind, number, data, reason, quarantined_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (room, row.kind, row.number, found[0], row.reason, now),
+                )
+                moved += 1
+        return moved
+
+    async def quarantined(self, room: str | None = None) -> list[QuarantinedRow]:
+        query = "SELECT room, kind, number, data, reason, quarantined_at FROM room_quarantine"
+        rows = await self._run(
+            lambda: self._db.execute(query + (" WHERE room = ? ORDER BY id" if room else " ORDER BY id"),
+                                     (room,) if room else ()).fetchall()
+        )
+        return [QuarantinedRow(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
+
+    async def room_names(self) -> list[str]:
+        rows = await self._run(
+            lambda: self._db.execute(
+                "SELECT room FROM room_snapshots UNION SELECT room FROM room_updates ORDER BY room"
+            ).fetchall()
+        )
+        return [r[0] for r in rows]
 
     async def versions(self, room: str) -> list[Version]:
         rows = await self._run(

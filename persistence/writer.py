@@ -91,6 +91,12 @@ class AppendWriter:
         metrics.STORE_PENDING_BYTES.set(self._pending_bytes)
         self._wakeup.set()
 
+    def pending_for(self, room: str) -> list[bytes]:
+        """``room``'s updates queued and not yet committed, oldest first (a CRDT worker that restarts
+        rebuilds the room from the store plus these). A scan of the queue: rare, and the queue is short
+        unless the store is down."""
+        return [entry.update for entry in self._pending if entry.room == room and not entry.committed]
+
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until everything queued so far is committed; StoreUnavailable after ``timeout``."""
         target = self._appended

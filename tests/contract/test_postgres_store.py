@@ -12,11 +12,11 @@ import asyncpg
 import pytest
 from pycrdt import Text
 
-from collab_server.errors import CorruptDocument, StoreUnavailable
+from collab_server.errors import StoreUnavailable
 from persistence.merge import build_doc
 from persistence.postgres import _APPEND_CONNECTIONS, PostgresStore
 from persistence.writer import AppendWriter
-from tests.support.documents import typing_updates
+from tests.support.documents import fold_here, typing_updates
 from tests.support.eventually import eventually
 from tests.support.postgres import empty_document_tables
 from tests.support.tcp_proxy import TcpProxy
@@ -114,7 +114,7 @@ async def test_a_compaction_waits_for_another_replicas_compaction_of_the_room(
     await pg.append_many([("r", u) for u in _edits(5)])
     # Another replica holds the room's compaction lock:
     await admin.execute("SELECT pg_advisory_lock($1, hashtext($2))", 0x636F6C6C, "r")
-    compaction = asyncio.create_task(pg.compact("r"))
+    compaction = asyncio.create_task(pg.compact("r", fold=fold_here))
 
     async def waiting_for_the_lock() -> None:
         waiting = await admin.fetchval(
@@ -155,7 +155,7 @@ async def test_a_row_committed_during_a_compaction_is_never_deleted_unmerged(
         await slow.start()
         await slow_writer.execute('INSERT INTO room_updates (room, "update") VALUES ($1, $2)', "r", first)
         await pg.append_many([("r", second)])  # a larger seq, committed first
-        compaction = asyncio.create_task(pg.compact("r"))
+        compaction = asyncio.create_task(pg.compact("r", fold=fold_here))
 
         async def parked() -> None:
             assert await admin.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
@@ -184,8 +184,8 @@ async def test_replicas_compacting_and_appending_at_once_lose_nothing(pg: Postgr
             await asyncio.gather(
                 pg.append_many([("r", u) for u in updates[start : start + 3]]),
                 other.append_many([("r", u) for u in updates[start + 3 : start + 6]]),
-                pg.compact("r"),
-                other.compact("r"),
+                pg.compact("r", fold=fold_here),
+                other.compact("r", fold=fold_here),
             )
         numbers = [v.version for v in await pg.versions("r")]
         # Numbered in turn whoever compacted (a compaction that ran before any append wrote nothing).
@@ -204,7 +204,7 @@ async def test_a_load_never_straddles_a_compaction(pg: PostgresStore, postgres_u
         updates = _edits(40)
         for i, update in enumerate(updates):
             await pg.append_many([("r", update)])
-            loaded, _ = await asyncio.gather(pg.load("r"), other.compact("r"))
+            loaded, _ = await asyncio.gather(pg.load("r"), other.compact("r", fold=fold_here))
             assert loaded is not None
             text = str(build_doc("r", loaded.snapshot, loaded.updates).get("text", type=Text))
             assert _tokens(text) >= {str(n) for n in range(i + 1)}
@@ -212,7 +212,9 @@ async def test_a_load_never_straddles_a_compaction(pg: PostgresStore, postgres_u
         await other.close()
 
 
-async def test_a_corrupt_snapshot_is_refused_and_left_as_it_is(pg: PostgresStore, admin: asyncpg.Connection) -> None:
+async def test_a_corrupt_snapshot_is_handed_over_as_stored_and_quarantined_by_compaction(
+    pg: PostgresStore, admin: asyncpg.Connection
+) -> None:
     garbage = b"\xff\x00 definitely not a yjs update \x07"
     await admin.execute(
         "INSERT INTO room_snapshots (room, version, snapshot, state_vector) VALUES ('r', 1, $1, '')", garbage
@@ -221,13 +223,12 @@ async def test_a_corrupt_snapshot_is_refused_and_left_as_it_is(pg: PostgresStore
     await pg.append_many([("r", u) for u in tail])
     stored = await pg.load("r")
     assert stored is not None and stored.snapshot == garbage  # the store hands over the bytes as stored
-    with pytest.raises(CorruptDocument, match="snapshot cannot be decoded"):
-        build_doc("r", stored.snapshot, stored.updates)
-    with pytest.raises(CorruptDocument):
-        await pg.compact("r")
-    rows = await admin.fetch("SELECT version, snapshot FROM room_snapshots WHERE room = 'r'")
-    assert [(row["version"], row["snapshot"]) for row in rows] == [(1, garbage)]
-    assert (await pg.load("r")) == stored
+    assert stored.snapshot_version == 1
+    version = await pg.compact("r", fold=fold_here)
+    assert version is not None and version.version == 2
+    rows = await admin.fetch("SELECT kind, number, data FROM room_quarantine WHERE room = 'r'")
+    assert [(row["kind"], row["number"], row["data"]) for row in rows] == [("snapshot", 1, garbage)]
+    assert await _text(pg, "r") == "".join(f"{i}," for i in range(2))
 
 
 # -- outages ---------------------------------------------------------------------------------------

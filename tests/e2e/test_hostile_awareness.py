@@ -22,7 +22,7 @@ from collab_server.protocol import (
     encode_awareness_message,
 )
 from tests.support.eventually import eventually
-from tests.support.hostile import PeakMemory, Sentinel, assert_no_traceback, close_code, hostile_server
+from tests.support.floods import PeakMemory, Sentinel, assert_no_traceback, close_code, hostile_server
 from tests.support.servers import ServerProcess
 from tests.support.yjs_clients import YjsNode
 

@@ -24,7 +24,7 @@ from collab_server.protocol import (
     encode_update,
 )
 from tests.support.documents import typing_updates
-from tests.support.hostile import PeakMemory, Sentinel, assert_no_traceback, close_code, hostile_server
+from tests.support.floods import PeakMemory, Sentinel, assert_no_traceback, close_code, hostile_server
 from tests.support.servers import ServerProcess
 
 MiB = 1024 * 1024

@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 
 from collab_server.protocol import encode_sync_step1
 from tests.support.eventually import eventually
-from tests.support.hostile import close_code
+from tests.support.floods import close_code
 from tests.support.servers import ServerProcess
 from tests.support.yjs_clients import YjsNode
 

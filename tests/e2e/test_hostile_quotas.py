@@ -18,7 +18,7 @@ from collab_server.protocol import (
     encode_update,
 )
 from tests.support.documents import append_text
-from tests.support.hostile import Sentinel, close_code
+from tests.support.floods import Sentinel, close_code
 from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.support.eventually import eventually
-from tests.support.hostile import (
+from tests.support.floods import (
     OP_PING,
     PeakMemory,
     Sentinel,

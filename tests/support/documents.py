@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pycrdt import Doc, Text
+
+from collab_server.crdt.documents import Documents
+from persistence.base import Folded
 
 
 def append_text(doc: Doc[Any], text: str, name: str = "t") -> bytes:
@@ -20,3 +24,8 @@ def typing_updates(count: int, *, client: int = 1, start: int = 0, name: str = "
     doc: Doc[Any] = Doc(client_id=client)
     updates = [append_text(doc, f"{i},", name) for i in range(start, start + count)]
     return doc, updates
+
+
+async def fold_here(room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
+    """A ``persistence.base.Fold`` run in the test process (the server folds in its CRDT workers)."""
+    return Documents().fold(snapshot, updates)

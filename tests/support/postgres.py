@@ -23,7 +23,7 @@ T = TypeVar("T")
 ADMIN_URL = os.environ.get("COLLAB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 # Tables the document store writes; emptied between tests (cheaper than a database per test).
-DOCUMENT_TABLES = ("room_updates", "room_snapshots")
+DOCUMENT_TABLES = ("room_updates", "room_snapshots", "room_quarantine")
 
 
 def run_sync(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -22,7 +22,7 @@ from persistence.writer import AppendWriter
 from presence.broker_replication import BrokerReplication
 from presence.local import LocalBroker, LocalHub, LocalRegistry
 from tests.support.documents import append_text
-from tests.unit.fakes import RecordingSocket
+from tests.unit.fakes import RecordingSocket, doc_of
 
 Cluster = tuple[LocalHub, MemoryStore, list["Node"]]
 
@@ -116,7 +116,7 @@ def holds(condition: bool) -> None:
 
 
 def text_of(room: Room, name: str = "t") -> str:
-    return str(room.doc.get(name, type=Text))
+    return str(doc_of(room).get(name, type=Text))
 
 
 def received_text(socket: RecordingSocket) -> str:

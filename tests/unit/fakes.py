@@ -7,6 +7,7 @@ from typing import Any
 
 from pycrdt import Doc
 
+from collab_server.crdt.local import InProcessEngine
 from collab_server.peer import Peer
 from collab_server.protocol import Message, decode_frame
 from collab_server.room import Room
@@ -42,6 +43,7 @@ class RecordingSink:
         self.updates: list[bytes] = []
         self.awareness: list[bytes] = []
         self.accepting = accepting
+        self.unavailable = False
 
     def accepts(self, nbytes: int) -> bool:
         return self.accepting
@@ -52,6 +54,9 @@ class RecordingSink:
     def local_awareness(self, room: Room, message: bytes) -> None:
         self.awareness.append(message)
 
+    def room_unavailable(self, room: Room) -> None:
+        self.unavailable = True
+
 
 def make_peer(room: Room, *, stalled: bool = False, **limits: Any) -> tuple[Peer, RecordingSocket]:
     socket = RecordingSocket(stalled=stalled)
@@ -61,12 +66,20 @@ def make_peer(room: Room, *, stalled: bool = False, **limits: Any) -> tuple[Peer
     return peer, socket
 
 
-def make_room(sink: RecordingSink | None = None) -> tuple[Room, RecordingSink]:
+def make_room(sink: RecordingSink | None = None, engine: InProcessEngine | None = None) -> tuple[Room, RecordingSink]:
     sink = sink or RecordingSink()
-    return Room("unit", Doc(), sink), sink
+    engine = engine or InProcessEngine()
+    engine.documents.load("unit", None, [])
+    return Room("unit", engine, sink), sink
 
 
 async def settle() -> None:
     """Let call_soon flushes and pump tasks run (a few loop iterations; no wall-clock wait)."""
     for _ in range(5):
         await asyncio.sleep(0)
+
+
+def doc_of(room: Room) -> Doc[Any]:
+    """The document of a room on an ``InProcessEngine`` (read it only: the engine owns it)."""
+    assert isinstance(room.engine, InProcessEngine)
+    return room.engine.documents.rooms[room.name].doc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from collab_server.limits import AddressRates, DocumentSizes, PeerRates, TokenBucket
@@ -103,3 +104,23 @@ def test_a_reported_size_replaces_the_estimate() -> None:
     sizes.set_size(room, 100)
     assert sizes.admits(room, 900)
     assert not sizes.admits(room, 1)
+
+
+async def test_a_document_in_a_worker_is_measured_in_the_background() -> None:
+    measured: list[Any] = []
+
+    async def measure(room: Any) -> int:
+        measured.append(room)
+        return int(room.size)
+
+    sizes = DocumentSizes(1000, measure, remeasure_after=0)
+    room = _Room(990)
+    assert sizes.admits(room, 100)  # not measured yet: judged on what was admitted since (100)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert measured == [room]
+    assert not sizes.admits(room, 100)  # now 990 + 100 > 1000
+    room.size = 100  # deleted content was compacted away
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert sizes.admits(room, 100)  # the refusal measured again

@@ -13,6 +13,7 @@ from collab_server.protocol import AwarenessEntry, encode_awareness_message, enc
 from tests.support.documents import append_text
 from tests.support.eventually import eventually
 from tests.unit.cluster import Cluster, holds, received_text, shared_room, start, text_of
+from tests.unit.fakes import doc_of
 
 
 async def test_a_replica_loading_late_gets_what_is_not_stored_yet(cluster: Cluster) -> None:
@@ -101,6 +102,6 @@ async def test_a_deletion_alone_is_found_by_the_digest(cluster: Cluster) -> None
     before = client.get_state()
     del client.get("t", type=Text)[1:3]
     shared.room_b.apply(client.get_update(before), Replica("ghost"))
-    assert shared.room_a.doc.get_state() == shared.room_b.doc.get_state()
+    assert doc_of(shared.room_a).get_state() == doc_of(shared.room_b).get_state()
     shared.b.replication.links["r"].touch()
     await eventually(lambda: holds(text_of(shared.room_a) == "adef"))

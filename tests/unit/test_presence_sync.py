@@ -10,7 +10,7 @@ from pycrdt import Doc, Map, Text
 from collab_server.errors import ProtocolError
 from collab_server.protocol import decode_state_vector
 from presence.sync import Step1, delete_set_digest, digest, has_structs, lacks
-from tests.unit.fakes import make_room
+from tests.unit.fakes import doc_of, make_room
 
 
 def _two_replicas_of_one_history() -> tuple[Doc[Any], Doc[Any]]:
@@ -71,9 +71,9 @@ def test_state_vector_helpers() -> None:
 
 async def test_step1_round_trip() -> None:
     room, _ = make_room()
-    room.doc.get("t", type=Text).insert(0, "x")
+    doc_of(room).get("t", type=Text).insert(0, "x")
     step1 = await Step1.of(room, echo=True)
-    assert step1 == Step1(room.doc.get_state(), delete_set_digest(deletions(room.doc)), echo=True)
+    assert step1 == Step1(doc_of(room).get_state(), delete_set_digest(deletions(doc_of(room))), echo=True)
     assert Step1.decode(step1.encode()) == step1
     assert Step1.decode(Step1(b"\x00", b"", echo=False).encode()) == Step1(b"\x00", b"", False)
     with pytest.raises(ProtocolError):

@@ -21,7 +21,7 @@ from collab_server.protocol import (
     encode_update,
 )
 from tests.support.documents import append_text
-from tests.unit.fakes import make_peer, make_room, settle
+from tests.unit.fakes import doc_of, make_peer, make_room, settle
 
 
 def _text_of(updates: list[bytes]) -> str:
@@ -36,7 +36,7 @@ async def test_welcome_is_step1_then_awareness() -> None:
     writer, _ = make_peer(room)
     room.receive(writer, encode_awareness_message([AwarenessEntry(1, 1, '{"user":"a"}')]))
     messages = room.welcome()
-    assert messages[0] == encode_sync_step1(room.doc.get_state())
+    assert messages[0] == encode_sync_step1(doc_of(room).get_state())
     assert decode_awareness(messages[1][2:]) == [AwarenessEntry(1, 1, '{"user":"a"}')]
 
 
@@ -114,6 +114,7 @@ async def test_replica_updates_are_shown_but_never_stored_or_published() -> None
 async def test_server_side_changes_are_stored() -> None:
     room, sink = make_room()
     room.apply(append_text(Doc(), "from the server"), LOCAL)
+    await settle()
     assert len(sink.updates) == 1
     assert room.log_updates == 1
 
@@ -134,7 +135,7 @@ async def test_read_only_peers_cannot_change_the_document() -> None:
     room, sink = make_room()
     viewer, _ = make_peer(room, can_write=False)
     room.receive(viewer, encode_update(append_text(Doc(), "nope")))
-    assert str(room.doc.get("t", type=Text)) == ""
+    assert str(doc_of(room).get("t", type=Text)) == ""
     assert sink.updates == []
 
 
@@ -144,16 +145,28 @@ async def test_a_full_store_refuses_the_edit_before_applying_it() -> None:
     author, _ = make_peer(room)
     with pytest.raises(StoreOverloaded):
         room.receive(author, encode_update(append_text(Doc(), "lost?")))
-    assert str(room.doc.get("t", type=Text)) == ""
+    assert str(doc_of(room).get("t", type=Text)) == ""
 
 
-async def test_an_undecodable_update_is_a_protocol_error_and_changes_nothing() -> None:
+async def test_an_undecodable_update_is_refused_closes_its_sender_and_changes_nothing() -> None:
+    room, sink = make_room()
+    author, socket = make_peer(room)
+    _, other = make_peer(room)
+    client: Doc[Any] = Doc()
+    client.get("m", type=Map)["k"] = "v"
+    room.apply(client.get_update(), LOCAL)
+    room.receive(author, encode_update(b"\x01\x05garbage"))
+    await settle()
+    assert author.closed and socket.closes == [(4400, "protocol error: update cannot be decoded")]
+    assert doc_of(room).get("m", type=Map).to_py() == {"k": "v"}
+    assert len(sink.updates) == 1 and len(other.frames) == 1  # the good update only
+
+
+async def test_a_malformed_state_vector_is_a_protocol_error() -> None:
     room, _ = make_room()
     author, _ = make_peer(room)
-    room.doc.get("m", type=Map)["k"] = "v"
-    with pytest.raises(ProtocolError, match="update cannot be decoded"):
-        room.receive(author, encode_update(b"\x01\x05garbage"))
-    assert room.doc.get("m", type=Map).to_py() == {"k": "v"}
+    with pytest.raises(ProtocolError):
+        room.receive(author, encode_sync_step1(b"\x05\x01"))
 
 
 async def test_awareness_reaches_everyone_including_the_sender() -> None:

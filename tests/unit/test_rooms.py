@@ -10,17 +10,17 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Text
 
-from collab_server.errors import CorruptDocument, StoreUnavailable
+from collab_server.errors import StoreUnavailable
 from collab_server.peer import Peer
 from collab_server.protocol import encode_update
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
-from persistence.base import StoredDocument, Version
+from persistence.base import Fold, StoredDocument, Version
 from persistence.memory import MemoryStore
 from persistence.writer import AppendWriter
 from tests.support.documents import append_text
 from tests.support.eventually import eventually
-from tests.unit.fakes import RecordingSocket
+from tests.unit.fakes import RecordingSocket, doc_of
 
 
 class GatedStore(MemoryStore):
@@ -81,17 +81,20 @@ async def test_a_failed_load_refuses_the_joiners_and_the_next_join_retries() -> 
         assert manager.get("r") is None
         store.failing = False
         room = await manager.join("r", _peer("r"))
-        assert str(room.doc.get("t", type=Text)) == "kept"
+        assert str(doc_of(room).get("t", type=Text)) == "kept"
 
 
-async def test_a_corrupt_document_is_refused_not_served_empty() -> None:
+async def test_a_stored_row_that_cannot_be_applied_is_quarantined_and_the_room_loads_from_the_rest() -> None:
     store = MemoryStore()
-    await store.append_many([("r", b"\x07\x07 definitely not an update")])
+    bad = b"\x07\x07 definitely not an update"
+    await store.append_many([("r", append_text(Doc(), "kept")), ("r", bad)])
     async with _running(store) as (manager, _):
-        with pytest.raises(CorruptDocument, match="cannot be decoded"):
-            await manager.join("r", _peer("r"))
+        room = await manager.join("r", _peer("r"))
+        assert str(doc_of(room).get("t", type=Text)) == "kept"
         loaded = await store.load("r")
-        assert loaded is not None and loaded.updates == [b"\x07\x07 definitely not an update"]
+        assert loaded is not None and bad not in loaded.updates
+        [kept] = await store.quarantined("r")
+        assert kept.data == bad and kept.kind == "update" and kept.reason
 
 
 async def test_the_last_peer_leaving_unloads_after_the_grace_and_compacts() -> None:
@@ -158,9 +161,9 @@ class OutageStore(MemoryStore):
             raise StoreUnavailable("injected outage")
         await super().append_many(entries)
 
-    async def compact(self, room: str, *, label: str | None = None) -> Version | None:
+    async def compact(self, room: str, *, fold: Fold, label: str | None = None) -> Version | None:
         self.compactions += 1
-        return await super().compact(room, label=label)
+        return await super().compact(room, fold=fold, label=label)
 
 
 async def test_an_outage_past_the_threshold_queues_one_compaction_not_one_per_update() -> None:

@@ -1,0 +1,134 @@
+"""Long fuzz run against a real server (issue 8): millions of hostile frames while a real client writes.
+
+    .venv/bin/python bench/fuzz.py [--frames 1000000] [--clients 8] [--rooms 20] [--hostile] [--seed 1]
+
+Starts ``collab-server`` on a fresh SQLite file with ``--workers`` CRDT workers, connects a real Yjs
+client (yjs + y-websocket under Node) that appends numbered tokens throughout, and throws fuzzed frames
+(tests/support/fuzz.py: valid and mutated updates, odd step1s, awareness, random bytes, and with
+``--hostile`` the issue's crash/hang/panic payloads) at ``--rooms`` rooms from ``--clients`` raw
+connections. The real client's room gets every kind of frame but updates (see ``fuzz``'s docstring).
+``/healthz`` is polled every 100 ms: any answer slower than 1 s counts as outage.
+
+Reported: frames and frames/s, connections and close codes, worker restarts, refused updates by reason,
+quarantined rows, outage seconds, edits of the real client lost (live and after a restart), and the
+result of ``collab-server rooms check`` on the database afterwards. Not a test: run it by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.fuzz import fuzz  # noqa: E402
+from tests.support.servers import ServerProcess  # noqa: E402
+from tests.support.writers import Writer, Writing, lost  # noqa: E402
+from tests.support.yjs_clients import YjsNode  # noqa: E402
+
+REASONS = ("malformed", "library_failure", "stalled", "crashed", "poison", "not_loaded", "bad_state_vector")
+
+
+async def _outage(server: ServerProcess, stop: asyncio.Event) -> float:
+    """Seconds during which /healthz took longer than 1 s (or failed)."""
+    down = 0.0
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            await asyncio.to_thread(lambda: urllib.request.urlopen(server.http + "/healthz", timeout=5).read())
+            took = time.monotonic() - started
+        except OSError:
+            took = 5.0
+        if took > 1.0:
+            down += took
+        await asyncio.sleep(0.1)
+    return down
+
+
+async def _fresh_text(node: YjsNode, server: ServerProcess, room: str, name: str) -> str:
+    client = await node.connect(server.url, room)
+    try:
+        await client.wait_synced(timeout=30)
+        return await client.text(name)
+    finally:
+        await client.destroy()
+
+
+async def main(args: argparse.Namespace) -> int:
+    directory = Path(tempfile.mkdtemp(prefix="collab-fuzz-"))
+    env = {
+        "COLLAB_DATABASE_URL": f"sqlite:///{directory}/collab.sqlite3",
+        "COLLAB_CRDT_WORKERS": str(args.workers),
+        "COLLAB_CRDT_DEADLINE": str(args.deadline),
+        "COLLAB_LOG_LEVEL": "warning",
+    }
+    server = ServerProcess(env=env, log_path=directory / "server.log").start()
+    rooms = [f"fuzz-{i}" for i in range(args.rooms)]
+    async with YjsNode() as node:
+        client = await node.connect(server.url, "real")
+        await client.wait_synced()
+        writer = Writer(client, "real", rate=args.rate)
+        stop = asyncio.Event()
+        outage = asyncio.create_task(_outage(server, stop))
+        started = time.monotonic()
+        async with Writing([writer]):
+            run = await fuzz(
+                server.url,
+                [*rooms, "real"],
+                frames=args.frames,
+                clients=args.clients,
+                seed=args.seed,
+                hostile=args.hostile,
+                read_only=frozenset(["real"]),
+            )
+        elapsed = time.monotonic() - started
+        stop.set()
+        down = await outage
+        print(f"frames        {run.frames} in {elapsed:.0f} s ({run.frames / elapsed:.0f}/s)")
+        print(f"connections   {run.connections}; close codes {dict(sorted(run.close_codes.items()))}")
+        print(f"outage        {down:.1f} s of /healthz slower than 1 s")
+        print(f"restarts      {server.metric('collab_crdt_worker_restarts_total')}")
+        refused = {r: server.metric(f'collab_updates_refused_total{{reason="{r}"}}', 0) for r in REASONS}
+        print(f"refused       {({r: int(n) for r, n in refused.items() if n})}")
+        print(f"quarantined   {server.metric('collab_quarantined_updates_total', 0):.0f} rows")
+        print(f"real client   {writer.count} edits, closes {(await client.status())['closeCodes']}")
+        text = await _fresh_text(node, server, "real", writer.text_name)
+        print(f"lost (live)   {lost([writer], {writer.text_name: text})}")
+        await client.destroy()
+        server.stop()
+        check = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "collab_server", "rooms", "check"],
+            env={**os.environ, **env},
+            cwd=REPO,
+            capture_output=True,
+            timeout=3600,
+        )
+        print(f"rooms check   exit {check.returncode}: {check.stdout.decode().strip().splitlines()[-1:]}")
+        server = ServerProcess(env=env, log_path=directory / "server-2.log").start()
+        text = await _fresh_text(node, server, "real", writer.text_name)
+        print(f"lost (stored) {lost([writer], {writer.text_name: text})}")
+        server.stop()
+    print(f"(database and logs in {directory})")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=1_000_000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--rooms", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--deadline", type=float, default=1.0)
+    parser.add_argument("--rate", type=float, default=50.0, help="edits per second of the real client")
+    parser.add_argument("--hostile", action="store_true", help="include the issue's crash/hang/panic payloads")
+    parser.add_argument("--seed", type=int, default=1)
+    sys.exit(asyncio.run(main(parser.parse_args())))

@@ -1,0 +1,213 @@
+"""The framing of requests and answers between the server and its CRDT workers.
+
+A frame is ``u32 length`` + body, little-endian. A request body is ``u32 count`` + that many ops; the
+answer body is ``u32 count`` + one result per op, in order. Byte strings are ``u32 length`` + bytes.
+Only bytes, integers and refusal codes cross the pipe: nothing the worker sends is unpickled, so a
+worker that went wrong can at worst send a malformed answer, which the server treats as a dead worker.
+
+    op      := u8 kind, bytes room, payload
+      LOAD, FOLD:  u8 has_snapshot, [bytes snapshot], u32 n, bytes * n
+      APPLY, DIFF: bytes update | bytes state_vector
+      others:      (nothing)
+    result  := u8 status (0 ok, else a Refusal), then when ok:
+      LOAD:  bytes state_vector, u32 n, (i32 index, u8 refusal) * n
+      APPLY: bytes emitted update, bytes state_vector, u8 new
+      FOLD:  bytes snapshot, bytes state_vector, u32 n, u32 index * n, u32 m, (i32 index, u8 refusal) * m
+      DIFF, STATE, DELETE_SET, FULL: bytes;  UNLOAD: (nothing)
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+from collab_server.crdt.engine import Applied, BadRow, Loaded, Refusal
+from persistence.base import Folded
+
+_U32: Final = struct.Struct("<I")
+_I32_U8: Final = struct.Struct("<iB")
+HEADER: Final = _U32.size
+
+
+class Kind(IntEnum):
+    LOAD = 1
+    APPLY = 2
+    DIFF = 3
+    STATE = 4
+    DELETE_SET = 5
+    FULL = 6
+    FOLD = 7
+    UNLOAD = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    kind: Kind
+    room: str
+    payload: bytes = b""
+    snapshot: bytes | None = None
+    updates: tuple[bytes, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return len(self.payload) + len(self.snapshot or b"") + sum(map(len, self.updates))
+
+
+Result = Loaded | Applied | Folded | bytes | Refusal | None
+
+
+class CodecError(Exception):
+    """An answer or request that does not follow the framing."""
+
+
+class Cursor:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def u8(self) -> int:
+        if self.pos >= len(self.data):
+            raise CodecError("truncated")
+        value = self.data[self.pos]
+        self.pos += 1
+        return value
+
+    def u32(self) -> int:
+        if self.pos + 4 > len(self.data):
+            raise CodecError("truncated")
+        (value,) = _U32.unpack_from(self.data, self.pos)
+        self.pos += 4
+        return int(value)
+
+    def bad_row(self) -> BadRow:
+        if self.pos + _I32_U8.size > len(self.data):
+            raise CodecError("truncated")
+        index, code = _I32_U8.unpack_from(self.data, self.pos)
+        self.pos += _I32_U8.size
+        return BadRow(index, _refusal(code))
+
+    def bytes_(self) -> bytes:
+        length = self.u32()
+        end = self.pos + length
+        if end > len(self.data):
+            raise CodecError("truncated")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+
+def _refusal(code: int) -> Refusal:
+    try:
+        return Refusal(code)
+    except ValueError:
+        raise CodecError(f"unknown refusal {code}") from None
+
+
+def _bytes(out: bytearray, data: bytes) -> None:
+    out += _U32.pack(len(data))
+    out += data
+
+
+def frame(body: bytearray) -> bytes:
+    return _U32.pack(len(body)) + body
+
+
+def encode_ops(ops: list[Op]) -> bytes:
+    out = bytearray(_U32.pack(len(ops)))
+    for op in ops:
+        out.append(op.kind)
+        _bytes(out, op.room.encode("utf-8"))
+        if op.kind in (Kind.LOAD, Kind.FOLD):
+            out.append(0 if op.snapshot is None else 1)
+            if op.snapshot is not None:
+                _bytes(out, op.snapshot)
+            out += _U32.pack(len(op.updates))
+            for update in op.updates:
+                _bytes(out, update)
+        elif op.kind in (Kind.APPLY, Kind.DIFF):
+            _bytes(out, op.payload)
+    return frame(out)
+
+
+def decode_ops(body: bytes) -> list[Op]:
+    cursor = Cursor(body)
+    ops = []
+    for _ in range(cursor.u32()):
+        kind = Kind(cursor.u8())
+        room = cursor.bytes_().decode("utf-8")
+        if kind in (Kind.LOAD, Kind.FOLD):
+            snapshot = cursor.bytes_() if cursor.u8() else None
+            updates = tuple(cursor.bytes_() for _ in range(cursor.u32()))
+            ops.append(Op(kind, room, snapshot=snapshot, updates=updates))
+        elif kind in (Kind.APPLY, Kind.DIFF):
+            ops.append(Op(kind, room, cursor.bytes_()))
+        else:
+            ops.append(Op(kind, room))
+    return ops
+
+
+def encode_results(results: list[Result]) -> bytes:
+    out = bytearray(_U32.pack(len(results)))
+    for result in results:
+        if isinstance(result, Refusal):
+            out.append(result)
+            continue
+        if isinstance(result, Applied) and result.refusal is not None:
+            out.append(result.refusal)
+            continue
+        out.append(0)
+        if isinstance(result, Loaded):
+            _bytes(out, result.state_vector)
+            out += _U32.pack(len(result.bad))
+            for row in result.bad:
+                out += _I32_U8.pack(row.index, row.refusal)
+        elif isinstance(result, Applied):
+            _bytes(out, result.update)
+            _bytes(out, result.state_vector)
+            out.append(1 if result.new else 0)
+        elif isinstance(result, Folded):
+            _bytes(out, result.snapshot)
+            _bytes(out, result.state_vector)
+            out += _U32.pack(len(result.folded))
+            out += b"".join(_U32.pack(index) for index in result.folded)
+            out += _U32.pack(len(result.bad))
+            for index, _reason in result.bad:
+                out += _I32_U8.pack(index, Refusal.LIBRARY_FAILURE)
+        elif isinstance(result, bytes):
+            _bytes(out, result)
+    return frame(out)
+
+
+def decode_results(kinds: list[Kind], body: bytes) -> list[Result]:
+    """Results of the ops of ``kinds``; CodecError if the answer does not match the request."""
+    cursor = Cursor(body)
+    if cursor.u32() != len(kinds):
+        raise CodecError("answer count does not match the request")
+    results: list[Result] = []
+    for kind in kinds:
+        status = cursor.u8()
+        if status:
+            refusal = _refusal(status)
+            results.append(Applied(refusal) if kind is Kind.APPLY else refusal)
+        elif kind is Kind.LOAD:
+            state_vector = cursor.bytes_()
+            results.append(Loaded(state_vector, [cursor.bad_row() for _ in range(cursor.u32())]))
+        elif kind is Kind.APPLY:
+            update, state_vector = cursor.bytes_(), cursor.bytes_()
+            results.append(Applied(None, update, state_vector, bool(cursor.u8())))
+        elif kind is Kind.FOLD:
+            snapshot, state_vector = cursor.bytes_(), cursor.bytes_()
+            folded = [cursor.u32() for _ in range(cursor.u32())]
+            bad = [cursor.bad_row() for _ in range(cursor.u32())]
+            results.append(Folded(snapshot, state_vector, folded, [(r.index, r.refusal.reason) for r in bad]))
+        elif kind is Kind.UNLOAD:
+            results.append(None)
+        else:
+            results.append(cursor.bytes_())
+    if cursor.pos != len(body):
+        raise CodecError("trailing bytes in an answer")
+    return results

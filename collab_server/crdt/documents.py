@@ -1,0 +1,250 @@
+"""The documents a worker holds, and the one place pycrdt is called on untrusted bytes.
+
+Each update is applied in a transaction of its own. When the library fails part-way (``ValueError``,
+``RuntimeError``, or ``pyo3_runtime.PanicException``, which is a ``BaseException``), Yrs may already have
+committed part of the update: the document can no longer be trusted. So every room keeps its *base*, the
+list of byte strings that, applied in order to a fresh ``Doc``, rebuild its last good state (the stored
+snapshot, the stored rows that applied, then every update accepted since). After a failure the document
+is rebuilt from the base, and whatever the observer emitted during the failed call is dropped: it is
+never stored or broadcast. Replaying the base is safe because Yrs is deterministic: those bytes applied
+once, in that order, without failing.
+
+The base is refolded (a snapshot of the integrated state plus the updates still pending) once it grows
+long, so it costs about what the document does. This module runs in the worker process, or in the test
+process through ``local.InProcessEngine``; never in the server's networking process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pycrdt import Doc, TransactionEvent, get_update
+
+from collab_server.crdt.engine import Applied, BadRow, Loaded, Refusal
+from collab_server.errors import ProtocolError
+from collab_server.protocol import Reader, decode_state_vector
+from persistence.base import Folded
+
+# Refold the base after this many entries: a rebuild then replays one snapshot and a short tail.
+_REFOLD_AFTER = 512
+
+
+def _refusal(exc: BaseException) -> Refusal:
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        raise exc
+    # pycrdt raises ValueError for bytes it cannot decode; anything else (a panic, a RuntimeError about a
+    # block parent) means the library got part-way into the update.
+    return Refusal.MALFORMED if isinstance(exc, ValueError) else Refusal.LIBRARY_FAILURE
+
+
+def _try_apply(doc: Doc[Any], update: bytes) -> Refusal | None:
+    try:
+        with doc.transaction():
+            doc.apply_update(update)
+    except BaseException as exc:
+        return _refusal(exc)
+    return None
+
+
+def _replay(entries: Sequence[bytes]) -> tuple[Doc[Any], list[int]]:
+    """A fresh doc holding ``entries`` applied in order; the indexes of entries that failed (rebuilt past).
+
+    Some updates apply without complaint but leave the document unable to encode itself (the panic
+    comes later, from ``get_update``: a room that loads and then fails every join). Encoding is what an
+    observer does at each commit, so a replay whose result does not encode is done again with one:
+    the row that breaks it then fails its own transaction and is set aside.
+    """
+    doc, failed = _replay_once(entries, observed=False)
+    if _encodes(doc):
+        return doc, failed
+    doc, failed = _replay_once(entries, observed=True)
+    if not _encodes(doc):  # pragma: no cover - no known input gets here
+        raise RuntimeError("the document cannot be encoded even without its failing rows")
+    return doc, failed
+
+
+def _encodes(doc: Doc[Any]) -> bool:
+    try:
+        doc.get_update()
+    except BaseException as exc:
+        _refusal(exc)
+        return False
+    return True
+
+
+def _replay_once(entries: Sequence[bytes], *, observed: bool) -> tuple[Doc[Any], list[int]]:
+    def fresh() -> Doc[Any]:
+        doc: Doc[Any] = Doc()
+        if observed:
+            doc.observe(lambda event: event.update)
+        return doc
+
+    doc = fresh()
+    good: list[bytes] = []
+    failed: list[int] = []
+    for index, entry in enumerate(entries):
+        if _try_apply(doc, entry) is None:
+            good.append(entry)
+            continue
+        failed.append(index)
+        doc = fresh()
+        for kept in good:  # applied fine before, in this order: they apply fine again
+            doc.apply_update(kept)
+    return doc, failed
+
+
+class RoomDoc:
+    """One room's document, its base, and what its observer emitted in the current transaction."""
+
+    __slots__ = ("base", "doc", "emitted", "subscription")
+
+    def __init__(self, doc: Doc[Any], base: list[bytes]) -> None:
+        self.base = base
+        self.emitted: list[bytes] = []
+        self.doc = doc
+        self.subscription = doc.observe(self._on_transaction)
+
+    def _on_transaction(self, event: TransactionEvent) -> None:
+        self.emitted.append(event.update)
+
+    def apply(self, update: bytes) -> Applied:
+        self.emitted.clear()
+        before = self.doc.get_state()
+        refusal = _try_apply(self.doc, update)
+        if refusal is not None:
+            self.emitted.clear()  # what a failed call produced is never used
+            self.rebuild()
+            return Applied(refusal)
+        self.base.append(update)
+        emitted = b"".join(self.emitted) if len(self.emitted) == 1 else _merge(self.emitted)
+        self.emitted.clear()
+        # Nothing emitted: a re-sent update (nothing new), or one waiting for an update it depends on
+        # (new: it must be stored, or it would be lost). Only then is the finer check worth its cost.
+        new = bool(emitted) or not _integrated(update, before, decode_state_vector(before))
+        if not new:
+            self.base.pop()  # a duplicate changes nothing: the base need not grow
+        if len(self.base) > _REFOLD_AFTER:
+            self.refold()
+        return Applied(None, emitted, self.doc.get_state(), new)
+
+    def rebuild(self) -> None:
+        doc, failed = _replay(self.base)
+        if failed:  # cannot happen for a deterministic library; never keep what does not replay
+            self.base = [entry for index, entry in enumerate(self.base) if index not in set(failed)]
+        self.doc.unobserve(self.subscription)
+        self.doc = doc
+        self.subscription = doc.observe(self._on_transaction)
+
+    def refold(self) -> None:
+        folded = fold_doc(self.doc, self.base)
+        kept = set(folded.folded)
+        self.base = [folded.snapshot, *(entry for i, entry in enumerate(self.base) if i not in kept)]
+
+
+def _merge(updates: list[bytes]) -> bytes:
+    from pycrdt import merge_updates
+
+    return merge_updates(*updates) if updates else b""
+
+
+class Documents:
+    """Every room a worker holds. Methods return results; refusals are values, never exceptions."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, RoomDoc] = {}
+
+    def load(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Loaded:
+        entries = ([snapshot] if snapshot is not None else []) + list(updates)
+        doc, failed = _replay(entries)
+        offset = 1 if snapshot is not None else 0
+        bad = [BadRow(index - offset, Refusal.LIBRARY_FAILURE) for index in failed]
+        failed_set = set(failed)
+        base = [entry for index, entry in enumerate(entries) if index not in failed_set]
+        old = self.rooms.pop(room, None)
+        if old is not None:
+            old.doc.unobserve(old.subscription)
+        self.rooms[room] = RoomDoc(doc, base)
+        return Loaded(doc.get_state(), bad)
+
+    def apply(self, room: str, update: bytes) -> Applied:
+        held = self.rooms.get(room)
+        if held is None:
+            return Applied(Refusal.NOT_LOADED)
+        return held.apply(update)
+
+    def diff(self, room: str, state_vector: bytes) -> bytes | Refusal:
+        held = self.rooms.get(room)
+        if held is None:
+            return Refusal.NOT_LOADED
+        try:
+            decode_state_vector(state_vector)  # our own decoder first: Yrs never sees a malformed one
+            return held.doc.get_update(state_vector)
+        except ProtocolError:
+            return Refusal.BAD_STATE_VECTOR
+        except BaseException as exc:
+            _refusal(exc)
+            return Refusal.BAD_STATE_VECTOR
+
+    def state_vector(self, room: str) -> bytes | Refusal:
+        held = self.rooms.get(room)
+        return Refusal.NOT_LOADED if held is None else held.doc.get_state()
+
+    def delete_set(self, room: str) -> bytes | Refusal:
+        held = self.rooms.get(room)
+        return Refusal.NOT_LOADED if held is None else held.doc.get_update(held.doc.get_state())
+
+    def full_state(self, room: str) -> bytes | Refusal:
+        held = self.rooms.get(room)
+        return Refusal.NOT_LOADED if held is None else held.doc.get_update()
+
+    def unload(self, room: str) -> None:
+        held = self.rooms.pop(room, None)
+        if held is not None:
+            held.doc.unobserve(held.subscription)
+
+    def fold(self, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
+        entries = ([snapshot] if snapshot is not None else []) + list(updates)
+        doc, failed = _replay(entries)
+        offset = 1 if snapshot is not None else 0
+        bad = [(index - offset, Refusal.LIBRARY_FAILURE.reason) for index in failed]
+        bad_set = {index for index, _ in bad}
+        good = [i for i in range(len(updates)) if i not in bad_set]
+        folded = fold_doc(doc, [updates[i] for i in good])
+        return Folded(folded.snapshot, folded.state_vector, [good[i] for i in folded.folded], bad)
+
+
+def fold_doc(doc: Doc[Any], updates: Sequence[bytes]) -> Folded:
+    """Which of ``updates`` (already applied to ``doc``) the doc's full state really holds.
+
+    A Yjs update can depend on one the log does not hold yet; Yrs keeps it *pending*, and
+    ``get_update()`` leaves pending structs and deletes out. A row is folded only when every struct it
+    carries is below the doc's state vector and every range it deletes is too; the others stay in the
+    log (and in a worker's base), pending again after the next load, until what they wait for arrives.
+    """
+    state = doc.get_state()
+    clocks = decode_state_vector(state)
+    folded = [index for index, update in enumerate(updates) if _integrated(update, state, clocks)]
+    return Folded(doc.get_update(), state, folded)
+
+
+def _integrated(update: bytes, state: bytes, clocks: dict[int, int]) -> bool:
+    # get_update(update, state) is the part of ``update`` beyond ``state``: its structs the doc lacks,
+    # plus its whole delete set. No structs left and every deleted range below the state: integrated.
+    try:
+        diff = Reader(get_update(update, state))
+        if diff.var_uint("struct count"):
+            return False
+        for _ in range(diff.var_uint("delete set clients")):
+            client = diff.var_uint("delete set client")
+            for _ in range(diff.var_uint("delete set ranges")):
+                clock = diff.var_uint("deleted clock")
+                length = diff.var_uint("deleted length")
+                if clocks.get(client, 0) < clock + length:
+                    return False
+    except ProtocolError:
+        return False
+    except BaseException as exc:
+        _refusal(exc)
+        return False  # not provably folded: it stays in the log
+    return True

@@ -1,0 +1,87 @@
+"""Loading and folding stored rows one at a time, to single out the rows that kill a worker.
+
+Used only after a whole load or fold crashed or stalled its worker. The snapshot is loaded alone, then
+each logged update is applied in a request of its own; a row whose request kills the worker (the pool
+restarts it) or that the library refuses is set aside as bad, and the room is reloaded from the good rows
+so far before going on. The cost is one request per row, paid only for a room that is already poisoned.
+
+The room being isolated is not among the worker's tracked rooms meanwhile (``track=False``): a restart
+caused by one of its rows must not try to rebuild it from the very rows being tested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from collab_server.crdt.codec import Kind, Op, Result
+from collab_server.crdt.engine import Applied, BadRow, EngineError, Loaded, Refusal
+from persistence.base import Folded
+
+
+class WorkerPool(Protocol):
+    """What isolation needs of ``collab_server.crdt.pool.WorkerPool`` (which imports this module)."""
+
+    async def call(self, op: Op, *, track: bool = True) -> Result: ...
+
+_KILLED = (Refusal.CRASHED, Refusal.STALLED)
+
+
+async def _load_alone(pool: WorkerPool, room: str, snapshot: bytes | None, good: list[bytes]) -> Loaded | Refusal:
+    result = await pool.call(Op(Kind.LOAD, room, snapshot=snapshot, updates=tuple(good)), track=False)
+    if isinstance(result, Loaded | Refusal):
+        return result
+    return Refusal.LIBRARY_FAILURE
+
+
+async def _isolate(
+    pool: WorkerPool, room: str, snapshot: bytes | None, updates: Sequence[bytes]
+) -> tuple[bytes | None, list[int], list[BadRow]]:
+    """(the snapshot if it is good, indexes of good updates, bad rows); ``room`` is left loaded."""
+    bad: list[BadRow] = []
+    first = await _load_alone(pool, room, snapshot, [])
+    if isinstance(first, Refusal) or first.bad:
+        bad.append(BadRow(-1, first if isinstance(first, Refusal) else first.bad[0].refusal))
+        snapshot = None
+        await _load_alone(pool, room, None, [])
+    good: list[int] = []
+    for index, update in enumerate(updates):
+        result = await pool.call(Op(Kind.APPLY, room, update), track=False)
+        if isinstance(result, Applied) and result.refusal is Refusal.NOT_LOADED:
+            # Another room's op restarted the worker meanwhile (this room is not rebuilt): put it back.
+            await _load_alone(pool, room, snapshot, [updates[i] for i in good])
+            result = await pool.call(Op(Kind.APPLY, room, update), track=False)
+        if isinstance(result, Applied) and result.accepted:
+            good.append(index)
+            continue
+        refusal = result.refusal if isinstance(result, Applied) and result.refusal else Refusal.LIBRARY_FAILURE
+        bad.append(BadRow(index, refusal))
+        if refusal in _KILLED:  # a fresh worker: put back what was good so far
+            await _load_alone(pool, room, snapshot, [updates[i] for i in good])
+    return snapshot, good, bad
+
+
+async def load(pool: WorkerPool, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Loaded:
+    snapshot, good, bad = await _isolate(pool, room, snapshot, updates)
+    # Loaded for good, as the worker's room (tracked: a later restart rebuilds it from the store, which
+    # by then no longer holds the bad rows: the caller moves them to quarantine).
+    final = await pool.call(Op(Kind.LOAD, room, snapshot=snapshot, updates=tuple(updates[i] for i in good)))
+    if not isinstance(final, Loaded):
+        raise EngineError(final if isinstance(final, Refusal) else Refusal.LIBRARY_FAILURE)
+    return Loaded(final.state_vector, bad + final.bad)
+
+
+async def fold(pool: WorkerPool, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
+    scratch = f"\x00fold\x00{room}"  # not a valid room name: never a real room's document
+    try:
+        good_snapshot, good, bad = await _isolate(pool, scratch, snapshot, updates)
+    finally:
+        await pool.call(Op(Kind.UNLOAD, scratch), track=False)
+    result = await pool.call(
+        Op(Kind.FOLD, room, snapshot=good_snapshot, updates=tuple(updates[i] for i in good)), track=False
+    )
+    if not isinstance(result, Folded):
+        raise EngineError(result if isinstance(result, Refusal) else Refusal.LIBRARY_FAILURE)
+    reasons = [(row.index, row.refusal.reason) for row in bad]
+    reasons += [(good[index], reason) for index, reason in result.bad if index >= 0]
+    return Folded(result.snapshot, result.state_vector, [good[i] for i in result.folded], reasons)

@@ -1,0 +1,362 @@
+"""``WorkerPool``: the documents of rooms in N supervised worker processes.
+
+Rooms are assigned to workers by a stable hash of their name (``lane_of``), so a room's document lives in
+one worker and all its requests go through one ordered pipe.
+
+Batching. Ops (applies, diffs, loads, ...) made during one event-loop tick are sent to their worker as one
+request; while a request is in flight, new ops wait and go out together when it is answered. So the hop
+costs one round trip per tick per busy worker, not one per update, and each worker runs Yrs on a core of
+its own, off the event loop.
+
+The watchdog. Every request has a deadline (``deadline`` seconds, more for large loads and folds). A
+worker that does not answer in time, dies (segfault, abort), or answers garbage is killed and replaced.
+The fresh worker gets its rooms back from the ``RoomSource`` (the store plus the updates accepted but not
+yet committed, which the networking process still holds: no acknowledged edit is lost). Then the ops of
+the request that killed it are retried one at a time: the one that kills again is the poison. It is
+refused (CRASHED or STALLED), an update's bytes go on the poison list, and everything else in the batch
+is answered normally. Rooms of other workers notice nothing; rooms of the same worker wait for the
+restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from collab_server import metrics
+from collab_server.crdt import isolation
+from collab_server.crdt.codec import CodecError, Kind, Op, Result, decode_results, encode_ops
+from collab_server.crdt.engine import Applied, EngineError, Loaded, OnApplied, Refusal
+from collab_server.crdt.poison import PoisonList
+from collab_server.crdt.process import WorkerDied, WorkerProcess
+from persistence.base import Folded
+
+logger = logging.getLogger(__name__)
+
+_START_TIMEOUT = 15.0
+# A request gets one more deadline per 64 KiB it carries (a client's first step2 can be large and is
+# legitimately slow), loads and folds five times as long (they replay whole logs), and the retry that
+# convicts an op twice as long: a legitimate op on a loaded machine finishes, an endless loop does not.
+_BYTES_PER_DEADLINE = 64 * 1024
+_LOAD_FACTOR = 5.0
+_RETRY_FACTOR = 2.0
+
+
+class RoomSource(Protocol):
+    """Where a restarted worker gets its rooms back from (``RoomManager``)."""
+
+    async def rebuild_input(self, room: str) -> tuple[bytes | None, list[bytes]]:
+        """The room's stored snapshot and log plus its updates queued for the store, in order."""
+        ...
+
+    def room_rebuilt(self, room: str, state_vector: bytes) -> None: ...
+
+    def room_lost(self, room: str) -> None:
+        """The room could not be rebuilt: its peers must reconnect (and it reloads from the store)."""
+        ...
+
+
+def lane_of(room: str, workers: int) -> int:
+    """The worker of ``room``: stable across processes and restarts (not Python's salted ``hash``)."""
+    return zlib.crc32(room.encode("utf-8", "surrogatepass")) % workers
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+@dataclass(slots=True)
+class _Pending:
+    op: Op
+    done: Callable[[Result], None]
+    track: bool = True  # a load that joins the worker's rooms (isolation loads rooms it may drop)
+    finished: bool = False
+
+    def finish(self, result: Result) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        try:
+            self.done(result)
+        except Exception:  # a caller's bug must not stop the lane (every later op would wait forever)
+            logger.exception("error in the callback of a %s op for room %r", self.op.kind.name, self.op.room)
+
+
+class _Lane:
+    __slots__ = ("busy", "index", "process", "queue", "rooms", "scheduled")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.process = WorkerProcess(index)
+        self.queue: list[_Pending] = []
+        self.busy = False
+        self.scheduled = False
+        self.rooms: set[str] = set()
+
+
+class WorkerPool:
+    """``DocumentEngine`` on worker processes. ``start`` before use, ``close`` at shutdown."""
+
+    def __init__(self, workers: int = 0, *, deadline: float = 1.0, poison_ttl: float = 600.0) -> None:
+        self.deadline = deadline
+        self.poison = PoisonList(poison_ttl)
+        self._lanes = [_Lane(i) for i in range(workers or default_workers())]
+        self._source: RoomSource | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.requests = 0  # sent to workers, ever (tests check the batching with it)
+
+    def __repr__(self) -> str:
+        return f"WorkerPool(workers={len(self._lanes)}, deadline={self.deadline})"
+
+    def describe(self) -> str:
+        return f"{len(self._lanes)} CRDT worker processes (deadline {self.deadline:g}s)"
+
+    @property
+    def workers(self) -> int:
+        return len(self._lanes)
+
+    def attach(self, source: RoomSource) -> None:
+        self._source = source
+
+    async def start(self) -> WorkerPool:
+        await asyncio.gather(*(lane.process.start(_START_TIMEOUT) for lane in self._lanes))
+        return self
+
+    def worker_pid(self, room: str) -> int | None:
+        """The pid of the worker holding ``room`` (tests kill it)."""
+        return self._lanes[lane_of(room, len(self._lanes))].process.pid
+
+    # -- DocumentEngine ------------------------------------------------------------------------
+
+    def apply(self, room: str, update: bytes, on_applied: OnApplied) -> None:
+        if update in self.poison:
+            asyncio.get_running_loop().call_soon(on_applied, Applied(Refusal.POISON))
+            return
+        self._submit(room, _Pending(Op(Kind.APPLY, room, update), on_applied))  # type: ignore[arg-type]
+
+    async def load(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Loaded:
+        result = await self.call(Op(Kind.LOAD, room, snapshot=snapshot, updates=tuple(updates)))
+        if isinstance(result, Loaded):
+            return result
+        if result in (Refusal.CRASHED, Refusal.STALLED):
+            logger.warning("room %r: stored rows stop the document engine; loading row by row", room)
+            return await isolation.load(self, room, snapshot, updates)
+        raise EngineError(result if isinstance(result, Refusal) else Refusal.LIBRARY_FAILURE)
+
+    async def diff(self, room: str, state_vector: bytes) -> bytes:
+        return _bytes(await self.call(Op(Kind.DIFF, room, state_vector)))
+
+    async def state_vector(self, room: str) -> bytes:
+        return _bytes(await self.call(Op(Kind.STATE, room)))
+
+    async def delete_set(self, room: str) -> bytes:
+        return _bytes(await self.call(Op(Kind.DELETE_SET, room)))
+
+    async def full_state(self, room: str) -> bytes:
+        return _bytes(await self.call(Op(Kind.FULL, room)))
+
+    async def fold(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
+        result = await self.call(Op(Kind.FOLD, room, snapshot=snapshot, updates=tuple(updates)))
+        if isinstance(result, Folded):
+            return result
+        if result in (Refusal.CRASHED, Refusal.STALLED):
+            logger.warning("room %r: folding stops the document engine; folding row by row", room)
+            return await isolation.fold(self, room, snapshot, updates)
+        raise EngineError(result if isinstance(result, Refusal) else Refusal.LIBRARY_FAILURE)
+
+    async def unload(self, room: str) -> None:
+        self._lanes[lane_of(room, len(self._lanes))].rooms.discard(room)
+        await self.call(Op(Kind.UNLOAD, room))
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for lane in self._lanes:
+            for pending in lane.queue:
+                _refuse(pending, Refusal.NOT_LOADED)
+            lane.queue.clear()
+            await lane.process.kill()
+
+    # -- requests ------------------------------------------------------------------------------
+
+    async def call(self, op: Op, *, track: bool = True) -> Result:
+        """Queue one op and wait for its result (a Refusal when its worker could not handle it)."""
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+
+        def done(result: Result) -> None:
+            if not future.done():
+                future.set_result(result)
+
+        self._submit(op.room, _Pending(op, done, track))
+        return await future
+
+    def _submit(self, room: str, pending: _Pending) -> None:
+        if self._closed:
+            _refuse(pending, Refusal.NOT_LOADED)
+            return
+        lane = self._lanes[lane_of(room, len(self._lanes))]
+        lane.queue.append(pending)
+        if not lane.busy and not lane.scheduled:
+            # Sent at the end of this tick, with everything else queued for the worker meanwhile.
+            lane.scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush, lane)
+
+    def _flush(self, lane: _Lane) -> None:
+        lane.scheduled = False
+        if lane.busy or not lane.queue or self._closed:
+            return
+        batch, lane.queue = lane.queue, []
+        lane.busy = True
+        task = asyncio.get_running_loop().create_task(self._run(lane, batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, lane: _Lane, batch: list[_Pending]) -> None:
+        try:
+            try:
+                results = await self._send(lane, [pending.op for pending in batch])
+            except (WorkerDied, TimeoutError) as exc:
+                await self._recover(lane, batch, exc)
+            else:
+                for pending, result in zip(batch, results, strict=True):
+                    self._deliver(lane, pending, result)
+        except Exception:
+            logger.exception("CRDT worker %d: request failed unexpectedly", lane.index)
+        finally:
+            for pending in batch:  # never leave a caller waiting
+                if not pending.finished:
+                    _refuse(pending, Refusal.NOT_LOADED)
+            lane.busy = False
+            if lane.queue and not self._closed:
+                self._flush(lane)
+
+    def deadline_for(self, ops: list[Op], *, retry: bool = False) -> float:
+        deadline = self.deadline * (1 + sum(op.size for op in ops) / _BYTES_PER_DEADLINE)
+        if any(op.kind in (Kind.LOAD, Kind.FOLD) for op in ops):
+            deadline *= _LOAD_FACTOR
+        return deadline * (_RETRY_FACTOR if retry else 1.0)
+
+    async def _send(self, lane: _Lane, ops: list[Op], *, retry: bool = False) -> list[Result]:
+        started = time.perf_counter()
+        self.requests += 1
+        deadline = self.deadline_for(ops, retry=retry)
+        body = await asyncio.wait_for(lane.process.request(encode_ops(ops)), deadline)
+        try:
+            results = decode_results([op.kind for op in ops], body)
+        except CodecError as exc:
+            raise WorkerDied(f"CRDT worker {lane.index} answered garbage ({exc})") from exc
+        metrics.CRDT_REQUEST_SECONDS.observe(time.perf_counter() - started)
+        return results
+
+    def _deliver(self, lane: _Lane, pending: _Pending, result: Result) -> None:
+        if pending.op.kind is Kind.LOAD and pending.track and isinstance(result, Loaded):
+            lane.rooms.add(pending.op.room)
+        pending.finish(result)
+
+    # -- the watchdog's recovery ---------------------------------------------------------------
+
+    async def _recover(self, lane: _Lane, batch: list[_Pending], exc: BaseException) -> None:
+        """Replace the worker, rebuild its rooms, then retry the batch op by op to find the poison."""
+        stalled = isinstance(exc, TimeoutError)
+        logger.error(
+            "CRDT worker %d %s (%d ops in the request); restarting it",
+            lane.index,
+            "did not answer within its deadline" if stalled else f"died: {exc}",
+            len(batch),
+        )
+        await self._restart(lane)
+        for pending in batch:
+            try:
+                [result] = await self._send(lane, [pending.op], retry=True)
+            except (WorkerDied, TimeoutError) as again:
+                refusal = Refusal.STALLED if isinstance(again, TimeoutError) else Refusal.CRASHED
+                if pending.op.kind is Kind.APPLY:
+                    self.poison.add(pending.op.payload)
+                logger.warning(
+                    "CRDT worker %d: a %s op for room %r %s it again; refused",
+                    lane.index,
+                    pending.op.kind.name.lower(),
+                    pending.op.room,
+                    refusal.label,
+                    extra={"room": pending.op.room},
+                )
+                _refuse(pending, refusal)
+                await self._restart(lane)
+            else:
+                if not pending.track and _refusal_of(result) is Refusal.NOT_LOADED:
+                    # An isolation op on a room the fresh worker does not hold (isolation rooms are not
+                    # rebuilt): it cannot be retried here, so it stands convicted by the first failure.
+                    _refuse(pending, Refusal.STALLED if stalled else Refusal.CRASHED)
+                    continue
+                self._deliver(lane, pending, result)
+
+    async def _restart(self, lane: _Lane) -> None:
+        """A fresh worker holding every room of the lane again. A room whose own rows kill the fresh
+        worker is given up (its next load finds and quarantines them) and the rebuild starts over, since
+        the rooms rebuilt before it died with that worker."""
+        while not self._closed:
+            await lane.process.kill()
+            metrics.CRDT_WORKER_RESTARTS.inc()
+            try:
+                await lane.process.start(_START_TIMEOUT)
+            except WorkerDied as exc:
+                logger.error("%s; trying again", exc)
+                await asyncio.sleep(0.5)
+                continue
+            if await self._rebuild_all(lane):
+                return
+
+    async def _rebuild_all(self, lane: _Lane) -> bool:
+        """False if a rebuild killed the worker (that room is dropped from the lane)."""
+        source = self._source
+        for room in sorted(lane.rooms):
+            try:
+                if source is None:
+                    raise EngineError(Refusal.NOT_LOADED)
+                snapshot, updates = await source.rebuild_input(room)
+                ops = [Op(Kind.LOAD, room, snapshot=snapshot, updates=tuple(updates))]
+                [result] = await self._send(lane, ops)
+                if not isinstance(result, Loaded):
+                    raise EngineError(Refusal.NOT_LOADED)
+            except (WorkerDied, TimeoutError) as exc:
+                self._lose(lane, room, exc)
+                return False
+            except Exception as exc:  # the store failed, or the engine refused: this room only
+                self._lose(lane, room, exc)
+                continue
+            if result.bad:
+                logger.warning("room %r rebuilt without %d rows it could not apply", room, len(result.bad))
+            if source is not None:
+                source.room_rebuilt(room, result.state_vector)
+        return True
+
+    def _lose(self, lane: _Lane, room: str, exc: BaseException) -> None:
+        logger.error("room %r could not be rebuilt in CRDT worker %d (%r)", room, lane.index, exc)
+        lane.rooms.discard(room)
+        if self._source is not None:
+            self._source.room_lost(room)
+
+
+def _refusal_of(result: Result) -> Refusal | None:
+    if isinstance(result, Applied):
+        return result.refusal
+    return result if isinstance(result, Refusal) else None
+
+
+def _refuse(pending: _Pending, refusal: Refusal) -> None:
+    pending.finish(Applied(refusal) if pending.op.kind is Kind.APPLY else refusal)
+
+
+def _bytes(result: Result) -> bytes:
+    if isinstance(result, bytes):
+        return result
+    raise EngineError(result if isinstance(result, Refusal) else Refusal.LIBRARY_FAILURE)

@@ -1,0 +1,127 @@
+"""One CRDT worker process, seen from the server: spawn it, send a request, read its answer, kill it.
+
+The process is a plain child (``python -m collab_server.crdt.worker``) talking over its stdin/stdout
+pipes, not a fork of the server: a fork would inherit the event loop, the store's threads and every
+socket. Its stderr is read line by line into the server's log (``native_stderr.NativeReport``: one
+record per panic, rate-limited, counted), so a Rust panic message goes through logging (and
+``--log-json``) instead of raw to the terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+from collab_server.crdt.codec import HEADER, CodecError
+from collab_server.crdt.worker import READY
+from collab_server.native_stderr import NativeReport
+
+logger = logging.getLogger(__name__)
+
+_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+class WorkerDied(Exception):
+    """The worker exited, closed its pipe, or answered something that is not a frame."""
+
+
+class WorkerProcess:
+    """A running worker. ``request`` is not reentrant: the pool sends one request at a time."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self._process: asyncio.subprocess.Process | None = None
+        self._stderr_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        pid = self._process.pid if self._process else None
+        return f"WorkerProcess(index={self.index}, pid={pid})"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def start(self, timeout: float) -> None:
+        env = {
+            **os.environ,
+            # Short panic messages (no backtrace with build paths); they are logged line by line.
+            "RUST_BACKTRACE": "0",
+            "PYTHONPATH": os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p),
+        }
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "collab_server.crdt.worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            limit=1 << 20,
+        )
+        self._stderr_task = asyncio.get_running_loop().create_task(self._log_stderr())
+        try:
+            hello = await asyncio.wait_for(self._read_frame(), timeout)
+        except (TimeoutError, WorkerDied) as exc:
+            await self.kill()
+            raise WorkerDied(f"CRDT worker {self.index} did not start: {exc!r}") from exc
+        if hello != READY:
+            await self.kill()
+            raise WorkerDied(f"CRDT worker {self.index} greeted with {hello[:40]!r}")
+
+    async def request(self, data: bytes) -> bytes:
+        """Send one framed request and return the body of its answer; WorkerDied if it cannot."""
+        process = self._process
+        if process is None or process.stdin is None or process.returncode is not None:
+            raise WorkerDied(f"CRDT worker {self.index} is not running")
+        try:
+            process.stdin.write(data)
+            await process.stdin.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            raise WorkerDied(f"CRDT worker {self.index}: pipe closed ({exc})") from exc
+        return await self._read_frame()
+
+    async def _read_frame(self) -> bytes:
+        process = self._process
+        assert process is not None and process.stdout is not None
+        try:
+            header = await process.stdout.readexactly(HEADER)
+            return await process.stdout.readexactly(int.from_bytes(header, "little"))
+        except (asyncio.IncompleteReadError, ConnectionError, CodecError) as exc:
+            raise WorkerDied(f"CRDT worker {self.index} exited ({self.exit_status()})") from exc
+
+    def exit_status(self) -> str:
+        code = self._process.returncode if self._process else None
+        if code is None:
+            return "running"
+        return f"signal {-code}" if code < 0 else f"exit code {code}"
+
+    async def kill(self) -> None:
+        """Kill the process (it may be stuck inside native code: SIGKILL, not a polite request)."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        await process.wait()
+        if self._stderr_task is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stderr_task, 1.0)
+
+    async def _log_stderr(self) -> None:
+        process = self._process
+        assert process is not None and process.stderr is not None
+        # One record per panic (collab_server.native: rate-limited, counted, no build paths).
+        report = NativeReport(source=f"CRDT worker {self.index}")
+        while True:
+            try:
+                raw = await process.stderr.readline()
+            except (ValueError, ConnectionError):  # a line past the limit, or the pipe broke
+                continue
+            if not raw:
+                return
+            report.line(raw.decode("utf-8", "replace").rstrip("\n"))

@@ -1,0 +1,83 @@
+"""A CRDT worker process: ``python -m collab_server.crdt.worker``.
+
+It reads request frames on stdin, handles their ops in order against the documents it holds, and writes
+one answer frame per request on stdout (``collab_server.crdt.codec``). It has no sockets, no store and no
+event loop: if an update makes it crash or hang, the server's watchdog kills it and starts another
+(``collab_server.crdt.pool``), and nothing else is lost. Python's own output goes to stderr, which the
+server reads line by line into its log: a Rust panic message included.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import BinaryIO
+
+from collab_server.crdt.codec import HEADER, Kind, Op, Result, decode_ops, encode_results, frame
+from collab_server.crdt.documents import Documents
+
+READY = b"collab-crdt-worker/1"
+
+
+def handle(documents: Documents, op: Op) -> Result:
+    """One op against ``documents``; refusals are returned as values."""
+    kind, room = op.kind, op.room
+    if kind is Kind.APPLY:
+        return documents.apply(room, op.payload)
+    if kind is Kind.DIFF:
+        return documents.diff(room, op.payload)
+    if kind is Kind.STATE:
+        return documents.state_vector(room)
+    if kind is Kind.LOAD:
+        return documents.load(room, op.snapshot, op.updates)
+    if kind is Kind.DELETE_SET:
+        return documents.delete_set(room)
+    if kind is Kind.FULL:
+        return documents.full_state(room)
+    if kind is Kind.FOLD:
+        return documents.fold(op.snapshot, op.updates)
+    documents.unload(room)
+    return None
+
+
+def _read_exactly(stream: BinaryIO, count: int) -> bytes | None:
+    chunks = []
+    while count:
+        chunk = stream.read(count)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
+
+
+def serve(requests: BinaryIO, answers: BinaryIO) -> None:
+    documents = Documents()
+    answers.write(frame(bytearray(READY)))
+    answers.flush()
+    while True:
+        header = _read_exactly(requests, HEADER)
+        if header is None:
+            return  # the server closed the pipe: exit quietly
+        body = _read_exactly(requests, int.from_bytes(header, "little"))
+        if body is None:
+            return
+        ops = decode_ops(body)
+        answers.write(encode_results([handle(documents, op) for op in ops]))
+        answers.flush()
+
+
+def main() -> None:
+    # The answer pipe is fd 1; anything printed must not corrupt it, so stdout becomes stderr.
+    answers = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    requests = os.fdopen(0, "rb", buffering=1 << 16)
+    try:
+        serve(requests, answers)
+    except (BrokenPipeError, KeyboardInterrupt):
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""A worker's documents (collab_server.crdt.documents) and the framing over its pipes (codec)."""
+
+from __future__ import annotations
+
+from pycrdt import Text
+
+from collab_server.crdt.codec import Kind, Op, Result, decode_ops, decode_results, encode_ops, encode_results
+from collab_server.crdt.documents import Documents
+from collab_server.crdt.engine import Applied, BadRow, Loaded, Refusal
+from persistence.base import Folded
+from tests.support.documents import typing_updates
+from tests.support.hostile import PANIC, PARTIAL
+
+
+def _text(documents: Documents, room: str, name: str = "text") -> str:
+    return str(documents.rooms[room].doc.get(name, type=Text))
+
+
+def test_updates_are_applied_one_by_one_and_report_what_they_emitted() -> None:
+    documents = Documents()
+    documents.load("r", None, [])
+    _, updates = typing_updates(2)
+    first = documents.apply("r", updates[0])
+    assert first.accepted and first.new and first.update and first.state_vector != b"\x00"
+    again = documents.apply("r", updates[0])
+    assert again.accepted and not again.new and again.update == b""  # a re-sent update: nothing new
+
+
+def test_an_update_waiting_for_another_is_new_though_it_emits_nothing() -> None:
+    documents = Documents()
+    documents.load("r", None, [])
+    _, updates = typing_updates(2)
+    waiting = documents.apply("r", updates[1])
+    assert waiting.accepted and waiting.new and waiting.update == b""  # must be stored, or it is lost
+    resolved = documents.apply("r", updates[0])
+    assert resolved.new and resolved.update
+    assert _text(documents, "r") == "0,1,"
+
+
+def test_a_partial_commit_is_refused_and_leaves_no_trace() -> None:
+    documents = Documents()
+    documents.load("r", None, [])
+    base, partial = PARTIAL
+    assert documents.apply("r", base).accepted
+    before = documents.state_vector("r")
+    refused = documents.apply("r", partial)
+    assert refused.refusal is Refusal.LIBRARY_FAILURE and refused.update == b""
+    # Yrs had integrated half of it ("z") before failing: the rebuilt document does not have it.
+    assert documents.state_vector("r") == before
+    assert _text(documents, "r", "t") == "ab"
+
+
+def test_a_panic_is_caught_and_the_room_keeps_working() -> None:
+    documents = Documents()
+    documents.load("r", None, typing_updates(1)[1])
+    assert documents.apply("r", PANIC[0]).refusal is Refusal.LIBRARY_FAILURE
+    more = typing_updates(2)[1][1]
+    assert documents.apply("r", more).accepted
+    assert _text(documents, "r") == "0,1,"
+    assert isinstance(documents.full_state("r"), bytes)
+
+
+def test_stored_rows_that_fail_are_reported_and_left_out() -> None:
+    documents = Documents()
+    _, updates = typing_updates(2)
+    loaded = documents.load("r", b"\x05 not a snapshot", [updates[0], b"\x01\x09garbage", updates[1]])
+    assert [row.index for row in loaded.bad] == [-1, 1]
+    assert _text(documents, "r") == "0,1,"
+
+
+def test_a_row_that_applies_but_breaks_encoding_is_found_on_load() -> None:
+    documents = Documents()
+    loaded = documents.load("r", None, [*typing_updates(1)[1], PANIC[0]])
+    assert [row.index for row in loaded.bad] == [1]
+    assert isinstance(documents.full_state("r"), bytes)
+
+
+def test_a_malformed_state_vector_is_refused_without_reaching_the_library() -> None:
+    documents = Documents()
+    documents.load("r", None, [])
+    assert documents.diff("r", b"\x05\x01") is Refusal.BAD_STATE_VECTOR
+    assert documents.diff("missing", b"\x00") is Refusal.NOT_LOADED
+
+
+def test_the_framing_round_trips_every_op_and_result() -> None:
+    ops = [
+        Op(Kind.LOAD, "r", snapshot=b"s", updates=(b"a", b"b")),
+        Op(Kind.LOAD, "é", updates=()),
+        Op(Kind.APPLY, "r", b"u"),
+        Op(Kind.DIFF, "r", b"\x00"),
+        Op(Kind.STATE, "r"),
+        Op(Kind.FOLD, "r", snapshot=None, updates=(b"x",)),
+        Op(Kind.UNLOAD, "r"),
+        Op(Kind.APPLY, "r", b"v"),
+    ]
+    body = encode_ops(ops)
+    assert decode_ops(body[4:]) == ops
+    results: list[Result] = [
+        Loaded(b"sv", [BadRow(-1, Refusal.CRASHED), BadRow(3, Refusal.MALFORMED)]),
+        Loaded(b"\x00"),
+        Applied(None, b"emitted", b"sv", False),
+        Refusal.BAD_STATE_VECTOR,
+        b"state",
+        Folded(b"snap", b"sv", [0, 2], [(1, Refusal.LIBRARY_FAILURE.reason)]),
+        None,
+        Applied(Refusal.POISON),
+    ]
+    assert decode_results([op.kind for op in ops], encode_results(results)[4:]) == results

@@ -1,0 +1,130 @@
+"""WorkerPool against real worker processes: batching per tick, the watchdog, the rebuild, the poison."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pycrdt import Doc, Text
+
+from collab_server.crdt.engine import Applied, Refusal
+from collab_server.crdt.pool import WorkerPool, lane_of
+from tests.support.documents import typing_updates
+from tests.support.hostile import CRASH, HANG, room_on_other_worker
+
+
+class Store:
+    """What RoomManager gives a restarted worker: here, every accepted update, in order."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[bytes]] = {}
+        self.rebuilt: list[str] = []
+        self.lost: list[str] = []
+
+    async def rebuild_input(self, room: str) -> tuple[bytes | None, list[bytes]]:
+        return None, list(self.rows.get(room, []))
+
+    def room_rebuilt(self, room: str, state_vector: bytes) -> None:
+        self.rebuilt.append(room)
+
+    def room_lost(self, room: str) -> None:
+        self.lost.append(room)
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[tuple[WorkerPool, Store]]:
+    engine = await WorkerPool(2, deadline=0.5).start()
+    store = Store()
+    engine.attach(store)
+    try:
+        yield engine, store
+    finally:
+        await engine.close()
+
+
+async def _apply_all(engine: WorkerPool, store: Store, room: str, updates: list[bytes]) -> list[Applied]:
+    """Apply in one tick; accepted updates are 'stored' as RoomManager would, as they are accepted."""
+    outcomes: list[Applied] = []
+    done = asyncio.Event()
+
+    def on_applied(update: bytes, applied: Applied) -> None:
+        if applied.accepted:
+            store.rows.setdefault(room, []).append(update)
+        outcomes.append(applied)
+        if len(outcomes) == len(updates):
+            done.set()
+
+    for update in updates:
+        engine.apply(room, update, functools.partial(on_applied, update))
+    await asyncio.wait_for(done.wait(), 10)
+    return outcomes
+
+
+def _text(update: bytes) -> str:
+    doc: Doc[Any] = Doc()
+    doc.apply_update(update)
+    return str(doc.get("text", type=Text))
+
+
+async def test_the_updates_of_one_tick_cross_in_one_request(pool: tuple[WorkerPool, Store]) -> None:
+    engine, store = pool
+    await engine.load("r", None, [])
+    before = engine.requests
+    outcomes = await _apply_all(engine, store, "r", typing_updates(50)[1])
+    assert all(o.accepted for o in outcomes)
+    assert engine.requests - before == 1
+    assert _text(await engine.full_state("r")) == "".join(f"{i}," for i in range(50))
+
+
+async def test_a_crash_restarts_the_worker_refuses_the_poison_and_keeps_the_rest(
+    pool: tuple[WorkerPool, Store],
+) -> None:
+    engine, store = pool
+    other = room_on_other_worker("r", engine.workers)
+    await engine.load("r", None, typing_updates(1)[1])
+    store.rows["r"] = typing_updates(1)[1]
+    await engine.load(other, None, [])
+    other_pid = engine.worker_pid(other)
+    outcomes = await _apply_all(engine, store, "r", CRASH)
+    assert [o.refusal for o in outcomes] == [None] * 7 + [Refusal.CRASHED]
+    assert "r" in store.rebuilt and store.lost == []
+    assert engine.worker_pid(other) == other_pid  # the other worker never noticed
+    assert _text(await engine.full_state("r")) == "0,"
+    # the same bytes again are refused on sight, without costing a worker
+    pid = engine.worker_pid("r")
+    [again] = await _apply_all(engine, store, "r", CRASH[-1:])
+    assert again.refusal is Refusal.POISON and engine.worker_pid("r") == pid
+
+
+async def test_a_hang_is_cut_off_at_the_deadline(pool: tuple[WorkerPool, Store]) -> None:
+    engine, store = pool
+    await engine.load("r", None, [])
+    started = time.monotonic()
+    outcomes = await _apply_all(engine, store, "r", HANG)
+    assert [o.refusal for o in outcomes][-1] is Refusal.STALLED
+    assert time.monotonic() - started < 5
+    assert isinstance(await engine.state_vector("r"), bytes)
+
+
+async def test_a_worker_killed_from_outside_is_replaced_and_its_rooms_rebuilt(
+    pool: tuple[WorkerPool, Store],
+) -> None:
+    engine, store = pool
+    await engine.load("r", None, [])
+    await _apply_all(engine, store, "r", typing_updates(3)[1])
+    pid = engine.worker_pid("r")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert _text(await engine.full_state("r")) == "0,1,2,"
+    assert engine.worker_pid("r") != pid and store.rebuilt == ["r"]
+
+
+async def test_rooms_are_spread_by_a_stable_hash() -> None:
+    assert {lane_of(f"room-{i}", 4) for i in range(100)} == {0, 1, 2, 3}
+    assert lane_of("room-1", 4) == lane_of("room-1", 4)
