@@ -5,6 +5,7 @@
     collab-server token --sub USER  print a token for local use (collab_server.cli_token)
     collab-server rooms check [--repair] [flags]
                                     report stored rooms that do not load (and quarantine what breaks them)
+    collab-server worker [--burst]  run export jobs (exports/command.py)
 
 Every setting is a flag and a ``COLLAB_*`` variable (flags win) for every subcommand, generated from the
 one ``Settings`` dataclass. A subcommand is a function ``(argv) -> exit code`` registered in ``COMMANDS``;
@@ -75,6 +76,8 @@ def token_main(argv: Sequence[str]) -> int:
     from collab_server.cli_token import token_main as run
 
     return run(argv)
+
+
 def rooms_main(argv: Sequence[str]) -> int:
     """``collab-server rooms check [--repair]``: see ``collab_server.rooms_check``."""
     parser = build_parser(
@@ -117,6 +120,10 @@ def rooms_main(argv: Sequence[str]) -> int:
     except StoreError as exc:
         print(f"collab-server rooms: {exc}", file=sys.stderr)
         return 1
+def worker_main(argv: Sequence[str]) -> int:
+    from exports.command import worker_main as run  # imported late: --help must not pay for the worker
+
+    return run(argv)
 
 
 COMMANDS: dict[str, Command] = {
@@ -124,6 +131,7 @@ COMMANDS: dict[str, Command] = {
     "migrate": Command("apply pending schema migrations and exit", migrate_main),
     "token": Command("print a user or room token for local use", token_main),
     "rooms": Command("rooms check [--repair]: report (and quarantine) stored rows that do not load", rooms_main),
+    "worker": Command("run export jobs (--burst: until the queue is empty)", worker_main),
 }
 
 

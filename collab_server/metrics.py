@@ -112,6 +112,22 @@ UPDATES_REFUSED = Counter(
 QUARANTINED_UPDATES = Counter(
     "collab_quarantined_updates_total", "Stored rows (updates or snapshots) moved to quarantine"
 )
+# -- exports (exports/) -------------------------------------------------------------------------------
+EXPORT_QUEUE_DEPTH = Gauge("collab_export_queue_depth", "Export jobs waiting to be claimed (pending)")
+EXPORT_JOBS = Counter(
+    "collab_export_jobs_total",
+    "Export jobs by how an attempt ended: completed, failed (for good), retried; and requested (enqueued)",
+    ["status"],
+)
+EXPORT_RENDER_SECONDS = Histogram(
+    "collab_export_render_seconds",
+    "Time to render one export in the browser (page load, tldraw export, PDF printing)",
+    ["format"],
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120),
+)
+EXPORT_BROWSER_RESTARTS = Counter(
+    "collab_export_browser_restarts_total", "Chromium restarts of export workers (periodic, crash, timeout)"
+)
 
 # -- bounds and quotas (docs/hostile-input.md) ------------------------------------------------------
 QUOTA_REFUSALS = Counter(

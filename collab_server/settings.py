@@ -183,6 +183,42 @@ class Settings:
     join_window: float = _setting(60.0, "seconds over which join_attempts are counted")
     max_body_bytes: int = _setting(64 * 1024, "largest REST request body; larger ones are refused with 413")
     cors_origins: str = _setting("", "comma-separated origins allowed to call the REST API (empty: none)")
+    # -- exports (exports/) ------------------------------------------------------------------------------
+    blob_url: str = _setting(
+        "file:./exports-data", "where finished exports are kept: file:PATH / file:///PATH, or s3://BUCKET/PREFIX"
+    )
+    blob_signing_key: Secret = _setting(
+        Secret(), "HMAC key of the download links of file: blob stores (empty: a random key per process, so "
+        "links die with it)"
+    )
+    blob_url_ttl: int = _setting(3600, "seconds a download link (signed or S3-presigned) stays valid")
+    s3_endpoint: str = _setting("", "S3: endpoint URL of an S3-compatible store (empty: AWS)")
+    s3_region: str = _setting("", "S3: region (empty: the AWS default chain)")
+    s3_path_style: bool = _setting(False, "S3: path-style addressing (most S3-compatible stores need it)")
+    s3_access_key_id: Secret = _setting(Secret(), "S3: access key id (empty: the AWS default credential chain)")
+    s3_secret_access_key: Secret = _setting(Secret(), "S3: secret access key")
+    tldraw_license_key: Secret = _setting(
+        Secret(), "tldraw licence key handed to the export renderer's editor (tldraw requires one in production)"
+    )
+    export_worker: bool = _setting(True, "run an export worker inside the server (off: run `collab-server worker`)")
+    export_concurrency: int = _setting(1, "export jobs one worker renders at once")
+    export_job_timeout: float = _setting(120.0, "seconds one export attempt may take before it is abandoned")
+    export_lease: float = _setting(30.0, "seconds a worker's claim on a job lasts unless renewed (every third of it)")
+    export_max_attempts: int = _setting(3, "attempts per export job before it fails for good")
+    export_retry_backoff: float = _setting(5.0, "seconds before a failed attempt is retried (doubles each attempt)")
+    export_poll_interval: float = _setting(5.0, "seconds an idle worker waits between queue checks without a wake-up")
+    export_browser_restart_jobs: int = _setting(100, "restart the worker's Chromium after this many jobs")
+    export_chromium: str = _setting("/usr/bin/chromium", "the Chromium binary exports render in")
+    export_renderer_dir: str = _setting(
+        "", "the built renderer page (empty: exports/renderer/web/dist beside the installed code)"
+    )
+    export_nice: int = _setting(
+        19, "CPU priority of the export worker's Chromium: nice 0-19, where 19 also means the idle class "
+        "(renders only take CPU time the server's realtime path leaves); 0 leaves it alone"
+    )
+    export_raster_above: int = _setting(
+        1500, "PDF pages with more shapes than this are printed from a PNG (raster) instead of SVG (vector)"
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -229,9 +265,15 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}ROOMS must be open or registered")
         if not 4 <= self.bcrypt_cost <= 31:
             raise ConfigError(f"{ENV_PREFIX}BCRYPT_COST must be between 4 and 31")
-        for name in ("room_token_ttl", "join_attempts", "join_window", "max_body_bytes"):
+        for name in (
+            "room_token_ttl", "join_attempts", "join_window", "max_body_bytes",
+            "export_concurrency", "export_job_timeout", "export_lease", "export_max_attempts",
+            "export_poll_interval", "export_browser_restart_jobs", "blob_url_ttl",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
+        if not 0 <= self.export_nice <= 19:
+            raise ConfigError(f"{ENV_PREFIX}EXPORT_NICE must be between 0 and 19")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"{ENV_PREFIX}LOG_LEVEL must be debug, info, warning or error")
         if not self.replica_id:
