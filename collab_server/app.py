@@ -25,6 +25,7 @@ from collab_server.api import api_middleware, api_routes
 from collab_server.api.errors import http_exception
 from collab_server.api.exports import AccessCheck, export_routes
 from collab_server.crdt.pool import WorkerPool
+from collab_server.limits import Quotas
 from collab_server.looplag import LoopLagMonitor
 from collab_server.replication import Replication
 from collab_server.room_control import RoomControl
@@ -113,6 +114,8 @@ def create_app(
                 "store": document_store,
                 "writer": writer,
                 "rooms": rooms,
+                # Rates and quotas shared by every socket (collab_server.limits).
+                "quotas": Quotas.from_settings(settings),
                 # The presence registry (presence.registry.PresenceRegistry), for the REST presence listing.
                 "presence": getattr(fanout, "presence", None),
                 "access": access_parts.access,

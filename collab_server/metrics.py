@@ -128,3 +128,21 @@ EXPORT_RENDER_SECONDS = Histogram(
 EXPORT_BROWSER_RESTARTS = Counter(
     "collab_export_browser_restarts_total", "Chromium restarts of export workers (periodic, crash, timeout)"
 )
+
+# -- bounds and quotas (docs/hostile-input.md) ------------------------------------------------------
+QUOTA_REFUSALS = Counter(
+    "collab_quota_refusals_total",
+    "Peers or connections refused for passing a rate or quota (closed with a transient code)",
+    ["quota"],
+)
+CONNECTIONS_DROPPED = Counter(
+    "collab_connections_dropped_total",
+    "Connections dropped by the transport before or outside the app (slow handshake, handshake cap, "
+    "pings from a client that does not read, keepalive timeout)",
+    ["reason"],
+)
+HANDSHAKES = Gauge("collab_handshakes_in_progress", "Connections still sending their request headers")
+NATIVE_PANICS = Counter("collab_native_panics_total", "Panic reports of the native CRDT library (Rust)")
+LOG_LINES_SUPPRESSED = Counter(
+    "collab_log_lines_suppressed_total", "Log lines about refused peers left out by the per-reason rate limit"
+)
