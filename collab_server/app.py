@@ -68,6 +68,7 @@ def create_app(
                 document_store = await open_store(
                     settings.database_url.reveal(),
                     keep_versions=settings.snapshot_versions,
+                    max_version_age=settings.snapshot_max_age,
                     auto_migrate=settings.auto_migrate,
                     pool_size=settings.database_pool_size,
                     timeout=settings.database_timeout,

@@ -147,6 +147,7 @@ def rooms_main(argv: Sequence[str]) -> int:
         store = await open_store(
             settings.database_url.reveal(),
             keep_versions=settings.snapshot_versions,
+            max_version_age=settings.snapshot_max_age,
             auto_migrate=settings.auto_migrate,
             pool_size=settings.database_pool_size,
             timeout=settings.database_timeout,

@@ -77,7 +77,13 @@ class Settings:
     )
     compact_updates: int = _setting(1000, "compact a room's log into a snapshot after this many updates")
     compact_bytes: int = _setting(4 * 1024 * 1024, "... or after this many bytes of updates")
-    snapshot_versions: int = _setting(10, "snapshot versions kept per room (older ones are pruned)")
+    snapshot_versions: int = _setting(
+        10, "automatic snapshot versions kept per room (older ones are pruned; named versions are kept)"
+    )
+    snapshot_max_age: float = _setting(
+        30 * 24 * 3600.0,
+        "seconds an automatic snapshot version is kept (0: no age limit); the newest and named ones are kept",
+    )
     crdt_workers: int = _setting(
         0, "CRDT worker processes holding the rooms' documents (0: one per CPU core, at most 8)"
     )
