@@ -76,7 +76,10 @@ def create_app(
                 stack.push_async_callback(document_store.close)
             # Documents live in worker processes: this process never runs the CRDT library (collab_server.crdt).
             engine = await WorkerPool(
-                settings.crdt_workers, deadline=settings.crdt_deadline, poison_ttl=settings.poison_ttl
+                settings.crdt_workers,
+                document_workers=settings.document_workers,
+                deadline=settings.crdt_deadline,
+                poison_ttl=settings.poison_ttl,
             ).start()
             stack.push_async_callback(engine.close)
             writer = AppendWriter(

@@ -152,7 +152,7 @@ def rooms_main(argv: Sequence[str]) -> int:
             pool_size=settings.database_pool_size,
             timeout=settings.database_timeout,
         )
-        engine = await WorkerPool(1, deadline=settings.crdt_deadline, poison_ttl=0).start()
+        engine = await WorkerPool(1, document_workers=0, deadline=settings.crdt_deadline, poison_ttl=0).start()
         try:
             return await check_rooms(store, engine, repair=args.repair, out=sys.stdout)
         finally:

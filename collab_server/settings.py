@@ -87,6 +87,9 @@ class Settings:
     crdt_workers: int = _setting(
         0, "CRDT worker processes holding the rooms' documents (0: one per CPU core, at most 8)"
     )
+    document_workers: int = _setting(
+        1, "CRDT worker processes for the REST document routes (JSON views, patches, restores), apart from the rooms'"
+    )
     crdt_deadline: float = _setting(
         1.0, "seconds a CRDT worker may take to answer a request before it is killed and restarted"
     )
@@ -175,6 +178,8 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
+        if self.document_workers < 1:
+            raise ConfigError(f"{ENV_PREFIX}DOCUMENT_WORKERS must be positive")
         if self.crdt_workers < 0:
             raise ConfigError(f"{ENV_PREFIX}CRDT_WORKERS must be 0 (one per core) or positive")
         for name in ("heartbeat_interval", "anti_entropy_interval", "presence_ttl", "crdt_deadline"):
