@@ -27,6 +27,7 @@ from collab_server.crdt.pool import WorkerPool
 from collab_server.looplag import LoopLagMonitor
 from collab_server.replication import Replication
 from collab_server.room_control import RoomControl
+from collab_server.room_documents import RoomDocuments, document_limits
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
 from collab_server.websocket import room_endpoint
@@ -114,6 +115,7 @@ def create_app(
                 "access": access_parts.access,
                 "room_control": control,
                 "join_limiter": access_parts.limiter,
+                "documents": RoomDocuments(rooms, document_store, writer, document_limits(settings)),
             }
 
     return CollabApp(

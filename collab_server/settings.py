@@ -146,6 +146,13 @@ class Settings:
     join_attempts: int = _setting(10, "password / invite attempts per room and client address per join_window")
     join_window: float = _setting(60.0, "seconds over which join_attempts are counted")
     max_body_bytes: int = _setting(64 * 1024, "largest REST request body; larger ones are refused with 413")
+    document_max_bytes: int = _setting(
+        16 * 1024 * 1024,
+        "largest update or JSON patch POST /api/rooms/{id}/document takes (413 past it), and largest document "
+        "read as JSON or restored",
+    )
+    document_max_structs: int = _setting(1_000_000, "most items one update or document may hold for the REST document routes")
+    document_max_depth: int = _setting(64, "deepest nesting of values and types the REST document routes read or write")
     cors_origins: str = _setting("", "comma-separated origins allowed to call the REST API (empty: none)")
 
     @classmethod
@@ -191,7 +198,10 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}ROOMS must be open or registered")
         if not 4 <= self.bcrypt_cost <= 31:
             raise ConfigError(f"{ENV_PREFIX}BCRYPT_COST must be between 4 and 31")
-        for name in ("room_token_ttl", "join_attempts", "join_window", "max_body_bytes"):
+        for name in (
+            "room_token_ttl", "join_attempts", "join_window", "max_body_bytes", "document_max_bytes",
+            "document_max_structs", "document_max_depth",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
