@@ -18,6 +18,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_TYPE = "(?:text|map|array|xml_fragment)"
+TYPES_PATTERN = f"^[^,]+:{_TYPE}(?:,[^,]+:{_TYPE})*$"
+
+
 class DocumentQuery(BaseModel):
     """``GET .../document``: the format, type hints for empty roots, and a state vector to diff against."""
 
@@ -26,11 +30,14 @@ class DocumentQuery(BaseModel):
     format: Literal["json", "update"] | None = Field(
         None, description="json (default) or update (the Yjs update; also chosen by Accept: application/octet-stream)"
     )
-    types: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
+    # Bounded so that a request line stays within what the HTTP server reads (16 KiB), percent-encoded.
+    types: Annotated[str, StringConstraints(max_length=256, pattern=TYPES_PATTERN)] | None = Field(
         None, description="types of roots the document cannot tell (all content deleted): name:text,other:map"
     )
-    state_vector: Annotated[str, StringConstraints(max_length=65536)] | None = Field(
-        None, description="base64 Yjs state vector: answer only what the document has beyond it (format=update)"
+    state_vector: Annotated[str, StringConstraints(max_length=2048, pattern="^[A-Za-z0-9+/_=-]*$")] | None = Field(
+        None,
+        description="base64 Yjs state vector: answer only what the document has beyond it (the update format; "
+        "ignored with format=json)",
     )
 
 

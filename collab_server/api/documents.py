@@ -39,8 +39,6 @@ def wants_update(request: Request, query: DocumentQuery) -> bool:
     """The binary update (``format=update``, ``Accept: application/octet-stream``, or a state vector to
     diff against) rather than JSON."""
     if query.format is not None:
-        if query.format == "json" and query.state_vector is not None:
-            raise RequestError("state_vector answers a diff: it needs format=update", code="invalid_request")
         return query.format == "update"
     accept = request.headers.get("accept", "")
     return query.state_vector is not None or BINARY in accept
@@ -66,7 +64,7 @@ async def read_document(call: Call) -> Response:
     query = call.query_as(DocumentQuery)
     room = await require_room(call.request, call.path["room_id"], Role.VIEWER)
     as_update = wants_update(call.request, query)
-    hints, vector = type_hints(query.types), state_vector_param(query.state_vector)
+    hints, vector = type_hints(query.types), state_vector_param(query.state_vector if as_update else None)
     documents: RoomDocuments = call.request.state.documents
     read = await documents.read(room.room_id, as_json=not as_update, types=hints, state_vector=vector)
     return read_response(read)

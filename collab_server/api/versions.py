@@ -62,7 +62,7 @@ async def read_version(call: Call) -> Response:
     query = call.query_as(DocumentQuery)
     room = await require_room(call.request, call.path["room_id"], Role.VIEWER)
     as_update = wants_update(call.request, query)
-    hints, vector = type_hints(query.types), state_vector_param(query.state_vector)
+    hints, vector = type_hints(query.types), state_vector_param(query.state_vector if as_update else None)
     documents: RoomDocuments = call.request.state.documents
     read = await documents.read_version(
         room.room_id, int(call.path["version"]), as_json=not as_update, types=hints, state_vector=vector
