@@ -151,8 +151,12 @@ class Settings:
         "largest update or JSON patch POST /api/rooms/{id}/document takes (413 past it), and largest document "
         "read as JSON or restored",
     )
-    document_max_structs: int = _setting(1_000_000, "most items one update or document may hold for the REST document routes")
-    document_max_depth: int = _setting(64, "deepest nesting of values and types the REST document routes read or write")
+    document_max_structs: int = _setting(
+        1_000_000, "most items one update or document may hold for the REST document routes"
+    )
+    document_max_depth: int = _setting(
+        64, "deepest nesting of values and types the REST document routes read or write"
+    )
     cors_origins: str = _setting("", "comma-separated origins allowed to call the REST API (empty: none)")
 
     @classmethod

@@ -55,7 +55,7 @@ class PatchRecord(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: RecordId
-    typeName: Annotated[str, StringConstraints(min_length=1)]  # noqa: N815 (tldraw's field name)
+    typeName: Annotated[str, StringConstraints(min_length=1)]  # tldraw's field name
 
 
 class RecordPatch(_Strict):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from collab_server.documents import DocumentLimits, document_json, patch_update, restore_update
+from collab_server.documents import DEFAULT_LIMITS, DocumentLimits, document_json, patch_update, restore_update
 from collab_server.documents.loading import call_pycrdt, load
 from collab_server.errors import DocumentError, ProtocolError
 from collab_server.protocol import decode_state_vector
@@ -45,7 +45,7 @@ class DocumentCall:
     other: bytes = b""
     types: dict[str, str] = field(default_factory=dict)
     room: str | None = None
-    limits: DocumentLimits = DocumentLimits()
+    limits: DocumentLimits = DEFAULT_LIMITS
 
     @property
     def size(self) -> int:

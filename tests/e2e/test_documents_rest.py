@@ -249,7 +249,7 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(
         await eventually(lambda: _check_json(http, room_name, {"notes": "keep me"}))
         before = await state(http, room_name)
         refusals: list[tuple[httpx.Response, int, str]] = [
-            (await http.post(url, content=b"\x07garbage bytes, not an update", headers=BINARY), 400, "malformed_update"),
+            (await http.post(url, content=b"\x07garbage, not an update", headers=BINARY), 400, "malformed_update"),
             (await http.post(url, content=good[:-4], headers=BINARY), 400, "malformed_update"),
             (await http.post(url, content=b"\x00" * (2 * MAX_BYTES), headers=BINARY), 413, "payload_too_large"),
             (await http.post(url, json={"put": [{"id": 42, "typeName": "shape"}]}), 400, "invalid_patch"),
@@ -257,7 +257,8 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(
             (await http.post(url, content=b"{not json", headers={"Content-Type": "application/json"}), 400,
              "malformed_json"),
             (await http.post(url, content=good, headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type"),
-            (await http.get(url, params={"state_vector": "%%%"}), 400, "invalid_state_vector"),
+            (await http.get(url, params={"state_vector": "//8="}), 400, "invalid_state_vector"),  # b"\xff\xff"
+            (await http.get(url, params={"state_vector": "%%%"}), 422, "invalid_request"),
             (await http.get(url, params={"types": "notes:novel"}), 400, "invalid_types"),
             (await http.get(f"/api/rooms/{room_name}/versions/999/document"), 404, "not_found"),
             (await http.post(f"/api/rooms/{room_name}/versions/999/restore"), 404, "not_found"),
@@ -272,6 +273,16 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(
         ok = await http.post(url, content=good, headers=BINARY)
         assert ok.status_code == 200, ok.text
         await eventually(lambda: _check_text(client, "other", "more"))
+
+
+async def test_documents_may_be_larger_than_other_request_bodies(server_factory: Any, room_name: str) -> None:
+    server = server_factory({"COLLAB_MAX_BODY_BYTES": "1024"})
+    update = text_update("x" * 8000)
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        written = await http.post(f"/api/rooms/{room_name}/document", content=update, headers=BINARY)
+        assert written.status_code == 200, written.text
+        other = await http.post("/api/rooms", content=b'{"name": "' + b"x" * 2000 + b'"}')
+        assert other.status_code == 413
 
 
 # -- 5. roles --------------------------------------------------------------------------------------

@@ -23,9 +23,11 @@ from tests.support.hostile import CRASH, HANG
 
 def board(records: dict[str, Any]) -> bytes:
     doc: Doc[Any] = Doc()
-    doc["meta"] = meta = Map()
+    meta: Map[Any] = Map()
+    doc["meta"] = meta
     meta["schema"] = {"schemaVersion": 2}
-    doc["tl_room"] = array = Array()
+    array: Array[Any] = Array()
+    doc["tl_room"] = array
     array.extend([{"key": key, "val": val} for key, val in records.items()])
     return doc.get_update()
 
