@@ -259,7 +259,7 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(
             (await http.post(url, content=good, headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type"),
             (await http.get(url, params={"state_vector": "//8="}), 400, "invalid_state_vector"),  # b"\xff\xff"
             (await http.get(url, params={"state_vector": "%%%"}), 422, "invalid_request"),
-            (await http.get(url, params={"types": "notes:novel"}), 400, "invalid_types"),
+            (await http.get(url, params={"types": "notes:novel"}), 422, "invalid_request"),
             (await http.get(f"/api/rooms/{room_name}/versions/999/document"), 404, "not_found"),
             (await http.post(f"/api/rooms/{room_name}/versions/999/restore"), 404, "not_found"),
             (await http.get(f"/api/rooms/{room_name}/versions/x/document"), 404, "not_found"),
