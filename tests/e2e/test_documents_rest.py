@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +26,7 @@ from pycrdt import Doc, Map, Text
 
 from tests.contract.conftest_broker import REDIS_URL, delete_keys, redis_problem
 from tests.support.eventually import eventually
-from tests.support.servers import ServerProcess
+from tests.support.servers import REPO, ServerProcess
 from tests.support.tokens import SECRET, bearer, hs256
 from tests.support.yjs_clients import YjsClient, YjsNode
 
@@ -150,6 +152,19 @@ async def test_a_room_nobody_is_in_is_loaded_for_the_call_and_a_patch_reaches_a_
         )
         assert moved.status_code == 200, moved.text
         await eventually(lambda: _check_records(client, records, {"shape:a": shape("shape:a", 50)}))
+
+
+async def test_the_readme_patch_adds_its_shape(server: ServerProcess, room_name: str) -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Documents over REST") :]
+    match = re.search(r"-H 'Content-Type: application/json' -d '(\{.*?\})'", section, re.DOTALL)
+    assert match is not None, "the README's patch example is gone"
+    patch = json.loads(match.group(1))
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        written = await http.post(f"/api/rooms/{room_name}/document", json=patch)
+        assert written.status_code == 200 and written.json()["changed"] is True, written.text
+        board = await document(http, room_name)
+        assert board["records"] == {record["id"]: record for record in patch["put"]}
 
 
 # -- 2. across replicas ----------------------------------------------------------------------------
