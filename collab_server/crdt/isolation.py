@@ -61,14 +61,23 @@ async def _isolate(
     return snapshot, good, bad
 
 
+# A heap corruption inside the library does not always fault at the same update: row by row, every row
+# may pass, and the rows loaded together still crash. Isolating again usually convicts the row that time.
+_LOAD_ATTEMPTS = 3
+
+
 async def load(pool: WorkerPool, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Loaded:
-    snapshot, good, bad = await _isolate(pool, room, snapshot, updates)
-    # Loaded for good, as the worker's room (tracked: a later restart rebuilds it from the store, which
-    # by then no longer holds the bad rows: the caller moves them to quarantine).
-    final = await pool.call(Op(Kind.LOAD, room, snapshot=snapshot, updates=tuple(updates[i] for i in good)))
-    if not isinstance(final, Loaded):
-        raise EngineError(final if isinstance(final, Refusal) else Refusal.LIBRARY_FAILURE)
-    return Loaded(final.state_vector, bad + final.bad)
+    final: Result = None
+    for _ in range(_LOAD_ATTEMPTS):
+        good_snapshot, good, bad = await _isolate(pool, room, snapshot, updates)
+        # Loaded for good, as the worker's room (tracked: a later restart rebuilds it from the store, which
+        # by then no longer holds the bad rows: the caller moves them to quarantine).
+        final = await pool.call(
+            Op(Kind.LOAD, room, snapshot=good_snapshot, updates=tuple(updates[i] for i in good))
+        )
+        if isinstance(final, Loaded):
+            return Loaded(final.state_vector, bad + final.bad)
+    raise EngineError(final if isinstance(final, Refusal) else Refusal.LIBRARY_FAILURE)
 
 
 async def fold(pool: WorkerPool, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
