@@ -15,7 +15,8 @@ from pathlib import Path
 
 from collab_server.secrets import Secret
 from collab_server.settings import Settings
-from exports.blobs import BlobStore, open_blob_store
+from exports.blob_factory import open_blob_store
+from exports.blobs import BlobStore
 from exports.renderer import BUNDLE_DIR, Renderer
 from exports.service import ExportService
 from exports.worker import Worker, WorkerConfig

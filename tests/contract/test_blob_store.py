@@ -13,7 +13,8 @@ import pytest
 
 from collab_server.api.exports import standalone_app
 from collab_server.secrets import Secret
-from exports.blobs import BlobStore, blob_key, filename_of, open_blob_store
+from exports.blob_factory import open_blob_store
+from exports.blobs import BlobStore, blob_key, filename_of
 from exports.service import ExportService
 from persistence.jobs_memory import MemoryJobStore
 from tests.support import moto_server
