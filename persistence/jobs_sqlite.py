@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from collab_server.errors import StoreUnavailable
-from persistence import migrate as migrations
 from persistence.jobs import LEASE_EXPIRED, Job, JobStatus, NewJob
-from persistence.sqlite_schema import SQLiteSchema
+from persistence.sqlite_schema import open_database, write_transaction
 
 T = TypeVar("T")
 
@@ -76,17 +75,8 @@ class SQLiteJobStore:
         return self
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        try:
-            # The same runner as the document store: whichever opens the file first applies the files.
-            asyncio.run(migrations.migrate(SQLiteSchema(conn), migrations.load_migrations("sqlite")))
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+        # The same runner as the document store: whichever opens the file first applies the files.
+        self._conn, _ = open_database(self.path)
 
     async def _run(self, fn: Callable[[], T]) -> T:
         try:
@@ -101,15 +91,7 @@ class SQLiteJobStore:
         return self._conn
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(db)
-            db.execute("COMMIT")
-            return result
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        return write_transaction(self._db, fn)
 
     async def enqueue(self, job: NewJob) -> Job:
         now = time.time()

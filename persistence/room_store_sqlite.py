@@ -16,7 +16,6 @@ from typing import TypeVar
 
 from collab_server.errors import Conflict, StoreUnavailable
 from collab_server.roles import Role
-from persistence import migrate as migrations
 from persistence.room_store import GrantedBy, Participant, RoomRecord
 from persistence.room_store_sql import (
     PARTICIPANT_COLUMNS,
@@ -25,7 +24,7 @@ from persistence.room_store_sql import (
     room_from_row,
     settings_json,
 )
-from persistence.sqlite_schema import SQLiteSchema
+from persistence.sqlite_schema import open_database, write_transaction
 
 T = TypeVar("T")
 
@@ -56,20 +55,7 @@ class SQLiteRoomStore:
         return self
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        try:
-            schema, known = SQLiteSchema(conn), migrations.load_migrations("sqlite")
-            if self._auto_migrate:
-                asyncio.run(migrations.migrate(schema, known))
-            else:
-                asyncio.run(migrations.require_current(schema, known))
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+        self._conn, _ = open_database(self.path, auto_migrate=self._auto_migrate)
 
     async def _run(self, fn: Callable[[], T]) -> T:
         try:
@@ -86,15 +72,7 @@ class SQLiteRoomStore:
         return self._conn
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(db)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return result
+        return write_transaction(self._db, work)
 
     async def create(self, room: RoomRecord) -> None:
         now = time.time()

@@ -20,27 +20,10 @@ from typing import TypeVar
 from collab_server.errors import StoreUnavailable
 from persistence import migrate as migrations
 from persistence.base import Fold, Folded, PoisonRow, QuarantinedRow, StoredDocument, Version, poison_rows
-from persistence.sqlite_schema import SQLiteSchema
+from persistence.sqlite_schema import open_database
 
 T = TypeVar("T")
 _COMPACT_ATTEMPTS = 5
-
-def _switch_to_wal(conn: sqlite3.Connection, patience: float = 5.0) -> None:
-    """Put the file in WAL mode. Another connection opening the same new file (a second process,
-    ``collab-server migrate``) can hold a lock for a moment, and SQLite answers this pragma with "database
-    is locked" at once instead of waiting on busy_timeout: so wait here, briefly and bounded."""
-    deadline = time.monotonic() + patience
-    delay = 0.001
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-
 
 class SQLiteStore:
     """DocumentStore on a SQLite file (``sqlite:///path``)."""
@@ -67,22 +50,7 @@ class SQLiteStore:
         return self
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout=5000")
-        _switch_to_wal(conn)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        try:
-            # The runner's coroutines never await on SQLite: run them here, on the database thread.
-            schema, known = SQLiteSchema(conn), migrations.load_migrations("sqlite")
-            if self._auto_migrate:
-                self.migrations_applied = asyncio.run(migrations.migrate(schema, known))
-            else:
-                asyncio.run(migrations.require_current(schema, known))
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+        self._conn, self.migrations_applied = open_database(self.path, auto_migrate=self._auto_migrate)
 
     async def _run(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
