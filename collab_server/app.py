@@ -35,7 +35,7 @@ from collab_server.settings import Settings
 from collab_server.websocket import room_endpoint
 from exports.wiring import open_exports
 from persistence.base import DocumentStore, UpdateWriter
-from persistence.factory import open_store
+from persistence.factory import open_document_store
 from persistence.room_store import RoomStore
 from persistence.writer import AppendWriter
 from presence.factory import open_replication
@@ -69,14 +69,7 @@ def create_app(
                 stack.push_async_callback(access_parts.access.rooms.close)
             document_store = store
             if document_store is None:
-                document_store = await open_store(
-                    settings.database_url.reveal(),
-                    keep_versions=settings.snapshot_versions,
-                    max_version_age=settings.snapshot_max_age,
-                    auto_migrate=settings.auto_migrate,
-                    pool_size=settings.database_pool_size,
-                    timeout=settings.database_timeout,
-                )
+                document_store = await open_document_store(settings)
                 stack.push_async_callback(document_store.close)
             # Documents live in worker processes: this process never runs the CRDT library (collab_server.crdt).
             engine = await WorkerPool(

@@ -98,17 +98,10 @@ def rooms_main(argv: Sequence[str]) -> int:
     from collab_server.crdt.pool import WorkerPool
     from collab_server.errors import StoreError
     from collab_server.rooms_check import check_rooms
-    from persistence.factory import open_store
+    from persistence.factory import open_document_store
 
     async def run() -> int:
-        store = await open_store(
-            settings.database_url.reveal(),
-            keep_versions=settings.snapshot_versions,
-            max_version_age=settings.snapshot_max_age,
-            auto_migrate=settings.auto_migrate,
-            pool_size=settings.database_pool_size,
-            timeout=settings.database_timeout,
-        )
+        store = await open_document_store(settings)
         engine = await WorkerPool(1, document_workers=0, deadline=settings.crdt_deadline, poison_ttl=0).start()
         try:
             return await check_rooms(store, engine, repair=args.repair, out=sys.stdout)

@@ -6,9 +6,22 @@ from urllib.parse import urlsplit
 
 from collab_server.errors import ConfigError
 from collab_server.secrets import redact_url
+from collab_server.settings import Settings
 from persistence.base import DocumentStore
 from persistence.migrate import Migration
 from persistence.room_store import RoomStore
+
+
+async def open_document_store(settings: Settings) -> DocumentStore:
+    """The document store the settings name, with their retention, migration and connection settings."""
+    return await open_store(
+        settings.database_url.reveal(),
+        keep_versions=settings.snapshot_versions,
+        max_version_age=settings.snapshot_max_age,
+        auto_migrate=settings.auto_migrate,
+        pool_size=settings.database_pool_size,
+        timeout=settings.database_timeout,
+    )
 
 
 async def open_store(
