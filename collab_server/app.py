@@ -114,8 +114,7 @@ def create_app(
                 "rooms": rooms,
                 # Rates and quotas shared by every socket (collab_server.limits).
                 "quotas": Quotas.from_settings(settings),
-                # The presence registry (presence.registry.PresenceRegistry), for the REST presence listing.
-                "presence": getattr(fanout, "presence", None),
+                "presence": fanout.presence,
                 "access": access_parts.access,
                 "room_control": control,
                 "join_limiter": access_parts.limiter,

@@ -9,7 +9,8 @@ or published again), and publishes what local peers change.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from collab_server.origins import Replica
@@ -53,7 +54,18 @@ class SharedRoom(Protocol):
         ...
 
 
+class PresenceListing(Protocol):
+    """Who is in a room now, on every replica (the presence registry, read by the REST API)."""
+
+    async def list(self, room: str) -> Sequence[Any]: ...
+
+
 class Replication(Protocol):
+    @property
+    def presence(self) -> PresenceListing | None:
+        """The presence registry, or None where nothing keeps one."""
+        ...
+
     async def room_loading(self, name: str) -> None:
         """Before the store is read for ``name``."""
         ...
@@ -86,6 +98,8 @@ class Replication(Protocol):
 
 class SingleReplica:
     """No other replicas: every hook is a no-op."""
+
+    presence: PresenceListing | None = None
 
     async def room_loading(self, name: str) -> None:
         pass

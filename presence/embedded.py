@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 class PresenceOnly(SingleReplica):
     """One replica, no fan-out: SingleReplica's no-op document hooks, plus the presence registry."""
 
+    presence: PresenceRegistry
+
     def __init__(self, registry: PresenceRegistry, replica_id: str, *, heartbeat_interval: float = 1.0) -> None:
         self.presence = registry
         self.replica_id = replica_id
