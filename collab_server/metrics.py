@@ -112,3 +112,8 @@ UPDATES_REFUSED = Counter(
 QUARANTINED_UPDATES = Counter(
     "collab_quarantined_updates_total", "Stored rows (updates or snapshots) moved to quarantine"
 )
+DOCUMENT_CALLS = Counter(
+    "collab_document_calls_total",
+    "Document calls of the REST document routes (JSON views, checks, diffs, patches, restores) by outcome",
+    ["action", "outcome"],  # outcome: ok, refused (the document logic said no), failed (no worker could run it)
+)
