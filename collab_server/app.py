@@ -23,7 +23,9 @@ from starlette.websockets import WebSocket
 from collab_server.access_setup import open_access
 from collab_server.api import api_middleware, api_routes
 from collab_server.api.errors import http_exception
+from collab_server.api.exports import AccessCheck, export_routes
 from collab_server.crdt.pool import WorkerPool
+from collab_server.limits import Quotas
 from collab_server.looplag import LoopLagMonitor
 from collab_server.replication import Replication
 from collab_server.room_control import RoomControl
@@ -31,6 +33,7 @@ from collab_server.room_documents import RoomDocuments, document_limits
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
 from collab_server.websocket import room_endpoint
+from exports.wiring import open_exports
 from persistence.base import DocumentStore, UpdateWriter
 from persistence.factory import open_store
 from persistence.room_store import RoomStore
@@ -102,7 +105,13 @@ def create_app(
             logger.info("documents: %s", engine.describe())
             logger.info("broker: %s; replica id %s", fanout.describe(), settings.replica_id)
             logger.info("rooms at ws://%s:%d/ws/{room}", settings.host, settings.port)
-            control = RoomControl(access_parts.access, rooms, document_store, writer, access_parts.events)
+            # Export jobs: the queue and blob store, and in the embedded default a worker in this process.
+            exports = await open_exports(settings, document_store)
+            stack.push_async_callback(exports.close, timeout=settings.shutdown_timeout)
+            control = RoomControl(
+                access_parts.access, rooms, document_store, writer, access_parts.events,
+                on_deleted=exports.service.room_deleted,
+            )
             await control.start()
             stack.push_async_callback(control.close)
             yield {
@@ -110,11 +119,14 @@ def create_app(
                 "store": document_store,
                 "writer": writer,
                 "rooms": rooms,
+                # Rates and quotas shared by every socket (collab_server.limits).
+                "quotas": Quotas.from_settings(settings),
                 # The presence registry (presence.registry.PresenceRegistry), for the REST presence listing.
                 "presence": getattr(fanout, "presence", None),
                 "access": access_parts.access,
                 "room_control": control,
                 "join_limiter": access_parts.limiter,
+                "exports": exports.service,
                 "documents": RoomDocuments(rooms, document_store, writer, document_limits(settings)),
             }
 
@@ -125,6 +137,7 @@ def create_app(
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
             *api_routes(),
+            *export_routes(AccessCheck()),
         ],
         middleware=api_middleware(settings),
         exception_handlers={HTTPException: http_exception},

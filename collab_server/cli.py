@@ -5,6 +5,7 @@
     collab-server token --sub USER  print a token for local use (collab_server.cli_token)
     collab-server rooms check [--repair] [flags]
                                     report stored rooms that do not load (and quarantine what breaks them)
+    collab-server worker [--burst]  run export jobs (exports/command.py)
 
 Every setting is a flag and a ``COLLAB_*`` variable (flags win) for every subcommand, generated from the
 one ``Settings`` dataclass. A subcommand is a function ``(argv) -> exit code`` registered in ``COMMANDS``;
@@ -13,69 +14,23 @@ it imports what it needs when it runs, so ``--help`` stays fast.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from collab_server import __version__
+from collab_server.cli_args import (
+    UsageError,
+    build_parser,
+    settings_from_args,
+    settings_or_exit,
+)
 from collab_server.errors import ConfigError
-from collab_server.settings import ENV_PREFIX, Settings, cast_value, setting_fields
-
-
-def build_parser(
-    prog: str = "collab-server",
-    description: str = "A Yjs-compatible collaboration server. Clients connect to ws://HOST:PORT/ws/{room}.",
-) -> argparse.ArgumentParser:
-    """A parser with one flag per setting; subcommands add their own arguments to it."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    for f in setting_fields():
-        env_key = ENV_PREFIX + f.name.upper()
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            default=None,
-            metavar=env_key,
-            help=f"{f.metadata['help']} (default: {f.default!r})",
-        )
-    return parser
-
-
-def settings_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
-    """Settings from the environment, overridden by the flags present in ``args``."""
-    settings = Settings.from_env(env)
-    overrides = {}
-    for f in setting_fields():
-        raw = getattr(args, f.name)
-        if raw is not None:
-            overrides[f.name] = cast_value("--" + f.name.replace("_", "-"), f.type, raw)
-    return settings.replace(**overrides) if overrides else settings
-
-
-def parse_settings(
-    argv: Sequence[str] | None, env: dict[str, str] | None = None, *, parser: argparse.ArgumentParser | None = None
-) -> Settings:
-    return settings_from_args((parser or build_parser()).parse_args(argv), env)
 
 
 @dataclass(frozen=True)
 class Command:
     summary: str
     run: Callable[[Sequence[str]], int]
-
-
-class UsageError(SystemExit):
-    """A setting could not be read: the message was printed, exit with status 2."""
-
-
-def settings_or_exit(argv: Sequence[str], parser: argparse.ArgumentParser) -> Settings:
-    """The settings for a subcommand; on a bad value print why (naming the key) and exit with 2."""
-    try:
-        return parse_settings(argv, parser=parser)
-    except ConfigError as exc:
-        print(f"{parser.prog}: {exc}", file=sys.stderr)
-        raise UsageError(2) from None
 
 
 def serve_main(argv: Sequence[str]) -> int:
@@ -121,6 +76,8 @@ def token_main(argv: Sequence[str]) -> int:
     from collab_server.cli_token import token_main as run
 
     return run(argv)
+
+
 def rooms_main(argv: Sequence[str]) -> int:
     """``collab-server rooms check [--repair]``: see ``collab_server.rooms_check``."""
     parser = build_parser(
@@ -164,6 +121,10 @@ def rooms_main(argv: Sequence[str]) -> int:
     except StoreError as exc:
         print(f"collab-server rooms: {exc}", file=sys.stderr)
         return 1
+def worker_main(argv: Sequence[str]) -> int:
+    from exports.command import worker_main as run  # imported late: --help must not pay for the worker
+
+    return run(argv)
 
 
 COMMANDS: dict[str, Command] = {
@@ -171,6 +132,7 @@ COMMANDS: dict[str, Command] = {
     "migrate": Command("apply pending schema migrations and exit", migrate_main),
     "token": Command("print a user or room token for local use", token_main),
     "rooms": Command("rooms check [--repair]: report (and quarantine) stored rows that do not load", rooms_main),
+    "worker": Command("run export jobs (--burst: until the queue is empty)", worker_main),
 }
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import jwt
 
+from collab_server.cli_args import build_parser, settings_from_args
 from collab_server.errors import ConfigError
 from collab_server.roles import Role
 from collab_server.room_tokens import RoomTokens
@@ -58,8 +59,6 @@ def mint(settings: Settings, *, sub: str, room: str | None, role: Role, ttl: flo
 
 
 def token_main(argv: Sequence[str]) -> int:
-    from collab_server.cli import build_parser, settings_from_args
-
     parser = build_parser("collab-server token", "Print a user token (or, with --room, a room token).")
     parser.add_argument("--sub", required=True, help="the user id (the token's sub)")
     parser.add_argument("--name", default=None, help="display name")

@@ -3,6 +3,10 @@
     CollabError
     ├── ConfigError          a setting is missing or malformed (names the key)
     ├── ProtocolError        a peer sent bytes that are not valid y-websocket messages
+    ├── LimitExceeded        a peer passed a rate or quota (transient: it may come back later)
+    │   ├── RateExceeded         bytes or messages per second, rooms opened per minute
+    │   ├── DocumentTooLarge     the document would pass its size quota
+    │   └── RoomOverloaded       the room holds as many awareness states as it may
     ├── RoomNotFound         no such room (registered mode, deleted, or private and not yours)
     ├── AuthError            no, malformed, badly signed or expired credentials
     │   ├── Forbidden            authenticated, but this principal may not do this
@@ -37,10 +41,14 @@ class CloseCode(IntEnum):
     INTERNAL_ERROR = 1011  # the room could not be loaded, or an unexpected error
     RESTARTING = 1012  # the server is shutting down: reconnect (to another replica)
     TRY_AGAIN_LATER = 1013  # too slow a reader, or the store is not taking writes
-    PROTOCOL_ERROR = 4400  # malformed room name or message
+    PROTOCOL_ERROR = 4400  # malformed room name or message, or an update the CRDT library cannot apply
     UNAUTHENTICATED = 4401  # no, malformed, badly signed or expired token
     FORBIDDEN = 4403  # no right to this room (or the right was revoked while connected)
     NO_SUCH_ROOM = 4404  # registered mode and the room was never created, or it was deleted
+    # Refusals for a quota: 45xx, the y-websocket client's "try again later" range (mirroring HTTP codes).
+    OVERLOADED = 4503  # the room holds as many awareness states as it may
+    TOO_LARGE = 4513  # the update would take the document past its size quota
+    RATE_LIMITED = 4529  # too many bytes or messages per second, or rooms opened per minute from one address
 
 
 class CollabError(Exception):
@@ -53,6 +61,22 @@ class ConfigError(CollabError):
 
 class ProtocolError(CollabError):
     """A peer sent something that is not a valid y-websocket message."""
+
+
+class LimitExceeded(CollabError):
+    """A peer passed a rate or a quota; the message says which, in words meant for the client."""
+
+
+class RateExceeded(LimitExceeded):
+    """A peer sends faster than its rates, or one address opens rooms faster than its quota."""
+
+
+class DocumentTooLarge(LimitExceeded):
+    pass
+
+
+class RoomOverloaded(LimitExceeded):
+    pass
 
 
 class RoomNotFound(CollabError):

@@ -37,12 +37,16 @@ def configure_logging(level: str, *, json_lines: bool = False) -> dict[str, Any]
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
+        # Lines a client can cause, one per connection or frame: a few per message template per 10 s.
+        "filters": {"flood": {"()": "collab_server.refusals.RateLimitFilter"}},
         "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default", "stream": sys.stderr}},
         "root": {"handlers": ["default"], "level": level.upper()},
         # uvicorn logs every websocket handshake at info; that is noise at thousands of peers
         "loggers": {
             "uvicorn": {"handlers": [], "propagate": True},
-            "uvicorn.error": {"level": "WARNING" if level.lower() == "info" else level.upper()},
+            "uvicorn.error": {"level": "WARNING" if level.lower() == "info" else level.upper(), "filters": ["flood"]},
+            "collab_server.peer": {"filters": ["flood"]},
+            "collab_server.websocket": {"filters": ["flood"]},
             "uvicorn.access": {"level": "WARNING"},
         },
     }

@@ -112,6 +112,40 @@ UPDATES_REFUSED = Counter(
 QUARANTINED_UPDATES = Counter(
     "collab_quarantined_updates_total", "Stored rows (updates or snapshots) moved to quarantine"
 )
+# -- exports (exports/) -------------------------------------------------------------------------------
+EXPORT_QUEUE_DEPTH = Gauge("collab_export_queue_depth", "Export jobs waiting to be claimed (pending)")
+EXPORT_JOBS = Counter(
+    "collab_export_jobs_total",
+    "Export jobs by how an attempt ended: completed, failed (for good), retried; and requested (enqueued)",
+    ["status"],
+)
+EXPORT_RENDER_SECONDS = Histogram(
+    "collab_export_render_seconds",
+    "Time to render one export in the browser (page load, tldraw export, PDF printing)",
+    ["format"],
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120),
+)
+EXPORT_BROWSER_RESTARTS = Counter(
+    "collab_export_browser_restarts_total", "Chromium restarts of export workers (periodic, crash, timeout)"
+)
+
+# -- bounds and quotas (docs/hostile-input.md) ------------------------------------------------------
+QUOTA_REFUSALS = Counter(
+    "collab_quota_refusals_total",
+    "Peers or connections refused for passing a rate or quota (closed with a transient code)",
+    ["quota"],
+)
+CONNECTIONS_DROPPED = Counter(
+    "collab_connections_dropped_total",
+    "Connections dropped by the transport before or outside the app (slow handshake, handshake cap, "
+    "pings from a client that does not read, keepalive timeout)",
+    ["reason"],
+)
+HANDSHAKES = Gauge("collab_handshakes_in_progress", "Connections still sending their request headers")
+NATIVE_PANICS = Counter("collab_native_panics_total", "Panic reports of the native CRDT library (Rust)")
+LOG_LINES_SUPPRESSED = Counter(
+    "collab_log_lines_suppressed_total", "Log lines about refused peers left out by the per-reason rate limit"
+)
 DOCUMENT_CALLS = Counter(
     "collab_document_calls_total",
     "Document calls of the REST document routes (JSON views, checks, diffs, patches, restores) by outcome",

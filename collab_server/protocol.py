@@ -9,15 +9,24 @@ A websocket frame carries one or more *messages*, each ``varUint(type)`` followe
 
 Incoming frames are decoded strictly: every length is checked against the frame, varints longer than
 lib0 accepts (53 bits) are refused, and a frame with a bad message anywhere is refused whole, so a peer
-never gets half of a frame applied. Outgoing messages are built with pycrdt's encoders, which are correct
-for byte payloads. Strings are written here because pycrdt's ``Encoder.write_var_string`` prefixes the
-*character* count, which corrupts non-ASCII text.
+never gets half of a frame applied. Every count and size a client controls has a bound (``FrameLimits``):
+messages per frame, state vector entries, awareness entries per message, bytes and JSON nesting depth of
+one awareness state. Awareness states must be JSON that every client can ``JSON.parse``: ``NaN`` and
+``Infinity`` are refused, and nesting is measured before parsing, so ``json.loads`` never recurses deep
+enough to raise RecursionError. Every refusal is a ProtocolError in our own words.
+
+Outgoing messages are built with pycrdt's encoders, which are correct for byte payloads. Strings are
+written here because pycrdt's ``Encoder.write_var_string`` prefixes the *character* count, which
+corrupts non-ASCII text.
 """
 
 from __future__ import annotations
 
 import json
+import operator
+import re
 from dataclasses import dataclass
+from itertools import accumulate, count
 
 from pycrdt import create_awareness_message, write_var_uint
 from pycrdt._sync import create_sync_step1_message, create_sync_step2_message, create_update_message
@@ -37,9 +46,11 @@ SYNC_UPDATE = 2
 _MAX_VAR_UINT = 2**53 - 1
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "AuthMessage",
     "AwarenessEntry",
     "AwarenessMessage",
+    "FrameLimits",
     "QueryAwareness",
     "Reader",
     "SyncStep1",
@@ -88,6 +99,19 @@ class QueryAwareness:
 class AuthMessage:
     permission: int
 
+
+@dataclass(frozen=True, slots=True)
+class FrameLimits:
+    """Bounds on what one incoming frame may hold (the ``COLLAB_MAX_*`` settings)."""
+
+    messages: int = 512
+    state_vector_clients: int = 100_000
+    awareness_entries: int = 5000
+    awareness_state_bytes: int = 64 * 1024
+    awareness_depth: int = 64
+
+
+DEFAULT_LIMITS = FrameLimits()
 
 Message = SyncStep1 | SyncStep2 | SyncUpdate | AwarenessMessage | QueryAwareness | AuthMessage
 
@@ -173,26 +197,33 @@ class Reader:
         return chunk
 
     def var_string(self, what: str) -> str:
-        raw = self.var_bytes(what)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ProtocolError(f"{what} is not valid UTF-8") from exc
+        return _utf8(self.var_bytes(what), what)
 
 
-def decode_frame(frame: bytes) -> list[Message]:
+def _utf8(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"{what} is not valid UTF-8") from exc
+
+
+def decode_frame(frame: bytes, limits: FrameLimits = DEFAULT_LIMITS) -> list[Message]:
     """Decode every message in one incoming frame, or raise ProtocolError for the whole frame."""
     if not frame:
         raise ProtocolError("empty frame")
     reader = Reader(frame)
     messages: list[Message] = []
     while not reader.at_end():
+        if len(messages) >= limits.messages:
+            raise ProtocolError(f"frame holds more than {limits.messages} messages")
         start = reader.pos
         kind = reader.var_uint("message type")
         if kind == MESSAGE_SYNC:
             sub = reader.var_uint("sync message type")
             payload = reader.var_bytes("sync payload")
             if sub == SYNC_STEP1:
+                # Checked here so that a malformed or oversized state vector never reaches the CRDT library.
+                check_state_vector(payload, limits.state_vector_clients)
                 messages.append(SyncStep1(payload))
             elif sub == SYNC_STEP2:
                 messages.append(SyncStep2(payload))
@@ -215,23 +246,98 @@ def decode_frame(frame: bytes) -> list[Message]:
     return messages
 
 
-def decode_awareness(update: bytes) -> list[AwarenessEntry]:
-    """Decode an awareness update; every state must be valid JSON (clients ``JSON.parse`` it)."""
+def decode_awareness(update: bytes, limits: FrameLimits = DEFAULT_LIMITS) -> list[AwarenessEntry]:
+    """Decode an awareness update; every state must be JSON that any client can ``JSON.parse``."""
+    cached = _last_awareness
+    if cached is not None and cached[0] is update:
+        # The websocket endpoint checks each awareness message (with the configured limits) just before
+        # the room applies it: the same bytes object, decoded once. (The cache holds the bytes, so their
+        # id cannot be reused by another object; it is let go at once.)
+        _remember_awareness(None)
+        return cached[1]
     reader = Reader(update)
     count = reader.var_uint("awareness entry count")
+    if count > limits.awareness_entries:
+        raise ProtocolError(f"awareness message carries {count} client states, more than {limits.awareness_entries}")
     entries: list[AwarenessEntry] = []
     for _ in range(count):
         client_id = reader.var_uint("awareness client id")
         clock = reader.var_uint("awareness clock")
-        state = reader.var_string("awareness state")
-        try:
-            json.loads(state)
-        except ValueError as exc:
-            raise ProtocolError(f"awareness state of client {client_id} is not JSON") from exc
+        raw = reader.var_bytes("awareness state")
+        state = _utf8(raw, f"awareness state of client {client_id}")
+        if state != "null":
+            problem = json_problem(raw, state, limits.awareness_state_bytes, limits.awareness_depth)
+            if problem is not None:
+                raise ProtocolError(f"awareness state of client {client_id} {problem}")
         entries.append(AwarenessEntry(client_id, clock, state))
     if not reader.at_end():
         raise ProtocolError("trailing bytes after awareness entries")
+    _remember_awareness(update, entries)
     return entries
+
+
+_last_awareness: tuple[bytes, list[AwarenessEntry]] | None = None
+
+
+def _remember_awareness(update: bytes | None, entries: list[AwarenessEntry] | None = None) -> None:
+    global _last_awareness
+    _last_awareness = None if update is None or entries is None else (update, entries)
+
+
+# Bytes that shape JSON structure: quotes, brackets. Everything else is deleted before measuring depth.
+_NOT_STRUCTURAL = bytes(b for b in range(256) if b not in b'"[]{}')
+_JSON_STRING = re.compile(rb'"[^"]*"')
+# Steps of depth, offset by one so that they are bytes: an opening bracket 2, a closing one 0, a quote 1.
+_DEPTH_STEPS = bytes.maketrans(b"[{]}\"", b"\x02\x02\x00\x00\x01")
+
+
+def json_depth(raw: bytes) -> int:
+    """Deepest nesting of arrays and objects in the JSON text ``raw``, measured without parsing it, in C
+    loops only (linear time): escapes are removed, then strings, then depth is the largest prefix sum.
+
+    For malformed text the figure is right up to where the text stops being JSON, which is as far as
+    ``json.loads`` would recurse.
+    """
+    # Left to right, JSON pairs backslashes as bytes.replace does; what remains escapes a non-quote.
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    skeleton = _JSON_STRING.sub(b"", unescaped.translate(None, _NOT_STRUCTURAL))
+    steps = skeleton.translate(_DEPTH_STEPS)
+    return max(map(operator.sub, accumulate(steps), count(1)), default=0)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(name)
+
+
+def json_problem(raw: bytes, text: str, max_bytes: int, max_depth: int) -> str | None:
+    """Why JSON ``text`` (``raw`` in UTF-8) is not acceptable for other clients, or None."""
+    if len(raw) > max_bytes:
+        return f"is {len(raw)} bytes, more than {max_bytes}"
+    # Counting brackets is cheap, and most states have a handful, far below the limit.
+    if raw.count(b"[") + raw.count(b"{") > max_depth and json_depth(raw) > max_depth:
+        return f"is nested deeper than {max_depth} levels"
+    try:
+        json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:  # unreachable after the depth check; kept so that it can never escape
+        return f"is nested deeper than {max_depth} levels"
+    except ValueError as exc:
+        if str(exc) in {"NaN", "Infinity", "-Infinity"}:
+            return f"holds {exc}, which JSON does not allow"
+        return "is not JSON"
+    return None
+
+
+def check_state_vector(state_vector: bytes, max_clients: int) -> None:
+    """Refuse a malformed state vector, or one with more than ``max_clients`` entries."""
+    reader = Reader(state_vector)
+    count = reader.var_uint("state vector length")
+    if count > max_clients:
+        raise ProtocolError(f"state vector has {count} entries, more than {max_clients}")
+    for _ in range(count):
+        reader.var_uint("state vector client")
+        reader.var_uint("state vector clock")
+    if not reader.at_end():
+        raise ProtocolError("trailing bytes after the state vector")
 
 
 def decode_state_vector(state_vector: bytes) -> dict[int, int]:

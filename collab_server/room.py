@@ -40,6 +40,7 @@ from collab_server.protocol import (
     AuthMessage,
     AwarenessEntry,
     AwarenessMessage,
+    Message,
     QueryAwareness,
     SyncStep1,
     SyncStep2,
@@ -143,32 +144,35 @@ class Room:
 
     def receive(self, peer: Peer, frame: bytes) -> None:
         """Handle one frame from a local peer. ProtocolError: the frame is refused whole."""
-        messages = decode_frame(frame)
-        for message in messages:
-            if isinstance(message, SyncUpdate | SyncStep2):
-                _RECEIVED_UPDATE.inc()
-                if not peer.can_write:
-                    metrics.UPDATES_DROPPED.labels("read_only").inc()
-                    continue
-                if not self._sink.accepts(len(message.update)):
-                    metrics.UPDATES_DROPPED.labels("store_overloaded").inc()
-                    raise StoreOverloaded("the store is not accepting writes right now")
-                self.apply(message.update, peer)
-            elif isinstance(message, SyncStep1):
-                _RECEIVED_STEP1.inc()
-                decode_state_vector(message.state_vector)  # ProtocolError here, before the engine sees it
-                self._spawn(self._answer_step1(peer, message.state_vector))
-            elif isinstance(message, AwarenessMessage):
-                _RECEIVED_AWARENESS.inc()
-                self.apply_awareness(message.update, message.message, peer)
-            elif isinstance(message, QueryAwareness):
-                _RECEIVED_QUERY.inc()
-                entries = self.awareness.entries()
-                if entries:
-                    peer.send(encode_awareness_message(entries))
-            elif isinstance(message, AuthMessage):
-                # Clients never send auth messages; the server decides access at connect time.
-                _RECEIVED_AUTH.inc()
+        for message in decode_frame(frame):
+            self.handle(peer, message)
+
+    def handle(self, peer: Peer, message: Message) -> None:
+        """Handle one decoded message from a local peer (the websocket endpoint decodes and bounds frames)."""
+        if isinstance(message, SyncUpdate | SyncStep2):
+            _RECEIVED_UPDATE.inc()
+            if not peer.can_write:
+                metrics.UPDATES_DROPPED.labels("read_only").inc()
+                return
+            if not self._sink.accepts(len(message.update)):
+                metrics.UPDATES_DROPPED.labels("store_overloaded").inc()
+                raise StoreOverloaded("the store is not accepting writes right now")
+            self.apply(message.update, peer)
+        elif isinstance(message, SyncStep1):
+            _RECEIVED_STEP1.inc()
+            decode_state_vector(message.state_vector)  # ProtocolError here, before the engine sees it
+            self._spawn(self._answer_step1(peer, message.state_vector))
+        elif isinstance(message, AwarenessMessage):
+            _RECEIVED_AWARENESS.inc()
+            self.apply_awareness(message.update, message.message, peer)
+        elif isinstance(message, QueryAwareness):
+            _RECEIVED_QUERY.inc()
+            entries = self.awareness.entries()
+            if entries:
+                peer.send(encode_awareness_message(entries))
+        elif isinstance(message, AuthMessage):
+            # Clients never send auth messages; the server decides access at connect time.
+            _RECEIVED_AUTH.inc()
 
     async def _answer_step1(self, peer: Peer, state_vector: bytes) -> None:
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from collab_server.access import Access, decide
 from collab_server.errors import CloseCode, Forbidden, RoomNotFound
@@ -41,6 +42,7 @@ class RoomControl:
         writer: UpdateWriter,
         events: RoomEvents,
         *,
+        on_deleted: Callable[[str], Awaitable[object]] | None = None,
         recheck_interval: float = 30.0,
     ) -> None:
         self._access = access
@@ -48,6 +50,8 @@ class RoomControl:
         self._store = store
         self._writer = writer
         self.events = events
+        # What else a deleted room ends (its waiting export jobs fail with room_not_found).
+        self._on_deleted = on_deleted
         self._open: dict[str, dict[Peer, Principal]] = {}
         self._recheck_interval = recheck_interval
         self._rechecking: asyncio.Task[None] | None = None
@@ -97,6 +101,8 @@ class RoomControl:
         """The room's record is gone: close its sockets everywhere and delete its stored document."""
         await self.events.publish(RoomEvent(room, "deleted"))
         await self._store.delete(room)  # even where no replica held it loaded
+        if self._on_deleted is not None:
+            await self._on_deleted(room)
 
     # -- events --------------------------------------------------------------------------------
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import uvicorn
 
 from collab_server.app import create_app
+from collab_server.handshake import guarded_http_protocol
 from collab_server.logs import configure_logging
+from collab_server.native_stderr import route_native_stderr
 from collab_server.settings import Settings
 from collab_server.transport import CollabWebSocketProtocol
 
@@ -21,6 +23,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        http=guarded_http_protocol(settings.handshake_timeout, settings.max_handshakes),
         ws=CollabWebSocketProtocol,
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=settings.ws_deflate,
@@ -36,4 +39,6 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
 
 
 def serve(settings: Settings) -> None:
+    # Before logging is configured: its handler must write to the real stderr, not the captured one.
+    route_native_stderr()
     uvicorn.Server(uvicorn_config(settings)).run()

@@ -62,6 +62,51 @@ class Settings:
     ping_interval: float = _setting(30.0, "seconds between websocket pings; 0 disables keepalive")
     ping_timeout: float = _setting(20.0, "seconds to wait for a pong before closing a dead socket")
 
+    # -- bounds on what one client controls (docs/hostile-input.md) ---------------------------------
+    max_messages_per_frame: int = _setting(
+        512, "y-websocket messages one frame may carry; more closes the peer with 4400 (clients send one)"
+    )
+    max_state_vector_clients: int = _setting(
+        100_000, "entries a sync step1's state vector may hold; more closes the peer with 4400"
+    )
+    max_awareness_entries: int = _setting(
+        5000, "client states one awareness message may carry; more closes the peer with 4400"
+    )
+    max_awareness_state_bytes: int = _setting(
+        64 * 1024, "bytes of JSON one client's awareness state may take; more closes the peer with 4400"
+    )
+    max_awareness_depth: int = _setting(
+        64, "nesting depth of an awareness state's JSON; deeper closes the peer with 4400"
+    )
+    max_awareness_clients_per_peer: int = _setting(
+        16, "awareness clients one connection may bring into a room (a y-websocket client has one); more: 4400"
+    )
+    max_awareness_states: int = _setting(
+        5000, "live awareness states per room; a peer adding one more is closed with 4503 (retries)"
+    )
+    peer_bytes_per_second: float = _setting(
+        4 * 1024 * 1024, "sustained bytes per second one peer may send; faster closes it with 4529 (retries)"
+    )
+    peer_bytes_burst: int = _setting(
+        48 * 1024 * 1024, "bytes one peer may send at once above the sustained rate (at least the largest frame)"
+    )
+    peer_messages_per_second: float = _setting(
+        600.0, "sustained messages per second one peer may send (a tldraw drag at 60 fps sends ~120)"
+    )
+    peer_messages_burst: int = _setting(6000, "messages one peer may send at once above the sustained rate")
+    max_document_bytes: int = _setting(
+        256 * 1024 * 1024, "largest document a room may grow to; an update past it closes the peer with 4513"
+    )
+    room_loads_per_minute: int = _setting(
+        120, "rooms one client address may open (load into memory) per minute; more are refused with 4529"
+    )
+    handshake_timeout: float = _setting(
+        5.0, "seconds a connection may take to send its request headers (websocket upgrade) before it is dropped"
+    )
+    max_handshakes: int = _setting(
+        1024, "connections that may be sending their request headers at once; more are dropped at accept"
+    )
+
     turn_budget_ms: float = _setting(
         4.0, "milliseconds one busy socket may hold the event loop before it lets everyone else run"
     )
@@ -158,6 +203,42 @@ class Settings:
         64, "deepest nesting of values and types the REST document routes read or write"
     )
     cors_origins: str = _setting("", "comma-separated origins allowed to call the REST API (empty: none)")
+    # -- exports (exports/) ------------------------------------------------------------------------------
+    blob_url: str = _setting(
+        "file:./exports-data", "where finished exports are kept: file:PATH / file:///PATH, or s3://BUCKET/PREFIX"
+    )
+    blob_signing_key: Secret = _setting(
+        Secret(), "HMAC key of the download links of file: blob stores (empty: a random key per process, so "
+        "links die with it)"
+    )
+    blob_url_ttl: int = _setting(3600, "seconds a download link (signed or S3-presigned) stays valid")
+    s3_endpoint: str = _setting("", "S3: endpoint URL of an S3-compatible store (empty: AWS)")
+    s3_region: str = _setting("", "S3: region (empty: the AWS default chain)")
+    s3_path_style: bool = _setting(False, "S3: path-style addressing (most S3-compatible stores need it)")
+    s3_access_key_id: Secret = _setting(Secret(), "S3: access key id (empty: the AWS default credential chain)")
+    s3_secret_access_key: Secret = _setting(Secret(), "S3: secret access key")
+    tldraw_license_key: Secret = _setting(
+        Secret(), "tldraw licence key handed to the export renderer's editor (tldraw requires one in production)"
+    )
+    export_worker: bool = _setting(True, "run an export worker inside the server (off: run `collab-server worker`)")
+    export_concurrency: int = _setting(1, "export jobs one worker renders at once")
+    export_job_timeout: float = _setting(120.0, "seconds one export attempt may take before it is abandoned")
+    export_lease: float = _setting(30.0, "seconds a worker's claim on a job lasts unless renewed (every third of it)")
+    export_max_attempts: int = _setting(3, "attempts per export job before it fails for good")
+    export_retry_backoff: float = _setting(5.0, "seconds before a failed attempt is retried (doubles each attempt)")
+    export_poll_interval: float = _setting(5.0, "seconds an idle worker waits between queue checks without a wake-up")
+    export_browser_restart_jobs: int = _setting(100, "restart the worker's Chromium after this many jobs")
+    export_chromium: str = _setting("/usr/bin/chromium", "the Chromium binary exports render in")
+    export_renderer_dir: str = _setting(
+        "", "the built renderer page (empty: exports/renderer/web/dist beside the installed code)"
+    )
+    export_nice: int = _setting(
+        19, "CPU priority of the export worker's Chromium: nice 0-19, where 19 also means the idle class "
+        "(renders only take CPU time the server's realtime path leaves); 0 leaves it alone"
+    )
+    export_raster_above: int = _setting(
+        1500, "PDF pages with more shapes than this are printed from a PNG (raster) instead of SVG (vector)"
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -185,7 +266,8 @@ class Settings:
 
     def validated(self) -> Settings:
         for name in (
-            "port", "max_message_bytes", "send_queue_messages", "send_queue_bytes", "commit_batch", "turn_budget_ms"
+            "port", "max_message_bytes", "send_queue_messages", "send_queue_bytes", "commit_batch", "turn_budget_ms",
+            *_BOUNDS,
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
@@ -196,6 +278,9 @@ class Settings:
         for name in ("heartbeat_interval", "anti_entropy_interval", "presence_ttl", "crdt_deadline"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
+        if self.peer_bytes_burst < self.max_message_bytes:
+            # A frame larger than the burst could never be taken from the bucket.
+            raise ConfigError(f"{ENV_PREFIX}PEER_BYTES_BURST must be at least {ENV_PREFIX}MAX_MESSAGE_BYTES")
         if self.auth not in {"auto", "on", "off"}:
             raise ConfigError(f"{ENV_PREFIX}AUTH must be auto, on or off")
         if self.rooms not in {"open", "registered"}:
@@ -205,14 +290,37 @@ class Settings:
         for name in (
             "room_token_ttl", "join_attempts", "join_window", "max_body_bytes", "document_max_bytes",
             "document_max_structs", "document_max_depth",
+            "export_concurrency", "export_job_timeout", "export_lease", "export_max_attempts",
+            "export_poll_interval", "export_browser_restart_jobs", "blob_url_ttl",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
+        if not 0 <= self.export_nice <= 19:
+            raise ConfigError(f"{ENV_PREFIX}EXPORT_NICE must be between 0 and 19")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"{ENV_PREFIX}LOG_LEVEL must be debug, info, warning or error")
         if not self.replica_id:
             return dataclasses.replace(self, replica_id=_default_replica_id())
         return self
+
+
+_BOUNDS = (
+    "max_messages_per_frame",
+    "max_state_vector_clients",
+    "max_awareness_entries",
+    "max_awareness_state_bytes",
+    "max_awareness_depth",
+    "max_awareness_clients_per_peer",
+    "max_awareness_states",
+    "peer_bytes_per_second",
+    "peer_bytes_burst",
+    "peer_messages_per_second",
+    "peer_messages_burst",
+    "max_document_bytes",
+    "room_loads_per_minute",
+    "handshake_timeout",
+    "max_handshakes",
+)
 
 
 def cast_value(key: str, type_name: Any, raw: str) -> Any:

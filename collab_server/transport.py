@@ -10,6 +10,14 @@ ASGI gives an app two things it cannot do well at scale:
 
 The endpoint uses the extension only when present, so the app still runs under any ASGI server.
 
+Replies the protocol writes on its own stay inside the peer's send bounds too: a client that pings but
+never reads would otherwise grow the write buffer by a pong per ping without limit, so a ping that
+arrives while more than ``max_buffered_bytes`` (the ``send_queue_bytes`` setting) wait to be sent drops
+the connection; and since every ping costs a parse and a pong, a client may send ``PING_BURST`` pings
+and then ``PING_RATE`` a second (browsers cannot send pings at all; libraries send one every few
+seconds). A keepalive timeout drops it as well (a reset, not a close that would wait behind the
+unread buffer of a dead peer).
+
 We build on the sans-I/O implementation because it runs keepalive pings from loop timers instead of a
 task per connection, and honours the transport's flow control before each send.
 
@@ -44,6 +52,9 @@ from typing import Any, cast
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import Protocol, State
 from websockets.streams import StreamReader
+
+from collab_server import metrics
+from collab_server.refusals import log_refusal
 
 TRANSPORT_EXTENSION = "collab.transport"
 
@@ -189,6 +200,10 @@ class WritableFlag:
                 self._waiters = None
 
 
+PING_RATE = 10.0
+PING_BURST = 100
+"""A client may send this many pings at once, and ``PING_RATE`` per second after that."""
+
 KEEPALIVE_RESOLUTION = 0.25
 """Seconds: keepalive pings are grouped into slots this long, and sent at most this late."""
 
@@ -302,6 +317,10 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
     # 37 of them would overflow CPython's shared-key instance dict into a 1.6 KB dict per connection.
     # An attribute a later uvicorn adds still works: it lands in the (then materialised) instance dict.
     __slots__ = (
+        # ours: the ping token bucket
+        "_ping_time",
+        "_ping_tokens",
+        # uvicorn's
         "app",
         "app_state",
         "asgi_version",
@@ -341,12 +360,17 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
         "writable",
     )
 
+    max_buffered_bytes = 64 * 1024 * 1024
+    """Bytes waiting in the transport past which a ping is answered by dropping the connection."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Same interfaces, nothing held while idle (see the module docstring).
         self.queue = ReceiveQueue()  # type: ignore[assignment]
         self.writable = WritableFlag()  # type: ignore[assignment]
         self.writable.set()
+        self._ping_tokens = float(PING_BURST)
+        self._ping_time = 0.0
 
     def start_keepalive(self) -> None:
         # Called once, right after the 101 response went out: the handshake is complete.
@@ -405,6 +429,42 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:
             share_common_headers(scope["headers"])
             scope["extensions"][TRANSPORT_EXTENSION] = {"reset": self.reset, "send_nowait": self.send_nowait}
+
+    def handle_ping(self) -> None:
+        # websockets queued the pong already; write it only while the peer reads what it is sent, and
+        # sends pings at a sane rate.
+        now = self.loop.time()
+        tokens = min(PING_BURST, self._ping_tokens + (now - self._ping_time) * PING_RATE) - 1
+        self._ping_tokens, self._ping_time = tokens, now
+        if tokens < 0:
+            self.conn.data_to_send()  # discard the pong
+            self._drop("ping_flood", f"more than {PING_RATE:g} pings per second")
+            return
+        if self.transport.get_write_buffer_size() > self._max_buffered():
+            self.conn.data_to_send()
+            self._drop("ping_flood", "pings while not reading what it is sent")
+            return
+        super().handle_ping()
+
+    def keepalive_timeout(self) -> None:
+        # uvicorn closes the socket here, which waits for the peer to read the close frame: a dead or
+        # stalled peer would keep the connection and its unsent buffer until TCP gives up. Drop it.
+        self.pong_timer = None
+        self.pending_ping_payload = None
+        if self.close_sent or self.transport.is_closing():
+            return
+        self._drop("keepalive_timeout", "no pong within the keepalive timeout")
+
+    def _max_buffered(self) -> int:
+        settings = self.app_state.get("settings") if self.app_state else None
+        return int(getattr(settings, "send_queue_bytes", self.max_buffered_bytes))
+
+    def _drop(self, reason: str, text: str) -> None:
+        metrics.CONNECTIONS_DROPPED.labels(reason).inc()
+        log_refusal(reason, "dropped a connection from %s: %s", self.client[0] if self.client else "?", text)
+        self.close_sent = True
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
+        self.reset()
 
     def send_nowait(self, data: bytes) -> bool:
         """Write one binary message if the socket can take it now; False means "use the ASGI send"."""

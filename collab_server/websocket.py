@@ -1,14 +1,19 @@
 """The websocket endpoint ``/ws/{room}``: one peer's life, from handshake to close.
 
 Errors are translated to close codes (``collab_server.errors.CloseCode``) here and nowhere else, and they
-close this peer only.
+close this peer only. Close reasons say what the client did wrong, in our words, never a library's
+message. Each refusal is counted (``collab_peers_closed_total{reason}``, quotas also in
+``collab_quota_refusals_total{quota}``) and logged in one line, rate-limited per reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import unicodedata
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.websockets import WebSocket
@@ -20,13 +25,22 @@ from collab_server.errors import (
     AuthUnavailable,
     CloseCode,
     CorruptDocument,
+    DocumentTooLarge,
     Forbidden,
+    LimitExceeded,
     ProtocolError,
+    RateExceeded,
     RoomNotFound,
+    RoomOverloaded,
     StoreError,
     StoreOverloaded,
 )
+from collab_server.frames import FrameGate
+from collab_server.limits import Quotas
+from collab_server.names import room_name, room_name_problem
 from collab_server.peer import Peer
+from collab_server.protocol import FrameLimits, Message, SyncStep2, SyncUpdate
+from collab_server.refusals import log_refusal, refuse
 from collab_server.room import Room
 from collab_server.room_control import RoomControl
 from collab_server.rooms import RoomManager
@@ -36,20 +50,29 @@ from collab_server.transport import TRANSPORT_EXTENSION
 
 logger = logging.getLogger(__name__)
 
-MAX_ROOM_NAME_BYTES = 512
+__all__ = ["requested_room", "room_endpoint", "room_name_problem"]
+
 # A receive() that took longer than this waited for the network, so the loop served everyone else.
 _REAL_WAIT = 0.0005
+_ROOM_PREFIX = b"/ws/"
+
+# LimitExceeded subclass -> (close code, metric reason)
+_LIMIT_CODES: dict[type[LimitExceeded], tuple[CloseCode, str]] = {
+    RateExceeded: (CloseCode.RATE_LIMITED, "rate_limited"),
+    DocumentTooLarge: (CloseCode.TOO_LARGE, "document_too_large"),
+    RoomOverloaded: (CloseCode.OVERLOADED, "awareness_full"),
+}
 
 
-def room_name_problem(name: str) -> str | None:
-    """Why ``name`` cannot be a room name, or None if it can."""
-    if not name:
-        return "room name is empty"
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_ROOM_NAME_BYTES:
-        return f"room name is longer than {MAX_ROOM_NAME_BYTES} bytes"
-    if any(unicodedata.category(char) == "Cc" for char in name):
-        return "room name contains control characters"
-    return None
+def requested_room(scope: Mapping[str, Any]) -> tuple[str, str | None]:
+    """The room a websocket asks for, decoded from the raw path, and why it is refused (or None)."""
+    raw: bytes | None = scope.get("raw_path")
+    root = scope.get("root_path", "").encode("utf-8")
+    if raw is not None and raw.startswith(root + _ROOM_PREFIX):
+        return room_name(raw[len(root) + len(_ROOM_PREFIX) :].split(b"?", 1)[0])
+    # An ASGI server that gives no raw path: take its decoded one.
+    name = unicodedata.normalize("NFC", scope["path_params"]["room"])
+    return name, room_name_problem(name)
 
 
 def query_token(query_string: bytes) -> str | None:
@@ -66,12 +89,12 @@ def query_token(query_string: bytes) -> str | None:
 async def room_endpoint(websocket: WebSocket) -> None:
     rooms: RoomManager = websocket.state.rooms
     settings: Settings = websocket.state.settings
-    # The path convertor hands over the rest of the path, already percent-decoded by the server.
-    name = websocket.path_params["room"]
+    quotas: Quotas = websocket.state.quotas
+    name, problem = requested_room(websocket.scope)
     await websocket.accept()
-    problem = room_name_problem(name)
     if problem is not None:
         metrics.PEERS_CLOSED.labels("bad_room_name").inc()
+        log_refusal("bad_room_name", "refused a socket: %s", problem)
         await websocket.close(CloseCode.PROTOCOL_ERROR, problem)
         return
     access: Access = websocket.state.access
@@ -97,6 +120,15 @@ async def room_endpoint(websocket: WebSocket) -> None:
         security_event(f"ws_{kind}", reason, room=name, client=client)
         await websocket.close(code, reason)
         return
+    if rooms.get(name) is None:
+        address = websocket.client.host if websocket.client else ""
+        if not quotas.room_loads.take(address):
+            text = f"opening rooms faster than {settings.room_loads_per_minute} per minute"
+            metrics.PEERS_CLOSED.labels("room_loads").inc()
+            metrics.QUOTA_REFUSALS.labels("room_loads").inc()
+            log_refusal("room_loads", "refused a socket from %s: %s", address, text)
+            await websocket.close(CloseCode.RATE_LIMITED, text)
+            return
 
     transport = websocket.scope.get("extensions", {}).get(TRANSPORT_EXTENSION, {})
     peer = Peer(
@@ -117,12 +149,19 @@ async def room_endpoint(websocket: WebSocket) -> None:
         await websocket.close(CloseCode.INTERNAL_ERROR, reason)
         return
 
+    gate = FrameGate(
+        _frame_limits(settings),
+        quotas.peer_rates(),
+        quotas.document_sizes,
+        settings.max_awareness_states,
+        settings.max_awareness_clients_per_peer,
+    )
     if access.enabled:
         control.opened(name, peer, admission.principal)
     try:
         for message in room.welcome():
             peer.send(message)
-        await _read_loop(websocket, peer, room, settings.turn_budget_ms / 1000)
+        await _read_loop(websocket, peer, room, gate, settings.turn_budget_ms / 1000)
     finally:
         control.closed(name, peer)
         # Leaves the room (idempotent: a slow-consumer close may have removed the peer already) and
@@ -131,9 +170,19 @@ async def room_endpoint(websocket: WebSocket) -> None:
         await peer.wait_closed()
 
 
-async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, turn_budget: float) -> None:
+def _frame_limits(settings: Settings) -> FrameLimits:
+    return FrameLimits(
+        messages=settings.max_messages_per_frame,
+        state_vector_clients=settings.max_state_vector_clients,
+        awareness_entries=settings.max_awareness_entries,
+        awareness_state_bytes=settings.max_awareness_state_bytes,
+        awareness_depth=settings.max_awareness_depth,
+    )
+
+
+async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, gate: FrameGate, turn_budget: float) -> None:
     receive = websocket.receive
-    handle = room.receive
+    handle = room.handle
     clock = asyncio.get_running_loop().time
     turn_started = clock()
     while not peer.closed:
@@ -152,25 +201,65 @@ async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, turn_budget: 
             return
         frame = event.get("bytes")
         if frame is None:
-            metrics.PEERS_CLOSED.labels("text_frame").inc()
-            peer.close(CloseCode.UNSUPPORTED_DATA, "text frames are not supported: send binary y-websocket messages")
+            text = "text frames are not supported: send binary messages"
+            refuse(peer, CloseCode.UNSUPPORTED_DATA, "text_frame", text)
             return
+        message: Message | None = None
         try:
-            handle(peer, frame)
-        except ProtocolError as exc:
-            metrics.PEERS_CLOSED.labels("protocol_error").inc()
-            logger.info("peer %d in room %r sent a malformed frame: %s", peer.id, peer.room_name, exc)
-            peer.close(CloseCode.PROTOCOL_ERROR, f"protocol error: {exc}")
-            return
-        except StoreOverloaded:
-            metrics.PEERS_CLOSED.labels("store_overloaded").inc()
-            peer.close(CloseCode.TRY_AGAIN_LATER, "the store is not accepting writes; retry later")
-            return
+            for message in gate.admit(frame):
+                gate.check(message, room, can_write=peer.can_write, introduced=peer.client_ids)
+                handle(peer, message)
+                if peer.closed:
+                    return  # too slow to take the replies: nothing more of this frame is worth doing
+                if clock() - turn_started > turn_budget:
+                    # The same budget inside a frame: a frame of thousands of messages yields too.
+                    await asyncio.sleep(0)
+                    turn_started = clock()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # A bug in handling one frame must cost this peer its connection, not the room or server.
-            metrics.PEERS_CLOSED.labels("internal_error").inc()
-            logger.exception("error handling a frame from peer %d in room %r", peer.id, peer.room_name)
-            peer.close(CloseCode.INTERNAL_ERROR, "internal error")
+        except BaseException as exc:
+            if not _close_for(peer, exc, message):
+                raise
             return
+
+
+def _close_for(peer: Peer, exc: BaseException, message: Message | None) -> bool:
+    """Close ``peer`` for ``exc``, raised while handling its ``message``; False if ``exc`` is not ours."""
+    if isinstance(exc, ProtocolError):
+        refuse(peer, CloseCode.PROTOCOL_ERROR, "protocol_error", f"protocol error: {exc}")
+    elif isinstance(exc, LimitExceeded):
+        code, reason = _LIMIT_CODES.get(type(exc), (CloseCode.TRY_AGAIN_LATER, "limit"))
+        refuse(peer, code, reason, str(exc), quota=True)
+    elif isinstance(exc, StoreOverloaded):
+        refuse(peer, CloseCode.TRY_AGAIN_LATER, "store_overloaded", "the store is not accepting writes; retry later")
+    elif _raised_by_crdt_library(exc):
+        if isinstance(message, SyncUpdate | SyncStep2):
+            # What this peer sent made the CRDT library fail (a RuntimeError, or pyo3's PanicException,
+            # a BaseException): the client's doing, so one line and no traceback.
+            refuse(peer, CloseCode.PROTOCOL_ERROR, "update_failed", "update refused: it could not be applied")
+        else:
+            # Reading the document failed: the room's state is damaged, not this peer's request. A
+            # transient code, so that the client comes back once the room is rebuilt.
+            refuse(peer, CloseCode.INTERNAL_ERROR, "document_damaged", "the room's document is damaged; retry later")
+    elif isinstance(exc, Exception):
+        # A bug in handling one frame must cost this peer its connection, not the room or server.
+        metrics.PEERS_CLOSED.labels("internal_error").inc()
+        logger.exception("error handling a frame from peer %d in room %r", peer.id, peer.room_name)
+        peer.close(CloseCode.INTERNAL_ERROR, "internal error")
+    else:
+        return False
+    return True
+
+
+def _raised_by_crdt_library(exc: BaseException) -> bool:
+    """Did ``exc`` come out of pycrdt (its Python wrapper is the innermost frame)?"""
+    if type(exc).__name__ == "PanicException":
+        return True
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return False
+    traceback = exc.__traceback__
+    if traceback is None:
+        return False
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return f"{os.sep}pycrdt{os.sep}" in traceback.tb_frame.f_code.co_filename

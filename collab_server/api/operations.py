@@ -3,6 +3,7 @@ route that validates the request (``Operation.endpoint``) and the OpenAPI entry 
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -73,6 +74,8 @@ class Operation:
         try:
             path = dict(request.path_params)
             for name, value in path.items():
+                if name == "room_id":  # one spelling per room, as on the websocket (collab_server.names)
+                    path[name] = value = unicodedata.normalize("NFC", value)
                 limit = PATH_PARAMETERS.get(name, {}).get("maxLength", 512)
                 if len(value) > limit or (name == "room_id" and room_name_problem(value) is not None):
                     raise RoomNotFound("no such room")

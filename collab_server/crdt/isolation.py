@@ -12,14 +12,17 @@ caused by one of its rows must not try to rebuild it from the very rows being te
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from collab_server.crdt.codec import Kind, Op
+from collab_server.crdt.codec import Kind, Op, Result
 from collab_server.crdt.engine import Applied, BadRow, EngineError, Loaded, Refusal
 from persistence.base import Folded
 
-if TYPE_CHECKING:
-    from collab_server.crdt.pool import WorkerPool
+
+class WorkerPool(Protocol):
+    """What isolation needs of ``collab_server.crdt.pool.WorkerPool`` (which imports this module)."""
+
+    async def call(self, op: Op, *, track: bool = True) -> Result: ...
 
 _KILLED = (Refusal.CRASHED, Refusal.STALLED)
 

@@ -18,6 +18,14 @@ the request that killed it are retried one at a time: the one that kills again i
 refused (CRASHED or STALLED), an update's bytes go on the poison list, and everything else in the batch
 is answered normally. Rooms of other workers notice nothing; rooms of the same worker wait for the
 restart.
+
+The retry reproduces a crash because the store holds the exact bytes the worker applied, in order
+(``room.Room``): the rebuilt document has the same history as the one that died. That holds until the
+room's log is compacted (the rebuild then starts from the folded snapshot) or the worker rebuilt the
+room itself after a refused update (from its refolded base): from then on the live document and a
+replay of the store can differ, a crash may not reproduce on retry (the update is then accepted), and a
+stored row may fail when replayed later. Loads and ``collab-server rooms check --repair`` quarantine such
+rows, so the room still loads; ``bench/fuzz.py`` counts them.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 The process is a plain child (``python -m collab_server.crdt.worker``) talking over its stdin/stdout
 pipes, not a fork of the server: a fork would inherit the event loop, the store's threads and every
-socket. Its stderr is read line by line into the server's log, rate-limited, so a Rust panic message
-goes through logging (and ``--log-json``) instead of raw to the terminal.
+socket. Its stderr is read line by line into the server's log (``native_stderr.NativeReport``: one
+record per panic, rate-limited, counted), so a Rust panic message goes through logging (and
+``--log-json``) instead of raw to the terminal.
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ import contextlib
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 from collab_server.crdt.codec import HEADER, CodecError
 from collab_server.crdt.worker import READY
+from collab_server.native_stderr import NativeReport
 
 logger = logging.getLogger(__name__)
 
 _ROOT = str(Path(__file__).resolve().parents[2])
-_LOG_LINES_PER_SECOND = 5
 
 
 class WorkerDied(Exception):
@@ -61,6 +61,10 @@ class WorkerProcess:
             stderr=asyncio.subprocess.PIPE,
             env=env,
             limit=1 << 20,
+            # Its own session: a Ctrl-C in the terminal reaches the server, which saves its rooms
+            # through the workers, not the workers themselves. A server that dies closes the pipe, and
+            # the worker exits on the end of its input.
+            start_new_session=True,
         )
         self._stderr_task = asyncio.get_running_loop().create_task(self._log_stderr())
         try:
@@ -115,7 +119,8 @@ class WorkerProcess:
     async def _log_stderr(self) -> None:
         process = self._process
         assert process is not None and process.stderr is not None
-        window, lines = time.monotonic(), 0
+        # One record per panic (collab_server.native: rate-limited, counted, no build paths).
+        report = NativeReport(source=f"CRDT worker {self.index}")
         while True:
             try:
                 raw = await process.stderr.readline()
@@ -123,17 +128,4 @@ class WorkerProcess:
                 continue
             if not raw:
                 return
-            now = time.monotonic()
-            if now - window >= 1.0:
-                window, lines = now, 0
-            lines += 1
-            text = raw.decode("utf-8", "replace").strip()
-            if lines <= _LOG_LINES_PER_SECOND and text and not text.startswith("note: run with"):
-                logger.warning("CRDT worker %d: %s", self.index, _without_paths(text)[:300])
-
-
-def _without_paths(text: str) -> str:
-    # "thread '<unnamed>' panicked at /root/.cargo/registry/src/.../store.rs:234:50:" -> no build paths
-    if " panicked at " in text:
-        return text.split(" panicked at ", 1)[0] + " panicked"
-    return text
+            report.line(raw.decode("utf-8", "replace").rstrip("\n"))

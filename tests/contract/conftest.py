@@ -90,3 +90,4 @@ async def store(
 
 # -- Broker and presence registry (local, redis): fixtures live in conftest_broker.py ----------------
 from tests.contract.conftest_broker import broker_backend  # noqa: E402, F401
+from tests.contract.conftest_jobs import open_jobs  # noqa: E402, F401

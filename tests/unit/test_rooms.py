@@ -11,6 +11,7 @@ import pytest
 from pycrdt import Doc, Text
 
 from collab_server.errors import StoreUnavailable
+from collab_server.origins import LOCAL
 from collab_server.peer import Peer
 from collab_server.protocol import encode_update
 from collab_server.rooms import RoomManager
@@ -215,3 +216,18 @@ async def test_an_outage_past_the_threshold_queues_one_compaction_not_one_per_up
         await eventually(compacted)
         # a handful at most (one per threshold crossing after each compaction), never one per update
         assert store.compactions <= 3
+
+
+async def test_a_load_includes_the_updates_still_queued_for_the_store() -> None:
+    store = OutageStore()
+    async with _running(store, room_grace=60) as (manager, writer):
+        room = await manager.join("r", _peer("r"))
+        store.down = True
+        client: Doc[Any] = Doc()
+        room.apply(append_text(client, "queued"), LOCAL)
+        await eventually(lambda: _assert(writer.pending == 1))
+        manager.room_lost("r")  # the engine gave the room up; the edit is not in the store yet
+        again = await manager.join("r", _peer("r"))
+        assert again is not room
+        assert str(doc_of(again).get("t", type=Text)) == "queued"
+        store.down = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from collab_server.cli import build_parser, parse_settings
+from collab_server.cli_args import build_parser, parse_settings
 from collab_server.errors import ConfigError
 from collab_server.secrets import Secret
 from collab_server.settings import Settings

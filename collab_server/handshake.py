@@ -1,0 +1,99 @@
+"""The HTTP side of a connection until its request headers are in: a deadline and a cap.
+
+A client that opens connections and sends its upgrade request a byte at a time (slowloris) would
+otherwise hold each connection, and a file descriptor, for as long as it likes: uvicorn sets no timer
+until a first response is complete. Here every request must have its headers in within
+``handshake_timeout`` seconds of the connection (or of the previous response), and at most
+``max_handshakes`` connections may be waiting for theirs: a new connection past that drops the one that
+has waited longest. A real client sends its headers in one packet and is through in a millisecond, so
+it is the slow ones that are evicted, and an attacker cannot lock others out by holding the cap. A
+websocket upgrade leaves this protocol as soon as its headers are in, so an open websocket is never
+counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from collab_server import metrics
+from collab_server.refusals import log_refusal
+
+_waiting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[GuardedHTTPProtocol, None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def waiting_handshakes(loop: asyncio.AbstractEventLoop) -> dict[GuardedHTTPProtocol, None]:
+    """The connections of ``loop`` whose request headers are not in yet, longest waiting first."""
+    waiting = _waiting.get(loop)
+    if waiting is None:
+        waiting = _waiting[loop] = {}
+    return waiting
+
+
+class GuardedHTTPProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline on request headers and a cap on those waiting."""
+
+    handshake_timeout = 5.0
+    max_handshakes = 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        waiting = waiting_handshakes(self.loop)
+        while len(waiting) >= self.max_handshakes:
+            oldest = next(iter(waiting))
+            oldest._drop("handshakes_full", f"evicted: {self.max_handshakes} connections were sending headers")
+        self._start_waiting()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:  # the next request on a kept-alive connection: a new deadline
+            self._start_waiting()
+
+    def on_headers_complete(self) -> None:
+        self._stop_waiting()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        super().connection_lost(exc)
+
+    def _start_waiting(self) -> None:
+        waiting_handshakes(self.loop)[self] = None
+        metrics.HANDSHAKES.set(len(waiting_handshakes(self.loop)))
+        self._deadline = self.loop.call_later(self.handshake_timeout, self._expired)
+
+    def _stop_waiting(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        waiting = waiting_handshakes(self.loop)
+        if waiting.pop(self, False) is None:
+            metrics.HANDSHAKES.set(len(waiting))
+
+    def _expired(self) -> None:
+        self._deadline = None
+        self._drop("handshake_timeout", f"request headers not complete within {self.handshake_timeout:g} s")
+
+    def _drop(self, reason: str, text: str) -> None:
+        self._stop_waiting()
+        metrics.CONNECTIONS_DROPPED.labels(reason).inc()
+        log_refusal(reason, "dropped a connection from %s: %s", self.client[0] if self.client else "?", text)
+        self.transport.abort()
+
+
+def guarded_http_protocol(handshake_timeout: float, max_handshakes: int) -> type[GuardedHTTPProtocol]:
+    """The protocol class for uvicorn's ``http`` option, with these bounds."""
+    return type(
+        "GuardedHTTPProtocol",
+        (GuardedHTTPProtocol,),
+        {"handshake_timeout": handshake_timeout, "max_handshakes": max_handshakes},
+    )

@@ -1,0 +1,55 @@
+"""Lower the CPU priority of the export work's processes, so rendering yields to the realtime path.
+
+In the embedded default the export worker's Chromium runs beside the server's event loop on the same
+cores; at a higher nice value (or in the idle class) the kernel gives the loop the CPU first whenever both
+want it. Threads and forked processes inherit their creator's priority, so lowering every thread right
+after launch (and again when a job opens a page) covers the renderer processes the zygote forks later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+
+def descendants(root: int) -> list[int]:
+    """Pids of every process below ``root`` (read from /proc; empty where there is no /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = stat.read_text()
+            children.setdefault(int(text[text.rindex(")") + 2 :].split()[1]), []).append(int(stat.parent.name))
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def lower_chromium_priority(niceness: int, root: int | None = None) -> int:
+    """Lower every thread of the Chromium processes below ``root`` (default: this process), and of
+    Playwright's driver (it relays every byte of the pages' results), to nice ``niceness``; at 19 also to
+    the SCHED_IDLE class. Returns how many threads were changed. Best effort: a thread may exit meanwhile.
+
+    Per thread, because Linux applies both to one thread (a pid is its main thread): Chromium's GPU and
+    raster threads already running would keep full priority, and a dozen of them at nice 10 still weigh
+    as much as the server's loop at nice 0. SCHED_IDLE (weight 3 against the loop's 1024) runs only on CPU
+    time nothing else wants."""
+    changed = 0
+    idle = niceness >= 19 and hasattr(os, "SCHED_IDLE")
+    for pid in descendants(os.getpid() if root is None else root):
+        with contextlib.suppress(OSError):
+            is_chromium = Path(f"/proc/{pid}/comm").read_text().startswith("chrom")
+            if not is_chromium and b"playwright" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(OSError, ValueError):
+                    tid = int(task.name)
+                    if os.getpriority(os.PRIO_PROCESS, tid) < niceness:
+                        os.setpriority(os.PRIO_PROCESS, tid, niceness)
+                        changed += 1
+                    if idle and os.sched_getscheduler(tid) != os.SCHED_IDLE:
+                        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+    return changed
