@@ -146,3 +146,8 @@ NATIVE_PANICS = Counter("collab_native_panics_total", "Panic reports of the nati
 LOG_LINES_SUPPRESSED = Counter(
     "collab_log_lines_suppressed_total", "Log lines about refused peers left out by the per-reason rate limit"
 )
+DOCUMENT_CALLS = Counter(
+    "collab_document_calls_total",
+    "Document calls of the REST document routes (JSON views, checks, diffs, patches, restores) by outcome",
+    ["action", "outcome"],  # outcome: ok, refused (the document logic said no), failed (no worker could run it)
+)

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from collab_server import metrics
 from collab_server.crdt.document_calls import Action, DocumentAnswer, DocumentCall
 from collab_server.crdt.engine import Applied, EngineError, Refusal
 from collab_server.documents import DocumentLimits
@@ -193,12 +194,19 @@ class RoomDocuments:
             raise
 
     async def _compute(self, room: str, call: DocumentCall, refused: str = "unprocessable") -> DocumentAnswer:
+        action = call.action.value
         try:
-            return await self.rooms.engine.compute(room, call)
+            answer = await self.rooms.engine.compute(room, call)
+        except DocumentError:
+            metrics.DOCUMENT_CALLS.labels(action, "refused").inc()
+            raise
         except EngineError as exc:
+            metrics.DOCUMENT_CALLS.labels(action, "failed").inc()
             if exc.refusal is Refusal.NOT_LOADED:
                 raise StoreUnavailable("the document engine is not available right now") from exc
             raise DocumentError(refused, f"the document engine refused it: {exc.refusal.reason}") from exc
+        metrics.DOCUMENT_CALLS.labels(action, "ok").inc()
+        return answer
 
     async def _apply(self, room: Room, update: bytes) -> Written:
         if update == EMPTY_UPDATE:

@@ -75,10 +75,10 @@ async def read_document(call: Call) -> Response:
                request_content=UPDATE_OR_PATCH, response=DocumentWritten, errors=(415,), tags=["documents"])
 async def write_document(call: Call) -> Response:
     request = call.request
+    room = await require_room(request, call.path["room_id"], Role.EDITOR)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in (BINARY, "application/json"):
         raise UnsupportedMediaType(f"send {BINARY} (a Yjs update) or application/json (a record patch)")
-    room = await require_room(request, call.path["room_id"], Role.EDITOR)
     body = await request.body()
     documents: RoomDocuments = request.state.documents
     if media == BINARY:

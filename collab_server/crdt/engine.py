@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from collab_server.crdt.document_calls import DocumentAnswer, DocumentCall
 from persistence.base import Folded
+
+if TYPE_CHECKING:  # a room's worker process never imports the document logic (see worker.handle)
+    from collab_server.crdt.document_calls import DocumentAnswer, DocumentCall
 
 
 class Refusal(IntEnum):

@@ -13,7 +13,6 @@ import os
 import sys
 from typing import BinaryIO
 
-from collab_server.crdt import document_calls
 from collab_server.crdt.codec import HEADER, Kind, Op, Result, decode_ops, encode_results, frame
 from collab_server.crdt.documents import Documents
 
@@ -38,6 +37,9 @@ def handle(documents: Documents, op: Op) -> Result:
     if kind is Kind.FOLD:
         return documents.fold(op.snapshot, op.updates)
     if kind is Kind.DOCUMENT:
+        # Imported on first use: only document workers (crdt.pool) ever get these calls.
+        from collab_server.crdt import document_calls
+
         return document_calls.run(op.payload)
     documents.unload(room)
     return None

@@ -65,12 +65,14 @@ def existing_room(server: ServerProcess) -> str:
 @schema.parametrize()
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_api(case: Any, server: ServerProcess) -> None:
-    if "room_id" in (case.path_parameters or {}) and random.Random(repr(case.path_parameters)).random() < 0.5:
+    replaced = "room_id" in (case.path_parameters or {}) and random.Random(repr(case.path_parameters)).random() < 0.5
+    if replaced:
         case.path_parameters["room_id"] = existing_room(server)
     response = case.call(base_url=server.http, timeout=10)
     assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code} {response.text}"
-    # 413 refuses a body over the server's size limit: a rejection schemathesis does not count as one.
-    excluded = [schemathesis.checks.negative_data_rejection] if response.status_code == 413 else []
+    # 413 refuses a body over the server's size limit: a rejection schemathesis does not count as one. A
+    # replaced room id may have been the invalid part of a negative case: what is left may well be valid.
+    excluded = [schemathesis.checks.negative_data_rejection] if response.status_code == 413 or replaced else []
     if response.status_code == 400 and response.json().get("error") in CONTENT_ERRORS:  # our errors are JSON
         excluded.append(schemathesis.checks.positive_data_acceptance)
     case.validate_response(response, excluded_checks=excluded)

@@ -284,6 +284,7 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(
             assert response.json()["detail"]
         assert await state(http, room_name) == before
         assert await client.text("notes") == "keep me"
+        assert server.metric('collab_document_calls_total{action="check",outcome="refused"}') >= 2
         # And the room still takes a good update afterwards.
         ok = await http.post(url, content=good, headers=BINARY)
         assert ok.status_code == 200, ok.text
