@@ -86,7 +86,7 @@ def test_exports_go_to_the_bucket_the_one_shot_creates(compose: dict[str, Any]) 
     env = services["worker"]["environment"]
     bucket = env["COLLAB_BLOB_URL"].removeprefix("s3://").split("/")[0]
     assert f"local/{bucket}" in " ".join(services["create-bucket"]["command"])
-    assert env["COLLAB_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert env["COLLAB_S3_ENDPOINT"] == "http://minio:9000"
     assert env["COLLAB_S3_PATH_STYLE"] == "on"
 
 

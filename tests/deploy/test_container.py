@@ -167,3 +167,16 @@ def test_the_healthcheck_command_passes_on_a_live_server_and_fails_without_one(s
     assert live.returncode == 0, live.stderr
     dead = subprocess.run(command, env={"COLLAB_PORT": str(free_port())}, capture_output=True, timeout=30, check=False)
     assert dead.returncode != 0
+
+
+def test_pyproject_lists_every_package() -> None:
+    """The package list is explicit (the Dockerfile reads it): a package missing from it would be missing
+    from the image."""
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(REPO).parts)
+        for top in ("collab_server", "persistence", "presence", "exports")
+        for init in (REPO / top).rglob("__init__.py")
+        if "node_modules" not in init.parts
+    }
+    assert found == listed

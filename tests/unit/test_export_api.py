@@ -15,7 +15,7 @@ import pytest
 from starlette.requests import Request
 
 from collab_server.api.exports import standalone_app
-from collab_server.errors import AuthError
+from collab_server.errors import Forbidden
 from collab_server.secrets import Secret
 from exports.blobs_file import FileBlobStore, sign
 from exports.service import ExportService
@@ -35,7 +35,7 @@ class DenyRoom:
 
     async def require_room(self, request: Request, room_id: str, need: Any) -> tuple[Any, Any]:
         if room_id == self.room:
-            raise AuthError(f"you may not read room {room_id!r}")
+            raise Forbidden(f"you may not read room {room_id!r}")
         return None, None
 
 
