@@ -29,6 +29,7 @@ from collab_server.limits import Quotas
 from collab_server.looplag import LoopLagMonitor
 from collab_server.replication import Replication
 from collab_server.room_control import RoomControl
+from collab_server.room_documents import RoomDocuments, document_limits
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
 from collab_server.websocket import room_endpoint
@@ -71,6 +72,7 @@ def create_app(
                 document_store = await open_store(
                     settings.database_url.reveal(),
                     keep_versions=settings.snapshot_versions,
+                    max_version_age=settings.snapshot_max_age,
                     auto_migrate=settings.auto_migrate,
                     pool_size=settings.database_pool_size,
                     timeout=settings.database_timeout,
@@ -78,7 +80,10 @@ def create_app(
                 stack.push_async_callback(document_store.close)
             # Documents live in worker processes: this process never runs the CRDT library (collab_server.crdt).
             engine = await WorkerPool(
-                settings.crdt_workers, deadline=settings.crdt_deadline, poison_ttl=settings.poison_ttl
+                settings.crdt_workers,
+                document_workers=settings.document_workers,
+                deadline=settings.crdt_deadline,
+                poison_ttl=settings.poison_ttl,
             ).start()
             stack.push_async_callback(engine.close)
             writer = AppendWriter(
@@ -122,6 +127,7 @@ def create_app(
                 "room_control": control,
                 "join_limiter": access_parts.limiter,
                 "exports": exports.service,
+                "documents": RoomDocuments(rooms, document_store, writer, document_limits(settings)),
             }
 
     return CollabApp(

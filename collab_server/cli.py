@@ -104,11 +104,12 @@ def rooms_main(argv: Sequence[str]) -> int:
         store = await open_store(
             settings.database_url.reveal(),
             keep_versions=settings.snapshot_versions,
+            max_version_age=settings.snapshot_max_age,
             auto_migrate=settings.auto_migrate,
             pool_size=settings.database_pool_size,
             timeout=settings.database_timeout,
         )
-        engine = await WorkerPool(1, deadline=settings.crdt_deadline, poison_ttl=0).start()
+        engine = await WorkerPool(1, document_workers=0, deadline=settings.crdt_deadline, poison_ttl=0).start()
         try:
             return await check_rooms(store, engine, repair=args.repair, out=sys.stdout)
         finally:

@@ -14,6 +14,7 @@
     │   └── AuthUnavailable      the identity provider's keys cannot be fetched right now (retryable)
     ├── RequestError         a REST request is invalid (bad body or parameter, conflict, too large)
     │   ├── Conflict             the request contradicts the current state (e.g. the owner's own role)
+    │   ├── NotFound             a resource inside a room does not exist (e.g. a document version)
     │   └── PayloadTooLarge      a request body over the size limit
     ├── StoreError           the document store failed
     │   ├── StoreUnavailable     cannot reach the store right now (retryable)
@@ -117,6 +118,11 @@ class RequestError(CollabError):
 class Conflict(RequestError):
     code = "conflict"
     status = 409
+
+
+class NotFound(RequestError):
+    code = "not_found"
+    status = 404
 
 
 class PayloadTooLarge(RequestError):

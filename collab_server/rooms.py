@@ -2,6 +2,8 @@
 
 - Concurrent joins of a room that is not loaded share one in-flight load; nobody is answered before the
   load completes, and a failed load refuses the joiners: it never becomes an empty document.
+- The REST document routes ``use`` a room without a peer: they share the same load, and the room stays
+  loaded while they hold it, then unloads after the grace period like a room its last peer left.
 - A room whose last peer left stays loaded for a grace period (a reload or a quick reconnect finds it
   warm), then its pending appends are flushed, its log compacted, and it is dropped.
 - It is the rooms' sink: local updates go to the group-commit writer; a room whose log passes the
@@ -18,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from collab_server import metrics
@@ -60,6 +63,7 @@ class RoomManager:
         self._rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Task[Room]] = {}
         self._unload_timers: dict[str, asyncio.TimerHandle] = {}
+        self._holds: dict[str, int] = {}  # REST calls using a room without a peer (see use)
         self._compacting: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -81,6 +85,31 @@ class RoomManager:
 
         Raises StoreError (or TimeoutError) when the room cannot be loaded.
         """
+        room = await self._loaded(name)
+        room.add(peer)
+        peer.on_close = lambda p: self.leave(room, p)
+        metrics.CONNECTIONS.inc()
+        return room
+
+    @asynccontextmanager
+    async def use(self, name: str) -> AsyncIterator[Room]:
+        """Room ``name`` loaded for a REST call without a peer: the load is shared with joiners, and the
+        room stays loaded until the call is done, then unloads after the grace period if nobody holds it.
+
+        Raises StoreError (or TimeoutError) when the room cannot be loaded.
+        """
+        room = await self._loaded(name)
+        self._holds[name] = self._holds.get(name, 0) + 1
+        try:
+            yield room
+        finally:
+            left = self._holds.pop(name) - 1
+            if left:
+                self._holds[name] = left
+            self._unload_when_idle(room)
+
+    async def _loaded(self, name: str) -> Room:
+        """The room, loaded (joining an in-flight load) and taken off its unload timer."""
         room = self._rooms.get(name)
         if room is None:
             task = self._loading.get(name)
@@ -93,10 +122,14 @@ class RoomManager:
         timer = self._unload_timers.pop(name, None)
         if timer is not None:
             timer.cancel()
-        room.add(peer)
-        peer.on_close = lambda p: self.leave(room, p)
-        metrics.CONNECTIONS.inc()
         return room
+
+    def _idle(self, room: Room) -> bool:
+        return not room.peers and not self._holds.get(room.name)
+
+    def _unload_when_idle(self, room: Room) -> None:
+        if self._idle(room) and not self._closing and self._rooms.get(room.name) is room:
+            self._schedule_unload(room, self._settings.room_grace)
 
     def leave(self, room: Room, peer: Peer) -> None:
         """Remove ``peer``; idempotent. The last one out starts the unload grace period."""
@@ -104,8 +137,7 @@ class RoomManager:
             return
         room.remove(peer)
         metrics.CONNECTIONS.dec()
-        if not room.peers and not self._closing and self._rooms.get(room.name) is room:
-            self._schedule_unload(room, self._settings.room_grace)
+        self._unload_when_idle(room)
 
     async def discard(self, name: str) -> None:
         """Drop a deleted room from memory without saving it (its stored data is being deleted).
@@ -197,7 +229,7 @@ class RoomManager:
 
     async def _unload(self, room: Room, previous_delay: float) -> None:
         self._unload_timers.pop(room.name, None)
-        if room.peers or self._rooms.get(room.name) is not room:
+        if not self._idle(room) or self._rooms.get(room.name) is not room:
             return
         try:
             await self._persist(room)
@@ -205,11 +237,11 @@ class RoomManager:
             # Keep the room (and its unsaved changes) in memory and try again later.
             retry = min(max(previous_delay * 2, 1.0), _UNLOAD_RETRY_MAX)
             logger.warning("room %r not unloaded, store failed (%s); retry in %.0fs", room.name, exc, retry)
-            if not room.peers:
+            if self._idle(room):
                 self._schedule_unload(room, retry)
             return
-        if room.peers or self._rooms.get(room.name) is not room:
-            return  # somebody joined while we were saving
+        if not self._idle(room) or self._rooms.get(room.name) is not room:
+            return  # somebody joined (or a REST call took it) while we were saving
         del self._rooms[room.name]
         room.close()
         metrics.ROOMS_LOADED.set(len(self._rooms))

@@ -122,9 +122,18 @@ class Settings:
     )
     compact_updates: int = _setting(1000, "compact a room's log into a snapshot after this many updates")
     compact_bytes: int = _setting(4 * 1024 * 1024, "... or after this many bytes of updates")
-    snapshot_versions: int = _setting(10, "snapshot versions kept per room (older ones are pruned)")
+    snapshot_versions: int = _setting(
+        10, "automatic snapshot versions kept per room (older ones are pruned; named versions are kept)"
+    )
+    snapshot_max_age: float = _setting(
+        30 * 24 * 3600.0,
+        "seconds an automatic snapshot version is kept (0: no age limit); the newest and named ones are kept",
+    )
     crdt_workers: int = _setting(
         0, "CRDT worker processes holding the rooms' documents (0: one per CPU core, at most 8)"
+    )
+    document_workers: int = _setting(
+        1, "CRDT worker processes for the REST document routes (JSON views, patches, restores), apart from the rooms'"
     )
     crdt_deadline: float = _setting(
         1.0, "seconds a CRDT worker may take to answer a request before it is killed and restarted"
@@ -182,6 +191,17 @@ class Settings:
     join_attempts: int = _setting(10, "password / invite attempts per room and client address per join_window")
     join_window: float = _setting(60.0, "seconds over which join_attempts are counted")
     max_body_bytes: int = _setting(64 * 1024, "largest REST request body; larger ones are refused with 413")
+    document_max_bytes: int = _setting(
+        16 * 1024 * 1024,
+        "largest update or JSON patch POST /api/rooms/{id}/document takes (413 past it), and largest document "
+        "read as JSON or restored",
+    )
+    document_max_structs: int = _setting(
+        1_000_000, "most items one update or document may hold for the REST document routes"
+    )
+    document_max_depth: int = _setting(
+        64, "deepest nesting of values and types the REST document routes read or write"
+    )
     cors_origins: str = _setting("", "comma-separated origins allowed to call the REST API (empty: none)")
     # -- exports (exports/) ------------------------------------------------------------------------------
     blob_url: str = _setting(
@@ -251,6 +271,8 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
+        if self.document_workers < 1:
+            raise ConfigError(f"{ENV_PREFIX}DOCUMENT_WORKERS must be positive")
         if self.crdt_workers < 0:
             raise ConfigError(f"{ENV_PREFIX}CRDT_WORKERS must be 0 (one per core) or positive")
         for name in ("heartbeat_interval", "anti_entropy_interval", "presence_ttl", "crdt_deadline"):
@@ -266,7 +288,8 @@ class Settings:
         if not 4 <= self.bcrypt_cost <= 31:
             raise ConfigError(f"{ENV_PREFIX}BCRYPT_COST must be between 4 and 31")
         for name in (
-            "room_token_ttl", "join_attempts", "join_window", "max_body_bytes",
+            "room_token_ttl", "join_attempts", "join_window", "max_body_bytes", "document_max_bytes",
+            "document_max_structs", "document_max_depth",
             "export_concurrency", "export_job_timeout", "export_lease", "export_max_attempts",
             "export_poll_interval", "export_browser_restart_jobs", "blob_url_ttl",
         ):

@@ -24,12 +24,14 @@ class StoredDocument:
 
 @dataclass(frozen=True, slots=True)
 class Version:
-    """One snapshot version of a room. ``label`` is set for versions created on demand."""
+    """One snapshot version of a room. ``label`` is set for versions created on demand (named versions,
+    never pruned), ``created_by`` to the user who asked for one."""
 
     version: int
     created_at: float
     size: int
     label: str | None = None
+    created_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +107,13 @@ class DocumentStore(Protocol):
         """Append ``(room, update)`` pairs in one transaction (the group commit)."""
         ...
 
-    async def compact(self, room: str, *, fold: Fold, label: str | None = None) -> Version | None:
+    async def compact(
+        self, room: str, *, fold: Fold, label: str | None = None, created_by: str | None = None
+    ) -> Version | None:
         """Fold the room's snapshot and log into a new snapshot version; None if nothing is stored.
-        Rows the fold reports bad are moved to quarantine in the same transaction."""
+        Rows the fold reports bad are moved to quarantine in the same transaction. A ``label`` makes it a
+        named version. Then automatic (unnamed) versions other than the newest are pruned: past the
+        store's count, or older than its maximum age."""
         ...
 
     async def quarantine(self, room: str, rows: Sequence[PoisonRow]) -> int:

@@ -15,6 +15,7 @@ async def open_store(
     url: str,
     *,
     keep_versions: int = 10,
+    max_version_age: float = 0.0,
     auto_migrate: bool = True,
     pool_size: int = 10,
     timeout: float = 10.0,
@@ -27,18 +28,25 @@ async def open_store(
     if scheme == "memory":
         from persistence.memory import MemoryStore
 
-        return MemoryStore(keep_versions=keep_versions)
+        return MemoryStore(keep_versions=keep_versions, max_version_age=max_version_age)
     if scheme == "sqlite":
         from persistence.sqlite import SQLiteStore
 
-        return await SQLiteStore(sqlite_path(url), keep_versions=keep_versions, auto_migrate=auto_migrate).open()
+        return await SQLiteStore(
+            sqlite_path(url), keep_versions=keep_versions, max_version_age=max_version_age, auto_migrate=auto_migrate
+        ).open()
     if scheme in {"postgres", "postgresql"}:
         try:
             from persistence.postgres import PostgresStore
         except ImportError as exc:
             raise ConfigError(f"COLLAB_DATABASE_URL: the PostgreSQL backend is unavailable ({exc})") from exc
         return await PostgresStore.connect(
-            url, keep_versions=keep_versions, pool_size=pool_size, timeout=timeout, auto_migrate=auto_migrate
+            url,
+            keep_versions=keep_versions,
+            max_version_age=max_version_age,
+            pool_size=pool_size,
+            timeout=timeout,
+            auto_migrate=auto_migrate,
         )
     raise _unknown_scheme(url)
 

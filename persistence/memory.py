@@ -16,6 +16,7 @@ class _Snapshot:
     update: bytes
     created_at: float
     label: str | None
+    created_by: str | None = None
 
 
 @dataclass
@@ -27,11 +28,12 @@ class _Room:
 class MemoryStore:
     """Keeps everything in dicts; nothing survives the process. Same semantics as the SQL backends."""
 
-    def __init__(self, *, keep_versions: int = 10) -> None:
+    def __init__(self, *, keep_versions: int = 10, max_version_age: float = 0.0) -> None:
         self._rooms: dict[str, _Room] = {}
         self._quarantine: list[QuarantinedRow] = []
         self._seq = itertools.count(1)
         self._keep_versions = keep_versions
+        self._max_version_age = max_version_age
 
     def __repr__(self) -> str:
         return f"MemoryStore(rooms={len(self._rooms)})"
@@ -55,7 +57,9 @@ class MemoryStore:
         for room, update in entries:
             self._rooms.setdefault(room, _Room()).log.append((next(self._seq), bytes(update)))
 
-    async def compact(self, room: str, *, fold: Fold, label: str | None = None) -> Version | None:
+    async def compact(
+        self, room: str, *, fold: Fold, label: str | None = None, created_by: str | None = None
+    ) -> Version | None:
         stored = self._rooms.get(room)
         if stored is None or (not stored.snapshots and not stored.log):
             return None
@@ -66,29 +70,29 @@ class MemoryStore:
         if result.bad:
             seqs = [seq for seq, _ in covered]
             await self.quarantine(room, poison_rows(result.bad, newest.version if newest else None, seqs))
-        stored.snapshots.append(_Snapshot(number, result.snapshot, time.time(), label))
+        stored.snapshots.append(_Snapshot(number, result.snapshot, time.time(), label, created_by))
         # Only rows the snapshot really holds leave the log (see persistence.fold).
         folded = {covered[i][0] for i in result.folded}
         stored.log = [(seq, update) for seq, update in stored.log if seq not in folded]
         self._prune(stored)
-        newest = stored.snapshots[-1]
-        return Version(newest.version, newest.created_at, len(newest.update), newest.label)
+        return _version(stored.snapshots[-1])
 
     def _prune(self, stored: _Room) -> None:
-        # Named versions are the user's; only unnamed ones are pruned to the configured count.
+        # Named versions are the user's; only unnamed ones are pruned, to the configured count and age.
+        # The newest version is the room's base: never pruned.
         unnamed = [s for s in stored.snapshots[:-1] if s.label is None]
-        excess = len(unnamed) - (self._keep_versions - 1)
-        if excess > 0:
-            drop = {id(s) for s in unnamed[:excess]}
-            stored.snapshots = [s for s in stored.snapshots if id(s) not in drop]
+        excess = max(len(unnamed) - (self._keep_versions - 1), 0)
+        drop = {id(s) for s in unnamed[:excess]}
+        if self._max_version_age > 0:
+            oldest = time.time() - self._max_version_age
+            drop |= {id(s) for s in unnamed if s.created_at < oldest}
+        stored.snapshots = [s for s in stored.snapshots if id(s) not in drop]
 
     async def versions(self, room: str) -> list[Version]:
         stored = self._rooms.get(room)
         if stored is None:
             return []
-        return [
-            Version(s.version, s.created_at, len(s.update), s.label) for s in reversed(stored.snapshots)
-        ]
+        return [_version(s) for s in reversed(stored.snapshots)]
 
     async def read_version(self, room: str, version: int) -> bytes | None:
         stored = self._rooms.get(room)
@@ -127,3 +131,7 @@ class MemoryStore:
 
     async def close(self) -> None:
         pass
+
+
+def _version(snapshot: _Snapshot) -> Version:
+    return Version(snapshot.version, snapshot.created_at, len(snapshot.update), snapshot.label, snapshot.created_by)

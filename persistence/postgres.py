@@ -80,20 +80,24 @@ UNION ALL
 SELECT 1, u.seq, u."update" FROM room_updates AS u WHERE u.room = $1
 """
 _INSERT_SNAPSHOT = """
-INSERT INTO room_snapshots (room, version, snapshot, state_vector, label)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO room_snapshots (room, version, snapshot, state_vector, label, created_by)
+VALUES ($1, $2, $3, $4, $5, $6)
 RETURNING extract(epoch FROM created_at)::float8
 """
 _DELETE_FOLDED = "DELETE FROM room_updates WHERE room = $1 AND seq = ANY($2::bigint[])"
-# Named versions are the user's; only unnamed ones are pruned to the configured count.
+# Named versions are the user's; only unnamed ones are pruned, to the configured count and age ($3 seconds,
+# 0: no age limit). The newest version is the room's base: never pruned.
 _PRUNE = """
 DELETE FROM room_snapshots
-WHERE room = $1 AND label IS NULL AND version NOT IN (
-    SELECT version FROM room_snapshots WHERE room = $1 AND label IS NULL ORDER BY version DESC LIMIT $2
-)
+WHERE room = $1 AND label IS NULL
+  AND version < (SELECT max(version) FROM room_snapshots WHERE room = $1)
+  AND (version NOT IN (
+          SELECT version FROM room_snapshots WHERE room = $1 AND label IS NULL ORDER BY version DESC LIMIT $2)
+       OR ($3::float8 > 0 AND created_at < now() - make_interval(secs => $3::float8)))
 """
 _VERSIONS = """
-SELECT version, extract(epoch FROM created_at)::float8 AS created_at, octet_length(snapshot) AS size, label
+SELECT version, extract(epoch FROM created_at)::float8 AS created_at, octet_length(snapshot) AS size, label,
+       created_by
 FROM room_snapshots WHERE room = $1 ORDER BY version DESC
 """
 
@@ -101,10 +105,19 @@ FROM room_snapshots WHERE room = $1 ORDER BY version DESC
 class PostgresStore:
     """DocumentStore on PostgreSQL. Open it with :meth:`connect`."""
 
-    def __init__(self, pool: asyncpg.Pool, *, url: str, keep_versions: int = 10, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        url: str,
+        keep_versions: int = 10,
+        max_version_age: float = 0.0,
+        timeout: float = 10.0,
+    ) -> None:
         self._pool = pool
         self._url = url
         self._keep_versions = max(keep_versions, 1)
+        self._max_version_age = max(max_version_age, 0.0)
         self._timeout = timeout
         # The group commit's own connection, outside the pool (see append_many); opened on first use.
         # Connections of the group commit's own, one per batch the writer has in flight (it has two);
@@ -128,6 +141,7 @@ class PostgresStore:
         url: str,
         *,
         keep_versions: int = 10,
+        max_version_age: float = 0.0,
         pool_size: int = 10,
         timeout: float = 10.0,
         auto_migrate: bool = True,
@@ -163,7 +177,7 @@ class PostgresStore:
                 reset=_keep_session,
                 server_settings={"application_name": "collab-server"},
             )
-        return cls(pool, url=url, keep_versions=keep_versions, timeout=timeout)
+        return cls(pool, url=url, keep_versions=keep_versions, max_version_age=max_version_age, timeout=timeout)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -250,7 +264,9 @@ class PostgresStore:
         finally:
             self._appenders.put_nowait(conn)
 
-    async def compact(self, room: str, *, fold: Fold, label: str | None = None) -> Version | None:
+    async def compact(
+        self, room: str, *, fold: Fold, label: str | None = None, created_by: str | None = None
+    ) -> Version | None:
         started = time.perf_counter()
         timeout = self._timeout * _COMPACT_TIMEOUT_FACTOR
 
@@ -273,7 +289,14 @@ class PostgresStore:
                     await _move_to_quarantine(conn, room, bad, timeout)
                 version = latest + 1
                 created_at: float = await conn.fetchval(
-                    _INSERT_SNAPSHOT, room, version, result.snapshot, result.state_vector, label, timeout=timeout
+                    _INSERT_SNAPSHOT,
+                    room,
+                    version,
+                    result.snapshot,
+                    result.state_vector,
+                    label,
+                    created_by,
+                    timeout=timeout,
                 )
                 if result.folded:
                     folded = [log[i][0] for i in result.folded]
@@ -286,8 +309,8 @@ class PostgresStore:
                         waiting,
                         extra={"room": room},
                     )
-                await conn.execute(_PRUNE, room, self._keep_versions, timeout=timeout)
-                return Version(version, created_at, len(result.snapshot), label)
+                await conn.execute(_PRUNE, room, self._keep_versions, self._max_version_age, timeout=timeout)
+                return Version(version, created_at, len(result.snapshot), label, created_by)
 
         result = await self._with_connection("compact", room, compact_in_transaction)
         metrics.STORE_COMPACT_SECONDS.observe(time.perf_counter() - started)
@@ -323,7 +346,7 @@ class PostgresStore:
             return list(await conn.fetch(_VERSIONS, room))
 
         rows = await self._with_connection("versions", room, read, retry_stale=True)
-        return [Version(r["version"], r["created_at"], r["size"], r["label"]) for r in rows]
+        return [Version(r["version"], r["created_at"], r["size"], r["label"], r["created_by"]) for r in rows]
 
     async def read_version(self, room: str, version: int) -> bytes | None:
         async def read(conn: asyncpg.Connection) -> bytes | None:

@@ -45,9 +45,12 @@ def _switch_to_wal(conn: sqlite3.Connection, patience: float = 5.0) -> None:
 class SQLiteStore:
     """DocumentStore on a SQLite file (``sqlite:///path``)."""
 
-    def __init__(self, path: str | Path, *, keep_versions: int = 10, auto_migrate: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, *, keep_versions: int = 10, max_version_age: float = 0.0, auto_migrate: bool = True
+    ) -> None:
         self.path = Path(path)
         self._keep_versions = keep_versions
+        self._max_version_age = max_version_age
         self._auto_migrate = auto_migrate
         self.migrations_applied: list[migrations.Migration] = []
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
@@ -126,7 +129,9 @@ class SQLiteStore:
             db.execute("ROLLBACK")
             raise
 
-    async def compact(self, room: str, *, fold: Fold, label: str | None = None) -> Version | None:
+    async def compact(
+        self, room: str, *, fold: Fold, label: str | None = None, created_by: str | None = None
+    ) -> Version | None:
         # Read, fold (in the CRDT engine, awaited on the event loop), then write what the fold holds, in one
         # transaction that deletes exactly the rows folded (by seq): rows appended meanwhile stay in the
         # log. If another compaction wrote a version in between, ours would lack what it folded and
@@ -136,13 +141,13 @@ class SQLiteStore:
             if stored is None:
                 return None
             result = await fold(room, stored.snapshot, stored.updates)
-            version = await self._run(partial(self._write_compaction, room, stored, result, label))
+            version = await self._run(partial(self._write_compaction, room, stored, result, label, created_by))
             if version is not None:
                 return version
         raise StoreUnavailable(f"room {room!r}: compaction kept racing other compactions")
 
     def _write_compaction(
-        self, room: str, stored: StoredDocument, result: Folded, label: str | None
+        self, room: str, stored: StoredDocument, result: Folded, label: str | None, created_by: str | None
     ) -> Version | None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -156,24 +161,26 @@ class SQLiteStore:
             version = (newest or 0) + 1
             now = time.time()
             db.execute(
-                "INSERT INTO room_snapshots (room, version, snapshot, state_vector, label, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (room, version, result.snapshot, result.state_vector, label, now),
+                "INSERT INTO room_snapshots (room, version, snapshot, state_vector, label, created_by, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (room, version, result.snapshot, result.state_vector, label, created_by, now),
             )
             # Only rows the snapshot really holds leave the log (see collab_server.crdt.documents.fold_doc).
             db.executemany("DELETE FROM room_updates WHERE seq = ?", [(stored.seqs[i],) for i in result.folded])
-            # Named versions are the user's; only unnamed ones are pruned to the configured count.
+            # Named versions are the user's; only unnamed ones are pruned, to the configured count and age.
+            # The newest version is the room's base: never pruned.
+            oldest = now - self._max_version_age if self._max_version_age > 0 else float("-inf")
             db.execute(
-                "DELETE FROM room_snapshots WHERE room = ? AND label IS NULL AND version < ? AND version NOT IN"
+                "DELETE FROM room_snapshots WHERE room = ? AND label IS NULL AND version < ? AND (version NOT IN"
                 " (SELECT version FROM room_snapshots WHERE room = ? AND label IS NULL"
-                "  ORDER BY version DESC LIMIT ?)",
-                (room, version, room, max(self._keep_versions, 1)),
+                "  ORDER BY version DESC LIMIT ?) OR created_at < ?)",
+                (room, version, room, max(self._keep_versions, 1), oldest),
             )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return Version(version, now, len(result.snapshot), label)
+        return Version(version, now, len(result.snapshot), label, created_by)
 
     # -- quarantine ----------------------------------------------------------------------------
 
@@ -232,12 +239,12 @@ class SQLiteStore:
     async def versions(self, room: str) -> list[Version]:
         rows = await self._run(
             lambda: self._db.execute(
-                "SELECT version, created_at, length(snapshot), label FROM room_snapshots"
+                "SELECT version, created_at, length(snapshot), label, created_by FROM room_snapshots"
                 " WHERE room = ? ORDER BY version DESC",
                 (room,),
             ).fetchall()
         )
-        return [Version(v, created, size, label) for v, created, size, label in rows]
+        return [Version(*row) for row in rows]
 
     async def read_version(self, room: str, version: int) -> bytes | None:
         row = await self._run(

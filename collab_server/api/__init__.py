@@ -15,8 +15,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from collab_server.api import members as _members  # noqa: F401  (registers its operations)
+from collab_server.api import documents as _documents  # noqa: F401  (registers its operations)
+from collab_server.api import members as _members  # noqa: F401
 from collab_server.api import rooms as _rooms  # noqa: F401
+from collab_server.api import versions as _versions  # noqa: F401
+from collab_server.api.documents import DOCUMENT_PATH
 from collab_server.api.http import HttpProtection
 from collab_server.api.openapi import openapi_document
 from collab_server.api.operations import api
@@ -35,7 +38,14 @@ def api_routes() -> list[BaseRoute]:
 
 def api_middleware(settings: Settings) -> list[Middleware]:
     """HTTP middleware: CORS (only for the configured origins), body limit, security headers."""
-    middleware = [Middleware(HttpProtection, max_body_bytes=settings.max_body_bytes)]
+    middleware = [
+        Middleware(
+            HttpProtection,
+            max_body_bytes=settings.max_body_bytes,
+            large_body_bytes=settings.document_max_bytes,
+            large_body_path=DOCUMENT_PATH,
+        )
+    ]
     origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
     if origins:
         options: dict[str, Any] = {

@@ -19,6 +19,7 @@ from collab_server.errors import (
     AuthUnavailable,
     BrokerError,
     CollabError,
+    DocumentError,
     Forbidden,
     RateLimited,
     RequestError,
@@ -31,6 +32,17 @@ logger = logging.getLogger(__name__)
 
 # Every status an API operation may answer with besides its success, as documented in OpenAPI.
 ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422, 429, 503)
+
+# DocumentError codes (collab_server.documents, the document routes) and their statuses; others are 400.
+DOCUMENT_STATUSES = {
+    "too_large": 413,
+    "document_too_large": 422,  # the stored document is too large to read as JSON (format=update works)
+    "not_tldraw": 409,
+    "type_conflict": 409,
+    "unsupported": 422,
+    "unprocessable": 422,
+    "internal": 500,
+}
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}
 
@@ -69,6 +81,12 @@ def response_for(request: Request, exc: Exception) -> Response:
         return error_response(404, "not_found", str(exc))
     if isinstance(exc, RequestError):
         return error_response(exc.status, exc.code, str(exc))
+    if isinstance(exc, DocumentError):
+        status = DOCUMENT_STATUSES.get(exc.code, 400)
+        if status >= 500:
+            logger.error("%s %s: document logic failed: %s", request.method, request.url.path, exc.detail)
+            return error_response(status, "internal_error", "internal error")
+        return error_response(status, exc.code, exc.detail)
     if isinstance(exc, BrokerError):
         return error_response(503, "broker_unavailable", "presence cannot be read right now", {"Retry-After": "1"})
     if isinstance(exc, StoreError):

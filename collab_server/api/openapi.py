@@ -17,7 +17,8 @@ _DESCRIPTIONS = {
     200: "OK", 201: "Created", 204: "No Content", 400: "Malformed request (e.g. not JSON)",
     401: "No token, or a malformed, badly signed or expired one", 403: "Not allowed",
     404: "No such room (or a private room the caller may not see)", 409: "Conflicts with the current state",
-    413: "Request body too large", 422: "Invalid body or parameters", 429: "Too many attempts (see Retry-After)",
+    413: "Request body too large", 415: "Unsupported Content-Type", 422: "Invalid body or parameters",
+    429: "Too many attempts (see Retry-After)",
     503: "The store or the identity provider is unreachable right now (see Retry-After)",
 }
 
@@ -39,7 +40,9 @@ def openapi_document(operations: list[Operation]) -> dict[str, Any]:
             "parameters": _parameters(op),
             "responses": _responses(op, refs),
         }
-        if op.body is not None:
+        if op.request_content is not None:
+            entry["requestBody"] = {"required": True, "content": op.request_content}
+        elif op.body is not None:
             # A missing body is read as {}: it is required only where the model has required fields.
             entry["requestBody"] = {
                 "required": _body_required(op.body),
@@ -86,10 +89,12 @@ def _parameters(op: Operation) -> list[dict[str, Any]]:
 
 def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     success: dict[str, Any] = {"description": _DESCRIPTIONS.get(op.status, "OK")}
-    if op.response is not None:
+    if op.response_content is not None:
+        success["content"] = op.response_content
+    elif op.response is not None:
         success["content"] = {"application/json": {"schema": refs[(op.response, "serialization")]}}
     responses = {str(op.status): success}
     error = {"application/json": {"schema": refs[(Error, "serialization")]}}
-    for status in ERROR_STATUSES:
+    for status in sorted({*ERROR_STATUSES, *op.errors}):
         responses[str(status)] = {"description": _DESCRIPTIONS[status], "content": error}
     return responses

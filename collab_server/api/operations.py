@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from collab_server.api.errors import response_for
-from collab_server.errors import RoomNotFound
+from collab_server.errors import NotFound, RoomNotFound
 from collab_server.websocket import room_name_problem
 
 M = TypeVar("M", bound=BaseModel)
@@ -23,6 +23,7 @@ M = TypeVar("M", bound=BaseModel)
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "room_id": {"type": "string", "minLength": 1, "maxLength": 512, "description": "the room's id (/ws/{room_id})"},
     "user": {"type": "string", "minLength": 1, "maxLength": 256, "description": "a user id (a token's sub)"},
+    "version": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1, "description": "a version number"},
 }
 
 
@@ -59,6 +60,11 @@ class Operation:
     query: type[BaseModel] | None = None
     public: bool = False
     tags: list[str] = field(default_factory=lambda: ["rooms"])
+    # For handlers that read the body or build the response themselves (binary documents): the OpenAPI
+    # ``content`` of each, and error statuses beyond the common ones (e.g. 415).
+    request_content: dict[str, Any] | None = None
+    response_content: dict[str, Any] | None = None
+    errors: tuple[int, ...] = ()
 
     @property
     def operation_id(self) -> str:
@@ -73,6 +79,8 @@ class Operation:
                 limit = PATH_PARAMETERS.get(name, {}).get("maxLength", 512)
                 if len(value) > limit or (name == "room_id" and room_name_problem(value) is not None):
                     raise RoomNotFound("no such room")
+                if name == "version" and not (value.isdigit() and 1 <= int(value) < 2**31):
+                    raise NotFound(f"no version {value!r}")
             call = Call(request, path)
             if self.query is not None:
                 call.query = self.query.model_validate(dict(request.query_params))

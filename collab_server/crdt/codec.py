@@ -7,13 +7,13 @@ worker that went wrong can at worst send a malformed answer, which the server tr
 
     op      := u8 kind, bytes room, payload
       LOAD, FOLD:  u8 has_snapshot, [bytes snapshot], u32 n, bytes * n
-      APPLY, DIFF: bytes update | bytes state_vector
+      APPLY, DIFF, DOCUMENT: bytes update | bytes state_vector | bytes call (crdt.document_calls)
       others:      (nothing)
     result  := u8 status (0 ok, else a Refusal), then when ok:
       LOAD:  bytes state_vector, u32 n, (i32 index, u8 refusal) * n
       APPLY: bytes emitted update, bytes state_vector, u8 new
       FOLD:  bytes snapshot, bytes state_vector, u32 n, u32 index * n, u32 m, (i32 index, u8 refusal) * m
-      DIFF, STATE, DELETE_SET, FULL: bytes;  UNLOAD: (nothing)
+      DIFF, STATE, DELETE_SET, FULL, DOCUMENT: bytes;  UNLOAD: (nothing)
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ class Kind(IntEnum):
     FULL = 6
     FOLD = 7
     UNLOAD = 8
+    DOCUMENT = 9
+
+
+_WITH_PAYLOAD = (Kind.APPLY, Kind.DIFF, Kind.DOCUMENT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +132,7 @@ def encode_ops(ops: list[Op]) -> bytes:
             out += _U32.pack(len(op.updates))
             for update in op.updates:
                 _bytes(out, update)
-        elif op.kind in (Kind.APPLY, Kind.DIFF):
+        elif op.kind in _WITH_PAYLOAD:
             _bytes(out, op.payload)
     return frame(out)
 
@@ -143,7 +147,7 @@ def decode_ops(body: bytes) -> list[Op]:
             snapshot = cursor.bytes_() if cursor.u8() else None
             updates = tuple(cursor.bytes_() for _ in range(cursor.u32()))
             ops.append(Op(kind, room, snapshot=snapshot, updates=updates))
-        elif kind in (Kind.APPLY, Kind.DIFF):
+        elif kind in _WITH_PAYLOAD:
             ops.append(Op(kind, room, cursor.bytes_()))
         else:
             ops.append(Op(kind, room))

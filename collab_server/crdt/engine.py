@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
 
+from collab_server.crdt.document_calls import DocumentAnswer, DocumentCall
 from persistence.base import Folded
 
 
@@ -118,6 +119,11 @@ class DocumentEngine(Protocol):
 
     async def fold(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
         """Fold stored rows into a snapshot (a separate document: the loaded one is not touched)."""
+        ...
+
+    async def compute(self, room: str, call: DocumentCall) -> DocumentAnswer:
+        """Run a stateless document call (JSON view, patch, restore, ...) on bytes, off the room's own
+        worker; DocumentError if the document logic refuses it, EngineError if no worker could run it."""
         ...
 
     async def unload(self, room: str) -> None: ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from collab_server.crdt import document_calls
 from collab_server.crdt.codec import Kind, Op, Result
 from collab_server.crdt.documents import Documents
 from collab_server.crdt.engine import Applied, EngineError, Loaded, OnApplied, Refusal
@@ -79,6 +80,10 @@ class InProcessEngine:
         result = await self._call(Op(Kind.FOLD, room, snapshot=snapshot, updates=tuple(updates)))
         assert isinstance(result, Folded)
         return result
+
+    async def compute(self, room: str, call: document_calls.DocumentCall) -> document_calls.DocumentAnswer:
+        answer = await self._bytes(Op(Kind.DOCUMENT, room, document_calls.encode_call(call)))
+        return document_calls.decode_answer(answer)
 
     async def unload(self, room: str) -> None:
         await self._call(Op(Kind.UNLOAD, room))

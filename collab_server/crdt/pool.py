@@ -1,7 +1,9 @@
 """``WorkerPool``: the documents of rooms in N supervised worker processes.
 
 Rooms are assigned to workers by a stable hash of their name (``lane_of``), so a room's document lives in
-one worker and all its requests go through one ordered pipe.
+one worker and all its requests go through one ordered pipe. Document calls (``crdt.document_calls``: the
+REST API's JSON views, patches and restores) are stateless and can be slow on a large document, so they go
+to ``document_workers`` workers of their own, which hold no room: live edits never wait behind them.
 
 Batching. Ops (applies, diffs, loads, ...) made during one event-loop tick are sent to their worker as one
 request; while a request is in flight, new ops wait and go out together when it is answered. So the hop
@@ -16,6 +18,14 @@ the request that killed it are retried one at a time: the one that kills again i
 refused (CRASHED or STALLED), an update's bytes go on the poison list, and everything else in the batch
 is answered normally. Rooms of other workers notice nothing; rooms of the same worker wait for the
 restart.
+
+The retry reproduces a crash because the store holds the exact bytes the worker applied, in order
+(``room.Room``): the rebuilt document has the same history as the one that died. That holds until the
+room's log is compacted (the rebuild then starts from the folded snapshot) or the worker rebuilt the
+room itself after a refused update (from its refolded base): from then on the live document and a
+replay of the store can differ, a crash may not reproduce on retry (the update is then accepted), and a
+stored row may fail when replayed later. Loads and ``collab-server rooms check --repair`` quarantine such
+rows, so the room still loads; ``bench/fuzz.py`` counts them.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from typing import Protocol
 from collab_server import metrics
 from collab_server.crdt import isolation
 from collab_server.crdt.codec import CodecError, Kind, Op, Result, decode_results, encode_ops
+from collab_server.crdt.document_calls import CallError, DocumentAnswer, DocumentCall, decode_answer, encode_call
 from collab_server.crdt.engine import Applied, EngineError, Loaded, OnApplied, Refusal
 from collab_server.crdt.poison import PoisonList
 from collab_server.crdt.process import WorkerDied, WorkerProcess
@@ -41,7 +52,8 @@ logger = logging.getLogger(__name__)
 
 _START_TIMEOUT = 15.0
 # A request gets one more deadline per 64 KiB it carries (a client's first step2 can be large and is
-# legitimately slow), loads and folds five times as long (they replay whole logs), and the retry that
+# legitimately slow), loads, folds and document calls five times as long (they replay whole logs or walk
+# whole documents in Python), and the retry that
 # convicts an op twice as long: a legitimate op on a loaded machine finishes, an endless loop does not.
 _BYTES_PER_DEADLINE = 64 * 1024
 _LOAD_FACTOR = 5.0
@@ -103,10 +115,14 @@ class _Lane:
 class WorkerPool:
     """``DocumentEngine`` on worker processes. ``start`` before use, ``close`` at shutdown."""
 
-    def __init__(self, workers: int = 0, *, deadline: float = 1.0, poison_ttl: float = 600.0) -> None:
+    def __init__(
+        self, workers: int = 0, *, document_workers: int = 1, deadline: float = 1.0, poison_ttl: float = 600.0
+    ) -> None:
         self.deadline = deadline
         self.poison = PoisonList(poison_ttl)
         self._lanes = [_Lane(i) for i in range(workers or default_workers())]
+        self._document_lanes = [_Lane(len(self._lanes) + i) for i in range(max(document_workers, 0))]
+        self._next_document_lane = 0
         self._source: RoomSource | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -116,7 +132,10 @@ class WorkerPool:
         return f"WorkerPool(workers={len(self._lanes)}, deadline={self.deadline})"
 
     def describe(self) -> str:
-        return f"{len(self._lanes)} CRDT worker processes (deadline {self.deadline:g}s)"
+        return (
+            f"{len(self._lanes)} CRDT worker processes for rooms and {len(self._document_lanes)} for document "
+            f"calls (deadline {self.deadline:g}s)"
+        )
 
     @property
     def workers(self) -> int:
@@ -126,12 +145,17 @@ class WorkerPool:
         self._source = source
 
     async def start(self) -> WorkerPool:
-        await asyncio.gather(*(lane.process.start(_START_TIMEOUT) for lane in self._lanes))
+        lanes = [*self._lanes, *self._document_lanes]
+        await asyncio.gather(*(lane.process.start(_START_TIMEOUT) for lane in lanes))
         return self
 
     def worker_pid(self, room: str) -> int | None:
         """The pid of the worker holding ``room`` (tests kill it)."""
         return self._lanes[lane_of(room, len(self._lanes))].process.pid
+
+    def document_worker_pids(self) -> list[int | None]:
+        """The pids of the workers that run document calls (tests kill them)."""
+        return [lane.process.pid for lane in self._document_lanes]
 
     # -- DocumentEngine ------------------------------------------------------------------------
 
@@ -171,6 +195,18 @@ class WorkerPool:
             return await isolation.fold(self, room, snapshot, updates)
         raise EngineError(result if isinstance(result, Refusal) else Refusal.LIBRARY_FAILURE)
 
+    async def compute(self, room: str, call: DocumentCall) -> DocumentAnswer:
+        if not self._document_lanes:
+            raise EngineError(Refusal.NOT_LOADED)
+        lane = self._document_lanes[self._next_document_lane % len(self._document_lanes)]
+        self._next_document_lane += 1
+        result = await self.call(Op(Kind.DOCUMENT, room, encode_call(call)), lane=lane)
+        try:
+            return decode_answer(_bytes(result))
+        except CallError as exc:
+            logger.error("room %r: a document call got a malformed answer (%s)", room, exc, extra={"room": room})
+            raise EngineError(Refusal.LIBRARY_FAILURE) from exc
+
     async def unload(self, room: str) -> None:
         self._lanes[lane_of(room, len(self._lanes))].rooms.discard(room)
         await self.call(Op(Kind.UNLOAD, room))
@@ -180,7 +216,7 @@ class WorkerPool:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for lane in self._lanes:
+        for lane in [*self._lanes, *self._document_lanes]:
             for pending in lane.queue:
                 _refuse(pending, Refusal.NOT_LOADED)
             lane.queue.clear()
@@ -188,22 +224,24 @@ class WorkerPool:
 
     # -- requests ------------------------------------------------------------------------------
 
-    async def call(self, op: Op, *, track: bool = True) -> Result:
-        """Queue one op and wait for its result (a Refusal when its worker could not handle it)."""
+    async def call(self, op: Op, *, track: bool = True, lane: _Lane | None = None) -> Result:
+        """Queue one op and wait for its result (a Refusal when its worker could not handle it).
+        ``lane``: a worker other than the room's (document calls)."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
 
         def done(result: Result) -> None:
             if not future.done():
                 future.set_result(result)
 
-        self._submit(op.room, _Pending(op, done, track))
+        self._submit(op.room, _Pending(op, done, track), lane)
         return await future
 
-    def _submit(self, room: str, pending: _Pending) -> None:
+    def _submit(self, room: str, pending: _Pending, lane: _Lane | None = None) -> None:
         if self._closed:
             _refuse(pending, Refusal.NOT_LOADED)
             return
-        lane = self._lanes[lane_of(room, len(self._lanes))]
+        if lane is None:
+            lane = self._lanes[lane_of(room, len(self._lanes))]
         lane.queue.append(pending)
         if not lane.busy and not lane.scheduled:
             # Sent at the end of this tick, with everything else queued for the worker meanwhile.
@@ -241,7 +279,7 @@ class WorkerPool:
 
     def deadline_for(self, ops: list[Op], *, retry: bool = False) -> float:
         deadline = self.deadline * (1 + sum(op.size for op in ops) / _BYTES_PER_DEADLINE)
-        if any(op.kind in (Kind.LOAD, Kind.FOLD) for op in ops):
+        if any(op.kind in (Kind.LOAD, Kind.FOLD, Kind.DOCUMENT) for op in ops):
             deadline *= _LOAD_FACTOR
         return deadline * (_RETRY_FACTOR if retry else 1.0)
 

@@ -61,6 +61,10 @@ class WorkerProcess:
             stderr=asyncio.subprocess.PIPE,
             env=env,
             limit=1 << 20,
+            # Its own session: a Ctrl-C in the terminal reaches the server, which saves its rooms
+            # through the workers, not the workers themselves. A server that dies closes the pipe, and
+            # the worker exits on the end of its input.
+            start_new_session=True,
         )
         self._stderr_task = asyncio.get_running_loop().create_task(self._log_stderr())
         try:

@@ -13,6 +13,7 @@ import os
 import sys
 from typing import BinaryIO
 
+from collab_server.crdt import document_calls
 from collab_server.crdt.codec import HEADER, Kind, Op, Result, decode_ops, encode_results, frame
 from collab_server.crdt.documents import Documents
 
@@ -36,6 +37,8 @@ def handle(documents: Documents, op: Op) -> Result:
         return documents.full_state(room)
     if kind is Kind.FOLD:
         return documents.fold(op.snapshot, op.updates)
+    if kind is Kind.DOCUMENT:
+        return document_calls.run(op.payload)
     documents.unload(room)
     return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,30 +16,30 @@ from tests.support.postgres import empty_document_tables, reachable, run_sync, t
 StoreFactory = Callable[[], Awaitable[DocumentStore]]
 
 
-async def _memory(tmp_path: Path) -> DocumentStore:
-    return MemoryStore(keep_versions=3)
+async def _memory(tmp_path: Path, **options: Any) -> DocumentStore:
+    return MemoryStore(**{"keep_versions": 3, **options})
 
 
-async def _sqlite(tmp_path: Path) -> DocumentStore:
-    return await SQLiteStore(tmp_path / "store.sqlite3", keep_versions=3).open()
+async def _sqlite(tmp_path: Path, **options: Any) -> DocumentStore:
+    return await SQLiteStore(tmp_path / "store.sqlite3", **{"keep_versions": 3, **options}).open()
 
 
 # Backends register here by name; a backend that needs a server adds itself in its own module.
-STORE_BACKENDS: dict[str, Callable[[Path], Awaitable[DocumentStore]]] = {"memory": _memory, "sqlite": _sqlite}
+STORE_BACKENDS: dict[str, Callable[..., Awaitable[DocumentStore]]] = {"memory": _memory, "sqlite": _sqlite}
 
 
 class ServerBackend:
     """A backend on a server: its URL comes from a session fixture, resolved when a test first needs it,
     so a run that selects only the embedded backends never touches the server."""
 
-    def __init__(self, fixture: str, open_store: Callable[[str], Awaitable[DocumentStore]]) -> None:
+    def __init__(self, fixture: str, open_store: Callable[..., Awaitable[DocumentStore]]) -> None:
         self.fixture = fixture
         self.open_store = open_store
         self.url: str | None = None
 
-    async def __call__(self, tmp_path: Path) -> DocumentStore:
+    async def __call__(self, tmp_path: Path, **options: Any) -> DocumentStore:
         assert self.url is not None, f"the {self.fixture} fixture was not resolved"
-        return await self.open_store(self.url)
+        return await self.open_store(self.url, **options)
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------------
@@ -54,10 +55,10 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
-async def _postgres(url: str) -> DocumentStore:
+async def _postgres(url: str, **options: Any) -> DocumentStore:
     from persistence.postgres import PostgresStore
 
-    store = await PostgresStore.connect(url, keep_versions=3, pool_size=4, timeout=10)
+    store = await PostgresStore.connect(url, **{"keep_versions": 3, "pool_size": 4, "timeout": 10, **options})
     await empty_document_tables(url)  # one database per session, clean tables per test
     return store
 
@@ -65,13 +66,22 @@ async def _postgres(url: str) -> DocumentStore:
 STORE_BACKENDS["postgres"] = ServerBackend("postgres_url", _postgres)
 
 
+@pytest.fixture
+def store_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Constructor options of the ``store`` fixture's backends; a test sets them with
+    ``@pytest.mark.parametrize("store_options", [{...}], indirect=True)``."""
+    return dict(getattr(request, "param", {}))
+
+
 @pytest.fixture(params=sorted(STORE_BACKENDS))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DocumentStore]:
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, store_options: dict[str, Any]
+) -> AsyncIterator[DocumentStore]:
     """A fresh, empty store of each backend, closed after the test (keeps 3 snapshot versions)."""
     backend = STORE_BACKENDS[request.param]
     if isinstance(backend, ServerBackend):
         backend.url = request.getfixturevalue(backend.fixture)
-    opened = await backend(tmp_path)
+    opened = await backend(tmp_path, **store_options)
     try:
         yield opened
     finally:

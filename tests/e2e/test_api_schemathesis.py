@@ -27,6 +27,10 @@ pytestmark = pytest.mark.e2e
 DOCUMENT = openapi_document(api.operations)
 schema = schemathesis.openapi.from_dict(DOCUMENT)
 EXAMPLES = 150
+# Bytes no schema can tell apart from a Yjs update or state vector, and record patches that break a rule
+# of content (an id twice, a number beyond 2^53): refused for what they hold (400 with one of these codes),
+# which is not a schema-valid request rejected.
+CONTENT_ERRORS = {"malformed_update", "invalid_state_vector", "invalid_patch", "too_deep", "update_refused"}
 
 
 @pytest.fixture(scope="module")
@@ -67,4 +71,6 @@ def test_api(case: Any, server: ServerProcess) -> None:
     assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code} {response.text}"
     # 413 refuses a body over the server's size limit: a rejection schemathesis does not count as one.
     excluded = [schemathesis.checks.negative_data_rejection] if response.status_code == 413 else []
+    if response.status_code == 400 and response.json().get("error") in CONTENT_ERRORS:  # our errors are JSON
+        excluded.append(schemathesis.checks.positive_data_acceptance)
     case.validate_response(response, excluded_checks=excluded)

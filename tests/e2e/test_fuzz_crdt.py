@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.support.eventually import eventually
 from tests.support.fuzz import fuzz
 from tests.support.servers import REPO, ServerProcess
@@ -22,6 +24,7 @@ from tests.support.writers import Writer, Writing, lost
 from tests.support.yjs_clients import YjsNode
 
 StartServer = Callable[..., ServerProcess]
+pytestmark = pytest.mark.e2e
 FRAMES = int(os.environ.get("COLLAB_TEST_FUZZ_FRAMES", "20000"))
 
 

@@ -30,6 +30,7 @@ from tests.support.servers import ServerProcess
 from tests.support.yjs_clients import YjsNode
 
 StartServer = Callable[..., ServerProcess]
+pytestmark = pytest.mark.e2e
 WORKERS = 2
 
 

@@ -26,6 +26,7 @@ from tests.support.servers import REPO, ServerProcess
 from tests.support.yjs_clients import YjsNode
 
 StartServer = Callable[..., ServerProcess]
+pytestmark = pytest.mark.e2e
 
 # room -> (snapshot, logged updates, the text its good rows hold or None)
 POISONED: dict[str, tuple[bytes | None, list[bytes], str | None]] = {

@@ -9,6 +9,7 @@
 // The process exits when stdin closes or on the `shutdown` command.
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
+import { YKeyValue } from 'y-utility/y-keyvalue'
 import * as prng from 'lib0/prng'
 import WebSocket from 'ws'
 import { createInterface } from 'node:readline'
@@ -246,6 +247,24 @@ const switchServer = (args) => {
 }
 commands.switchServer = switchServer
 // --- end switchServer ----------------------------------------------------------------------------
+
+// --- YKeyValue (the tldraw layout) ------------------------------------------------------------------
+// Added for the REST document tests (tests/e2e/test_documents_rest.py). A client reads and writes records
+// of the Y.Array `name` through y-utility's YKeyValue, as tldraw's Yjs binding does (one YKeyValue per
+// array, attached on first use: it cleans up duplicate keys in its own transactions, as in a browser).
+//   kvSet {client, name, key, value}   kvDelete {client, name, key}   kvRecords {client, name} -> {key: value}
+const keyValue = (c, name) => {
+  c.keyValues ??= new Map()
+  if (!c.keyValues.has(name)) c.keyValues.set(name, new YKeyValue(c.doc.getArray(name)))
+  return c.keyValues.get(name)
+}
+commands.kvSet = (a) => { keyValue(getClient(a.client), need(a, 'name', 'string')).set(need(a, 'key', 'string'), a.value ?? null); return null }
+commands.kvDelete = (a) => { keyValue(getClient(a.client), need(a, 'name', 'string')).delete(need(a, 'key', 'string')); return null }
+commands.kvRecords = (a) => {
+  const kv = keyValue(getClient(a.client), need(a, 'name', 'string'))
+  return Object.fromEntries([...kv.map.entries()].map(([key, entry]) => [key, entry.val]))
+}
+// --- end YKeyValue -------------------------------------------------------------------------------------
 
 const reply = (msg) => process.stdout.write(JSON.stringify(msg) + '\n')
 

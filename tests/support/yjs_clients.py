@@ -357,6 +357,20 @@ class YjsClient:
         result: list[Any] = await self._call("getArray", name=name)
         return result
 
+    # -- YKeyValue records (the tldraw layout) --------------------------------------------------
+    async def kv_set(self, key: str, value: Any, name: str) -> None:
+        """``new YKeyValue(doc.getArray(name)).set(key, value)`` (one YKeyValue per array and client)."""
+        await self._call("kvSet", name=name, key=key, value=value)
+
+    async def kv_delete(self, key: str, name: str) -> None:
+        """``YKeyValue.delete(key)`` on the array ``name``."""
+        await self._call("kvDelete", name=name, key=key)
+
+    async def kv_records(self, name: str) -> dict[str, Any]:
+        """What the client's YKeyValue on ``name`` shows: ``{key: value}``."""
+        result: dict[str, Any] = await self._call("kvRecords", name=name)
+        return result
+
     # -- whole document -----------------------------------------------------------------------
     async def random_edits(self, count: int, seed: int) -> None:
         """``count`` seeded random edits on Y.Text "text", Y.Map "map", Y.Array "array";

@@ -11,6 +11,7 @@ import pytest
 from pycrdt import Doc, Text
 
 from collab_server.errors import StoreUnavailable
+from collab_server.origins import LOCAL
 from collab_server.peer import Peer
 from collab_server.protocol import encode_update
 from collab_server.rooms import RoomManager
@@ -121,6 +122,35 @@ async def test_a_peer_returning_within_the_grace_finds_the_room_warm() -> None:
         assert store.loads == 1
 
 
+async def test_a_rest_call_shares_the_joiners_load_and_keeps_the_room_until_it_is_done() -> None:
+    store = GatedStore()
+    store.gate.clear()
+    async with _running(store, room_grace=0.05) as (manager, _):
+        using = manager.use("r")
+        entered = asyncio.create_task(using.__aenter__())
+        join = asyncio.create_task(manager.join("r", peer := _peer("r")))
+        await asyncio.sleep(0)
+        store.gate.set()
+        room, joined = await entered, await join
+        assert room is joined and store.loads == 1
+        manager.leave(room, peer)  # the last peer leaves, but a REST call still holds the room
+        assert manager.get("r") is room and not manager._unload_timers  # no unload is even scheduled
+        await using.__aexit__(None, None, None)
+        await eventually(lambda: _assert(manager.get("r") is None))
+
+
+async def test_a_room_used_without_any_peer_unloads_after_the_grace() -> None:
+    store = GatedStore()
+    async with _running(store, room_grace=0.05) as (manager, _):
+        async with manager.use("r") as room:
+            async with manager.use("r") as again:
+                assert again is room
+            assert manager.get("r") is room and not manager._unload_timers  # still held by the outer call
+        await eventually(lambda: _assert(manager.get("r") is None))
+        async with manager.use("r") as reloaded:
+            assert reloaded is not room and store.loads == 2
+
+
 async def test_the_log_is_compacted_once_it_passes_the_threshold() -> None:
     store = MemoryStore()
     async with _running(store, compact_updates=10) as (manager, writer):
@@ -161,9 +191,11 @@ class OutageStore(MemoryStore):
             raise StoreUnavailable("injected outage")
         await super().append_many(entries)
 
-    async def compact(self, room: str, *, fold: Fold, label: str | None = None) -> Version | None:
+    async def compact(
+        self, room: str, *, fold: Fold, label: str | None = None, created_by: str | None = None
+    ) -> Version | None:
         self.compactions += 1
-        return await super().compact(room, fold=fold, label=label)
+        return await super().compact(room, fold=fold, label=label, created_by=created_by)
 
 
 async def test_an_outage_past_the_threshold_queues_one_compaction_not_one_per_update() -> None:
@@ -184,3 +216,18 @@ async def test_an_outage_past_the_threshold_queues_one_compaction_not_one_per_up
         await eventually(compacted)
         # a handful at most (one per threshold crossing after each compaction), never one per update
         assert store.compactions <= 3
+
+
+async def test_a_load_includes_the_updates_still_queued_for_the_store() -> None:
+    store = OutageStore()
+    async with _running(store, room_grace=60) as (manager, writer):
+        room = await manager.join("r", _peer("r"))
+        store.down = True
+        client: Doc[Any] = Doc()
+        room.apply(append_text(client, "queued"), LOCAL)
+        await eventually(lambda: _assert(writer.pending == 1))
+        manager.room_lost("r")  # the engine gave the room up; the edit is not in the store yet
+        again = await manager.join("r", _peer("r"))
+        assert again is not room
+        assert str(doc_of(again).get("t", type=Text)) == "queued"
+        store.down = False
