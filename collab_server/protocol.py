@@ -22,11 +22,7 @@ corrupts non-ASCII text.
 
 from __future__ import annotations
 
-import json
-import operator
-import re
 from dataclasses import dataclass
-from itertools import accumulate, count
 
 from pycrdt import create_awareness_message, write_var_uint
 from pycrdt._sync import create_sync_step1_message, create_sync_step2_message, create_update_message
@@ -266,6 +262,9 @@ def decode_awareness(update: bytes, limits: FrameLimits = DEFAULT_LIMITS) -> lis
         raw = reader.var_bytes("awareness state")
         state = _utf8(raw, f"awareness state of client {client_id}")
         if state != "null":
+            # Imported here: the CRDT workers import this module and need none of it.
+            from collab_server.jsoncheck import json_problem
+
             problem = json_problem(raw, state, limits.awareness_state_bytes, limits.awareness_depth)
             if problem is not None:
                 raise ProtocolError(f"awareness state of client {client_id} {problem}")
@@ -282,49 +281,6 @@ _last_awareness: tuple[bytes, list[AwarenessEntry]] | None = None
 def _remember_awareness(update: bytes | None, entries: list[AwarenessEntry] | None = None) -> None:
     global _last_awareness
     _last_awareness = None if update is None or entries is None else (update, entries)
-
-
-# Bytes that shape JSON structure: quotes, brackets. Everything else is deleted before measuring depth.
-_NOT_STRUCTURAL = bytes(b for b in range(256) if b not in b'"[]{}')
-_JSON_STRING = re.compile(rb'"[^"]*"')
-# Steps of depth, offset by one so that they are bytes: an opening bracket 2, a closing one 0, a quote 1.
-_DEPTH_STEPS = bytes.maketrans(b"[{]}\"", b"\x02\x02\x00\x00\x01")
-
-
-def json_depth(raw: bytes) -> int:
-    """Deepest nesting of arrays and objects in the JSON text ``raw``, measured without parsing it, in C
-    loops only (linear time): escapes are removed, then strings, then depth is the largest prefix sum.
-
-    For malformed text the figure is right up to where the text stops being JSON, which is as far as
-    ``json.loads`` would recurse.
-    """
-    # Left to right, JSON pairs backslashes as bytes.replace does; what remains escapes a non-quote.
-    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
-    skeleton = _JSON_STRING.sub(b"", unescaped.translate(None, _NOT_STRUCTURAL))
-    steps = skeleton.translate(_DEPTH_STEPS)
-    return max(map(operator.sub, accumulate(steps), count(1)), default=0)
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(name)
-
-
-def json_problem(raw: bytes, text: str, max_bytes: int, max_depth: int) -> str | None:
-    """Why JSON ``text`` (``raw`` in UTF-8) is not acceptable for other clients, or None."""
-    if len(raw) > max_bytes:
-        return f"is {len(raw)} bytes, more than {max_bytes}"
-    # Counting brackets is cheap, and most states have a handful, far below the limit.
-    if raw.count(b"[") + raw.count(b"{") > max_depth and json_depth(raw) > max_depth:
-        return f"is nested deeper than {max_depth} levels"
-    try:
-        json.loads(text, parse_constant=_refuse_constant)
-    except RecursionError:  # unreachable after the depth check; kept so that it can never escape
-        return f"is nested deeper than {max_depth} levels"
-    except ValueError as exc:
-        if str(exc) in {"NaN", "Infinity", "-Infinity"}:
-            return f"holds {exc}, which JSON does not allow"
-        return "is not JSON"
-    return None
 
 
 def check_state_vector(state_vector: bytes, max_clients: int) -> None:

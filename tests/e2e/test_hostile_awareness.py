@@ -22,7 +22,7 @@ from collab_server.protocol import (
     encode_awareness_message,
 )
 from tests.support.eventually import eventually
-from tests.support.floods import PeakMemory, Sentinel, assert_no_traceback, close_code, hostile_server
+from tests.support.floods import PeakMemory, Sentinel, assert_no_traceback, close_code, hostile_server, sentinel_room
 from tests.support.servers import ServerProcess
 from tests.support.yjs_clients import YjsNode
 
@@ -43,7 +43,7 @@ def _states(first: int, count: int, state: str = '{"u":1}') -> bytes:
 async def test_one_and_a_half_million_ids_in_one_message_are_refused(server: ServerProcess, room_name: str) -> None:
     frame = _states(1 << 30, 1_500_000, "{}")  # random-looking 31-bit ids, as clients make them
     assert len(frame) > 12 * MiB
-    sentinel, memory = Sentinel(server, room_name + "-sentinel"), PeakMemory(server)
+    sentinel, memory = Sentinel(server, sentinel_room(room_name)), PeakMemory(server)
     async with sentinel.watching(), memory.sampling(), connect(f"{server.url}/{room_name}", max_size=None) as ws:
         await ws.recv()
         await ws.send(frame)
@@ -58,7 +58,7 @@ async def test_one_and_a_half_million_ids_in_one_message_are_refused(server: Ser
 async def test_one_and_a_half_million_ids_in_messages_of_5000_are_refused(
     server: ServerProcess, room_name: str
 ) -> None:
-    sentinel, memory = Sentinel(server, room_name + "-sentinel"), PeakMemory(server)
+    sentinel, memory = Sentinel(server, sentinel_room(room_name)), PeakMemory(server)
     async with sentinel.watching(), memory.sampling(), connect(f"{server.url}/{room_name}", max_size=None) as ws:
         await ws.recv()
         # The first message is refused already; the rest of the 1.5 M is never read. (Sending all 300
@@ -121,7 +121,7 @@ async def test_nan_and_infinity_never_reach_other_clients(
 
 
 async def test_json_nested_100000_deep_is_refused_without_a_traceback(server: ServerProcess, room_name: str) -> None:
-    sentinel, memory = Sentinel(server, room_name + "-sentinel"), PeakMemory(server)
+    sentinel, memory = Sentinel(server, sentinel_room(room_name)), PeakMemory(server)
     async with sentinel.watching(), memory.sampling(), connect(f"{server.url}/{room_name}", max_size=None) as ws:
         await ws.recv()
         await ws.send(encode_awareness_message([AwarenessEntry(7, 1, "[" * 100_000 + "]" * 100_000)]))

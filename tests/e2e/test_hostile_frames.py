@@ -24,7 +24,7 @@ from collab_server.protocol import (
     encode_update,
 )
 from tests.support.documents import typing_updates
-from tests.support.floods import PeakMemory, Sentinel, assert_no_traceback, close_code, hostile_server
+from tests.support.floods import PeakMemory, Sentinel, assert_no_traceback, close_code, hostile_server, sentinel_room
 from tests.support.servers import ServerProcess
 
 MiB = 1024 * 1024
@@ -61,7 +61,7 @@ async def _write_document(server: ServerProcess, room: str, nbytes: int) -> None
 
 async def test_5000_step1s_against_a_3mb_document_are_answered_once(server: ServerProcess, room_name: str) -> None:
     await _write_document(server, room_name, 3 * MiB)
-    sentinel, memory = Sentinel(server, room_name + "-sentinel"), PeakMemory(server)
+    sentinel, memory = Sentinel(server, sentinel_room(room_name)), PeakMemory(server)
     async with sentinel.watching(), memory.sampling(), connect(f"{server.url}/{room_name}", max_size=None) as ws:
         await ws.recv()  # the server's step1
         await ws.send(encode_sync_step1(b"\x00") * 5000)  # 20 KB
@@ -86,7 +86,7 @@ async def test_step1s_with_different_state_vectors_are_refused(server: ServerPro
 
 
 async def test_32_mib_of_query_awareness_is_refused(server: ServerProcess, room_name: str) -> None:
-    sentinel, memory = Sentinel(server, room_name + "-sentinel"), PeakMemory(server)
+    sentinel, memory = Sentinel(server, sentinel_room(room_name)), PeakMemory(server)
     async with sentinel.watching(), memory.sampling(), connect(f"{server.url}/{room_name}", max_size=None) as ws:
         await ws.recv()
         await ws.send(encode_query_awareness() * (32 * MiB))
@@ -113,7 +113,7 @@ async def test_query_awareness_is_answered_once_per_frame(server: ServerProcess,
 async def test_a_frame_of_20000_updates_yields_to_other_rooms(server: ServerProcess, room_name: str) -> None:
     _, updates = typing_updates(20_000)
     frame = b"".join(encode_update(update) for update in updates)
-    sentinel = Sentinel(server, room_name + "-sentinel")
+    sentinel = Sentinel(server, sentinel_room(room_name))
     async with sentinel.watching(), connect(f"{server.url}/{room_name}", max_size=None) as ws:
         await ws.recv()
         await ws.send(frame)

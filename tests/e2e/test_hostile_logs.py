@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 
 from collab_server.protocol import encode_sync_step1, encode_update
 from tests.support.eventually import eventually
-from tests.support.floods import Sentinel, assert_no_traceback, close_code, hostile_server
+from tests.support.floods import Sentinel, assert_no_traceback, close_code, hostile_server, sentinel_room
 from tests.support.servers import ServerProcess
 
 # docs/upstream/panic_partial_commit.py and runtime_error_partial_commit.py
@@ -41,7 +41,7 @@ def _log_lines(server: ServerProcess) -> list[dict[str, object]]:
 async def test_a_panicking_update_closes_its_peer_and_the_panic_is_one_json_record(
     server: ServerProcess, room_name: str
 ) -> None:
-    sentinel = Sentinel(server, room_name + "-sentinel")
+    sentinel = Sentinel(server, sentinel_room(room_name))
     async with sentinel.watching(), connect(f"{server.url}/{room_name}") as ws:
         await ws.recv()
         await ws.send(encode_update(PANIC_UPDATE))

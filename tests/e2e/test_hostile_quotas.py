@@ -18,7 +18,7 @@ from collab_server.protocol import (
     encode_update,
 )
 from tests.support.documents import append_text
-from tests.support.floods import Sentinel, close_code
+from tests.support.floods import Sentinel, close_code, sentinel_room
 from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -26,9 +26,9 @@ pytestmark = pytest.mark.e2e
 
 async def test_too_many_messages_per_second_is_refused_with_4529(server_factory: Any, room_name: str) -> None:
     server: ServerProcess = server_factory(
-        {"COLLAB_PEER_MESSAGES_PER_SECOND": "50", "COLLAB_PEER_MESSAGES_BURST": "200"}
+        {"COLLAB_PEER_MESSAGES_PER_SECOND": "50", "COLLAB_PEER_MESSAGES_BURST": "200", "COLLAB_CRDT_WORKERS": "2"}
     )
-    sentinel = Sentinel(server, room_name + "-sentinel")
+    sentinel = Sentinel(server, sentinel_room(room_name))
     async with sentinel.watching(), connect(f"{server.url}/{room_name}") as ws:
         await ws.recv()
         for _ in range(1000):

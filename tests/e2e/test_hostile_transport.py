@@ -21,6 +21,7 @@ from tests.support.floods import (
     client_frame,
     hostile_server,
     open_raw_websocket,
+    sentinel_room,
 )
 from tests.support.servers import ServerProcess
 
@@ -58,7 +59,7 @@ def _ping_until_dropped(server: ServerProcess, room: str, limit_bytes: int) -> i
 
 
 async def test_a_ping_flood_from_a_client_that_never_reads_is_dropped(server: ServerProcess, room_name: str) -> None:
-    sentinel, memory = Sentinel(server, room_name + "-sentinel"), PeakMemory(server)
+    sentinel, memory = Sentinel(server, sentinel_room(room_name)), PeakMemory(server)
     async with sentinel.watching(), memory.sampling():
         sent = await asyncio.to_thread(_ping_until_dropped, server, room_name, 512 * MiB)
     memory.report(f"ping flood ({sent / MiB:.0f} MiB of pings sent before the drop)")
@@ -110,7 +111,7 @@ async def test_slowloris_connections_are_dropped_and_cannot_lock_others_out(
 ) -> None:
     full_before = server.metric('collab_connections_dropped_total{reason="handshakes_full"}', 0)
     timeouts_before = server.metric('collab_connections_dropped_total{reason="handshake_timeout"}', 0)
-    sentinel, memory = Sentinel(server, room_name + "-sentinel"), PeakMemory(server)
+    sentinel, memory = Sentinel(server, sentinel_room(room_name)), PeakMemory(server)
     async with sentinel.watching(), memory.sampling():
         slow = [await _slow_request(server, room_name) for _ in range(120)]
         # With 50 waiting at most, the 70 oldest were evicted by the newer ones; the rest time out.

@@ -22,6 +22,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from collab_server.protocol import encode_sync_step1
+from tests.support.hostile import room_on_other_worker
 from tests.support.servers import ServerProcess
 
 SENTINEL_LIMIT = 0.25
@@ -96,14 +97,33 @@ class Sentinel:
         )
 
 
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass  # the process is gone (a CRDT worker restarting)
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as listed:
+                children.extend(int(child) for child in listed.read().split())
+    except OSError:
+        pass
+    return children
+
+
 def rss_bytes(server: ServerProcess) -> int:
-    """The server process's resident memory now."""
+    """The resident memory of the server process and its CRDT worker processes, now."""
     assert server.process is not None
-    with open(f"/proc/{server.process.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    pid = server.process.pid
+    return _rss(pid) + sum(_rss(child) for child in _children(pid))
 
 
 @dataclass
@@ -181,9 +201,23 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
 OP_PING = 0x9
 
 
+CRDT_WORKERS = 2
+"""The flood servers' CRDT workers: a sentinel sits on the worker its attacker's room is not on."""
+
+
+def sentinel_room(room: str) -> str:
+    """A room for a sentinel: not ``room``, and on another CRDT worker (rooms on one worker share its
+    queue, by design; the promise is for the others)."""
+    return room_on_other_worker(room, CRDT_WORKERS)
+
+
 def hostile_server(directory: os.PathLike[str], **settings: str) -> ServerProcess:
     """A started server on SQLite in ``directory`` with ``COLLAB_<NAME>`` = value for each setting."""
-    env = {"COLLAB_DATABASE_URL": f"sqlite:///{os.fspath(directory)}/collab.sqlite3", "COLLAB_ROOM_GRACE": "0.5"}
+    env = {
+        "COLLAB_DATABASE_URL": f"sqlite:///{os.fspath(directory)}/collab.sqlite3",
+        "COLLAB_ROOM_GRACE": "0.5",
+        "COLLAB_CRDT_WORKERS": str(CRDT_WORKERS),
+    }
     env.update({f"COLLAB_{name.upper()}": value for name, value in settings.items()})
     server = ServerProcess(env=env, log_path=Path(directory) / "server.log")
     return server.start()

@@ -10,6 +10,7 @@ import pytest
 from pycrdt import write_var_uint
 
 from collab_server.errors import ProtocolError
+from collab_server.jsoncheck import json_depth
 from collab_server.protocol import (
     AwarenessEntry,
     FrameLimits,
@@ -18,7 +19,6 @@ from collab_server.protocol import (
     encode_awareness,
     encode_query_awareness,
     encode_sync_step1,
-    json_depth,
 )
 
 
