@@ -24,6 +24,8 @@ class WorkerPool(Protocol):
 
     async def call(self, op: Op, *, track: bool = True) -> Result: ...
 
+    def adopt(self, room: str) -> None: ...
+
 _KILLED = (Refusal.CRASHED, Refusal.STALLED)
 
 
@@ -77,7 +79,14 @@ async def load(pool: WorkerPool, room: str, snapshot: bytes | None, updates: Seq
         )
         if isinstance(final, Loaded):
             return Loaded(final.state_vector, bad + final.bad)
-    raise EngineError(final if isinstance(final, Refusal) else Refusal.LIBRARY_FAILURE)
+    # Every row applies on its own, one transaction each, yet loading them together kills the worker: keep
+    # the document isolation builds (update by update, as the rows were first applied live).
+    _, good, bad = await _isolate(pool, room, snapshot, updates)
+    state = await pool.call(Op(Kind.STATE, room), track=False)
+    if not isinstance(state, bytes):
+        raise EngineError(final if isinstance(final, Refusal) else Refusal.LIBRARY_FAILURE)
+    pool.adopt(room)
+    return Loaded(state, bad)
 
 
 async def fold(pool: WorkerPool, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:

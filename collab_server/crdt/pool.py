@@ -207,6 +207,11 @@ class WorkerPool:
             logger.error("room %r: a document call got a malformed answer (%s)", room, exc, extra={"room": room})
             raise EngineError(Refusal.LIBRARY_FAILURE) from exc
 
+    def adopt(self, room: str) -> None:
+        """Count ``room``, loaded by isolation update by update, among its worker's rooms (rebuilt after a
+        restart) as a tracked load would."""
+        self._lanes[lane_of(room, len(self._lanes))].rooms.add(room)
+
     async def unload(self, room: str) -> None:
         self._lanes[lane_of(room, len(self._lanes))].rooms.discard(room)
         await self.call(Op(Kind.UNLOAD, room))

@@ -50,6 +50,11 @@ class WorkerProcess:
             **os.environ,
             # Short panic messages (no backtrace with build paths); they are logged line by line.
             "RUST_BACKTRACE": "0",
+            # glibc's allocator checks: heap corruption by the library then aborts the worker at the
+            # update that caused it, instead of faulting later or never, depending on the heap layout.
+            # A crash found at once is a poison convicted at once (and never stored).
+            "MALLOC_CHECK_": "3",
+            "MALLOC_PERTURB_": "165",
             "PYTHONPATH": os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p),
         }
         self._process = await asyncio.create_subprocess_exec(
