@@ -19,10 +19,9 @@ from typing import Any
 import asyncpg
 
 from collab_server.secrets import redact_url
-from persistence import migrate as migrations
 from persistence.jobs import LEASE_EXPIRED, Job, JobStatus, NewJob
 from persistence.postgres_errors import translate_errors
-from persistence.postgres_schema import PostgresSchema
+from persistence.postgres_schema import prepare_schema
 
 CHANNEL = "collab_exports"
 
@@ -79,13 +78,9 @@ class PostgresJobStore:
     @classmethod
     async def connect(cls, url: str, *, pool_size: int = 2, timeout: float = 10.0,
                       auto_migrate: bool = True) -> PostgresJobStore:
+        if auto_migrate:
+            await prepare_schema(url, timeout=timeout)
         async with translate_errors("connect"):
-            if auto_migrate:
-                conn = await asyncpg.connect(url, timeout=timeout)
-                try:
-                    await migrations.migrate(PostgresSchema(conn), migrations.load_migrations("postgres"))
-                finally:
-                    await conn.close()
             pool = await asyncpg.create_pool(url, min_size=1, max_size=pool_size, timeout=timeout,
                                              command_timeout=timeout)
         return cls(pool, url, timeout)

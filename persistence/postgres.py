@@ -39,10 +39,9 @@ import asyncpg
 from collab_server import metrics
 from collab_server.errors import ConfigError
 from collab_server.secrets import redact_url
-from persistence import migrate as migrations
 from persistence.base import Fold, PoisonRow, QuarantinedRow, StoredDocument, Version, poison_rows
 from persistence.postgres_errors import LOCK_NAMESPACE, UNAVAILABLE, translate_errors
-from persistence.postgres_schema import PostgresSchema
+from persistence.postgres_schema import prepare_schema
 
 # The writer commits two batches at once (persistence.writer); each needs a connection.
 _APPEND_CONNECTIONS = 2
@@ -153,18 +152,7 @@ class PostgresStore:
         """
         if pool_size < 1:
             raise ConfigError("COLLAB_DATABASE_POOL_SIZE must be at least 1")
-        # Migrations run on a connection of their own: they take a session-level advisory lock, and
-        # pooled connections must never carry session state (see _keep_session below).
-        async with translate_errors("migrate"):
-            conn = await asyncpg.connect(url, timeout=timeout, command_timeout=timeout)
-            try:
-                schema, known = PostgresSchema(conn), migrations.load_migrations("postgres")
-                if auto_migrate:
-                    await migrations.migrate(schema, known)
-                else:
-                    await migrations.require_current(schema, known)
-            finally:
-                await conn.close(timeout=timeout)
+        await prepare_schema(url, timeout=timeout, auto_migrate=auto_migrate)
         async with translate_errors("connect"):
             pool = await asyncpg.create_pool(
                 url,

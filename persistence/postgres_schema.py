@@ -61,6 +61,22 @@ class PostgresSchema:
             )
 
 
+async def prepare_schema(url: str, *, timeout: float = 10.0, auto_migrate: bool = True) -> None:
+    """Bring the schema up to date (or, with ``auto_migrate`` off, refuse one that is behind), on a
+    connection of its own: the runner takes a session-level advisory lock, and pooled connections must
+    never carry session state. Every PostgreSQL store calls this before opening its pool."""
+    async with translate_errors("migrate"):
+        conn = await asyncpg.connect(url, timeout=timeout, command_timeout=timeout)
+        try:
+            schema, known = PostgresSchema(conn), migrations.load_migrations("postgres")
+            if auto_migrate:
+                await migrations.migrate(schema, known)
+            else:
+                await migrations.require_current(schema, known)
+        finally:
+            await conn.close(timeout=timeout)
+
+
 async def migrate_url(url: str, *, timeout: float = 10.0) -> list[Migration]:
     """Connect to ``url``, apply pending migrations, disconnect (``collab-server migrate``)."""
     async with translate_errors("migrate"):

@@ -15,9 +15,8 @@ import asyncpg
 from collab_server.errors import Conflict
 from collab_server.roles import Role
 from collab_server.secrets import redact_url
-from persistence import migrate as migrations
 from persistence.postgres_errors import translate_errors
-from persistence.postgres_schema import PostgresSchema
+from persistence.postgres_schema import prepare_schema
 from persistence.room_store import GrantedBy, Participant, RoomRecord
 from persistence.room_store_sql import participant_from_row, room_from_row, settings_json
 
@@ -59,16 +58,7 @@ class PostgresRoomStore:
     async def connect(
         cls, url: str, *, pool_size: int = 4, timeout: float = 10.0, auto_migrate: bool = True
     ) -> PostgresRoomStore:
-        async with translate_errors("migrate"):
-            conn = await asyncpg.connect(url, timeout=timeout, command_timeout=timeout)
-            try:
-                schema, known = PostgresSchema(conn), migrations.load_migrations("postgres")
-                if auto_migrate:
-                    await migrations.migrate(schema, known)
-                else:
-                    await migrations.require_current(schema, known)
-            finally:
-                await conn.close(timeout=timeout)
+        await prepare_schema(url, timeout=timeout, auto_migrate=auto_migrate)
         async with translate_errors("connect"):
             pool = await asyncpg.create_pool(
                 url, min_size=0, max_size=pool_size, timeout=timeout, command_timeout=timeout,
