@@ -187,7 +187,7 @@ class Room:
         ``origin`` is local). A refused update from a peer closes that peer with 4400."""
         if update == _EMPTY_UPDATE:
             return
-        self.engine.apply(self.name, update, lambda applied: self._applied(origin, update, applied))
+        self.engine.apply(self.name, update, lambda applied: self._applied(origin, update, applied), source=origin)
 
     async def submit(self, update: bytes, origin: Origin) -> Applied:
         """``apply``, and wait for the engine's verdict (REST writes, other replicas' updates)."""
@@ -200,7 +200,7 @@ class Room:
             if not future.done():
                 future.set_result(applied)
 
-        self.engine.apply(self.name, update, done)
+        self.engine.apply(self.name, update, done, source=origin)
         return await future
 
     def _applied(self, origin: Origin, sent: bytes, applied: Applied) -> None:
@@ -311,9 +311,7 @@ class Room:
                 if others:
                     sender.send(encode_update(merge_updates(*others)))
 
-    def _send_to_all(
-        self, message: bytes, *, skip: object = None, skip_all: Iterable[Peer] = ()
-    ) -> None:
+    def _send_to_all(self, message: bytes, *, skip: object = None, skip_all: Iterable[Peer] = ()) -> None:
         skipped = set(skip_all)
         count = 0
         # A slow peer closed by send() leaves self.peers; iterate over a copy.

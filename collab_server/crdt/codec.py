@@ -7,7 +7,8 @@ worker that went wrong can at worst send a malformed answer, which the server tr
 
     op      := u8 kind, bytes room, payload
       LOAD, FOLD:  u8 has_snapshot, [bytes snapshot], u32 n, bytes * n
-      APPLY, DIFF, DOCUMENT: bytes update | bytes state_vector | bytes call (crdt.document_calls)
+      APPLY:       u8 joined, bytes update  (joined: in one transaction with the apply before it)
+      DIFF, DOCUMENT: bytes state_vector | bytes call (crdt.document_calls)
       others:      (nothing)
     result  := u8 status (0 ok, else a Refusal), then when ok:
       LOAD:  bytes state_vector, u32 n, (i32 index, u8 refusal) * n
@@ -43,7 +44,7 @@ class Kind(IntEnum):
     DOCUMENT = 9
 
 
-_WITH_PAYLOAD = (Kind.APPLY, Kind.DIFF, Kind.DOCUMENT)
+_WITH_PAYLOAD = (Kind.DIFF, Kind.DOCUMENT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,9 @@ class Op:
     payload: bytes = b""
     snapshot: bytes | None = None
     updates: tuple[bytes, ...] = ()
+    # APPLY only: applied in one transaction with the APPLY before it in the request, when that one is
+    # for the same room (``worker.handle_all``). The pool joins updates of one source within a tick.
+    joined: bool = False
 
     @property
     def size(self) -> int:
@@ -132,6 +136,9 @@ def encode_ops(ops: list[Op]) -> bytes:
             out += _U32.pack(len(op.updates))
             for update in op.updates:
                 _bytes(out, update)
+        elif op.kind is Kind.APPLY:
+            out.append(1 if op.joined else 0)
+            _bytes(out, op.payload)
         elif op.kind in _WITH_PAYLOAD:
             _bytes(out, op.payload)
     return frame(out)
@@ -147,6 +154,9 @@ def decode_ops(body: bytes) -> list[Op]:
             snapshot = cursor.bytes_() if cursor.u8() else None
             updates = tuple(cursor.bytes_() for _ in range(cursor.u32()))
             ops.append(Op(kind, room, snapshot=snapshot, updates=updates))
+        elif kind is Kind.APPLY:
+            joined = bool(cursor.u8())
+            ops.append(Op(kind, room, cursor.bytes_(), joined=joined))
         elif kind in _WITH_PAYLOAD:
             ops.append(Op(kind, room, cursor.bytes_()))
         else:

@@ -128,6 +128,37 @@ class RoomDoc:
             self.refold()
         return Applied(None, emitted, self.doc.get_state(), new)
 
+    def apply_run(self, updates: Sequence[bytes]) -> list[Applied]:
+        """Apply ``updates`` (from one source) in one transaction: one commit, one emitted update (given
+        with the last one's answer). If the library fails on any of them, the document is rebuilt and
+        they are applied one by one, so that only the failing one is refused."""
+        if len(updates) == 1:
+            return [self.apply(updates[0])]
+        self.emitted.clear()
+        before = self.doc.get_state()
+        try:
+            with self.doc.transaction():
+                for update in updates:
+                    self.doc.apply_update(update)
+        except BaseException as exc:
+            _refusal(exc)  # re-raises what is not the library's
+            self.emitted.clear()
+            self.rebuild()
+            return [self.apply(update) for update in updates]
+        emitted = b"".join(self.emitted) if len(self.emitted) == 1 else _merge(self.emitted)
+        self.emitted.clear()
+        clocks = decode_state_vector(before)
+        # What the document held before the run tells a re-sent update (not stored, not kept in the base)
+        # from a new one; an update repeated within the run is kept twice, which costs nothing but bytes.
+        new = [not _integrated(update, before, clocks) for update in updates]
+        self.base.extend(update for update, is_new in zip(updates, new, strict=True) if is_new)
+        if len(self.base) > _REFOLD_AFTER:
+            self.refold()
+        state = self.doc.get_state()
+        answers = [Applied(None, b"", state, is_new) for is_new in new]
+        answers[-1] = Applied(None, emitted, state, new[-1])
+        return answers
+
     def rebuild(self) -> None:
         doc, failed = _replay(self.base)
         if failed:  # cannot happen for a deterministic library; never keep what does not replay
@@ -172,6 +203,12 @@ class Documents:
         if held is None:
             return Applied(Refusal.NOT_LOADED)
         return held.apply(update)
+
+    def apply_run(self, room: str, updates: Sequence[bytes]) -> list[Applied]:
+        held = self.rooms.get(room)
+        if held is None:
+            return [Applied(Refusal.NOT_LOADED) for _ in updates]
+        return held.apply_run(updates)
 
     def diff(self, room: str, state_vector: bytes) -> bytes | Refusal:
         held = self.rooms.get(room)

@@ -103,8 +103,12 @@ class DocumentEngine(Protocol):
         """Build the room's document from stored rows; rows that fail are reported, never applied."""
         ...
 
-    def apply(self, room: str, update: bytes, on_applied: OnApplied) -> None:
-        """Queue an update; ``on_applied`` runs on the event loop once the engine accepted or refused it."""
+    def apply(self, room: str, update: bytes, on_applied: OnApplied, *, source: object = None) -> None:
+        """Queue an update; ``on_applied`` runs on the event loop once the engine accepted or refused it.
+
+        Updates queued in one tick for one room from the same ``source`` (a peer, say; None: no source)
+        are applied in one transaction, and what they changed comes back as one update, in the answer
+        of the last of them (the others' answers carry an empty update)."""
         ...
 
     async def diff(self, room: str, state_vector: bytes) -> bytes:

@@ -31,6 +31,7 @@ rows, so the room still loads; ``bench/fuzz.py`` counts them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -88,6 +89,7 @@ class _Pending:
     op: Op
     done: Callable[[Result], None]
     track: bool = True  # a load that joins the worker's rooms (isolation loads rooms it may drop)
+    source: object = None  # an apply's source: consecutive applies of one source share a transaction
     finished: bool = False
 
     def finish(self, result: Result) -> None:
@@ -159,11 +161,11 @@ class WorkerPool:
 
     # -- DocumentEngine ------------------------------------------------------------------------
 
-    def apply(self, room: str, update: bytes, on_applied: OnApplied) -> None:
+    def apply(self, room: str, update: bytes, on_applied: OnApplied, *, source: object = None) -> None:
         if update in self.poison:
             asyncio.get_running_loop().call_soon(on_applied, Applied(Refusal.POISON))
             return
-        self._submit(room, _Pending(Op(Kind.APPLY, room, update), on_applied))  # type: ignore[arg-type]
+        self._submit(room, _Pending(Op(Kind.APPLY, room, update), on_applied, source=source))  # type: ignore[arg-type]
 
     async def load(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Loaded:
         result = await self.call(Op(Kind.LOAD, room, snapshot=snapshot, updates=tuple(updates)))
@@ -258,6 +260,7 @@ class WorkerPool:
         if lane.busy or not lane.queue or self._closed:
             return
         batch, lane.queue = lane.queue, []
+        _join_runs(batch)
         lane.busy = True
         task = asyncio.get_running_loop().create_task(self._run(lane, batch))
         self._tasks.add(task)
@@ -387,6 +390,24 @@ class WorkerPool:
         lane.rooms.discard(room)
         if self._source is not None:
             self._source.room_lost(room)
+
+
+def _join_runs(batch: list[_Pending]) -> None:
+    """Mark each apply that follows an apply of the same room and source as joined to it (one
+    transaction in the worker). Retried ops go one per request, where joining has no effect."""
+    previous: _Pending | None = None
+    for pending in batch:
+        op = pending.op
+        if (
+            op.kind is Kind.APPLY
+            and previous is not None
+            and previous.op.kind is Kind.APPLY
+            and previous.op.room == op.room
+            and pending.source is not None
+            and pending.source is previous.source
+        ):
+            pending.op = dataclasses.replace(op, joined=True)
+        previous = pending
 
 
 def _refusal_of(result: Result) -> Refusal | None:

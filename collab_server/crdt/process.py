@@ -50,10 +50,10 @@ class WorkerProcess:
             **os.environ,
             # Short panic messages (no backtrace with build paths); they are logged line by line.
             "RUST_BACKTRACE": "0",
-            # glibc's allocator checks: heap corruption by the library then aborts the worker at the
-            # update that caused it, instead of faulting later or never, depending on the heap layout.
-            # A crash found at once is a poison convicted at once (and never stored).
-            "MALLOC_CHECK_": "3",
+            # Freed memory filled with a pattern: the known crash in the library reads freed memory, and
+            # reading the pattern faults where stale data might pass. It does not make every such read
+            # fault (freed chunks are soon reused; a stricter allocator made rows that had applied live
+            # crash on reload instead), so the crash tests accept both outcomes (docs/upstream/README.md).
             "MALLOC_PERTURB_": "165",
             "PYTHONPATH": os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p),
         }

@@ -7,6 +7,7 @@ from pycrdt import Text
 from collab_server.crdt.codec import Kind, Op, Result, decode_ops, decode_results, encode_ops, encode_results
 from collab_server.crdt.documents import Documents
 from collab_server.crdt.engine import Applied, BadRow, Loaded, Refusal
+from collab_server.crdt.worker import handle_all
 from persistence.base import Folded
 from tests.support.documents import typing_updates
 from tests.support.hostile import PANIC, PARTIAL
@@ -91,7 +92,7 @@ def test_the_framing_round_trips_every_op_and_result() -> None:
         Op(Kind.STATE, "r"),
         Op(Kind.FOLD, "r", snapshot=None, updates=(b"x",)),
         Op(Kind.UNLOAD, "r"),
-        Op(Kind.APPLY, "r", b"v"),
+        Op(Kind.APPLY, "r", b"v", joined=True),
     ]
     body = encode_ops(ops)
     assert decode_ops(body[4:]) == ops
@@ -106,3 +107,50 @@ def test_the_framing_round_trips_every_op_and_result() -> None:
         Applied(Refusal.POISON),
     ]
     assert decode_results([op.kind for op in ops], encode_results(results)[4:]) == results
+
+
+def test_a_run_of_updates_is_applied_in_one_transaction_and_emits_once() -> None:
+    documents = Documents()
+    documents.load("r", None, typing_updates(1)[1])
+    updates = typing_updates(20)[1]
+    answers = documents.apply_run("r", updates)
+    assert all(answer.accepted for answer in answers)
+    # the first update was in the document already: not new (never stored twice); the others are
+    assert [answer.new for answer in answers] == [False] + [True] * 19
+    # one transaction: one emitted update, in the last answer, holding everything the run added
+    assert [bool(answer.update) for answer in answers] == [False] * 19 + [True]
+    assert len({answer.state_vector for answer in answers}) == 1
+    replica = Documents()
+    replica.load("r", None, [typing_updates(1)[1][0], answers[-1].update])
+    assert _text(replica, "r") == _text(documents, "r") == "".join(f"{i}," for i in range(20))
+
+
+def test_a_failing_update_in_a_run_is_refused_alone() -> None:
+    documents = Documents()
+    documents.load("r", None, [])
+    base, partial = PARTIAL
+    first, second = typing_updates(2, name="t", client=9)[1]
+    answers = documents.apply_run("r", [base, partial, first, second])
+    assert [answer.refusal for answer in answers] == [None, Refusal.LIBRARY_FAILURE, None, None]
+    # rebuilt and applied one by one: nothing of the partial commit ("z") is left
+    assert _text(documents, "r", "t") in ("ab0,1,", "0,1,ab")
+    assert "z" not in _text(documents, "r", "t")
+
+
+def test_joined_applies_of_one_room_run_together_in_a_request() -> None:
+    documents = Documents()
+    documents.load("a", None, [])
+    documents.load("b", None, [])
+    updates = typing_updates(4)[1]
+    ops = [
+        Op(Kind.APPLY, "a", updates[0]),
+        Op(Kind.APPLY, "a", updates[1], joined=True),
+        Op(Kind.APPLY, "b", updates[0], joined=True),  # another room: never joined
+        Op(Kind.APPLY, "a", updates[2]),  # not joined: a transaction of its own
+        Op(Kind.STATE, "a"),
+    ]
+    results = handle_all(documents, ops)
+    emitted = [result.update for result in results[:4] if isinstance(result, Applied)]
+    assert [bool(update) for update in emitted] == [False, True, True, True]
+    assert results[4] == documents.state_vector("a")
+    assert _text(documents, "a") == "0,1,2," and _text(documents, "b") == "0,"

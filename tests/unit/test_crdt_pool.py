@@ -128,3 +128,27 @@ async def test_a_worker_killed_from_outside_is_replaced_and_its_rooms_rebuilt(
 async def test_rooms_are_spread_by_a_stable_hash() -> None:
     assert {lane_of(f"room-{i}", 4) for i in range(100)} == {0, 1, 2, 3}
     assert lane_of("room-1", 4) == lane_of("room-1", 4)
+
+
+async def test_a_source_s_updates_of_one_tick_share_a_transaction(pool: tuple[WorkerPool, Store]) -> None:
+    engine, _ = pool
+    await engine.load("r", None, [])
+    writer, other = object(), object()
+    answers: list[tuple[object, Applied]] = []
+    done = asyncio.Event()
+    first, second = typing_updates(30)[1], typing_updates(2, client=2, name="other")[1]
+    sources = [writer] * 30 + [other] * 2
+    for source, update in zip(sources, [*first, *second], strict=True):
+
+        def on_applied(applied: Applied, source: object = source) -> None:
+            answers.append((source, applied))
+            if len(answers) == len(sources):
+                done.set()
+
+        engine.apply("r", update, on_applied, source=source)
+    await asyncio.wait_for(done.wait(), 10)
+    assert all(applied.accepted for _, applied in answers)
+    # one emitted update per source's run: the writer's 30 in one transaction, the other's 2 in another
+    emitted = [(source, applied.update) for source, applied in answers if applied.update]
+    assert [source for source, _ in emitted] == [writer, other]
+    assert _text(emitted[0][1]) == "".join(f"{i}," for i in range(30))
