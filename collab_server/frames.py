@@ -1,8 +1,9 @@
 """What an incoming frame must pass before its messages reach the room.
 
-``FrameGate.admit`` runs once per frame, before anything is applied: the peer's byte and message rates,
-the strict decode with its bounds (``protocol.FrameLimits``), then the per-frame rules; ``check`` runs
-for each message just before the room handles it (awareness is decoded there, once: the room reuses it):
+``FrameGate.admit`` runs once per frame, before anything is applied: it charges the peer's byte and
+message rates (``pause`` then says how long to wait before the next frame), decodes strictly within
+its bounds (``protocol.FrameLimits``), then applies the per-frame rules; ``check`` runs for each
+message just before the room handles it (awareness is decoded there, once: the room reuses it):
 
 - identical sync step1s are answered once, and a frame may carry at most ``MAX_STEP1_PER_FRAME``
   different ones: each answer is a diff of the whole document (5,000 step1s against a 3 MB document
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Set as AbstractSet
 
-from collab_server.errors import DocumentTooLarge, ProtocolError, RateExceeded, RoomOverloaded
+from collab_server.errors import DocumentTooLarge, ProtocolError, RoomOverloaded
 from collab_server.limits import DocumentSizes, PeerRates
 from collab_server.protocol import (
     AwarenessMessage,
@@ -59,13 +60,9 @@ class FrameGate:
 
     def admit(self, frame: bytes) -> list[Message]:
         """The messages of ``frame`` to handle, in order; raises if the frame is refused."""
-        problem = self._rates.frame_problem(len(frame))
-        if problem is not None:
-            raise RateExceeded(problem)
+        self._rates.charge_frame(len(frame))
         messages = decode_frame(frame, self._limits)
-        problem = self._rates.messages_problem(len(messages))
-        if problem is not None:
-            raise RateExceeded(problem)
+        self._rates.charge_messages(len(messages))
         if len(messages) == 1:
             return messages
         admitted: list[Message] = []
@@ -84,6 +81,11 @@ class FrameGate:
                 queried = True
             admitted.append(message)
         return admitted
+
+    def pause(self) -> float:
+        """Seconds to wait before reading the next frame: a peer past its rates is slowed, then refused
+        (``RateExceeded``; ``limits.PeerRates``)."""
+        return self._rates.pause()
 
     def check(
         self, message: Message, room: Room, *, can_write: bool = True, introduced: AbstractSet[int] = frozenset()

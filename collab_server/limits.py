@@ -4,7 +4,9 @@ A bucket holds up to ``burst`` tokens and refills at ``rate`` per second; taking
 refused. Buckets compute their refill when asked (no timers), so an idle peer's bucket costs nothing.
 
 - ``PeerRates``: bytes and messages per second one peer may send (sized so that a tldraw client dragging
-  shapes at 60 fps — about 120 messages and a few hundred KB per second — never comes near).
+  shapes at 60 fps — about 120 messages and a few hundred KB per second — never comes near, nor a script
+  that writes one update per keystroke as fast as the server takes them); a peer past them is slowed
+  first and refused only when it keeps on.
 - ``AddressRates``: rooms one client address may open per minute. Behind a proxy the address is the
   proxy's unless uvicorn is told to trust its ``X-Forwarded-For`` (``FORWARDED_ALLOW_IPS``).
 - ``DocumentSizes``: whether an update may still be added to a room's document (``admits``). The room
@@ -23,6 +25,8 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+
+from collab_server.errors import RateExceeded
 
 if TYPE_CHECKING:
     from collab_server.settings import Settings
@@ -52,14 +56,32 @@ class TokenBucket:
         self.tokens = tokens - amount
         return True
 
+    def charge(self, amount: float, now: float) -> None:
+        """Take ``amount`` tokens even if the bucket holds fewer: it goes into debt (``debt``)."""
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate) - amount
+        self.updated = now
+
+    def debt(self, now: float) -> float:
+        """Seconds until the bucket is out of debt (0 if it is not in debt)."""
+        tokens = self.tokens + (now - self.updated) * self.rate
+        return 0.0 if tokens >= 0 else -tokens / self.rate
+
     def full(self, now: float) -> bool:
         return self.tokens + (now - self.updated) * self.rate >= self.burst
 
 
 class PeerRates:
-    """Bytes and messages per second of one peer's incoming frames."""
+    """Bytes and messages per second of one peer's incoming frames: first slowed, then refused.
 
-    __slots__ = ("_bytes", "_clock", "_messages")
+    A frame past the rates is still handled, but it leaves the peer in debt, and ``pause`` says how long
+    to wait before reading its next frame: the peer's socket fills meanwhile and TCP slows its sends. That
+    costs a real client that bursts (a paste, a reconnect) nothing but a short delay. Waiting draws on the
+    peer's patience (``patience`` seconds, refilled at half a second per second): a peer that keeps
+    sending faster than its rates runs out of it, and so does a frame that alone would need longer, and
+    is then refused (``RateExceeded``: 4529, the client retries later).
+    """
+
+    __slots__ = ("_bytes", "_clock", "_messages", "_patience")
 
     def __init__(
         self,
@@ -68,24 +90,35 @@ class PeerRates:
         messages_per_second: float,
         messages_burst: float,
         *,
+        patience: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         now = clock()
         self._clock = clock
         self._bytes = TokenBucket(bytes_per_second, bytes_burst, now)
         self._messages = TokenBucket(messages_per_second, messages_burst, now)
+        self._patience = TokenBucket(0.5, patience, now)
 
-    def frame_problem(self, nbytes: int) -> str | None:
-        """Charge one frame's bytes; why it is refused, or None."""
-        if not self._bytes.take(nbytes, self._clock()):
-            return f"sending faster than {self._bytes.rate:.0f} bytes per second"
-        return None
+    def charge_frame(self, nbytes: int) -> None:
+        """Charge one frame's bytes (before it is decoded)."""
+        self._bytes.charge(nbytes, self._clock())
 
-    def messages_problem(self, count: int) -> str | None:
-        """Charge a frame's messages; why they are refused, or None."""
-        if not self._messages.take(count, self._clock()):
-            return f"sending more than {self._messages.rate:.0f} messages per second"
-        return None
+    def charge_messages(self, count: int) -> None:
+        """Charge a decoded frame's messages."""
+        self._messages.charge(count, self._clock())
+
+    def pause(self) -> float:
+        """Seconds to wait before reading the peer's next frame (0: none); RateExceeded past patience."""
+        now = self._clock()
+        waits = [(self._bytes.debt(now), self._bytes), (self._messages.debt(now), self._messages)]
+        wait, bucket = max(waits, key=lambda item: item[0])
+        if wait <= 0:
+            return 0.0
+        if not self._patience.take(wait, now):
+            if bucket is self._bytes:
+                raise RateExceeded(f"sending faster than {bucket.rate:.0f} bytes per second")
+            raise RateExceeded(f"sending more than {bucket.rate:.0f} messages per second")
+        return wait
 
 
 class AddressRates:
@@ -207,6 +240,7 @@ class Quotas:
                 settings.peer_bytes_burst,
                 settings.peer_messages_per_second,
                 settings.peer_messages_burst,
+                patience=settings.peer_rate_patience,
             )
 
         return cls(

@@ -130,6 +130,10 @@ EXPORT_BROWSER_RESTARTS = Counter(
 )
 
 # -- bounds and quotas (docs/hostile-input.md) ------------------------------------------------------
+PEER_SLOWED_SECONDS = Counter(
+    "collab_peer_slowed_seconds_total",
+    "Seconds peers past their byte or message rates waited before their next frame was read",
+)
 QUOTA_REFUSALS = Counter(
     "collab_quota_refusals_total",
     "Peers or connections refused for passing a rate or quota (closed with a transient code)",

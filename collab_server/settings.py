@@ -85,20 +85,25 @@ class Settings:
         5000, "live awareness states per room; a peer adding one more is closed with 4503 (retries)"
     )
     peer_bytes_per_second: float = _setting(
-        4 * 1024 * 1024, "sustained bytes per second one peer may send; faster closes it with 4529 (retries)"
+        4 * 1024 * 1024, "sustained bytes per second one peer may send; a faster peer is slowed, then closed with 4529"
     )
     peer_bytes_burst: int = _setting(
         48 * 1024 * 1024, "bytes one peer may send at once above the sustained rate (at least the largest frame)"
     )
     peer_messages_per_second: float = _setting(
-        600.0, "sustained messages per second one peer may send (a tldraw drag at 60 fps sends ~120)"
+        20_000.0,
+        "sustained messages per second one peer may send (a tldraw drag at 60 fps sends ~120; a script typing "
+        "one update per keystroke as fast as the server takes them, ~20,000); a faster peer is slowed, then 4529",
     )
-    peer_messages_burst: int = _setting(6000, "messages one peer may send at once above the sustained rate")
+    peer_messages_burst: int = _setting(40_000, "messages one peer may send at once above the sustained rate")
+    peer_rate_patience: float = _setting(
+        10.0, "seconds of slowing a peer past its rates may accumulate (refilled at 0.5 s/s) before it is closed"
+    )
     max_document_bytes: int = _setting(
         256 * 1024 * 1024, "largest document a room may grow to; an update past it closes the peer with 4513"
     )
     room_loads_per_minute: int = _setting(
-        120, "rooms one client address may open (load into memory) per minute; more are refused with 4529"
+        1200, "rooms one client address may open (load into memory) per minute; more are refused with 4529"
     )
     handshake_timeout: float = _setting(
         5.0, "seconds a connection may take to send its request headers (websocket upgrade) before it is dropped"
@@ -316,6 +321,7 @@ _BOUNDS = (
     "peer_bytes_burst",
     "peer_messages_per_second",
     "peer_messages_burst",
+    "peer_rate_patience",
     "max_document_bytes",
     "room_loads_per_minute",
     "handshake_timeout",

@@ -215,6 +215,13 @@ async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, gate: FrameGa
                     # The same budget inside a frame: a frame of thousands of messages yields too.
                     await asyncio.sleep(0)
                     turn_started = clock()
+            message = None
+            pause = gate.pause()
+            if pause:
+                # Past its rates: the next frame waits (the peer's sends back up behind its socket).
+                metrics.PEER_SLOWED_SECONDS.inc(pause)
+                await asyncio.sleep(pause)
+                turn_started = clock()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:

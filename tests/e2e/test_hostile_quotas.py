@@ -18,15 +18,22 @@ from collab_server.protocol import (
     encode_update,
 )
 from tests.support.documents import append_text
+from tests.support.eventually import eventually
 from tests.support.floods import Sentinel, close_code, sentinel_room
 from tests.support.servers import ServerProcess
+from tests.support.yjs_clients import YjsNode
 
 pytestmark = pytest.mark.e2e
 
 
 async def test_too_many_messages_per_second_is_refused_with_4529(server_factory: Any, room_name: str) -> None:
     server: ServerProcess = server_factory(
-        {"COLLAB_PEER_MESSAGES_PER_SECOND": "50", "COLLAB_PEER_MESSAGES_BURST": "200", "COLLAB_CRDT_WORKERS": "2"}
+        {
+            "COLLAB_PEER_MESSAGES_PER_SECOND": "50",
+            "COLLAB_PEER_MESSAGES_BURST": "200",
+            "COLLAB_PEER_RATE_PATIENCE": "1",
+            "COLLAB_CRDT_WORKERS": "2",
+        }
     )
     sentinel = Sentinel(server, sentinel_room(room_name))
     async with sentinel.watching(), connect(f"{server.url}/{room_name}") as ws:
@@ -39,12 +46,37 @@ async def test_too_many_messages_per_second_is_refused_with_4529(server_factory:
     assert server.metric('collab_quota_refusals_total{quota="rate_limited"}') >= 1
 
 
+async def test_a_short_burst_past_the_rates_is_slowed_not_refused(
+    server_factory: Any, node: YjsNode, room_name: str
+) -> None:
+    server: ServerProcess = server_factory(
+        {"COLLAB_PEER_MESSAGES_PER_SECOND": "100", "COLLAB_PEER_MESSAGES_BURST": "100"}
+    )
+    reader = await node.connect(server.url, room_name)
+    await reader.wait_synced()
+    doc: Doc[Any] = Doc()
+    async with connect(f"{server.url}/{room_name}") as ws:
+        await ws.recv()
+        for i in range(250):  # 150 past the burst: 1.5 s of slowing, well inside the patience
+            await ws.send(encode_update(append_text(doc, f"{i},")))
+
+        async def all_arrived() -> None:
+            assert await reader.text("t") == "".join(f"{i}," for i in range(250))
+
+        await eventually(all_arrived, timeout=20)
+        await ws.send(encode_query_awareness())  # still open: the server answers
+        assert ws.close_code is None
+    assert server.metric("collab_peer_slowed_seconds_total") >= 1.0
+    assert server.metric('collab_quota_refusals_total{quota="rate_limited"}', 0) == 0
+
+
 async def test_too_many_bytes_per_second_is_refused_with_4529(server_factory: Any, room_name: str) -> None:
     server: ServerProcess = server_factory(
         {
             "COLLAB_MAX_MESSAGE_BYTES": str(1024 * 1024),
             "COLLAB_PEER_BYTES_BURST": str(1024 * 1024),
             "COLLAB_PEER_BYTES_PER_SECOND": "10000",
+            "COLLAB_PEER_RATE_PATIENCE": "1",
         }
     )
     doc: Doc[Any] = Doc()

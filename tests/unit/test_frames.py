@@ -67,13 +67,17 @@ def test_query_awareness_is_answered_once_per_frame() -> None:
 
 
 def test_rates_are_charged_per_frame_and_per_message() -> None:
-    gate = _gate(rates=PeerRates(1, 100, 1, 10))
-    assert gate.admit(encode_query_awareness() * 10)
+    gate = _gate(rates=PeerRates(1, 100, 1, 10, patience=5))
+    assert gate.admit(encode_query_awareness() * 10) and gate.pause() == 0
+    gate.admit(encode_query_awareness() * 3)  # 3 messages past the burst at 1 per second
+    assert 2.9 < gate.pause() <= 3.0  # slowed first
+    gate.admit(encode_query_awareness() * 3)
     with pytest.raises(RateExceeded, match="messages per second"):
-        gate.admit(encode_query_awareness())
-    gate = _gate(rates=PeerRates(1, 100, 1, 10))
+        gate.pause()  # 6 s of slowing at once: past its patience
+    gate = _gate(rates=PeerRates(1, 100, 1, 10_000, patience=5))
+    gate.admit(encode_query_awareness() * 200)  # 100 bytes past the burst at 1 per second
     with pytest.raises(RateExceeded, match="bytes per second"):
-        gate.admit(encode_query_awareness() * 101)
+        gate.pause()
 
 
 def test_awareness_past_the_room_limit_is_refused() -> None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
+from collab_server.errors import RateExceeded
 from collab_server.limits import AddressRates, DocumentSizes, PeerRates, TokenBucket
+from collab_server.settings import Settings
 
 
 def test_a_bucket_allows_its_burst_then_its_rate() -> None:
@@ -18,27 +22,46 @@ def test_a_bucket_allows_its_burst_then_its_rate() -> None:
     assert not bucket.take(1, 100.0)
 
 
-def test_a_tldraw_drag_at_60_fps_stays_far_inside_the_default_peer_rates() -> None:
-    # Settings defaults: 4 MiB/s (burst 48 MiB), 600 messages/s (burst 6000). A drag sends an update
-    # and an awareness message per frame, each well under 2 KB.
+def test_a_tldraw_drag_at_60_fps_is_never_slowed_by_the_default_peer_rates() -> None:
+    # Settings defaults: 4 MiB/s (burst 48 MiB), 20,000 messages/s (burst 40,000). A drag sends an
+    # update and an awareness message per frame, each well under 2 KB.
     # Two minutes of it, plus a join that sends a 30 MB document and 500 messages at once.
+    defaults = Settings.from_env({})
     now = [0.0]
-    rates = PeerRates(4 * 1024 * 1024, 48 * 1024 * 1024, 600, 6000, clock=lambda: now[0])
-    assert rates.frame_problem(30_000_000) is None
-    assert rates.messages_problem(500) is None
+    rates = PeerRates(
+        defaults.peer_bytes_per_second,
+        defaults.peer_bytes_burst,
+        defaults.peer_messages_per_second,
+        defaults.peer_messages_burst,
+        patience=defaults.peer_rate_patience,
+        clock=lambda: now[0],
+    )
+    rates.charge_frame(30_000_000)
+    rates.charge_messages(500)
+    assert rates.pause() == 0
     for frame in range(60 * 120):
         now[0] = frame / 60
         for _ in range(2):
-            assert rates.frame_problem(2048) is None
-            assert rates.messages_problem(1) is None
+            rates.charge_frame(2048)
+            rates.charge_messages(1)
+            assert rates.pause() == 0
 
 
-def test_a_flooding_peer_is_refused() -> None:
-    rates = PeerRates(1000, 5000, 10, 20)
-    assert rates.frame_problem(5000) is None
-    assert rates.frame_problem(10) == "sending faster than 1000 bytes per second"
-    assert rates.messages_problem(20) is None
-    assert rates.messages_problem(1) == "sending more than 10 messages per second"
+def test_a_peer_past_its_rates_is_slowed_then_refused() -> None:
+    now = [0.0]
+    rates = PeerRates(1000, 5000, 10, 20, patience=4, clock=lambda: now[0])
+    rates.charge_frame(5000)
+    rates.charge_messages(20)
+    assert rates.pause() == 0  # the burst
+    rates.charge_messages(10)
+    assert rates.pause() == 1.0  # a second of slowing: 10 messages at 10 per second
+    now[0] = 1.0  # it waited; the bucket is out of debt, patience 3 s left (refilling 0.5 s/s)
+    rates.charge_messages(20)
+    assert rates.pause() == 2.0
+    now[0] = 3.0  # patience 2.5 s, 3,000 bytes refilled: a frame that needs 3 s more is one too many
+    rates.charge_frame(6000)
+    with pytest.raises(RateExceeded, match="sending faster than 1000 bytes per second"):
+        rates.pause()
 
 
 def test_room_loads_are_counted_per_address() -> None:
