@@ -16,6 +16,7 @@ process through ``local.InProcessEngine``; never in the server's networking proc
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from typing import Any
 
@@ -147,10 +148,13 @@ class RoomDoc:
             return [self.apply(update) for update in updates]
         emitted = b"".join(self.emitted) if len(self.emitted) == 1 else _merge(self.emitted)
         self.emitted.clear()
-        clocks = decode_state_vector(before)
         # What the document held before the run tells a re-sent update (not stored, not kept in the base)
-        # from a new one; an update repeated within the run is kept twice, which costs nothing but bytes.
-        new = [not _integrated(update, before, clocks) for update in updates]
+        # from a new one; the same bytes twice in the run are news once.
+        seen: set[bytes] = set()
+        new = []
+        for update in updates:
+            new.append(update not in seen and _news(update, before))
+            seen.add(update)
         self.base.extend(update for update, is_new in zip(updates, new, strict=True) if is_new)
         if len(self.base) > _REFOLD_AFTER:
             self.refold()
@@ -240,7 +244,14 @@ class Documents:
         if held is not None:
             held.doc.unobserve(held.subscription)
 
-    def fold(self, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
+    def fold(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
+        """Fold a room's stored rows: from its live document when this worker holds the room and that
+        document provably holds them (``fold_loaded``: no replay), else by replaying them."""
+        held = self.rooms.get(room)
+        if held is not None:
+            folded = fold_loaded(held.doc, snapshot, updates)
+            if folded is not None:
+                return folded
         entries = ([snapshot] if snapshot is not None else []) + list(updates)
         doc, failed = _replay(entries)
         offset = 1 if snapshot is not None else 0
@@ -265,23 +276,93 @@ def fold_doc(doc: Doc[Any], updates: Sequence[bytes]) -> Folded:
     return Folded(doc.get_update(), state, folded)
 
 
-def _integrated(update: bytes, state: bytes, clocks: dict[int, int]) -> bool:
-    # get_update(update, state) is the part of ``update`` beyond ``state``: its structs the doc lacks,
-    # plus its whole delete set. No structs left and every deleted range below the state: integrated.
+Deletes = dict[int, list[tuple[int, int]]]  # client -> sorted, merged [start, end) clock ranges
+
+
+def _beyond(update: bytes, state: bytes) -> Deletes | None:
+    """What ``update`` holds beyond ``state``: None if it has structs the state lacks (or cannot be read),
+    else its delete set (``get_update(update, state)`` keeps the whole delete set, whatever the state)."""
     try:
         diff = Reader(get_update(update, state))
         if diff.var_uint("struct count"):
-            return False
+            return None
+        deletes: Deletes = {}
         for _ in range(diff.var_uint("delete set clients")):
-            client = diff.var_uint("delete set client")
+            ranges = deletes.setdefault(diff.var_uint("delete set client"), [])
             for _ in range(diff.var_uint("delete set ranges")):
                 clock = diff.var_uint("deleted clock")
-                length = diff.var_uint("deleted length")
-                if clocks.get(client, 0) < clock + length:
-                    return False
+                ranges.append((clock, clock + diff.var_uint("deleted length")))
     except ProtocolError:
-        return False
+        return None
     except BaseException as exc:
         _refusal(exc)
-        return False  # not provably folded: it stays in the log
+        return None  # not provably held: it stays in the log
+    return deletes
+
+
+def _integrated(update: bytes, state: bytes, clocks: dict[int, int]) -> bool:
+    """No structs beyond ``state`` and every deleted range below it. Enough for a document built from
+    this very update (its deletes were applied), not for one that may never have seen it."""
+    deletes = _beyond(update, state)
+    if deletes is None:
+        return False
+    return all(clocks.get(client, 0) >= end for client, ranges in deletes.items() for _, end in ranges)
+
+
+def _news(update: bytes, before: bytes) -> bool:
+    """Whether ``update`` may carry something a document at ``before`` lacked: structs beyond it, or any
+    delete (a delete of an item the document has is news unless it was deleted already; storing a
+    re-sent delete costs bytes, losing a new one costs an edit, so a delete always counts as news)."""
+    deletes = _beyond(update, before)
+    return deletes is None or any(deletes.values())
+
+
+def _merged(deletes: Deletes) -> Deletes:
+    merged: Deletes = {}
+    for client, ranges in deletes.items():
+        out: list[tuple[int, int]] = []
+        for start, end in sorted(ranges):
+            if out and start <= out[-1][1]:
+                out[-1] = (out[-1][0], max(out[-1][1], end))
+            else:
+                out.append((start, end))
+        merged[client] = out
+    return merged
+
+
+def _covered(deletes: Deletes, by: Deletes) -> bool:
+    for client, ranges in deletes.items():
+        held = by.get(client, [])
+        starts = [start for start, _ in held]
+        for start, end in ranges:
+            at = bisect.bisect_right(starts, start) - 1
+            if start == end:
+                continue
+            if at < 0 or held[at][1] < end:
+                return False
     return True
+
+
+def fold_loaded(doc: Doc[Any], snapshot: bytes | None, updates: Sequence[bytes]) -> Folded | None:
+    """Fold stored rows into a snapshot of the live document that holds them, without replaying them.
+
+    The live document holds every stored row, plus (usually) updates accepted but not stored yet, which
+    the snapshot then holds too (harmless: they are stored later and apply as duplicates). A row is
+    folded only if the document provably holds it: every struct below its state vector and every deleted
+    range inside its delete set (a row another replica stored, which this document has not seen yet, is
+    not: it stays in the log). None if the stored snapshot itself is not held: then the rows are replayed.
+    """
+    state = doc.get_state()
+    deleted = _beyond(doc.get_update(state), state)
+    if deleted is None:  # pragma: no cover - a document's own delete set always reads
+        return None
+    deleted = _merged(deleted)
+
+    def held(row: bytes) -> bool:
+        deletes = _beyond(row, state)
+        return deletes is not None and _covered(deletes, deleted)
+
+    if snapshot is not None and not held(snapshot):
+        return None
+    folded = [index for index, update in enumerate(updates) if held(update)]
+    return Folded(doc.get_update(), state, folded)

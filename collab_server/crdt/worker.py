@@ -35,7 +35,7 @@ def handle(documents: Documents, op: Op) -> Result:
     if kind is Kind.FULL:
         return documents.full_state(room)
     if kind is Kind.FOLD:
-        return documents.fold(op.snapshot, op.updates)
+        return documents.fold(room, op.snapshot, op.updates)
     if kind is Kind.DOCUMENT:
         # Imported on first use: only document workers (crdt.pool) ever get these calls.
         from collab_server.crdt import document_calls

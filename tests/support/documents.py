@@ -28,4 +28,4 @@ def typing_updates(count: int, *, client: int = 1, start: int = 0, name: str = "
 
 async def fold_here(room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
     """A ``persistence.base.Fold`` run in the test process (the server folds in its CRDT workers)."""
-    return Documents().fold(snapshot, updates)
+    return Documents().fold(room, snapshot, updates)

@@ -12,7 +12,7 @@ from tests.support.documents import typing_updates
 
 
 def fold(snapshot: bytes | None, updates: list[bytes]) -> Folded:
-    return Documents().fold(snapshot, updates)
+    return Documents().fold("r", snapshot, updates)
 
 
 def _text(snapshot: bytes, rest: list[bytes] | None = None) -> str:
@@ -73,3 +73,60 @@ def test_a_bad_snapshot_is_reported_and_the_log_folds_without_it() -> None:
     result = fold(b"\x05 garbage", updates)
     assert [index for index, _ in result.bad] == [-1]
     assert _text(result.snapshot) == "0,1,"
+
+
+def _deleting(doc: Doc[Any], index: int, length: int) -> bytes:
+    before = doc.get_state()
+    del doc.get("text", type=Text)[index : index + length]
+    return doc.get_update(before)
+
+
+def test_a_loaded_room_folds_from_its_live_document_without_replaying() -> None:
+    writer, updates = typing_updates(5)
+    updates.append(_deleting(writer, 0, 2))  # "0," deleted
+    documents = Documents()
+    documents.load("r", None, updates[:3])
+    for update in updates[3:]:
+        assert documents.apply("r", update).accepted
+    unstored = typing_updates(6, start=0)[1][5]  # accepted, not stored yet: the snapshot may hold it
+    assert documents.apply("r", unstored).accepted
+    result = documents.fold("r", None, updates)
+    assert result.folded == [0, 1, 2, 3, 4, 5] and result.bad == []
+    assert _text(result.snapshot) == "1,2,3,4,5,"
+    # what the live document held: the very state it reports
+    assert result.state_vector == documents.state_vector("r")
+
+
+def test_a_row_the_live_document_has_not_seen_stays_in_the_log() -> None:
+    # Another replica stored a delete this replica has not applied yet (it is on its way through the
+    # broker): its deleted range is below the state vector, but not in the document's delete set.
+    writer, updates = typing_updates(3)
+    elsewhere = _deleting(writer, 0, 2)
+    documents = Documents()
+    documents.load("r", None, updates)
+    result = documents.fold("r", None, [*updates, elsewhere])
+    assert result.folded == [0, 1, 2]  # the delete stays in the log, to be folded once it is held
+    assert _text(result.snapshot, [elsewhere]) == "1,2,"
+
+
+def test_a_stored_snapshot_the_live_document_lacks_is_replayed() -> None:
+    _, updates = typing_updates(3)
+    _, other = typing_updates(2, client=7, name="other")
+    documents = Documents()
+    documents.load("r", None, updates)
+    snapshot = other[0]  # not in the live document: fold by replaying what is stored
+    result = documents.fold("r", snapshot, updates)
+    assert result.folded == [0, 1, 2]
+    doc: Doc[Any] = Doc()
+    doc.apply_update(result.snapshot)
+    assert str(doc.get("other", type=Text)) == "0," and str(doc.get("text", type=Text)) == "0,1,2,"
+
+
+def test_a_delete_in_a_run_counts_as_news_and_is_stored() -> None:
+    writer, updates = typing_updates(3)
+    delete = _deleting(writer, 0, 2)
+    documents = Documents()
+    documents.load("r", None, updates)
+    more = typing_updates(4, start=0)[1][3]
+    answers = documents.apply_run("r", [delete, more])
+    assert [answer.new for answer in answers] == [True, True]
