@@ -8,7 +8,7 @@
 # Our server runs twice: "ours-memory" (in-memory store, like the peers) and "ours-sqlite" (the
 # embedded default, every update committed to SQLite), and a third time on PostgreSQL when
 # COLLAB_BENCH_POSTGRES holds a database URL ("ours-postgres"). Results land in $YJS_BENCH/results/;
-# `bench/loop_lag.py RESULTS_DIR` then prints our event loop's lag per scenario.
+# `bench/loop_lag.py RESULTS_DIR` then prints our event loop lag and CPU split per scenario.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 HARNESS="${YJS_BENCH:-$ROOT/../shared/yjs-bench}"
@@ -18,10 +18,10 @@ db="$(mktemp -d)"
 trap 'rm -rf "$db"' EXIT
 postgres=()
 if [ -n "${COLLAB_BENCH_POSTGRES:-}" ]; then
-  postgres=(--extra "ours-postgres|$ROOT/bench/serve_for_bench.sh --port {port} --database-url $COLLAB_BENCH_POSTGRES|ws://127.0.0.1:{port}/ws|ywebsocket")
+  postgres=(--extra "ours-postgres|env COLLAB_AUTH=off $ROOT/.venv/bin/collab-server --port {port} --database-url $COLLAB_BENCH_POSTGRES|ws://127.0.0.1:{port}/ws|ywebsocket")
 fi
 exec "$HARNESS/compare.sh" \
-  --extra "ours-memory|$ROOT/bench/serve_for_bench.sh --port {port} --database-url memory://|ws://127.0.0.1:{port}/ws|ywebsocket" \
-  --extra "ours-sqlite|$ROOT/bench/serve_for_bench.sh --port {port} --database-url sqlite:///$db/{port}.sqlite3|ws://127.0.0.1:{port}/ws|ywebsocket" \
+  --extra "ours-memory|$ROOT/.venv/bin/collab-server --port {port} --database-url memory://|ws://127.0.0.1:{port}/ws|ywebsocket" \
+  --extra "ours-sqlite|$ROOT/.venv/bin/collab-server --port {port} --database-url sqlite:///$db/{port}.sqlite3|ws://127.0.0.1:{port}/ws|ywebsocket" \
   "${postgres[@]}" \
   "$@"

@@ -1,10 +1,11 @@
-"""The event loop's lag per scenario, from a side-by-side run of bench/compare.sh.
+"""Our server's event-loop lag and CPU per scenario, from a side-by-side run of bench/compare.sh.
 
-    .venv/bin/python bench/loop_lag.py RESULTS_DIR     # e.g. /tmp/yjs-bench/results/2026-11-28/120000
+    .venv/bin/python bench/loop_lag.py RESULTS_DIR     # e.g. $YJS_BENCH/results/2026-11-28/120000
 
-For every server log of ours (``bench/serve_for_bench.sh`` appends the metrics at exit), prints the
-samples of ``collab_loop_lag_seconds`` (one every 50 ms), how many were over 10 ms and over 100 ms, and
-the compactions and worker restarts of that scenario.
+The harness stops every server with SIGTERM after each scenario; ours then logs the lag of its event loop
+over the run (``collab_server.looplag``: one sample every 50 ms, how many were over 10 ms, the worst) and
+its CPU seconds split between the networking process and its children (CRDT workers). The harness itself
+counts the CPU of the networking process only.
 """
 
 from __future__ import annotations
@@ -13,32 +14,25 @@ import re
 import sys
 from pathlib import Path
 
-_BUCKET = re.compile(r'^collab_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$')
-_VALUE = re.compile(r"^(collab_\w+?)(?:\{[^}]*\})? (\S+)$")
+_LAG = re.compile(r"event loop lag: (\d+) samples, (\d+) over 10 ms, worst ([\d.]+) ms")
+_CPU = re.compile(r"CPU seconds: this process ([\d.]+), child processes ([\d.]+)")
+
+
+def summarise_line(text: str) -> tuple[int, int, float] | None:
+    """(samples, samples over 10 ms, worst ms) from a server log, or None."""
+    lag = _LAG.search(text)
+    return None if lag is None else (int(lag[1]), int(lag[2]), float(lag[3]))
 
 
 def summarise(log: Path) -> str | None:
     text = log.read_text(errors="replace")
-    if "== bench metrics at exit" not in text:
+    lag, cpu = summarise_line(text), _CPU.search(text)
+    if lag is None:
         return None
-    block = text.split("== bench metrics at exit", 1)[1].split("== end of bench metrics", 1)[0]
-    buckets: dict[float, float] = {}
-    totals: dict[str, float] = {}
-    for line in block.splitlines():
-        if match := _BUCKET.match(line):
-            buckets[float(match[1])] = float(match[2])
-        elif match := _VALUE.match(line):
-            totals[match[1]] = totals.get(match[1], 0.0) + float(match[2])
-    count = buckets.get(float("inf"), 0.0)
-    within = {bound: value for bound, value in buckets.items()}
-    over_10 = count - within.get(0.01, count)
-    over_100 = count - within.get(0.1, count)
-    return (
-        f"lag samples {count:.0f}, over 10 ms {over_10:.0f}, over 100 ms {over_100:.0f}; "
-        f"compactions {totals.get('collab_compactions_total', 0):.0f}, "
-        f"worker restarts {totals.get('collab_crdt_worker_restarts_total', 0):.0f}, "
-        f"slowed {totals.get('collab_peer_slowed_seconds_total', 0):.1f} s"
-    )
+    summary = f"lag samples {lag[0]}, over 10 ms {lag[1]}, worst {lag[2]:.1f} ms"
+    if cpu is not None:
+        summary += f"; CPU s: networking {cpu[1]}, workers {cpu[2]}"
+    return summary
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ run several apps in one process.
 from __future__ import annotations
 
 import logging
+import resource
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -61,7 +62,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
-            stack.callback(logger.info, "shutdown complete")  # registered first, so it runs last
+            stack.callback(_log_shutdown)  # registered first, so it runs last
             stack.callback(LoopLagMonitor().start().close)
             # Access first: a server that must not start open refuses before it opens anything else.
             access_parts = await open_access(settings, rooms=room_store)
@@ -134,6 +135,17 @@ def create_app(
         middleware=api_middleware(settings),
         exception_handlers={HTTPException: http_exception},
         lifespan=lifespan,
+    )
+
+
+def _log_shutdown() -> None:
+    # Child processes (CRDT workers, the export renderer) are counted once they have exited and been
+    # waited for, which they have by now.
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    logger.info(
+        "shutdown complete (CPU seconds: this process %.1f, child processes %.1f)",
+        own.ru_utime + own.ru_stime,
+        children.ru_utime + children.ru_stime,
     )
 
 

@@ -1,0 +1,161 @@
+"""A 50 MiB tldraw board on one replica (issue 13): written, synced to a fresh client, compacted, reloaded
+after a restart, while sentinels in other rooms measure how long the server keeps them waiting.
+
+    .venv/bin/python bench/large_document.py [--records 100000] [--record-bytes 480]
+
+Starts ``collab-server`` on a fresh SQLite file (2 CRDT workers). The board (the tldraw-yjs layout:
+``tl_<room>`` YKeyValue entries plus ``meta``, built by tests/support/boards.py) is written as updates of
+10,000 records each from a raw websocket peer. Two sentinels, one in a room on the board's CRDT worker and
+one on the other worker, send a sync step1 every 10 ms and time the answer. Phases:
+
+1. write: every update sent and accepted (the board's state vector reached), compaction included;
+2. fresh sync: a real Yjs client (yjs + y-websocket under Node) joins and is fully synced;
+3. restart + load + sync: the server is stopped (rooms saved), started again, and a fresh client
+   joins the board, which loads from the stored snapshot;
+4. memory: the resident memory of the server and its workers with the board loaded, minus before.
+
+Reported per phase: its seconds and the sentinels' worst round trip (ms). Not a test: run it by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from collab_server.protocol import encode_update  # noqa: E402
+from tests.support.boards import base_records, board_update, geo  # noqa: E402
+from tests.support.floods import round_trip, rss_bytes  # noqa: E402
+from tests.support.hostile import room_on_other_worker  # noqa: E402
+from tests.support.servers import ServerProcess  # noqa: E402
+from tests.support.yjs_clients import YjsNode  # noqa: E402
+
+WORKERS = 2
+ROOM = "large-board"
+
+
+def _same_worker_room(room: str) -> str:
+    other = room_on_other_worker(room, WORKERS)
+    return room_on_other_worker(other, WORKERS, prefix="same")
+
+
+class Sentinels:
+    """Step1 round trips in two rooms, every 10 ms; the worst since the last ``phase``."""
+
+    def __init__(self, server: ServerProcess, rooms: list[str]) -> None:
+        self.server, self.rooms = server, rooms
+        self.worst = 0.0
+
+    def phase(self) -> float:
+        worst, self.worst = self.worst, 0.0
+        return worst
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Sentinels]:
+        stop = asyncio.Event()
+
+        async def watch(room: str) -> None:
+            async with connect(f"{self.server.url}/{room}", max_size=None) as ws:
+                await ws.recv()
+                while not stop.is_set():
+                    self.worst = max(self.worst, await round_trip(ws))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 0.01)
+
+        tasks = [asyncio.create_task(watch(room)) for room in self.rooms]
+        try:
+            yield self
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+
+
+def _board(records: int, record_bytes: int) -> list[bytes]:
+    """The board as updates of 10,000 records each (the first also holds the base records and meta)."""
+    pad = "x" * max(record_bytes - 200, 0)
+    updates = []
+    for first in range(0, records, 10_000):
+        shapes = [geo(f"shape:{i}", x=i % 1000, y=i // 1000, text=pad) for i in range(first, first + 10_000)]
+        updates.append(board_update(ROOM, [*base_records(), *shapes] if first == 0 else shapes))
+    return updates
+
+
+async def _write(server: ServerProcess, updates: list[bytes]) -> None:
+    async with connect(f"{server.url}/{ROOM}", max_size=None) as ws:
+        await ws.recv()
+        for update in updates:
+            await ws.send(encode_update(update))
+        # Accepted once a step1 sent after them is answered (the room handles a peer's frames in order).
+        await round_trip(ws)
+
+
+async def _fresh_sync(node: YjsNode, server: ServerProcess) -> float:
+    started = time.perf_counter()
+    client = await node.connect(server.url, ROOM)
+    await client.wait_synced(timeout=300)
+    took = time.perf_counter() - started
+    await client.destroy()
+    return took
+
+
+async def main(args: argparse.Namespace) -> None:
+    updates = _board(args.records, args.record_bytes)
+    encoded = sum(map(len, updates))
+    print(f"board: {args.records:,} records, {len(updates)} updates, {encoded / 2**20:.1f} MiB encoded")
+    with tempfile.TemporaryDirectory() as folder:
+        env = {"COLLAB_DATABASE_URL": f"sqlite:///{folder}/collab.sqlite3", "COLLAB_CRDT_WORKERS": str(WORKERS)}
+        server = ServerProcess(env).start()
+        rooms = [_same_worker_room(ROOM), room_on_other_worker(ROOM, WORKERS)]
+        node = YjsNode(call_timeout=300)
+        await node.start()
+        try:
+            sentinels = Sentinels(server, rooms)
+            async with sentinels.running():
+                await asyncio.sleep(1)
+                sentinels.phase()
+                before = rss_bytes(server)
+                started = time.perf_counter()
+                await _write(server, updates)
+                _report("write (with compaction)", time.perf_counter() - started, sentinels.phase())
+                loaded = rss_bytes(server) - before
+                took = await _fresh_sync(node, server)
+                _report("fresh client synced", took, sentinels.phase())
+                print(f"memory for the board: {loaded / 2**20:.0f} MiB = {loaded / encoded:.2f}x its encoded size")
+                print(f"compactions: {server.metric('collab_compactions_total', 0):.0f}")
+            server.stop()
+            server.start()
+            sentinels = Sentinels(server, rooms)
+            async with sentinels.running():
+                await asyncio.sleep(1)
+                sentinels.phase()
+                took = await _fresh_sync(node, server)
+                _report("after a restart: load + sync", took, sentinels.phase())
+        finally:
+            await node.close()
+            server.stop()
+
+
+def _report(phase: str, seconds: float, worst: float) -> None:
+    print(f"{phase:32} {seconds:7.2f} s   sentinels' worst round trip {worst * 1000:7.1f} ms")
+
+
+def _arguments(argv: Any = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--record-bytes", type=int, default=480, help="about how large each record's JSON is")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(_arguments()))
