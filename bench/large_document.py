@@ -117,7 +117,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"board: {args.records:,} records, {len(updates)} updates, {encoded / 2**20:.1f} MiB encoded")
     with tempfile.TemporaryDirectory() as folder:
         env = {"COLLAB_DATABASE_URL": f"sqlite:///{folder}/collab.sqlite3", "COLLAB_CRDT_WORKERS": str(WORKERS)}
-        server = ServerProcess(env).start()
+        server = ServerProcess(env, log_path=Path(args.log)).start()
         rooms = [_same_worker_room(ROOM), room_on_other_worker(ROOM, WORKERS)]
         node = YjsNode(call_timeout=300)
         await node.start()
@@ -164,7 +164,8 @@ def _report(phase: str, seconds: float, worst: list[float]) -> None:
 def _arguments(argv: Any = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--record-bytes", type=int, default=480, help="about how large each record's JSON is")
+    parser.add_argument("--record-bytes", type=int, default=640, help="about how large each record's JSON is")
+    parser.add_argument("--log", default="/tmp/large_document.log", help="the server's log")
     return parser.parse_args(argv)
 
 

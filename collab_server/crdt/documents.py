@@ -17,6 +17,7 @@ process through ``local.InProcessEngine``; never in the server's networking proc
 from __future__ import annotations
 
 import bisect
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,11 +99,14 @@ def _replay_once(entries: Sequence[bytes], *, observed: bool) -> tuple[Doc[Any],
 class RoomDoc:
     """One room's document, its base, and what its observer emitted in the current transaction."""
 
-    __slots__ = ("base", "doc", "emitted", "subscription")
+    __slots__ = ("base", "doc", "emitted", "snapshots", "subscription")
 
     def __init__(self, doc: Doc[Any], base: list[bytes]) -> None:
         self.base = base
         self.emitted: list[bytes] = []
+        # Digests of snapshots this document is known to hold (it was loaded from them, or folded into
+        # them): checking that a stored snapshot is held then costs a hash, not a decode of the snapshot.
+        self.snapshots: list[bytes] = []
         self.doc = doc
         self.subscription = doc.observe(self._on_transaction)
 
@@ -199,7 +203,9 @@ class Documents:
         old = self.rooms.pop(room, None)
         if old is not None:
             old.doc.unobserve(old.subscription)
-        self.rooms[room] = RoomDoc(doc, base)
+        held = self.rooms[room] = RoomDoc(doc, base)
+        if snapshot is not None and 0 not in failed_set:
+            held.snapshots.append(_digest(snapshot))
         return Loaded(doc.get_state(), bad)
 
     def apply(self, room: str, update: bytes) -> Applied:
@@ -249,8 +255,12 @@ class Documents:
         document provably holds them (``fold_loaded``: no replay), else by replaying them."""
         held = self.rooms.get(room)
         if held is not None:
-            folded = fold_loaded(held.doc, snapshot, updates)
+            known = snapshot is None or _digest(snapshot) in held.snapshots
+            folded = fold_loaded(held.doc, None if known else snapshot, updates)
             if folded is not None:
+                # The stored snapshot once the compaction is written (the older ones stay known, in case
+                # it is not).
+                held.snapshots = [*held.snapshots[-3:], _digest(folded.snapshot)]
                 return folded
         entries = ([snapshot] if snapshot is not None else []) + list(updates)
         doc, failed = _replay(entries)
@@ -274,6 +284,10 @@ def fold_doc(doc: Doc[Any], updates: Sequence[bytes]) -> Folded:
     clocks = decode_state_vector(state)
     folded = [index for index, update in enumerate(updates) if _integrated(update, state, clocks)]
     return Folded(doc.get_update(), state, folded)
+
+
+def _digest(snapshot: bytes) -> bytes:
+    return hashlib.blake2b(snapshot, digest_size=16).digest()
 
 
 Deletes = dict[int, list[tuple[int, int]]]  # client -> sorted, merged [start, end) clock ranges

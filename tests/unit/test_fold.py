@@ -130,3 +130,17 @@ def test_a_delete_in_a_run_counts_as_news_and_is_stored() -> None:
     more = typing_updates(4, start=0)[1][3]
     answers = documents.apply_run("r", [delete, more])
     assert [answer.new for answer in answers] == [True, True]
+
+
+def test_a_snapshot_the_room_was_loaded_from_or_folded_into_is_not_decoded_again() -> None:
+    _, updates = typing_updates(4)
+    documents = Documents()
+    documents.load("r", None, updates[:2])
+    first = documents.fold("r", None, updates[:2])
+    documents.apply_run("r", updates[2:])
+    # The stored snapshot is the one this document folded into: known by its digest, held for sure.
+    second = documents.fold("r", first.snapshot, updates[2:])
+    assert second.folded == [0, 1] and _text(second.snapshot) == "0,1,2,3,"
+    reloaded = Documents()
+    reloaded.load("r", second.snapshot, [])
+    assert reloaded.fold("r", second.snapshot, []).state_vector == second.state_vector
