@@ -59,6 +59,9 @@ logger = logging.getLogger(__name__)
 _EMPTY_UPDATE: Final = b"\x00\x00"
 # Past this many updates in one tick the batch is broadcast at once, to bound merge cost and latency.
 _MAX_BATCH: Final = 256
+# Past this many bytes in one tick the updates are broadcast one by one instead of merged: a merge decodes
+# them all in this process, and for a few large updates (a pasted board) it buys nothing.
+_MAX_MERGE_BYTES: Final = 256 * 1024
 
 # Label children bound once: .labels() per message would cost a dict lookup and a lock on the hot path.
 _RECEIVED_UPDATE = metrics.MESSAGES_RECEIVED.labels("update")
@@ -296,9 +299,11 @@ class Room:
         if not pending:
             return
         metrics.BROADCASTS.inc()
-        if len(pending) == 1:
-            origin, update = pending[0]
-            self._send_to_all(encode_update(update), skip=origin)
+        if len(pending) == 1 or sum(len(update) for _, update in pending) > _MAX_MERGE_BYTES:
+            # One update, or large ones: each is sent as it is (merging large updates costs this process
+            # more than the extra messages do).
+            for origin, update in pending:
+                self._send_to_all(encode_update(update), skip=origin)
             return
         # Merging updates the engine emitted (never a client's bytes) is safe here.
         everything = encode_update(merge_updates(*(update for _, update in pending)))

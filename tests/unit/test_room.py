@@ -100,6 +100,25 @@ async def test_two_senders_in_one_tick_each_get_only_the_other() -> None:
     assert isinstance(to_c, SyncUpdate) and sorted(_text_of([to_c.update])) == ["A", "B"]
 
 
+async def test_large_updates_in_one_tick_are_sent_as_they_are_not_merged() -> None:
+    room, _ = make_room()
+    a, a_socket = make_peer(room)
+    b, b_socket = make_peer(room)
+    _, c_socket = make_peer(room)
+    big_a = append_text(Doc(client_id=1), "A" * 200_000)
+    big_b = append_text(Doc(client_id=2), "B" * 200_000)
+    room.receive(a, encode_update(big_a))
+    room.receive(b, encode_update(big_b))
+    await settle()
+    [to_a] = a_socket.messages()
+    [to_b] = b_socket.messages()
+    to_c = c_socket.messages()
+    assert isinstance(to_a, SyncUpdate) and _text_of([to_a.update]) == "B" * 200_000
+    assert isinstance(to_b, SyncUpdate) and _text_of([to_b.update]) == "A" * 200_000
+    assert len(to_c) == 2  # two messages: 400 KB is past the merge limit
+    assert sorted(_text_of([m.update]) for m in to_c if isinstance(m, SyncUpdate)) == ["A" * 200_000, "B" * 200_000]
+
+
 async def test_replica_updates_are_shown_but_never_stored_or_published() -> None:
     room, sink = make_room()
     _, socket = make_peer(room)
