@@ -17,6 +17,7 @@ class Principal:
     A *room token* (``room`` set) authenticates ``user`` for that one room only and grants ``role``,
     obtained ``via`` a password, an invite, or issued by an operator (``collab-server token --room``).
     ``anonymous`` is the single user of a server running without authentication: owner of every room.
+    ``expires_at`` is the token's ``exp`` (seconds since the epoch): a socket it opened is closed then.
     """
 
     user: str
@@ -26,6 +27,7 @@ class Principal:
     via: Via | None = None
     password_epoch: int = 0
     anonymous: bool = False
+    expires_at: float | None = None
 
     def __repr__(self) -> str:
         scope = f", room={self.room!r}, role={self.role}" if self.room is not None else ""

@@ -4,7 +4,8 @@ Open sockets of an access-controlled server are registered here with their princ
 access changes (participant removed, role lowered, room made private, password changed) every replica
 re-decides each of its sockets in that room: refused ones are closed with 4403, the others get the
 role's write right (a lowered editor keeps reading, read-only). A deleted room's sockets are closed with
-4404 and the room leaves memory without being saved; its stored document is deleted.
+4404 and the room leaves memory without being saved; its stored document is deleted. A socket is closed
+with 4401 when the token that opened it expires (the client reconnects with a fresh one).
 
 Room events travel by Redis pub/sub, which loses messages while a connection is down; every
 ``recheck_interval`` seconds each replica therefore re-decides all its open sockets anyway, so a lost
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from collab_server.access import Access, decide
@@ -53,6 +55,7 @@ class RoomControl:
         # What else a deleted room ends (its waiting export jobs fail with room_not_found).
         self._on_deleted = on_deleted
         self._open: dict[str, dict[Peer, Principal]] = {}
+        self._expiries: dict[Peer, asyncio.TimerHandle] = {}
         self._recheck_interval = recheck_interval
         self._rechecking: asyncio.Task[None] | None = None
 
@@ -83,8 +86,20 @@ class RoomControl:
 
     def opened(self, room: str, peer: Peer, principal: Principal) -> None:
         self._open.setdefault(room, {})[peer] = principal
+        if principal.expires_at is not None:
+            loop = asyncio.get_running_loop()
+            delay = max(principal.expires_at - time.time(), 0.0)
+            self._expiries[peer] = loop.call_later(delay, self._expired, room, peer, principal)
+
+    def _expired(self, room: str, peer: Peer, principal: Principal) -> None:
+        self._expiries.pop(peer, None)
+        security_event("ws_token_expired", f"the token of {principal.user!r} expired", room=room)
+        peer.close(CloseCode.UNAUTHENTICATED, "token expired: reconnect with a fresh token")
 
     def closed(self, room: str, peer: Peer) -> None:
+        expiry = self._expiries.pop(peer, None)
+        if expiry is not None:
+            expiry.cancel()
         sockets = self._open.get(room)
         if sockets is not None:
             sockets.pop(peer, None)

@@ -98,7 +98,7 @@ class RoomTokens:
         name = claims.get("name")
         return Principal(
             user, name=name if isinstance(name, str) else None, room=claims["room"], role=role, via=via,
-            password_epoch=int(claims.get("pwe") or 0),
+            password_epoch=int(claims.get("pwe") or 0), expires_at=float(claims["exp"]),
         )
 
     def verify_invite(self, token: str, room: str) -> Role:

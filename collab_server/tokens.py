@@ -143,7 +143,7 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as exc:
             raise AuthError(f"token refused ({type(exc).__name__})") from None
-        return principal_from_claims(claims, self._name_claim)
+        return principal_from_claims(claims, self._name_claim, leeway=self._leeway)
 
 
 def unverified_header(token: str) -> dict[str, Any]:
@@ -162,9 +162,15 @@ def unverified_header(token: str) -> dict[str, Any]:
     return header
 
 
-def principal_from_claims(claims: dict[str, Any], name_claim: str) -> Principal:
+def principal_from_claims(claims: dict[str, Any], name_claim: str, *, leeway: float = 0.0) -> Principal:
     user = claims.get("sub")
     if not isinstance(user, str) or not user or len(user) > 256:
         raise AuthError("token sub must be a non-empty string")
     name = claims.get(name_claim)
-    return Principal(user, name=name[:200] if isinstance(name, str) else None)
+    expires = claims.get("exp")
+    return Principal(
+        user,
+        name=name[:200] if isinstance(name, str) else None,
+        # The same leeway as at the door: a socket is not let in and closed in the same second.
+        expires_at=float(expires) + leeway if isinstance(expires, int | float) else None,
+    )

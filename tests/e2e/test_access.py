@@ -268,3 +268,16 @@ async def test_a_flood_of_bad_tokens_loads_no_room(world: World) -> None:
     assert world.server.metric("collab_room_load_seconds_count", 0) == loads
     assert await ws_outcome(world, room, tokens.hs256("alice")) == "open"
     assert world.server.metric("collab_room_load_seconds_count") == loads + 1
+
+
+async def test_a_socket_is_closed_when_the_token_that_opened_it_expires(world: World) -> None:
+    # 2 s of life plus the server's 5 s leeway: closed with 4401 then, and not before.
+    token = tokens.hs256("alice", ttl=2)
+    opened = time.monotonic()
+    async with connect(f"{world.server.url}/{world.public}?token={token}") as ws:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 30)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4401, "token expired: reconnect with a fresh token")
+    assert time.monotonic() - opened >= 5.0  # never before the token (with its leeway) expired
