@@ -191,6 +191,11 @@ class Settings:
     rooms: str = _setting(
         "open", "open: a room exists as soon as someone connects; registered: only rooms created over REST"
     )
+    invite_url: str = _setting(
+        "",
+        "the link an invite carries: your app's page that takes it, with {room} and {invite} in it, e.g. "
+        "https://app.example.com/board/{room}?invite={invite} (empty: the join API's URL, which takes a POST)",
+    )
     room_token_ttl: float = _setting(3600.0, "seconds a room token (the answer to a password or invite) lasts")
     bcrypt_cost: int = _setting(12, "bcrypt cost factor of room passwords (4-31)")
     join_attempts: int = _setting(10, "password / invite attempts per room and client address per join_window")
@@ -290,6 +295,8 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}AUTH must be auto, on or off")
         if self.rooms not in {"open", "registered"}:
             raise ConfigError(f"{ENV_PREFIX}ROOMS must be open or registered")
+        if self.invite_url and "{invite}" not in self.invite_url:
+            raise ConfigError(f"{ENV_PREFIX}INVITE_URL must hold {{invite}} (where the invite token goes)")
         if not 4 <= self.bcrypt_cost <= 31:
             raise ConfigError(f"{ENV_PREFIX}BCRYPT_COST must be between 4 and 31")
         for name in (

@@ -76,8 +76,12 @@ async def create_invite(call: Call) -> Response:
     room = await require_room(call.request, call.path["room_id"], Role.OWNER, registered=True)
     access: Access = call.request.state.access
     token, expires = access.room_tokens.mint_invite(room=room.room_id, role=Role(body.role), expires_in=body.expires_in)
-    base = str(call.request.base_url).rstrip("/")
-    url = f"{base}/api/rooms/{quote(room.room_id, safe='')}/join?invite={token}"
+    template = call.request.state.settings.invite_url
+    if template:  # the app's own page, which exchanges the invite (POST .../join) for the user
+        url = template.replace("{room}", quote(room.room_id, safe="")).replace("{invite}", token)
+    else:
+        base = str(call.request.base_url).rstrip("/")
+        url = f"{base}/api/rooms/{quote(room.room_id, safe='')}/join?invite={token}"
     return json_response(schema.Invite(token=token, url=url, role=body.role, expires_at=timestamp(expires)), 201)
 
 

@@ -281,3 +281,19 @@ async def test_a_socket_is_closed_when_the_token_that_opened_it_expires(world: W
     assert closed.value.rcvd is not None
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4401, "token expired: reconnect with a fresh token")
     assert time.monotonic() - opened >= 5.0  # never before the token (with its leeway) expired
+
+
+async def test_an_invite_links_to_the_app_page_when_one_is_configured(tmp_path: Path) -> None:
+    env = {**access_env(tmp_path), "COLLAB_INVITE_URL": "https://app.example/board/{room}?invite={invite}"}
+    server = ServerProcess(env=env).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.http, headers=tokens.bearer(tokens.hs256("alice"))) as client:
+            room = (await client.post("/api/rooms", json={"name": "r"})).json()["id"]
+            invite = (await client.post(f"/api/rooms/{room}/invites", json={"role": "viewer"})).json()
+        assert invite["url"] == f"https://app.example/board/{room}?invite={invite['token']}"
+        # what the app's page then does with it: exchange it for a room token (as a guest: no user token)
+        async with httpx.AsyncClient(base_url=server.http) as guest:
+            joined = await guest.post(f"/api/rooms/{room}/join", json={"invite": invite["token"]})
+        assert joined.status_code == 200 and joined.json()["role"] == "viewer"
+    finally:
+        server.stop()
