@@ -113,6 +113,8 @@ class Room:
         self._sink = sink
         self._pending: list[tuple[Origin, bytes]] = []
         self._flush_handle: asyncio.Handle | None = None
+        self._pending_awareness: dict[int, AwarenessEntry] = {}
+        self._awareness_handle: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -139,9 +141,8 @@ class Room:
         removals = self.awareness.remove(peer.client_ids)
         peer.client_ids.clear()
         if removals:
-            message = encode_awareness_message(removals)
-            self._send_to_all(message)
-            self._sink.local_awareness(self, message)
+            self._relay_awareness(removals)
+            self._sink.local_awareness(self, encode_awareness_message(removals))
 
     # -- incoming ------------------------------------------------------------------------------
 
@@ -248,7 +249,7 @@ class Room:
             logger.warning("room %r: an update from %r was refused: %s", self.name, origin, refusal.reason)
 
     def apply_awareness(self, update: bytes, message: bytes, origin: Origin) -> None:
-        """Apply an awareness update and relay it as received to every local peer, sender included
+        """Apply an awareness update and relay what it changed to every local peer, sender included
         (the y-websocket client reconnects after 30 s without hearing anything)."""
         accepted = self.awareness.apply(decode_awareness(update))
         if isinstance(origin, Peer):
@@ -257,9 +258,24 @@ class Room:
                     origin.client_ids.discard(entry.client_id)
                 else:
                     origin.client_ids.add(entry.client_id)
-        self._send_to_all(message)
+        self._relay_awareness(accepted)
         if isinstance(origin, Peer):
             self._sink.local_awareness(self, message)
+
+    def _relay_awareness(self, entries: list[AwarenessEntry]) -> None:
+        """Queue awareness changes for every local peer: those of one event-loop tick go out as one
+        message per peer (newest entry per client). Every joining provider announces itself to all the
+        others, so a room whose peers arrive together would otherwise cost peers² sends."""
+        for entry in entries:
+            self._pending_awareness[entry.client_id] = entry
+        if self._pending_awareness and self._awareness_handle is None:
+            self._awareness_handle = asyncio.get_running_loop().call_soon(self._flush_awareness)
+
+    def _flush_awareness(self) -> None:
+        self._awareness_handle = None
+        pending, self._pending_awareness = self._pending_awareness, {}
+        if pending:
+            self._send_to_all(encode_awareness_message(list(pending.values())))
 
     # -- what other replicas see (collab_server.replication.SharedRoom) ---------------------------
 
@@ -335,6 +351,9 @@ class Room:
     def close(self) -> None:
         """Broadcast what is pending and stop (the room is being unloaded)."""
         self.flush()
+        if self._awareness_handle is not None:
+            self._awareness_handle.cancel()
+            self._flush_awareness()
         self.closed = True
         for task in self._tasks:
             task.cancel()

@@ -201,6 +201,23 @@ async def test_awareness_reaches_everyone_including_the_sender() -> None:
     assert sink.awareness == [message]
 
 
+async def test_awareness_of_one_tick_reaches_each_peer_as_one_message() -> None:
+    # 20 providers announcing themselves together: 20 messages per peer would be 400 sends; it is 20.
+    room, sink = make_room()
+    peers = [make_peer(room) for _ in range(20)]
+    for i, (peer, _) in enumerate(peers):
+        room.receive(peer, encode_awareness_message([AwarenessEntry(100 + i, 1, json.dumps({"n": i}))]))
+    room.receive(peers[0][0], encode_awareness_message([AwarenessEntry(100, 2, json.dumps({"n": "moved"}))]))
+    await settle()
+    for _, socket in peers:
+        [message] = socket.messages()
+        assert isinstance(message, AwarenessMessage)
+        entries = {entry.client_id: entry for entry in decode_awareness(message.update)}
+        assert set(entries) == {100 + i for i in range(20)}
+        assert entries[100].clock == 2 and json.loads(entries[100].state) == {"n": "moved"}  # the newest
+    assert len(sink.awareness) == 21  # other replicas still get every message
+
+
 async def test_closing_a_peer_removes_its_awareness_for_the_others() -> None:
     room, sink = make_room()
     leaving, _ = make_peer(room)
