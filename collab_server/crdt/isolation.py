@@ -30,10 +30,18 @@ _KILLED = (Refusal.CRASHED, Refusal.STALLED)
 
 
 async def _load_alone(pool: WorkerPool, room: str, snapshot: bytes | None, good: list[bytes]) -> Loaded | Refusal:
-    result = await pool.call(Op(Kind.LOAD, room, snapshot=snapshot, updates=tuple(good)), track=False)
-    if isinstance(result, Loaded | Refusal):
-        return result
-    return Refusal.LIBRARY_FAILURE
+    """The room rebuilt from ``snapshot`` and then ``good`` applied one request each, as they were when
+    isolation found them good: the library's use of freed memory can make rows that applied one by one
+    crash when replayed in one load, and a rebuild must not crash on rows that were just found good."""
+    result = await pool.call(Op(Kind.LOAD, room, snapshot=snapshot), track=False)
+    if not isinstance(result, Loaded):
+        return result if isinstance(result, Refusal) else Refusal.LIBRARY_FAILURE
+    for update in good:
+        applied = await pool.call(Op(Kind.APPLY, room, update), track=False)
+        refusal = applied.refusal if isinstance(applied, Applied) else Refusal.LIBRARY_FAILURE
+        if refusal is not None:
+            return refusal
+    return result
 
 
 async def _isolate(

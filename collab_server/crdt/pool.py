@@ -103,7 +103,7 @@ class _Pending:
 
 
 class _Lane:
-    __slots__ = ("busy", "index", "process", "queue", "rooms", "scheduled")
+    __slots__ = ("busy", "index", "process", "queue", "rooms", "row_by_row", "scheduled")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -112,6 +112,7 @@ class _Lane:
         self.busy = False
         self.scheduled = False
         self.rooms: set[str] = set()
+        self.row_by_row: set[str] = set()  # rooms to rebuild one row per request (see _rebuild_all)
 
 
 class WorkerPool:
@@ -362,19 +363,31 @@ class WorkerPool:
                 return
 
     async def _rebuild_all(self, lane: _Lane) -> bool:
-        """False if a rebuild killed the worker (that room is dropped from the lane)."""
+        """False if a rebuild killed the worker. A room whose rows killed it when loaded together is
+        rebuilt row by row on the next pass (``lane.row_by_row``), as its rows were applied live: the
+        library's reads of freed memory can make rows that applied one by one crash when replayed in one
+        load. A room that kills the worker row by row too is given up (dropped from the lane)."""
         source = self._source
         for room in sorted(lane.rooms):
             try:
                 if source is None:
                     raise EngineError(Refusal.NOT_LOADED)
                 snapshot, updates = await source.rebuild_input(room)
-                ops = [Op(Kind.LOAD, room, snapshot=snapshot, updates=tuple(updates))]
-                [result] = await self._send(lane, ops)
+                if room in lane.row_by_row:
+                    result = await self._rebuild_row_by_row(lane, room, snapshot, updates)
+                else:
+                    ops = [Op(Kind.LOAD, room, snapshot=snapshot, updates=tuple(updates))]
+                    [result] = await self._send(lane, ops)
                 if not isinstance(result, Loaded):
                     raise EngineError(Refusal.NOT_LOADED)
             except (WorkerDied, TimeoutError) as exc:
-                self._lose(lane, room, exc)
+                if room in lane.row_by_row:
+                    lane.row_by_row.discard(room)
+                    self._lose(lane, room, exc)
+                else:
+                    logger.warning("room %r: its rows stop the CRDT worker when loaded together; rebuilding it "
+                                   "row by row", room, extra={"room": room})
+                    lane.row_by_row.add(room)
                 return False
             except Exception as exc:  # the store failed, or the engine refused: this room only
                 self._lose(lane, room, exc)
@@ -383,7 +396,20 @@ class WorkerPool:
                 logger.warning("room %r rebuilt without %d rows it could not apply", room, len(result.bad))
             if source is not None:
                 source.room_rebuilt(room, result.state_vector)
+        lane.row_by_row.clear()
         return True
+
+    async def _rebuild_row_by_row(
+        self, lane: _Lane, room: str, snapshot: bytes | None, updates: Sequence[bytes]
+    ) -> Result:
+        [loaded] = await self._send(lane, [Op(Kind.LOAD, room, snapshot=snapshot)])
+        if not isinstance(loaded, Loaded):
+            return loaded
+        for update in updates:
+            [applied] = await self._send(lane, [Op(Kind.APPLY, room, update)])
+            if isinstance(applied, Applied) and applied.refusal is not None:
+                logger.warning("room %r: a stored row was refused while rebuilding (%s)", room, applied.refusal.label)
+        return _bytes_or_refusal(await self._send(lane, [Op(Kind.STATE, room)]), loaded)
 
     def _lose(self, lane: _Lane, room: str, exc: BaseException) -> None:
         logger.error("room %r could not be rebuilt in CRDT worker %d (%r)", room, lane.index, exc)
@@ -408,6 +434,12 @@ def _join_runs(batch: list[_Pending]) -> None:
         ):
             pending.op = dataclasses.replace(op, joined=True)
         previous = pending
+
+
+def _bytes_or_refusal(results: list[Result], loaded: Loaded) -> Result:
+    """``loaded`` with the state vector of ``results`` (a STATE answer), or the refusal it holds."""
+    [state] = results
+    return Loaded(state, loaded.bad) if isinstance(state, bytes) else state
 
 
 def _refusal_of(result: Result) -> Refusal | None:
