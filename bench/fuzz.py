@@ -85,6 +85,15 @@ async def _fresh_text(node: YjsNode, server: ServerProcess, room: str, name: str
 
 
 async def main(args: argparse.Namespace) -> int:
+    servers: list[ServerProcess] = []
+    try:
+        return await _run(args, servers)
+    finally:  # an interrupted run leaves no server or CRDT worker behind
+        for server in servers:
+            server.stop()
+
+
+async def _run(args: argparse.Namespace, servers: list[ServerProcess]) -> int:
     directory = Path(tempfile.mkdtemp(prefix="collab-fuzz-"))
     env = {
         "COLLAB_DATABASE_URL": f"sqlite:///{directory}/collab.sqlite3",
@@ -92,7 +101,8 @@ async def main(args: argparse.Namespace) -> int:
         "COLLAB_CRDT_DEADLINE": str(args.deadline),
         "COLLAB_LOG_LEVEL": "warning",
     }
-    server = ServerProcess(env=env, log_path=directory / "server.log").start()
+    server = ServerProcess(env=env, log_path=directory / "server.log")
+    servers.append(server.start())
     rooms = [f"fuzz-{i}" for i in range(args.rooms)]
     async with YjsNode() as node:
         client = await node.connect(server.url, "real")
@@ -141,8 +151,9 @@ async def main(args: argparse.Namespace) -> int:
             capture_output=True,
             timeout=3600,
         )
-        print(f"rooms check   exit {check.returncode}: {check.stdout.decode().strip().splitlines()[-1:]}")
-        server = ServerProcess(env=env, log_path=directory / "server-2.log").start()
+        print(f"rooms check   exit {check.returncode}: {check.stdout.decode().strip().splitlines()[-5:]}")
+        server = ServerProcess(env=env, log_path=directory / "server-2.log")
+        servers.append(server.start())
         text = await _fresh_text(node, server, "real", writer.text_name)
         print(f"lost (stored) {lost([writer], {writer.text_name: text})}")
         server.stop()
