@@ -1,23 +1,28 @@
 """Long fuzz run against a real server (issue 8): millions of hostile frames while a real client writes.
 
-    .venv/bin/python bench/fuzz.py [--frames 1000000] [--clients 8] [--rooms 20] [--hostile] [--seed 1]
+    .venv/bin/python bench/fuzz.py [--frames 1000000] [--minutes M] [--clients 42] [--rooms 20] [--hostile]
 
 Starts ``collab-server`` on a fresh SQLite file with ``--workers`` CRDT workers, connects a real Yjs
 client (yjs + y-websocket under Node) that appends numbered tokens throughout, and throws fuzzed frames
 (tests/support/fuzz.py: valid and mutated updates, odd step1s, awareness, random bytes, and with
 ``--hostile`` the issue's crash/hang/panic payloads) at ``--rooms`` rooms from ``--clients`` raw
 connections. The real client's room gets every kind of frame but updates (see ``fuzz``'s docstring).
-``/healthz`` is polled every 100 ms: any answer slower than 1 s counts as outage.
+Each raw client keeps to its own room(s) and waits for each frame to be handled (a round trip) before
+the next: most fuzzed frames are refused, and frames sent behind a refused one are never read, so only
+handled frames are fuzz. ``/healthz`` is polled every 100 ms: any answer slower than 1 s counts as outage.
+``--minutes`` stops sending after that long even if fewer frames went (the checks still run).
 
-Reported: frames and frames/s, connections and close codes, worker restarts, refused updates by reason,
-quarantined rows, outage seconds, edits of the real client lost (live and after a restart), and the
-result of ``collab-server rooms check`` on the database afterwards. Not a test: run it by hand.
+Reported: frames sent and handled, frames/s, connections and close codes, worker restarts, refused
+updates by reason, quarantined rows, outage seconds, edits of the real client lost (live and after a
+restart), the result of ``collab-server rooms check`` on the database afterwards, and the machine's load
+average during the run (a progress line every minute shows it too). Not a test: run it by hand.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import subprocess
 import sys
@@ -29,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.fuzz import fuzz  # noqa: E402
+from tests.support.fuzz import FuzzRun, fuzz  # noqa: E402
 from tests.support.servers import ServerProcess  # noqa: E402
 from tests.support.writers import Writer, Writing, lost  # noqa: E402
 from tests.support.yjs_clients import YjsNode  # noqa: E402
@@ -53,6 +58,23 @@ async def _outage(server: ServerProcess, stop: asyncio.Event) -> float:
     return down
 
 
+async def _progress(server: ServerProcess, run: FuzzRun, started: float, loads: list[float]) -> None:
+    """A line a minute (so that a long run shows how it goes), and the load average every 10 s."""
+    tick = 0
+    while True:
+        await asyncio.sleep(10)
+        loads.append(os.getloadavg()[0])
+        tick += 1
+        if tick % 6 == 0:
+            restarts = await asyncio.to_thread(server.metric, "collab_crdt_worker_restarts_total", 0)
+            elapsed = time.monotonic() - started
+            print(
+                f"[{elapsed / 60:4.0f} min] {run.handled} frames handled ({run.handled / elapsed:.0f}/s), "
+                f"{run.connections} connections, {restarts:.0f} worker restarts, load avg {loads[-1]:.1f}",
+                flush=True,
+            )
+
+
 async def _fresh_text(node: YjsNode, server: ServerProcess, room: str, name: str) -> str:
     client = await node.connect(server.url, room)
     try:
@@ -63,6 +85,15 @@ async def _fresh_text(node: YjsNode, server: ServerProcess, room: str, name: str
 
 
 async def main(args: argparse.Namespace) -> int:
+    servers: list[ServerProcess] = []
+    try:
+        return await _run(args, servers)
+    finally:  # an interrupted run leaves no server or CRDT worker behind
+        for server in servers:
+            server.stop()
+
+
+async def _run(args: argparse.Namespace, servers: list[ServerProcess]) -> int:
     directory = Path(tempfile.mkdtemp(prefix="collab-fuzz-"))
     env = {
         "COLLAB_DATABASE_URL": f"sqlite:///{directory}/collab.sqlite3",
@@ -70,7 +101,8 @@ async def main(args: argparse.Namespace) -> int:
         "COLLAB_CRDT_DEADLINE": str(args.deadline),
         "COLLAB_LOG_LEVEL": "warning",
     }
-    server = ServerProcess(env=env, log_path=directory / "server.log").start()
+    server = ServerProcess(env=env, log_path=directory / "server.log")
+    servers.append(server.start())
     rooms = [f"fuzz-{i}" for i in range(args.rooms)]
     async with YjsNode() as node:
         client = await node.connect(server.url, "real")
@@ -79,8 +111,10 @@ async def main(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         outage = asyncio.create_task(_outage(server, stop))
         started = time.monotonic()
+        run, loads = FuzzRun(), [os.getloadavg()[0]]
+        progress = asyncio.create_task(_progress(server, run, started, loads))
         async with Writing([writer]):
-            run = await fuzz(
+            await fuzz(
                 server.url,
                 [*rooms, "real"],
                 frames=args.frames,
@@ -88,16 +122,21 @@ async def main(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 hostile=args.hostile,
                 read_only=frozenset(["real"]),
+                run=run,
+                until=started + args.minutes * 60,
             )
         elapsed = time.monotonic() - started
+        progress.cancel()
         stop.set()
         down = await outage
-        print(f"frames        {run.frames} in {elapsed:.0f} s ({run.frames / elapsed:.0f}/s)")
+        rate = run.handled / elapsed
+        print(f"frames        {run.handled} handled ({run.frames} sent) in {elapsed:.0f} s ({rate:.0f}/s)")
+        print(f"load avg      {min(loads):.1f}-{max(loads):.1f} (mean {sum(loads) / len(loads):.1f}) during the run")
         print(f"connections   {run.connections}; close codes {dict(sorted(run.close_codes.items()))}")
         print(f"outage        {down:.1f} s of /healthz slower than 1 s")
         print(f"restarts      {server.metric('collab_crdt_worker_restarts_total')}")
         refused = {r: server.metric(f'collab_updates_refused_total{{reason="{r}"}}', 0) for r in REASONS}
-        print(f"refused       {({r: int(n) for r, n in refused.items() if n})}")
+        print(f"refused       { ({r: int(n) for r, n in refused.items() if n}) }")
         print(f"quarantined   {server.metric('collab_quarantined_updates_total', 0):.0f} rows")
         print(f"real client   {writer.count} edits, closes {(await client.status())['closeCodes']}")
         text = await _fresh_text(node, server, "real", writer.text_name)
@@ -112,8 +151,9 @@ async def main(args: argparse.Namespace) -> int:
             capture_output=True,
             timeout=3600,
         )
-        print(f"rooms check   exit {check.returncode}: {check.stdout.decode().strip().splitlines()[-1:]}")
-        server = ServerProcess(env=env, log_path=directory / "server-2.log").start()
+        print(f"rooms check   exit {check.returncode}: {check.stdout.decode().strip().splitlines()[-5:]}")
+        server = ServerProcess(env=env, log_path=directory / "server-2.log")
+        servers.append(server.start())
         text = await _fresh_text(node, server, "real", writer.text_name)
         print(f"lost (stored) {lost([writer], {writer.text_name: text})}")
         server.stop()
@@ -124,7 +164,8 @@ async def main(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=1_000_000)
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--minutes", type=float, default=math.inf, help="stop sending after this long")
+    parser.add_argument("--clients", type=int, default=42, help="raw connections (2 per room by default)")
     parser.add_argument("--rooms", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--deadline", type=float, default=1.0)

@@ -178,6 +178,8 @@ class DocumentSizes:
         # room -> (estimated size, when it was last measured)
         self._sizes: weakref.WeakKeyDictionary[Any, tuple[int, float]] = weakref.WeakKeyDictionary()
         self._measuring: weakref.WeakSet[Any] = weakref.WeakSet()
+        # room -> bytes admitted since its measurement in flight was taken: not in what it will report
+        self._admitted_since: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def set_size(self, room: Any, nbytes: int) -> None:
@@ -200,6 +202,8 @@ class DocumentSizes:
         if size + nbytes > self.max_bytes:
             return False
         self._sizes[room] = (size + nbytes, measured)
+        if room in self._admitted_since:
+            self._admitted_since[room] += nbytes
         return True
 
     def _start_measuring(self, room: Any) -> None:
@@ -215,13 +219,18 @@ class DocumentSizes:
         task.add_done_callback(self._tasks.discard)
 
     async def _measured(self, room: Any, result: Awaitable[int]) -> None:
+        # The measurement is taken here: its request goes to the engine behind every update admitted so
+        # far. Updates admitted while it is in flight are not in it; they are added, or a measurement
+        # that comes back late would forget them and let the document grow past the limit.
+        self._admitted_since[room] = 0
         try:
             size = await result
         except Exception:  # the room is gone or its document is being rebuilt: keep the estimate
             return
         finally:
             self._measuring.discard(room)
-        self._sizes[room] = (size, time.monotonic())
+            admitted = self._admitted_since.pop(room, 0)
+        self._sizes[room] = (size + admitted, time.monotonic())
 
 
 async def encoded_size(room: Any) -> int:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,16 +124,32 @@ class FrameFuzzer:
 @dataclass
 class FuzzRun:
     frames: int = 0
+    """Frames sent."""
+    handled: int = 0
+    """Frames the server certainly read: the round trip after it was answered, or the server closed the
+    connection in answer to it (it was refused)."""
     connections: int = 0
     close_codes: Counter[int] = field(default_factory=Counter)
 
 
-async def _round_trip(ws: Any, state_vector: bytes) -> None:
-    """A step1 and its answer: every frame sent before it has been handled (or the server closed us).
-    With the room's state vector as of our arrival, the answer is only what changed since."""
+async def _confirm(ws: Any, state_vector: bytes, run: FuzzRun, step1s: int) -> None:
+    """Wait until the frame just sent was handled: a round trip after every frame. Most fuzzed frames
+    are refused and the server closes the connection at the first refused one, so frames sent in a burst
+    after it would never be read (with a round trip every 10 frames, most of them were not).
+
+    Our step1's answer is the last of ``step1s + 1`` step2s: the frame's own step1s (each answered, or
+    the connection closed) come first. With the room's state vector as of our arrival, each answer is
+    only what changed since."""
     await ws.send(encode_sync_step1(state_vector))
-    while not (await asyncio.wait_for(ws.recv(decode=False), 30)).startswith(b"\x00\x01"):
-        pass
+    answers = 0
+    try:
+        while answers <= step1s:
+            answers += (await asyncio.wait_for(ws.recv(decode=False), 30)).startswith(b"\x00\x01")
+    except websockets.ConnectionClosed as closed:
+        if closed.rcvd is not None:
+            run.handled += 1  # the server's answer to it was to close
+        raise
+    run.handled += 1
 
 
 async def fuzz(
@@ -143,40 +161,49 @@ async def fuzz(
     seed: int,
     hostile: bool = True,
     read_only: frozenset[str] = frozenset(),
+    run: FuzzRun | None = None,
+    until: float = math.inf,
 ) -> FuzzRun:
     """Send ``frames`` fuzzed frames from ``clients`` raw connections spread over ``rooms``.
+
+    Each client keeps to its own share of the rooms (one room each when there are at least as many
+    clients as rooms): a room whose CRDT worker is restarting holds up only the clients in it. With
+    every client free to pick any room, all of them ended up waiting in the restarting worker's rooms
+    within a second, and the whole run stood still for every restart (bench/fuzz.py, issue 8).
 
     Rooms in ``read_only`` get every kind of frame except updates. A room where anyone may write can be
     *trapped*: updates that are each accepted, after which a legitimate edit makes the CRDT library loop
     (the issue's hang payload is such a sequence). Until the library is fixed, the server can only refuse
     the edit that sprang the trap, so a real client's room is fuzzed without updates.
+
+    ``run`` is filled in as frames go (a caller may report progress from it); no frame is sent after
+    ``until`` (``time.monotonic()``).
     """
-    run = FuzzRun()
+    run = run if run is not None else FuzzRun()
     budget = iter(range(frames))
 
     async def client(index: int) -> None:
         fuzzers = {
-            writable: FrameFuzzer(seed * 100 + index, hostile=hostile, updates=writable)
-            for writable in (True, False)
+            writable: FrameFuzzer(seed * 100 + index, hostile=hostile, updates=writable) for writable in (True, False)
         }
         rng = random.Random(seed * 100 + index)
+        mine = rooms[index::clients] if clients < len(rooms) else [rooms[index % len(rooms)]]
         while True:
-            room = rng.choice(rooms)
+            room = rng.choice(mine)
             fuzzer = fuzzers[room not in read_only]
             try:
                 async with connect(f"{url}/{room}", max_size=None, open_timeout=10) as ws:
                     run.connections += 1
                     welcome = await asyncio.wait_for(ws.recv(decode=False), 30)  # the server's step1
                     state_vector = Reader(welcome[2:]).var_bytes()
-                    for sent in range(rng.randint(1, 200)):
-                        if next(budget, None) is None:
+                    for _ in range(rng.randint(1, 200)):
+                        if next(budget, None) is None or time.monotonic() >= until:
                             await ws.close()
                             return
+                        step1s = fuzzer.kinds["step1"]
                         await ws.send(fuzzer.frame())
                         run.frames += 1
-                        if sent % 10 == 9:
-                            await _round_trip(ws, state_vector)
-                    await _round_trip(ws, state_vector)
+                        await _confirm(ws, state_vector, run, fuzzer.kinds["step1"] - step1s)
                     await ws.close()
                     run.close_codes[ws.close_code or 1006] += 1
             except websockets.ConnectionClosed as closed:

@@ -147,3 +147,21 @@ async def test_a_document_in_a_worker_is_measured_in_the_background() -> None:
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert sizes.admits(room, 100)  # the refusal measured again
+
+
+async def test_updates_admitted_while_a_measurement_is_in_flight_count_on_top_of_it() -> None:
+    answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def measure(room: Any) -> int:
+        return await answer  # taken now, answered late (a busy CRDT worker)
+
+    sizes = DocumentSizes(200_000, measure)
+    room = _Room(0)
+    assert sizes.admits(room, 50_000)  # starts the measurement, which will see this update
+    await asyncio.sleep(0)
+    assert sizes.admits(room, 50_000)
+    assert sizes.admits(room, 50_000)
+    answer.set_result(50_000)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert not sizes.admits(room, 60_000)  # 150,000 + 60,000, not 50,000 + 60,000
