@@ -43,13 +43,18 @@ def connection_room(max_connections: int) -> int:
     if soft == resource.RLIM_INFINITY:
         return max_connections
     room = max(1, soft - FD_RESERVE)
-    if room < max_connections:
-        logger.warning(
-            "at most %d connections (not %d): the file-descriptor limit is %d; raise it (ulimit -n, "
-            "LimitNOFILE, docs/operations.md)",
-            room,
-            max_connections,
-            soft,
-        )
-        return room
-    return max_connections
+    if room >= max_connections:
+        return max_connections
+    # A little below the setting is what the reserve is for (20,000 under a hard limit of 20,000): said
+    # once. Far below it, the limit is a misconfiguration the operator should hear about.
+    level = logging.WARNING if room < max_connections // 2 else logging.INFO
+    logger.log(
+        level,
+        "at most %d connections (setting: %d): the file-descriptor limit is %d, %d kept for the rest%s",
+        room,
+        max_connections,
+        soft,
+        FD_RESERVE,
+        "; raise it (ulimit -n, LimitNOFILE: docs/operations.md)" if level == logging.WARNING else "",
+    )
+    return room
