@@ -2,10 +2,12 @@
 many distinct rooms) one client address holds, each against its cap.
 
 ``Admission.admit`` is asked before the websocket is accepted. A socket past a cap is refused there, with
-an HTTP status at the upgrade (``Refusal``): no document byte is sent, nothing is loaded, and a y-websocket
-client, which sees the upgrade fail rather than a socket that opened and closed, backs off exponentially
-(up to its ``maxBackoffTime``) instead of reconnecting every 100 ms. Sockets already open are never touched
-by a cap: it only decides who gets in.
+an HTTP status at the upgrade (``Refusal``: 503 or 429, a Retry-After and a one-line body): no socket is
+opened, no document byte is sent, nothing is loaded or authenticated. A proxy can act on the status (nginx
+``proxy_next_upstream http_503`` sends the client to another replica); a browser shows a failed connection
+(close 1006, no reason: the status is not exposed to scripts), and the y-websocket provider retries with
+its exponential backoff, as after a transient close code. Sockets already open are never touched by a cap:
+it only decides who gets in.
 
 - ``max_connections``: room sockets on this replica, joined or waiting to (503). Beyond it a replica would
   run out of file descriptors or memory, and fall over for everyone; better to turn the newcomer away.
