@@ -22,6 +22,7 @@ from tests.support.floods import round_trip
 from tests.support.postgres import reachable, run_sync, temporary_database
 from tests.support.servers import ServerProcess
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.yjs_clients import YjsNode
 
 pytestmark = pytest.mark.e2e
 
@@ -167,3 +168,31 @@ async def test_sockets_waiting_for_a_stalled_store_are_capped_and_joined_ones_ca
             await eventually(lambda: admitted(f"{server.url}/{room_name}-new-2"))
         refusals = await asyncio.to_thread(server.metric, 'collab_connections_refused_total{reason="pending_full"}')
         assert refusals == 1
+
+
+async def test_a_refused_yjs_provider_backs_off_and_gets_in_once_a_socket_leaves(
+    server_factory: ServerFactory, node: YjsNode, room_name: str
+) -> None:
+    server = server_factory({"COLLAB_MAX_CONNECTIONS": "2"})
+    url = f"{server.url}/{room_name}"
+    async with AsyncExitStack() as stack:
+        held = [await stack.enter_async_context(joined(url, client(f"192.0.2.{i}"))) for i in range(2)]
+        provider = await node.connect(server.url, room_name, max_backoff_ms=300)
+
+        async def turned_away() -> None:
+            status = await provider.status()
+            assert status["lastError"] == "Unexpected server response: 503", status
+            assert not status["synced"] and status["shouldConnect"], status
+
+        await eventually(turned_away)
+        assert server.metric('collab_connections_refused_total{reason="replica_full"}') >= 1
+        for ws in held:
+            await round_trip(ws)
+
+        await held.pop().close()
+        await provider.wait_synced(timeout=15)  # it kept retrying, and got in
+        await provider.insert_text(0, "in at last")
+        # ... and the socket that stayed all along is sent its edit.
+        while (frame := await asyncio.wait_for(held[0].recv(decode=False), 10))[:2] != b"\x00\x02":
+            pass
+        assert b"in at last" in frame
