@@ -376,19 +376,28 @@ def per_cycle(samples: list[dict[str, float]], cycle: float, warmup: float, key:
     return points
 
 
-def report(samples: list[dict[str, float]], args: argparse.Namespace, counts: Counts, refused: dict[str, float]) -> str:
-    warmup = args.warmup * 60
+def rss_report(samples: list[dict[str, float]], cycle: float, warmup_minutes: float) -> list[str]:
+    """The slopes after warm-up, over all of it and over its second half (is growth slowing down?)."""
+    warmup = warmup_minutes * 60
+    end = max(s["elapsed_s"] for s in samples)
     lines = []
     for key in ("total_rss_mib", "server_rss_mib", "workers_rss_mib"):
         after = [(s["elapsed_s"] / 3600, s[key]) for s in samples if s["elapsed_s"] >= warmup]
         if not after:
             continue
-        cycles = per_cycle(samples, args.cycle, warmup, key)
+        late = [(t, v) for t, v in after if t * 3600 >= (warmup + end) / 2]
+        cycles = per_cycle(samples, cycle, warmup, key)
         values = [v for _, v in after]
         lines.append(
-            f"{key:16} after warm-up: {min(values):.1f}-{max(values):.1f} MiB, slope {slope(after):+.2f} MiB/hour; "
-            f"end of cycle ({len(cycles)} cycles): slope {slope(cycles) * 1024:+.1f} KiB/cycle"
+            f"{key:16} after warm-up: {min(values):.1f}-{max(values):.1f} MiB, slope {slope(after):+.2f} MiB/hour "
+            f"(second half {slope(late):+.2f}); end of cycle ({len(cycles)} cycles): "
+            f"slope {slope(cycles) * 1024:+.1f} KiB/cycle"
         )
+    return lines
+
+
+def report(samples: list[dict[str, float]], args: argparse.Namespace, counts: Counts, events: dict[str, float]) -> str:
+    lines = rss_report(samples, args.cycle, args.warmup)
     lines.append(
         f"clients: {counts.connects} connects, {counts.connect_failures} failed; {counts.edits} edits, "
         f"{counts.awareness} awareness updates sent, {counts.received} messages received; "
@@ -400,7 +409,9 @@ def report(samples: list[dict[str, float]], args: argparse.Namespace, counts: Co
             f"reconnect storms: {len(counts.storms)} x {counts.storms[0][0]} sockets, slowest {worst:.2f} s, "
             f"failed {sum(s[2] for s in counts.storms)}"
         )
-    lines.append("server refusals: " + (", ".join(f"{k}={v:.0f}" for k, v in refused.items() if v) or "none"))
+    lines.append(
+        "server refusals and restarts: " + (", ".join(f"{k}={v:.0f}" for k, v in events.items() if v) or "none")
+    )
     for error in counts.errors[:5]:
         lines.append(f"  e.g. {error}")
     return "\n".join(lines)
@@ -446,6 +457,14 @@ def svg_plot(samples: list[dict[str, float]], warmup_s: float, title: str) -> st
     return "\n".join(out)
 
 
+def plot(samples: list[dict[str, float]], args: argparse.Namespace) -> None:
+    title = f"soak: {args.minutes:g} min, {args.base} idle + churn every {args.cycle:g} s; RSS every 10 s"
+    svg_path = args.out.with_suffix(".svg")
+    svg_path.write_text(svg_plot(samples, args.warmup * 60, title))
+    png = args.out.with_suffix(".png")
+    print(f"wrote {svg_path}" + (f", {png}" if render_png(svg_path, png) else " (no Chromium: no PNG)"))
+
+
 def render_png(svg: Path, png: Path) -> bool:
     chromium = shutil.which("chromium") or os.environ.get("COLLAB_EXPORT_CHROMIUM") or "/usr/bin/chromium"
     if not Path(chromium).exists():
@@ -474,7 +493,14 @@ async def main() -> None:
     parser.add_argument("--node-clients", type=int, default=10, help="y-websocket providers per cycle")
     parser.add_argument("--storm", type=int, default=500, help="base sockets dropped and reconnected per cycle")
     parser.add_argument("--out", type=Path, default=Path("docs/soak"), help="OUT.csv, OUT.svg, OUT.png")
+    parser.add_argument("--from-csv", action="store_true", help="run nothing: read OUT.csv, print its slopes, plot")
     args = parser.parse_args()
+    if args.from_csv:
+        with args.out.with_suffix(".csv").open() as f:
+            samples = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        print("\n".join(rss_report(samples, args.cycle, args.warmup)))
+        plot(samples, args)
+        return
 
     with tempfile.TemporaryDirectory() as data:
         env = {
@@ -487,12 +513,13 @@ async def main() -> None:
         try:
             async with YjsNode() as node:
                 await soak.run(node)
-            refused = {
+            events = {
                 reason: server.metric(f'collab_connections_refused_total{{reason="{reason}"}}', 0)
                 for reason in ("replica_full", "pending_full", "address_connections", "address_rooms")
             }
             for reason in ("room_loads", "rate_limited", "load_failed", "internal_error", "too_slow"):
-                refused[f"closed:{reason}"] = server.metric(f'collab_peers_closed_total{{reason="{reason}"}}', 0)
+                events[f"closed:{reason}"] = server.metric(f'collab_peers_closed_total{{reason="{reason}"}}', 0)
+            events["crdt_worker_restarts"] = server.metric("collab_crdt_worker_restarts_total", 0)
         finally:
             server.stop()
             log_tail = server.log_text()
@@ -502,13 +529,8 @@ async def main() -> None:
         writer = csv.DictWriter(f, fieldnames=list(soak.samples[0]))
         writer.writeheader()
         writer.writerows(soak.samples)
-    summary = report(soak.samples, args, soak.counts, refused)
-    print(summary)
-    title = f"soak: {args.minutes:g} min, {args.base} idle + churn every {args.cycle:g} s; RSS every 10 s"
-    svg_path = args.out.with_suffix(".svg")
-    svg_path.write_text(svg_plot(soak.samples, args.warmup * 60, title))
-    png = args.out.with_suffix(".png")
-    print(f"wrote {csv_path}, {svg_path}" + (f", {png}" if render_png(svg_path, png) else " (no Chromium: no PNG)"))
+    print(report(soak.samples, args, soak.counts, events))
+    plot(soak.samples, args)
     if "Traceback" in log_tail or "ERROR" in log_tail:
         print("server log tail:\n" + log_tail)
 
