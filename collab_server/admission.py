@@ -22,7 +22,8 @@ The client address is the one uvicorn puts in the ASGI scope: the peer's, or beh
 127.0.0.1). This is the same address the room-load quota (collab_server.limits) counts.
 
 Per connection this costs no object: the endpoint keeps the address and room it was admitted with and
-hands them back to ``joined`` and ``release``. Per address: one ``AddressLoad`` while it has a socket open.
+hands them back to ``joined`` and ``release``. Per address: one ``AddressLoad`` while it has a socket open
+(about 100 bytes with its entry for an address in one room, 320 in two: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -49,13 +50,54 @@ class Refusal:
 
 
 class AddressLoad:
-    """The room sockets one client address holds: in all, and per room."""
+    """The room sockets one client address holds: in all, and per room.
 
-    __slots__ = ("connections", "rooms")
+    Most addresses hold sockets in one room (a browser tab, a client behind its own address): while they
+    do, that room is a slot, and the per-room dict (about 230 bytes, a twentieth of an idle connection)
+    exists only for an address in several rooms at once."""
+
+    __slots__ = ("_per_room", "_room", "connections")
 
     def __init__(self) -> None:
         self.connections = 0
-        self.rooms: dict[str, int] = {}
+        self._room: str | None = None  # the one room all the sockets are in, while _per_room is None
+        self._per_room: dict[str, int] | None = None
+
+    def rooms(self) -> int:
+        """Distinct rooms held."""
+        if self._per_room is not None:
+            return len(self._per_room)
+        return 1 if self.connections else 0
+
+    def holds(self, room: str) -> bool:
+        if self._per_room is not None:
+            return room in self._per_room
+        return self.connections > 0 and room == self._room
+
+    def add(self, room: str) -> None:
+        per_room = self._per_room
+        if per_room is not None:
+            per_room[room] = per_room.get(room, 0) + 1
+        elif not self.connections or room == self._room:
+            self._room = room
+        else:
+            assert self._room is not None
+            self._per_room = {self._room: self.connections, room: 1}
+        self.connections += 1
+
+    def remove(self, room: str) -> None:
+        self.connections -= 1
+        per_room = self._per_room
+        if per_room is None:
+            return
+        left = per_room[room] - 1
+        if left:
+            per_room[room] = left
+        else:
+            del per_room[room]
+        if len(per_room) == 1:  # back to one room: back to the slot
+            self._room = next(iter(per_room))
+            self._per_room = None
 
 
 class Admission:
@@ -95,8 +137,7 @@ class Admission:
         load = self._addresses.get(address)
         if load is None:
             load = self._addresses[address] = AddressLoad()
-        load.connections += 1
-        load.rooms[room] = load.rooms.get(room, 0) + 1
+        load.add(room)
         self.open += 1
         self.pending += 1
         self._publish()
@@ -113,12 +154,7 @@ class Admission:
             self.pending -= 1
         self.open -= 1
         load = self._addresses[address]
-        load.connections -= 1
-        left = load.rooms[room] - 1
-        if left:
-            load.rooms[room] = left
-        else:
-            del load.rooms[room]
+        load.remove(room)
         if not load.connections:
             del self._addresses[address]
         self._publish()
@@ -136,7 +172,7 @@ class Admission:
         if load.connections >= self.max_per_address:
             text = f"your address holds its limit of {self.max_per_address} connections"
             return Refusal(429, "address_connections", text, 10)
-        if room not in load.rooms and len(load.rooms) >= self.max_rooms_per_address:
+        if load.rooms() >= self.max_rooms_per_address and not load.holds(room):
             text = f"your address holds its limit of {self.max_rooms_per_address} open rooms"
             return Refusal(429, "address_rooms", text, 10)
         return None

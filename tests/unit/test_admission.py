@@ -85,3 +85,17 @@ def test_the_file_descriptor_limit_is_raised_to_the_hard_limit_and_bounds_connec
         assert connection_room(10) == 10
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, before)
+
+
+def test_an_address_moving_between_rooms_is_counted_exactly() -> None:
+    admission = caps(max_rooms_per_address=2)
+    for room in ("r", "r", "s", "s"):
+        assert admission.admit("a", room) is None
+    assert admission.admit("a", "t") is not None
+    for room in ("s", "s"):  # back to one room, two sockets in it
+        admission.release("a", room, pending=True)
+    assert admission.admit("a", "t") is None
+    assert admission.admit("a", "u") is not None
+    for room in ("r", "r", "t"):
+        admission.release("a", room, pending=True)
+    assert (admission.open, admission.addresses()) == (0, 0)
