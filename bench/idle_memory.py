@@ -16,6 +16,13 @@ answering keepalive pings.
 
 Only loopback URLs are accepted; the script stops by itself (after --hold seconds, or --deadline).
 Server RSS is summed over the server process and its children, read from /proc (Linux).
+
+Each client's time from opening its socket to the server's sync step2 is reported (p50, p99, max), and
+sockets refused at the upgrade are counted by HTTP status. By default each client claims an address of
+its own in ``X-Forwarded-For`` (``--addresses 0``): collab-server trusts it from 127.0.0.1, so its
+per-address caps and room-load quota see what 10,000 real clients from many addresses would make them
+see, rather than one address opening 1,000 rooms; servers that do not read the header ignore it.
+``--addresses N`` spreads the clients over N addresses instead, ``--addresses 1`` sends none.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import itertools
 import json
 import os
 import random
@@ -35,6 +43,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
 
 MSG_SYNC = 0
 MSG_AWARENESS = 1
@@ -122,17 +131,43 @@ def rss_kib(pid: int) -> int | None:
 # ---------------------------------------------------------------------------------------- clients
 
 
+_client_numbers = itertools.count(1)
+
+
+def client_address(addresses: int) -> str | None:
+    """The address the next client claims in X-Forwarded-For (None: no header)."""
+    if addresses == 1:
+        return None
+    n = next(_client_numbers)
+    if addresses > 1:
+        n = n % addresses + 1
+    return f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
+
+
 class IdleClient:
-    def __init__(self, url: str, deflate: bool) -> None:
+    def __init__(self, url: str, deflate: bool, address: str | None = None) -> None:
         self.url = url
         self.deflate = deflate
+        self.address = address
         self.ws: ClientConnection | None = None
         self.synced = asyncio.Event()
         self.reader: asyncio.Task[None] | None = None
+        self.started = 0.0
+        self.sync_seconds: float | None = None
+        self.refused: int | None = None  # the HTTP status of a refused upgrade
 
     async def open(self) -> None:
+        self.started = time.monotonic()
+        try:
+            await self._open()
+        except InvalidStatus as exc:
+            self.refused = exc.response.status_code
+            raise
+
+    async def _open(self) -> None:
         self.ws = await connect(
             self.url,
+            additional_headers={"X-Forwarded-For": self.address} if self.address else None,
             compression="deflate" if self.deflate else None,
             max_size=None,
             open_timeout=30,
@@ -152,7 +187,8 @@ class IdleClient:
                 step, _ = read_var_uint(message, 1)
                 if step == SYNC_STEP1:
                     await self.ws.send(sync_step2_empty())
-                elif step == SYNC_STEP2:
+                elif step == SYNC_STEP2 and not self.synced.is_set():
+                    self.sync_seconds = time.monotonic() - self.started
                     self.synced.set()
         except Exception:
             pass
@@ -170,15 +206,15 @@ class IdleClient:
             self.reader.cancel()
 
 
-async def open_room(base: str, room: str, n: int, deflate: bool, timeout: float) -> list[IdleClient]:
+async def open_room(base: str, room: str, n: int, deflate: bool, timeout: float, addresses: int) -> list[IdleClient]:
     url = f"{base}/{quote(room, safe='')}"
-    first = IdleClient(url, deflate)
+    first = IdleClient(url, deflate, client_address(addresses))
     clients = [first]
     try:
         # The first peer alone creates the room, then the rest join concurrently.
         await asyncio.wait_for(first.open(), timeout)
         await asyncio.wait_for(first.synced.wait(), timeout)
-        rest = [IdleClient(url, deflate) for _ in range(n - 1)]
+        rest = [IdleClient(url, deflate, client_address(addresses)) for _ in range(n - 1)]
         clients.extend(rest)
         await asyncio.wait_for(asyncio.gather(*(c.open() for c in rest)), timeout)
         await asyncio.wait_for(asyncio.gather(*(c.synced.wait() for c in rest)), timeout)
@@ -199,7 +235,7 @@ async def run(args: argparse.Namespace, server_pid: int) -> dict[str, object]:
     async def one(i: int, room: str) -> list[IdleClient]:
         async with sem:
             n = min(args.per_room, args.conns - i * args.per_room)
-            return await open_room(base, room, n, args.deflate, args.timeout)
+            return await open_room(base, room, n, args.deflate, args.timeout, args.addresses)
 
     groups = await asyncio.gather(*(one(i, room) for i, room in enumerate(rooms)))
     clients = [c for group in groups for c in group]
@@ -211,11 +247,20 @@ async def run(args: argparse.Namespace, server_pid: int) -> dict[str, object]:
         alive = sum(1 for c in synced if c.connected)
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    times = sorted(c.sync_seconds for c in synced if c.sync_seconds is not None)
+    refused: dict[int, int] = {}
+    for c in clients:
+        if c.refused is not None:
+            refused[c.refused] = refused.get(c.refused, 0) + 1
     result: dict[str, object] = {
         "conns_requested": args.conns,
         "established": len(synced),
         "failed": len(clients) - len(synced),
+        "refused_by_status": refused,
         "establish_s": round(establish_s, 2),
+        "connect_sync_p50_ms": round(percentile(times, 0.50) * 1000, 1),
+        "connect_sync_p99_ms": round(percentile(times, 0.99) * 1000, 1),
+        "connect_sync_max_ms": round(times[-1] * 1000, 1) if times else 0.0,
         "still_connected_after_hold": alive,
         "server_rss_before_kib": rss0,
         "server_rss_after_kib": rss1,
@@ -223,6 +268,12 @@ async def run(args: argparse.Namespace, server_pid: int) -> dict[str, object]:
     if rss0 is not None and rss1 is not None:
         result["kib_per_conn"] = round((rss1 - rss0) / max(1, len(synced)), 3)
     return result
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
 def raise_fd_limit(need: int) -> None:
@@ -269,6 +320,12 @@ def main() -> int:
         "--deflate", action="store_true", help="offer permessage-deflate (the bench's node client does)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    parser.add_argument(
+        "--addresses",
+        type=int,
+        default=0,
+        help="X-Forwarded-For addresses the clients claim: 0 one each (default), N spread over N, 1 no header",
+    )
     args = parser.parse_args()
     assert_loopback(args.url)
     if (args.server_pid is None) == (not args.spawn):

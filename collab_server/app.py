@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from collab_server.access_setup import open_access
+from collab_server.admission import Admission
 from collab_server.api import api_middleware, api_routes
 from collab_server.api.errors import http_exception
 from collab_server.api.exports import AccessCheck, export_routes
@@ -115,6 +116,8 @@ def create_app(
                 "rooms": rooms,
                 # Rates and quotas shared by every socket (collab_server.limits).
                 "quotas": Quotas.from_settings(settings),
+                # Caps on room sockets: per replica, waiting to join, per client address (collab_server.admission).
+                "admission": Admission.from_settings(settings),
                 "presence": fanout.presence,
                 "access": access_parts.access,
                 "room_control": control,

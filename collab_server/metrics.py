@@ -155,3 +155,17 @@ DOCUMENT_CALLS = Counter(
     "Document calls of the REST document routes (JSON views, checks, diffs, patches, restores) by outcome",
     ["action", "outcome"],  # outcome: ok, refused (the document logic said no), failed (no worker could run it)
 )
+
+# -- admission of room sockets (collab_server.admission) ---------------------------------------------
+CONNECTIONS_ADMITTED = Gauge(
+    "collab_connections_admitted", "Room sockets admitted and open on this replica, joined or waiting to join"
+)
+CONNECTIONS_PENDING = Gauge(
+    "collab_connections_pending", "Room sockets admitted but not in their room yet (authenticating, room loading)"
+)
+CONNECTIONS_REFUSED = Counter(
+    "collab_connections_refused_total",
+    "Room sockets refused at the upgrade (HTTP 503/429) by a connection cap: replica_full, pending_full, "
+    "address_connections, address_rooms",
+    ["reason"],
+)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uvicorn
 
 from collab_server.app import create_app
+from collab_server.fdlimit import raise_fd_limit
 from collab_server.handshake import guarded_http_protocol
 from collab_server.logs import configure_logging
 from collab_server.native_stderr import route_native_stderr
@@ -41,4 +42,6 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
 def serve(settings: Settings) -> None:
     # Before logging is configured: its handler must write to the real stderr, not the captured one.
     route_native_stderr()
-    uvicorn.Server(uvicorn_config(settings)).run()
+    config = uvicorn_config(settings)  # configures logging
+    raise_fd_limit()  # before the app's lifespan sizes its connection cap on it
+    uvicorn.Server(config).run()

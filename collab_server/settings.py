@@ -111,6 +111,20 @@ class Settings:
     max_handshakes: int = _setting(
         1024, "connections that may be sending their request headers at once; more are dropped at accept"
     )
+    max_connections: int = _setting(
+        20_000,
+        "room sockets this replica holds at once (joined or joining); more are refused at the upgrade with "
+        "HTTP 503 (lowered at startup to what the file-descriptor limit leaves room for)",
+    )
+    max_pending_connections: int = _setting(
+        2048, "room sockets that may wait at once to be authenticated and join their room; more: HTTP 503"
+    )
+    max_connections_per_address: int = _setting(
+        2000, "room sockets one client address may hold at once; more are refused with HTTP 429"
+    )
+    max_rooms_per_address: int = _setting(
+        1000, "distinct rooms one client address may hold sockets in at once; a socket to another is refused (429)"
+    )
 
     turn_budget_ms: float = _setting(
         4.0, "milliseconds one busy socket may hold the event loop before it lets everyone else run"
@@ -333,6 +347,10 @@ _BOUNDS = (
     "room_loads_per_minute",
     "handshake_timeout",
     "max_handshakes",
+    "max_connections",
+    "max_pending_connections",
+    "max_connections_per_address",
+    "max_rooms_per_address",
 )
 
 

@@ -4,6 +4,9 @@ Errors are translated to close codes (``collab_server.errors.CloseCode``) here a
 close this peer only. Close reasons say what the client did wrong, in our words, never a library's
 message. Each refusal is counted (``collab_peers_closed_total{reason}``, quotas also in
 ``collab_quota_refusals_total{quota}``) and logged in one line, rate-limited per reason.
+
+Before the socket is even accepted, the connection caps (collab_server.admission) may turn it down: then
+the upgrade is answered with HTTP 503 or 429 and a Retry-After, and no socket exists to close.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
+from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket
 
 from collab_server import metrics
 from collab_server.access import Access
+from collab_server.admission import Admission, Refusal
 from collab_server.errors import (
     AuthError,
     AuthUnavailable,
@@ -55,6 +60,8 @@ __all__ = ["requested_room", "room_endpoint", "room_name_problem"]
 # A receive() that took longer than this waited for the network, so the loop served everyone else.
 _REAL_WAIT = 0.0005
 _ROOM_PREFIX = b"/ws/"
+# The ASGI extension that lets an app answer a websocket upgrade with an HTTP response (uvicorn has it).
+DENIAL_EXTENSION = "websocket.http.response"
 
 # LimitExceeded subclass -> (close code, metric reason)
 _LIMIT_CODES: dict[type[LimitExceeded], tuple[CloseCode, str]] = {
@@ -90,84 +97,109 @@ async def room_endpoint(websocket: WebSocket) -> None:
     rooms: RoomManager = websocket.state.rooms
     settings: Settings = websocket.state.settings
     quotas: Quotas = websocket.state.quotas
+    caps: Admission = websocket.state.admission
     name, problem = requested_room(websocket.scope)
-    await websocket.accept()
-    if problem is not None:
-        metrics.PEERS_CLOSED.labels("bad_room_name").inc()
-        log_refusal("bad_room_name", "refused a socket: %s", problem)
-        await websocket.close(CloseCode.PROTOCOL_ERROR, problem)
+    address = websocket.client.host if websocket.client else ""
+    # The connection caps first, before the socket is accepted: a refusal costs no room, no document byte.
+    refused = caps.admit(address, name)
+    if refused is not None:
+        await _deny(websocket, refused, address)
         return
-    access: Access = websocket.state.access
-    control: RoomControl = websocket.state.room_control
-    # Decided before the room is loaded and before any document byte is sent.
-    refusal = None
+    pending = True  # counted as waiting to join until the room has it
     try:
-        admission = await access.admit(name, query_token(websocket.scope.get("query_string", b"")))
-    except AuthUnavailable as exc:
-        refusal = (CloseCode.TRY_AGAIN_LATER, "unavailable", str(exc))
-    except Forbidden as exc:
-        refusal = (CloseCode.FORBIDDEN, "forbidden", str(exc))
-    except AuthError as exc:
-        refusal = (CloseCode.UNAUTHENTICATED, "unauthenticated", str(exc))
-    except RoomNotFound:
-        refusal = (CloseCode.NO_SUCH_ROOM, "no_such_room", "no such room")
-    except StoreError:
-        refusal = (CloseCode.INTERNAL_ERROR, "load_failed", "room access could not be checked")
-    if refusal is not None:
-        code, kind, reason = refusal
-        metrics.PEERS_CLOSED.labels(kind).inc()
-        client = websocket.client.host if websocket.client else None
-        security_event(f"ws_{kind}", reason, room=name, client=client)
-        await websocket.close(code, reason)
-        return
-    if rooms.get(name) is None:
-        address = websocket.client.host if websocket.client else ""
-        if not quotas.room_loads.take(address):
-            text = f"opening rooms faster than {settings.room_loads_per_minute} per minute"
-            metrics.PEERS_CLOSED.labels("room_loads").inc()
-            metrics.QUOTA_REFUSALS.labels("room_loads").inc()
-            log_refusal("room_loads", "refused a socket from %s: %s", address, text)
-            await websocket.close(CloseCode.RATE_LIMITED, text)
+        await websocket.accept()
+        if problem is not None:
+            metrics.PEERS_CLOSED.labels("bad_room_name").inc()
+            log_refusal("bad_room_name", "refused a socket: %s", problem)
+            await websocket.close(CloseCode.PROTOCOL_ERROR, problem)
             return
+        access: Access = websocket.state.access
+        control: RoomControl = websocket.state.room_control
+        # Decided before the room is loaded and before any document byte is sent.
+        refusal = None
+        try:
+            admission = await access.admit(name, query_token(websocket.scope.get("query_string", b"")))
+        except AuthUnavailable as exc:
+            refusal = (CloseCode.TRY_AGAIN_LATER, "unavailable", str(exc))
+        except Forbidden as exc:
+            refusal = (CloseCode.FORBIDDEN, "forbidden", str(exc))
+        except AuthError as exc:
+            refusal = (CloseCode.UNAUTHENTICATED, "unauthenticated", str(exc))
+        except RoomNotFound:
+            refusal = (CloseCode.NO_SUCH_ROOM, "no_such_room", "no such room")
+        except StoreError:
+            refusal = (CloseCode.INTERNAL_ERROR, "load_failed", "room access could not be checked")
+        if refusal is not None:
+            code, kind, reason = refusal
+            metrics.PEERS_CLOSED.labels(kind).inc()
+            client = websocket.client.host if websocket.client else None
+            security_event(f"ws_{kind}", reason, room=name, client=client)
+            await websocket.close(code, reason)
+            return
+        if rooms.get(name) is None:
+            if not quotas.room_loads.take(address):
+                text = f"opening rooms faster than {settings.room_loads_per_minute} per minute"
+                metrics.PEERS_CLOSED.labels("room_loads").inc()
+                metrics.QUOTA_REFUSALS.labels("room_loads").inc()
+                log_refusal("room_loads", "refused a socket from %s: %s", address, text)
+                await websocket.close(CloseCode.RATE_LIMITED, text)
+                return
 
-    transport = websocket.scope.get("extensions", {}).get(TRANSPORT_EXTENSION, {})
-    peer = Peer(
-        websocket.send,
-        room_name=name,
-        max_messages=settings.send_queue_messages,
-        max_bytes=settings.send_queue_bytes,
-        abort=transport.get("reset"),
-        send_nowait=transport.get("send_nowait"),
-        can_write=admission.role.can_write,
-    )
-    try:
-        room = await rooms.join(name, peer)
-    except (StoreError, TimeoutError) as exc:
-        metrics.PEERS_CLOSED.labels("load_failed").inc()
-        corrupt = isinstance(exc, CorruptDocument)
-        reason = "room could not be loaded" + (": stored document is corrupt" if corrupt else "")
-        await websocket.close(CloseCode.INTERNAL_ERROR, reason)
-        return
+        transport = websocket.scope.get("extensions", {}).get(TRANSPORT_EXTENSION, {})
+        peer = Peer(
+            websocket.send,
+            room_name=name,
+            max_messages=settings.send_queue_messages,
+            max_bytes=settings.send_queue_bytes,
+            abort=transport.get("reset"),
+            send_nowait=transport.get("send_nowait"),
+            can_write=admission.role.can_write,
+        )
+        try:
+            room = await rooms.join(name, peer)
+        except (StoreError, TimeoutError) as exc:
+            metrics.PEERS_CLOSED.labels("load_failed").inc()
+            corrupt = isinstance(exc, CorruptDocument)
+            reason = "room could not be loaded" + (": stored document is corrupt" if corrupt else "")
+            await websocket.close(CloseCode.INTERNAL_ERROR, reason)
+            return
+        caps.joined()
+        pending = False
 
-    gate = FrameGate(
-        _frame_limits(settings),
-        quotas.peer_rates(),
-        quotas.document_sizes,
-        settings.max_awareness_states,
-        settings.max_awareness_clients_per_peer,
-    )
-    if access.enabled:
-        control.opened(name, peer, admission.principal)
-    try:
-        for message in room.welcome():
-            peer.send(message)
-        await _read_loop(websocket, peer, room, gate, settings.turn_budget_ms / 1000)
+        gate = FrameGate(
+            _frame_limits(settings),
+            quotas.peer_rates(),
+            quotas.document_sizes,
+            settings.max_awareness_states,
+            settings.max_awareness_clients_per_peer,
+        )
+        if access.enabled:
+            control.opened(name, peer, admission.principal)
+        try:
+            for message in room.welcome():
+                peer.send(message)
+            await _read_loop(websocket, peer, room, gate, settings.turn_budget_ms / 1000)
+        finally:
+            control.closed(name, peer)
+            # Leaves the room (idempotent: a slow-consumer close may have removed the peer already) and
+            # broadcasts the removal of its awareness states.
+            rooms.leave(room, peer)
+            await peer.wait_closed()
     finally:
-        control.closed(name, peer)
-        # Leaves the room (idempotent: a slow-consumer close may have removed the peer already) and
-        # broadcasts the removal of its awareness states.
-        rooms.leave(room, peer)
-        await peer.wait_closed()
+        caps.release(address, name, pending=pending)
+
+
+async def _deny(websocket: WebSocket, refused: Refusal, address: str) -> None:
+    """Answer the upgrade with ``refused``'s HTTP status (and Retry-After) instead of accepting it. Under an
+    ASGI server without the denial-response extension: accept, then close with the matching transient code."""
+    log_refusal(refused.reason, "refused a socket from %s (HTTP %d): %s", address, refused.status, refused.text)
+    if DENIAL_EXTENSION in websocket.scope.get("extensions", {}):
+        headers = {"Retry-After": str(refused.retry_after)}
+        await websocket.send_denial_response(PlainTextResponse(refused.text + "\n", refused.status, headers=headers))
+        return
+    await websocket.accept()
+    code = CloseCode.RATE_LIMITED if refused.status == 429 else CloseCode.TRY_AGAIN_LATER
+    await websocket.close(code, refused.text)
 
 
 def _frame_limits(settings: Settings) -> FrameLimits:
