@@ -6,20 +6,26 @@ room's sockets, so the merge never happens there: a child ``python -m exports.de
 snapshot and updates on stdin and writes the Board as JSON on stdout; a crash is a non-zero exit, a hang
 is killed at the deadline. Both fail the job (``invalid_board``), never the server.
 
+A room that is not a tldraw board gets its document JSON here too (exports.document_view: the document
+REST endpoint's own code), so that untrusted decode also stays out of the server.
+
 stdin: ``u32 count`` then ``count`` times ``u32 length + bytes``; the first part is the snapshot (length
-0 for none); the room name comes as argv[1]. All integers big-endian.
+0 for none); the room name comes as argv[1], the document limits as JSON in argv[2]. All integers
+big-endian.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import struct
 import sys
 from collections.abc import Sequence
 
+from collab_server.documents import DEFAULT_LIMITS, DocumentLimits
 from exports.errors import InvalidBoard, RenderTimeout
 from exports.tldr import Board
 
@@ -43,10 +49,10 @@ def _unframe(data: bytes) -> list[bytes]:
 
 
 async def decode_board(room: str, snapshot: bytes | None, updates: Sequence[bytes], *, timeout: float,
-                       niceness: int = 10) -> Board:
+                       niceness: int = 10, limits: DocumentLimits = DEFAULT_LIMITS) -> Board:
     """The room's Board, decoded in a child process; InvalidBoard if it crashes or refuses the bytes."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exports.decode", room,
+        sys.executable, "-m", "exports.decode", room, json.dumps(dataclasses.asdict(limits)),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     with contextlib.suppress(OSError):  # export work yields the CPU to the server (exports.priority)
@@ -70,14 +76,18 @@ async def decode_board(room: str, snapshot: bytes | None, updates: Sequence[byte
 
 def _main(argv: list[str]) -> int:
     # Imported here: the parent never loads pycrdt for this.
+    from exports.document_view import document_json
     from exports.tldr import board_from_doc
     from persistence.merge import build_doc
 
     room = argv[1]
+    limits = DocumentLimits(**json.loads(argv[2])) if len(argv) > 2 else DEFAULT_LIMITS
     parts = _unframe(sys.stdin.buffer.read())
     try:
         doc = build_doc(room, parts[0] or None, parts[1:])
         board = board_from_doc(doc, room)
+        if not board.is_tldraw:
+            board = dataclasses.replace(board, document=document_json(doc.get_update(), room, limits))
     except BaseException as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 3

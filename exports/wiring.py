@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collab_server.room_documents import document_limits
 from collab_server.secrets import Secret
 from collab_server.settings import Settings
 from exports.blob_factory import open_blob_store
@@ -58,7 +59,7 @@ def worker_config(settings: Settings, worker_id: str) -> WorkerConfig:
     return WorkerConfig(
         worker_id=worker_id, lease=settings.export_lease, job_timeout=settings.export_job_timeout,
         backoff=settings.export_retry_backoff, poll_interval=settings.export_poll_interval,
-        concurrency=settings.export_concurrency,
+        concurrency=settings.export_concurrency, limits=document_limits(settings),
     )
 
 

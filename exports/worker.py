@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from collab_server import metrics
+from collab_server.documents import DEFAULT_LIMITS, DocumentLimits
 from collab_server.errors import StoreError
 from exports.blobs import BlobStore, blob_key, filename_of
 from exports.decode import decode_board
@@ -43,6 +44,8 @@ class WorkerConfig:
     backoff: float = 5.0
     poll_interval: float = 5.0
     concurrency: int = 1
+    # the document REST endpoint's bounds: a non-tldraw room's JSON export is that endpoint's view
+    limits: DocumentLimits = field(default_factory=lambda: DEFAULT_LIMITS)
 
 
 class LeaseLost(Exception):
@@ -148,15 +151,19 @@ class Worker:
         if stored is None:
             raise RoomGone(f"room {job.room!r} has no document (deleted, or never written)")
         board = await decode_board(job.room, stored.snapshot, stored.updates,
-                                   timeout=max(1.0, self.config.job_timeout / 2))
+                                   timeout=max(1.0, self.config.job_timeout / 2), limits=self.config.limits)
+        content_type, extension = fmt.content_type, fmt.extension
+        details: dict[str, object]
         if fmt is ExportFormat.JSON:
             data, details = tldr_file(board), {"records": len(board.records)}
+            if not board.is_tldraw:  # the document's JSON view, not a .tldr file
+                content_type, extension, details = "application/json", "json", {"layout": "document"}
         else:
             rendered = await self.renderer.render(board, fmt, options)
             data, details = rendered.data, rendered.details
-        key = blob_key(job.room, job.id, fmt.extension)
-        await self.blobs.put(key, data, content_type=fmt.content_type, filename=filename_of(key))
-        return key, {"content_type": fmt.content_type, "size": len(data), **details}
+        key = blob_key(job.room, job.id, extension)
+        await self.blobs.put(key, data, content_type=content_type, filename=filename_of(key))
+        return key, {"content_type": content_type, "size": len(data), **details}
 
     async def _failed(self, job: Job, error: JobError) -> None:
         self.processed += 1
