@@ -54,8 +54,9 @@ async def prepare(database: Path) -> None:
 
 def _post(port: int, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
-                                     headers={"content-type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=data, headers={"content-type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         result: dict[str, Any] = json.loads(response.read())
         return result
@@ -77,16 +78,30 @@ def keep_rendering(port: int, stop: threading.Event, done: list[float]) -> None:
 def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path) -> dict[str, Any]:
     port = free_port()
     log = open(out_dir / f"server-{mode}-{port}.log", "wb")
-    env = {**os.environ, "COLLAB_DATABASE_URL": f"sqlite:///{database}", "COLLAB_BLOB_URL": f"file://{out_dir}/blobs",
-           "COLLAB_EXPORT_POLL_INTERVAL": "0.2"}
+    env = {
+        **os.environ,
+        "COLLAB_DATABASE_URL": f"sqlite:///{database}",
+        "COLLAB_BLOB_URL": f"file://{out_dir}/blobs",
+        "COLLAB_EXPORT_POLL_INTERVAL": "0.2",
+    }
     if mode == "apart":  # the worker as its own process, on the same core as the server
         env["COLLAB_EXPORT_WORKER"] = "off"
-    server = subprocess.Popen(["taskset", "-c", "0", str(REPO / ".venv/bin/collab-server"), "--port", str(port)],
-                              stdout=log, stderr=log, start_new_session=True, env=env)
+    server = subprocess.Popen(
+        ["taskset", "-c", "0", str(REPO / ".venv/bin/collab-server"), "--port", str(port)],
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+        env=env,
+    )
     worker = None
     if mode == "apart":
-        worker = subprocess.Popen(["taskset", "-c", "0", str(REPO / ".venv/bin/collab-server"), "worker"],
-                                  stdout=log, stderr=log, start_new_session=True, env=env)
+        worker = subprocess.Popen(
+            ["taskset", "-c", "0", str(REPO / ".venv/bin/collab-server"), "worker"],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env=env,
+        )
     stop, renders = threading.Event(), list[float]()
     try:
         deadline = time.monotonic() + 60
@@ -107,10 +122,28 @@ def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path) ->
         result_json = out_dir / f"fanout-{mode}-{port}.json"
         cpu_before, started = process_cpu_seconds(server.pid), time.monotonic()
         subprocess.run(
-            ["taskset", "-c", "1", "node", str(HARNESS / "bench.mjs"), "--url", f"ws://127.0.0.1:{port}/ws",
-             "--client", "ywebsocket", "--scenario", "fanout", "--server-pid", str(server.pid),
-             "--json", str(result_json), *bench_args],
-            check=True, cwd=HARNESS, stdout=subprocess.DEVNULL, timeout=600,
+            [
+                "taskset",
+                "-c",
+                "1",
+                "node",
+                str(HARNESS / "bench.mjs"),
+                "--url",
+                f"ws://127.0.0.1:{port}/ws",
+                "--client",
+                "ywebsocket",
+                "--scenario",
+                "fanout",
+                "--server-pid",
+                str(server.pid),
+                "--json",
+                str(result_json),
+                *bench_args,
+            ],
+            check=True,
+            cwd=HARNESS,
+            stdout=subprocess.DEVNULL,
+            timeout=600,
         )
         wall = time.monotonic() - started
         server_cpu = process_cpu_seconds(server.pid) - cpu_before
@@ -146,8 +179,11 @@ def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path) ->
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=2, help="runs per mode (alternating)")
-    parser.add_argument("--modes", default="idle,rendering,apart",
-                        help="idle; rendering (in-process worker); apart (collab-server worker beside it)")
+    parser.add_argument(
+        "--modes",
+        default="idle,rendering,apart",
+        help="idle; rendering (in-process worker); apart (collab-server worker beside it)",
+    )
     parser.add_argument("--bench-args", default="", help="extra arguments for bench.mjs fanout")
     args = parser.parse_args()
     out_dir = Path(tempfile.mkdtemp(prefix="exports-fanout-"))

@@ -81,18 +81,27 @@ async def main(reps: int, jobs: int, big: int) -> dict[str, object]:
             started = time.perf_counter()
             data = await renderer.run_page("(n) => window.collabSampleBoard(n)", n)
             boards[n] = Board("bench", data["records"], data["schema"])
-            print(f"board of {n} shapes drawn: {len(data['records'])} records, {time.perf_counter() - started:.1f} s",
-                  flush=True)
+            print(
+                f"board of {n} shapes drawn: {len(data['records'])} records, {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
         for fmt in (ExportFormat.SVG, ExportFormat.PNG, ExportFormat.PDF):
             await timed(renderer, boards[200], fmt)  # warm-up
             times = []
             for _ in range(reps):
                 seconds, size, details = await timed(renderer, boards[200], fmt)
                 times.append(seconds)
-            report[f"200_{fmt.value}"] = {"median_s": round(statistics.median(times), 3), "max_s": round(max(times), 3),
-                                          "bytes": size, "details": details}
-            print(f"200 shapes {fmt.value}: median {statistics.median(times):.2f} s, max {max(times):.2f} s, "
-                  f"{size / 1024:.0f} KiB {details}", flush=True)
+            report[f"200_{fmt.value}"] = {
+                "median_s": round(statistics.median(times), 3),
+                "max_s": round(max(times), 3),
+                "bytes": size,
+                "details": details,
+            }
+            print(
+                f"200 shapes {fmt.value}: median {statistics.median(times):.2f} s, max {max(times):.2f} s, "
+                f"{size / 1024:.0f} KiB {details}",
+                flush=True,
+            )
         for fmt in (ExportFormat.SVG, ExportFormat.PNG, ExportFormat.PDF):
             seconds, size, details = await timed(renderer, boards[big], fmt)
             report[f"{big}_{fmt.value}"] = {"s": round(seconds, 2), "bytes": size, "details": details}
@@ -115,8 +124,11 @@ async def main(reps: int, jobs: int, big: int) -> dict[str, object]:
         report["memory"] = {
             "jobs_per_s": round(jobs / elapsed, 2),
             "python_rss_mib": [round(samples[0][1], 1), round(samples[-1][1], 1)],
-            "chromium_rss_mib_first_last_max": [round(samples[0][2]), round(samples[-1][2]),
-                                                round(max(s[2] for s in samples))],
+            "chromium_rss_mib_first_last_max": [
+                round(samples[0][2]),
+                round(samples[-1][2]),
+                round(max(s[2] for s in samples)),
+            ],
             "python_kib_per_job_2nd_half": round(slope([s[1] for s in half]) * 1024, 1),
             "chromium_kib_per_job_2nd_half": round(slope([s[2] for s in half]) * 1024, 1),
         }

@@ -37,23 +37,39 @@ from exports.tldr import Board
 logger = logging.getLogger(__name__)
 
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--disable-dev-shm-usage",
     # only the loopback bundle server resolves: a board's remote image URL fails fast instead of hanging
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]
 _PAGE_ERRORS: dict[str, type[JobError]] = {
-    "board_too_new": BoardTooNew, "invalid_board": InvalidBoard, "render_failed": RenderFailed,
+    "board_too_new": BoardTooNew,
+    "invalid_board": InvalidBoard,
+    "render_failed": RenderFailed,
 }
 
 
 class BrowserRenderer:
     """Renderer on Chromium (see the module docstring). Safe for concurrent renders (pages share a browser)."""
 
-    def __init__(self, *, executable: str = "/usr/bin/chromium", bundle_dir: Path = BUNDLE_DIR,
-                 license_key: str = "", timeout: float = 60.0, restart_after: int = 100,
-                 raster_above: int = 1500, niceness: int = 10) -> None:
+    def __init__(
+        self,
+        *,
+        executable: str = "/usr/bin/chromium",
+        bundle_dir: Path = BUNDLE_DIR,
+        license_key: str = "",
+        timeout: float = 60.0,
+        restart_after: int = 100,
+        raster_above: int = 1500,
+        niceness: int = 10,
+    ) -> None:
         self._executable = executable
         self._bundle_dir = bundle_dir
         self._license_key = license_key
@@ -172,8 +188,10 @@ class BrowserRenderer:
 
     async def render(self, board: Board, fmt: ExportFormat, options: ExportOptions) -> Rendered:
         if not board.is_tldraw:
-            raise InvalidBoard(f"room {board.room!r} is not a tldraw board (no tl_{board.room} records); "
-                               "only JSON exports are possible")
+            raise InvalidBoard(
+                f"room {board.room!r} is not a tldraw board (no tl_{board.room} records); "
+                "only JSON exports are possible"
+            )
         context = await self._ensure_browser()
         self._active += 1
         page = None
@@ -181,9 +199,13 @@ class BrowserRenderer:
         try:
             async with asyncio.timeout(self._timeout):
                 page = await self._take_page(context)
-                request = {"board": {"records": board.records, "schema": board.schema}, "format": fmt.value,
-                           "options": options.to_dict(), "rasterAbove": self._raster_above,
-                           "maxPixels": MAX_PNG_PIXELS}
+                request = {
+                    "board": {"records": board.records, "schema": board.schema},
+                    "format": fmt.value,
+                    "options": options.to_dict(),
+                    "rasterAbove": self._raster_above,
+                    "maxPixels": MAX_PNG_PIXELS,
+                }
                 loaded = time.perf_counter()
                 result = await page.evaluate("(request) => window.collabRender(request)", request)
                 result["timings"]["page_ms"] = round((loaded - started) * 1000)
@@ -224,8 +246,10 @@ class BrowserRenderer:
         if fmt is ExportFormat.SVG:
             return Rendered(pages[0]["data"].encode(), details | _size(pages[0]))
         if fmt is ExportFormat.PNG:
-            return Rendered(base64.b64decode(pages[0]["data"]),
-                            details | _size(pages[0]) | {"pixel_ratio": round(pages[0]["pixelRatio"], 3)})
+            return Rendered(
+                base64.b64decode(pages[0]["data"]),
+                details | _size(pages[0]) | {"pixel_ratio": round(pages[0]["pixelRatio"], 3)},
+            )
         details["pdf"] = "raster" if any(p["kind"] == "png" for p in pages) else "vector"
         return Rendered(await _print_pdf(context, pages), details)
 
@@ -244,7 +268,7 @@ async def _print_pdf(context: Any, pages: list[dict[str, Any]]) -> bytes:
     # One PDF page per exported tldraw page, all of the largest page's size, each image centred on it.
     width = max(p["width"] for p in pages)
     height = max(p["height"] for p in pages)
-    body = "".join(f'<section>{_pdf_image(p)}</section>' for p in pages)
+    body = "".join(f"<section>{_pdf_image(p)}</section>" for p in pages)
     document = (
         f"<!doctype html><html><head><meta charset='utf-8'><style>"
         f"@page {{ size: {width}px {height}px; margin: 0 }} html, body {{ margin: 0 }}"
@@ -257,8 +281,9 @@ async def _print_pdf(context: Any, pages: list[dict[str, Any]]) -> bytes:
     try:
         await page.set_content(document, wait_until="load")
         await page.evaluate("document.fonts.ready.then(() => true)")  # the SVGs' embedded fonts
-        pdf: bytes = await page.pdf(width=f"{width}px", height=f"{height}px", print_background=True,
-                                    prefer_css_page_size=True)
+        pdf: bytes = await page.pdf(
+            width=f"{width}px", height=f"{height}px", print_background=True, prefer_css_page_size=True
+        )
         return pdf
     finally:
         await page.close()

@@ -48,12 +48,25 @@ def _unframe(data: bytes) -> list[bytes]:
     return parts
 
 
-async def decode_board(room: str, snapshot: bytes | None, updates: Sequence[bytes], *, timeout: float,
-                       niceness: int = 10, limits: DocumentLimits = DEFAULT_LIMITS) -> Board:
+async def decode_board(
+    room: str,
+    snapshot: bytes | None,
+    updates: Sequence[bytes],
+    *,
+    timeout: float,
+    niceness: int = 10,
+    limits: DocumentLimits = DEFAULT_LIMITS,
+) -> Board:
     """The room's Board, decoded in a child process; InvalidBoard if it crashes or refuses the bytes."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exports.decode", room, json.dumps(dataclasses.asdict(limits)),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "exports.decode",
+        room,
+        json.dumps(dataclasses.asdict(limits)),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     with contextlib.suppress(OSError):  # export work yields the CPU to the server (exports.priority)
         os.setpriority(os.PRIO_PROCESS, proc.pid, niceness)

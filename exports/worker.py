@@ -55,8 +55,9 @@ class LeaseLost(Exception):
 class Worker:
     """Runs export jobs from ``jobs`` (see the module docstring)."""
 
-    def __init__(self, jobs: JobStore, documents: DocumentStore, blobs: BlobStore, renderer: Renderer,
-                 config: WorkerConfig) -> None:
+    def __init__(
+        self, jobs: JobStore, documents: DocumentStore, blobs: BlobStore, renderer: Renderer, config: WorkerConfig
+    ) -> None:
         self.jobs = jobs
         self.documents = documents
         self.blobs = blobs
@@ -150,8 +151,13 @@ class Worker:
         stored = await self.documents.load(job.room)
         if stored is None:
             raise RoomGone(f"room {job.room!r} has no document (deleted, or never written)")
-        board = await decode_board(job.room, stored.snapshot, stored.updates,
-                                   timeout=max(1.0, self.config.job_timeout / 2), limits=self.config.limits)
+        board = await decode_board(
+            job.room,
+            stored.snapshot,
+            stored.updates,
+            timeout=max(1.0, self.config.job_timeout / 2),
+            limits=self.config.limits,
+        )
         content_type, extension = fmt.content_type, fmt.extension
         details: dict[str, object]
         if fmt is ExportFormat.JSON:
@@ -171,9 +177,15 @@ class Worker:
         retry_in = self.config.backoff * 2 ** (job.attempts - 1) if retry else None
         if await self.jobs.fail(job.id, self.config.worker_id, error=error.record(), retry_in=retry_in):
             metrics.EXPORT_JOBS.labels("retried" if retry else "failed").inc()
-            logger.warning("export %s attempt %d/%d failed%s: %s", job.id, job.attempts, job.max_attempts,
-                           f"; retry in {retry_in:g} s" if retry_in is not None else "", error.record(),
-                           extra={"room": job.room, "job": job.id})
+            logger.warning(
+                "export %s attempt %d/%d failed%s: %s",
+                job.id,
+                job.attempts,
+                job.max_attempts,
+                f"; retry in {retry_in:g} s" if retry_in is not None else "",
+                error.record(),
+                extra={"room": job.room, "job": job.id},
+            )
 
     async def _heartbeat(self, job: Job, attempt: asyncio.Task[object]) -> None:
         while True:

@@ -61,10 +61,16 @@ def blobs(tmp_path: Path) -> FileBlobStore:
     return FileBlobStore(tmp_path / "blobs", signing_key=Secret("test-key"))
 
 
-def make_worker(jobs: JobStore, documents: MemoryStore, blobs: FileBlobStore, renderer: object,
-                name: str = "w1", **config: float) -> Worker:
-    return Worker(jobs, documents, blobs, renderer,  # type: ignore[arg-type]
-                  WorkerConfig(worker_id=name, backoff=0, poll_interval=0.05, **config))  # type: ignore[arg-type]
+def make_worker(
+    jobs: JobStore, documents: MemoryStore, blobs: FileBlobStore, renderer: object, name: str = "w1", **config: float
+) -> Worker:
+    return Worker(
+        jobs,
+        documents,
+        blobs,
+        renderer,  # type: ignore[arg-type]
+        WorkerConfig(worker_id=name, backoff=0, poll_interval=0.05, **config),
+    )  # type: ignore[arg-type]
 
 
 async def test_a_json_export_is_the_tldr_file_with_the_right_most_entry_of_each_key(
@@ -92,8 +98,10 @@ async def test_two_workers_racing_render_a_job_once(
     a, b = await open_jobs(), await open_jobs()
     job = await ExportService(a, blobs).request(room_name, {"format": "svg"})
     renderer = FakeRenderer()
-    await asyncio.gather(make_worker(a, documents, blobs, renderer, "wa").run(burst=True),
-                         make_worker(b, documents, blobs, renderer, "wb").run(burst=True))
+    await asyncio.gather(
+        make_worker(a, documents, blobs, renderer, "wa").run(burst=True),
+        make_worker(b, documents, blobs, renderer, "wb").run(burst=True),
+    )
     assert renderer.calls == 1
     done = await a.get(job.id)
     assert done is not None and done.status is JobStatus.COMPLETED and done.attempts == 1

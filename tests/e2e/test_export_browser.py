@@ -119,8 +119,13 @@ async def _export(server: ServerProcess, room: str, fmt: str, options: dict[str,
         download = await http.get(status["url"])
         assert download.status_code == 200
         assert download.headers["content-type"].startswith(
-            {"json": "application/vnd.tldraw+json", "svg": "image/svg+xml", "png": "image/png",
-             "pdf": "application/pdf"}[fmt])
+            {
+                "json": "application/vnd.tldraw+json",
+                "svg": "image/svg+xml",
+                "png": "image/png",
+                "pdf": "application/pdf",
+            }[fmt]
+        )
         return download.content
 
 
@@ -163,6 +168,7 @@ async def test_the_tldr_export_loads_back_into_tldraw_with_the_same_records(
     finally:
         await page.close()
         server.close()
+
     def by_id(records: list[dict[str, Any]]) -> dict[str, Any]:
         return {r["id"]: r for r in records if r["typeName"] in ("shape", "page", "document", "binding")}
 
@@ -190,14 +196,19 @@ async def test_png_pixels_at_a_shape_are_its_colour(board: dict[str, Any], expor
     assert not _reddish(_pixel(image, PADDING + 300, PADDING + 20))  # between the boxes: background
 
 
-async def test_pdf_opens_and_shows_the_shapes(board: dict[str, Any], export_server: ServerProcess,
-                                              tmp_path: Path) -> None:
+async def test_pdf_opens_and_shows_the_shapes(
+    board: dict[str, Any], export_server: ServerProcess, tmp_path: Path
+) -> None:
     await _stored(export_server, board["room"], 4)
     pdf = await _export(export_server, board["room"], "pdf")
     assert pdf.startswith(b"%PDF-")
     (tmp_path / "board.pdf").write_bytes(pdf)
-    await asyncio.to_thread(subprocess.run, ["pdftoppm", "-png", "-r", "40", str(tmp_path / "board.pdf"),
-                                             str(tmp_path / "page")], check=True, timeout=60)
+    await asyncio.to_thread(
+        subprocess.run,
+        ["pdftoppm", "-png", "-r", "40", str(tmp_path / "board.pdf"), str(tmp_path / "page")],
+        check=True,
+        timeout=60,
+    )
     pages = await asyncio.to_thread(lambda: sorted(tmp_path.glob("page*.png")))
     assert len(pages) == 1
     with Image.open(pages[0]) as opened:

@@ -47,8 +47,10 @@ def _two_pages(data: dict[str, Any]) -> Board:
     board.records.append({"id": "page:second", "typeName": "page", "name": "Second", "index": "a9", "meta": {}})
     shape = copy.deepcopy(next(r for r in board.records if r["typeName"] == "shape" and r["type"] == "text"))
     shape.update(id="shape:on-second", parentId="page:second")
-    shape["props"]["richText"] = {"type": "doc", "content": [{"type": "paragraph",
-                                                              "content": [{"type": "text", "text": "Second page"}]}]}
+    shape["props"]["richText"] = {
+        "type": "doc",
+        "content": [{"type": "paragraph", "content": [{"type": "text", "text": "Second page"}]}],
+    }
     board.records.append(shape)
     return board
 
@@ -82,7 +84,7 @@ async def test_the_page_option_picks_a_page_by_name(renderer: BrowserRenderer, s
     assert b"Second page" in second.data and b"Box 0" not in second.data
     first = await renderer.render(board, ExportFormat.SVG, ExportOptions())
     assert b"Box 0" in first.data and b"Second page" not in first.data
-    with pytest.raises(InvalidBoard, match="no page \"Third\""):
+    with pytest.raises(InvalidBoard, match='no page "Third"'):
         await renderer.render(board, ExportFormat.SVG, ExportOptions(page="Third"))
 
 
@@ -144,12 +146,16 @@ async def test_the_browser_is_restarted_after_n_jobs(sample: dict[str, Any]) -> 
         await short_lived.close()
 
 
-async def test_chromium_runs_at_a_lower_priority_than_the_server(renderer: BrowserRenderer,
-                                                                  sample: dict[str, Any]) -> None:
+async def test_chromium_runs_at_a_lower_priority_than_the_server(
+    renderer: BrowserRenderer, sample: dict[str, Any]
+) -> None:
     await renderer.render(_board(sample), ExportFormat.SVG, ExportOptions())
     # other tests' browsers may still be exiting below this process: look below this renderer's driver
-    drivers = [pid for pid in descendants(os.getpid()) if b"playwright" in _cmdline(pid)
-               and os.getpriority(os.PRIO_PROCESS, pid) >= 10]
+    drivers = [
+        pid
+        for pid in descendants(os.getpid())
+        if b"playwright" in _cmdline(pid) and os.getpriority(os.PRIO_PROCESS, pid) >= 10
+    ]
     assert drivers, "the renderer's Playwright driver was not lowered"
     chromium = [pid for driver in drivers for pid in descendants(driver) if _comm(pid).startswith("chrom")]
     assert len(chromium) >= 3  # browser, zygote, GPU, renderers...

@@ -51,11 +51,17 @@ async def test_a_json_export_lands_on_s3_and_its_presigned_url_downloads_it(
     client = await node.connect(server.url, room_name)
     await client.wait_synced()
     shape = {"id": "shape:a", "typeName": "shape", "type": "geo", "x": 10, "y": 20, "props": {"w": 100}}
-    await client.array_push([{"key": "page:page", "val": {"id": "page:page", "typeName": "page", "name": "P"}},
-                             {"key": "shape:a", "val": shape}], name=f"tl_{room_name}")
+    await client.array_push(
+        [
+            {"key": "page:page", "val": {"id": "page:page", "typeName": "page", "name": "P"}},
+            {"key": "shape:a", "val": shape},
+        ],
+        name=f"tl_{room_name}",
+    )
     await client.map_set("schema", {"schemaVersion": 2, "sequences": {"com.tldraw.store": 4}}, name="meta")
 
     async with httpx.AsyncClient(base_url=server.http) as http:
+
         async def exported() -> dict[str, Any]:
             created = await http.post(f"/api/rooms/{room_name}/exports", json={"format": "json"})
             job_id = created.json()["id"]
