@@ -9,6 +9,14 @@ Chromium process is sampled (growth per job = slope over the second half).
     .venv/bin/python bench/exports_render.py                  # 5 reps, 200 memory jobs
     .venv/bin/python bench/exports_render.py --reps 3 --jobs 60
 
+``--worker N``: also N jobs per format end to end through a real Worker (SQLite job and document stores,
+file blob store, this renderer, the worker idle and waiting when each job is enqueued): enqueue to
+completed, with the worker's stages (queued = enqueue to claim, load, decode, render, upload).
+
+``--code DIR``: run the same measurements on another checkout's ``exports`` package (its renderer page
+built in DIR/exports/renderer/web/dist): a same-run baseline, e.g. ``git archive main | tar -x -C DIR``,
+then alternate the two runs.
+
 Targets (issue 11): 200 shapes SVG <= 1 s, PNG <= 2.5 s, PDF <= 5 s; 2,000 shapes within the job
 timeout; memory bounded over 200 consecutive jobs.
 """
@@ -21,15 +29,19 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+CODE = Path(sys.argv[sys.argv.index("--code") + 1]).resolve() if "--code" in sys.argv else REPO
+sys.path.insert(0, str(CODE))
 
 from exports.browser import BrowserRenderer  # noqa: E402
 from exports.options import ExportFormat, ExportOptions  # noqa: E402
 from exports.tldr import Board  # noqa: E402
+
+print(f"exports code from {Path(sys.modules['exports.browser'].__file__ or '').parents[1]}", flush=True)
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -70,14 +82,68 @@ async def timed(renderer: BrowserRenderer, board: Board, fmt: ExportFormat) -> t
     return time.perf_counter() - started, len(result.data), result.details
 
 
-async def main(reps: int, jobs: int, big: int) -> dict[str, object]:
+async def through_worker(renderer: BrowserRenderer, board: Board, reps: int, directory: Path) -> dict[str, object]:
+    """``reps`` jobs per format, each enqueued while the worker idles: seconds from enqueue to completed."""
+    from collab_server.secrets import Secret
+    from exports.blobs_file import FileBlobStore
+    from exports.service import ExportService
+    from exports.worker import Worker, WorkerConfig
+    from persistence.jobs import JobStatus
+    from persistence.jobs_sqlite import SQLiteJobStore
+    from persistence.sqlite import SQLiteStore
+    from tests.support.boards import board_update
+
+    database = directory / "bench.sqlite3"
+    documents = await SQLiteStore(database).open()
+    await documents.append_many([(board.room, board_update(board.room, board.records, board.schema))])
+    jobs = await SQLiteJobStore(database).open()
+    blobs = FileBlobStore(directory / "blobs", signing_key=Secret("bench"))
+    service = ExportService(jobs, blobs)
+    worker = Worker(jobs, documents, blobs, renderer, WorkerConfig("bench-worker", poll_interval=5.0))
+    running = asyncio.create_task(worker.run())
+    report: dict[str, object] = {}
+    try:
+        for fmt in ("json", "svg", "png", "pdf"):
+            times, stages = [], []
+            for rep in range(reps + 1):  # the first is a warm-up
+                await renderer.warm()
+                await asyncio.sleep(0.5)  # the worker is waiting for a wake-up, as an idle one is
+                started = time.perf_counter()
+                job = await service.request(board.room, {"format": fmt})
+                finished = (JobStatus.COMPLETED, JobStatus.FAILED)
+                while (done := await jobs.get(job.id)) is not None and done.status not in finished:  # noqa: ASYNC110
+                    await asyncio.sleep(0.005)  # polls the store: the bench sees what a REST client would
+                assert done is not None and done.status is JobStatus.COMPLETED, done and done.error
+                if rep:
+                    times.append(time.perf_counter() - started)
+                    stages.append(dict(done.result.get("stages_ms") or {}))
+            median_stages = {k: statistics.median(s.get(k, 0) for s in stages) for k in stages[0]}
+            report[fmt] = {
+                "median_s": round(statistics.median(times), 3),
+                "max_s": round(max(times), 3),
+                "stages_ms": median_stages,
+            }
+            print(
+                f"through the worker, 200 shapes {fmt}: median {statistics.median(times):.2f} s, "
+                f"max {max(times):.2f} s, stages (median ms) {median_stages}",
+                flush=True,
+            )
+    finally:
+        worker.stop()
+        await running
+        await jobs.close()
+        await documents.close()
+    return report
+
+
+async def main(reps: int, jobs: int, big: int, worker_reps: int) -> dict[str, object]:
     # niceness 0: the figures are the renderer's own speed (a dedicated worker); in the embedded server it
     # runs in the idle class and takes what CPU the realtime path leaves
     renderer = BrowserRenderer(timeout=300, restart_after=100, niceness=0)
     report: dict[str, object] = {"reps": reps, "jobs": jobs}
     try:
         boards = {}
-        for n in (200, big, 20):
+        for n in (200, big, 20) if big else (200,):
             started = time.perf_counter()
             data = await renderer.run_page("(n) => window.collabSampleBoard(n)", n)
             boards[n] = Board("bench", data["records"], data["schema"])
@@ -102,6 +168,11 @@ async def main(reps: int, jobs: int, big: int) -> dict[str, object]:
                 f"{size / 1024:.0f} KiB {details}",
                 flush=True,
             )
+        if worker_reps:
+            with tempfile.TemporaryDirectory(prefix="exports-bench-") as directory:
+                report["worker"] = await through_worker(renderer, boards[200], worker_reps, Path(directory))
+        if not big:
+            return report
         for fmt in (ExportFormat.SVG, ExportFormat.PNG, ExportFormat.PDF):
             seconds, size, details = await timed(renderer, boards[big], fmt)
             report[f"{big}_{fmt.value}"] = {"s": round(seconds, 2), "bytes": size, "details": details}
@@ -142,9 +213,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--big", type=int, default=2000, help="shapes of the large board")
+    parser.add_argument("--big", type=int, default=2000, help="shapes of the large board (0: skip it and memory)")
+    parser.add_argument("--worker", type=int, default=0, help="jobs per format end to end through a Worker")
+    parser.add_argument("--code", type=Path, help="measure this checkout's exports package (a baseline)")
     parser.add_argument("--json", type=Path, help="write the report here")
     args = parser.parse_args()
-    result = asyncio.run(main(args.reps, args.jobs, args.big))
+    result = asyncio.run(main(args.reps, args.jobs, args.big, args.worker))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -1,14 +1,24 @@
 """BrowserRenderer: tldraw's own exporter in headless Chromium, driven by Playwright.
 
 - One warm browser per worker (started on the first render), one browser context holding the page cache,
-  a fresh page per job (closed after it, whatever happened), a hard timeout per job.
-- The browser is restarted after ``restart_after`` jobs (Chromium's memory creeps up over many pages) and
+  and warm pages: a page with the renderer loaded and the tldraw editor mounted renders a job, is reset,
+  and renders the next one. Booting tldraw in a new page costs about as much CPU as a 200-shape export
+  (and a new page runs tldraw's code cold, unoptimised by V8): reusing the page takes both off every job.
+- Why a reused page is safe for isolation: a job's board reaches the page only as the store's records
+  and leaves nothing behind once ``window.collabReset`` has run after it: the store is cleared whole (every
+  record, the session's too) and rebuilt empty by tldraw, the undo history is dropped, the camera reset;
+  the reset reports the shapes, bindings and assets left, and a page that does not report 0 is closed.
+  A page whose job failed or timed out (it may be half-way through anything) is closed, never reused.
+  Pages reach nothing but the loopback bundle server (below), so no page holds another room's data
+  behind a URL either; what tldraw caches across jobs is code, fonts and text measurements.
+- The browser is restarted after ``restart_after`` jobs (Chromium's memory creeps up over many jobs) and
   after a crash or a timed-out job (a page stuck in a long task can leave the renderer process wedged).
 - Chromium is the system one (``executable_path``); Playwright never downloads a browser. Its background
   networking is turned off, and every host but the loopback bundle server is unresolvable, so a board
   that names an outside image cannot make the renderer reach out.
-- Chromium runs at a lower CPU priority (nice ``niceness``, exports.priority): beside the server's event
-  loop in the embedded default, rendering takes only the CPU the realtime path leaves.
+- Chromium runs at a lower CPU priority (nice ``niceness``, exports.priority), with one raster thread and
+  one renderer process: beside the server's event loop in the embedded default, rendering takes only the
+  CPU the realtime path leaves, one core at most.
 - PDF: the page exports each tldraw page as SVG and Chromium prints them (vector); a page with more than
   ``raster_above`` shapes is exported as PNG and printed as an image (raster), which is much faster for very
   large boards. The job result says which (``{"pdf": "vector" | "raster"}``).
@@ -20,6 +30,7 @@ import asyncio
 import base64
 import contextlib
 import html
+import json
 import logging
 import re
 import time
@@ -85,6 +96,8 @@ class BrowserRenderer:
         self._jobs_on_browser = 0
         self._active = 0
         self._spare: asyncio.Task[Any] | None = None
+        self._warm_pages: list[Any] = []  # reset, mounted, waiting for a job
+        self._resets: set[asyncio.Task[None]] = set()
 
     def check(self) -> None:
         """RendererUnavailable naming the install command when Chromium or the bundle is missing."""
@@ -148,37 +161,69 @@ class BrowserRenderer:
             await asyncio.to_thread(lower_chromium_priority, self._niceness)
 
     async def _take_page(self, context: Any) -> Any:
-        """The page loaded in reserve, if there is one ready for this browser; else a new one."""
+        """A warm page of this browser (waiting for a reset in progress), else the one loaded in reserve,
+        else a new one."""
+        if not self._warm_pages and self._resets:
+            await asyncio.wait(set(self._resets))
+        while self._warm_pages:
+            page = self._warm_pages.pop()
+            if page.context == context and not page.is_closed():
+                return page
+            await _close_quietly(page)
         spare, self._spare = self._spare, None
         if spare is not None:
             try:
                 page = await spare
                 if page.context == context and not page.is_closed():
                     return page
-                with contextlib.suppress(Exception):
-                    await page.close()
+                await _close_quietly(page)
             except Exception:  # a reserve page that failed to load: open a new one
                 pass
         return await self._open_page(context)
 
     def _reserve_page(self) -> None:
-        # Load the next job's page while the worker is idle, so a job starts at a mounted editor.
-        if self._spare is None and self._context is not None:
+        # Load a page while the worker is idle, so a job starts at a mounted editor.
+        if self._spare is None and not self._warm_pages and not self._resets and self._context is not None:
             self._spare = asyncio.create_task(self._open_page(self._context), name="renderer-spare-page")
 
+    def _give_back(self, page: Any) -> None:
+        """Reset a page whose job succeeded, off the job's path; it is reused once the reset proved clean."""
+        task = asyncio.create_task(self._reset(page, self._context), name="renderer-page-reset")
+        self._resets.add(task)
+        task.add_done_callback(self._resets.discard)
+
+    async def _reset(self, page: Any, context: Any) -> None:
+        try:
+            async with asyncio.timeout(10):
+                left = await page.evaluate("() => window.collabReset()")
+        except Exception as exc:
+            logger.warning("renderer page reset failed (%s); closing it", exc)
+            left = None
+        if left == 0 and context is self._context and context is not None and not page.is_closed():
+            self._warm_pages.append(page)
+            return
+        if left not in (0, None):
+            logger.warning("renderer page kept %s records after its reset; closing it", left)
+        await _close_quietly(page)
+        self._reserve_page()
+
     async def warm(self) -> None:
-        """Start the browser and have a page in reserve (benchmarks measure a warm worker)."""
+        """Start the browser and have a page ready (benchmarks measure a warm worker)."""
         await self._ensure_browser()
         self._jobs_on_browser -= 1
+        if self._resets:
+            await asyncio.wait(set(self._resets))
         self._reserve_page()
         if self._spare is not None:
             await asyncio.wait({self._spare})
 
     async def _stop_browser(self, *, restart: bool) -> None:
         spare, self._spare = self._spare, None
-        if spare is not None:
-            spare.cancel()
-            await asyncio.gather(spare, return_exceptions=True)
+        pending = [task for task in (spare, *self._resets) if task is not None]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._warm_pages.clear()  # closed with the browser
         browser, self._browser, self._context = self._browser, None, None
         if browser is not None:
             with contextlib.suppress(Exception):
@@ -194,7 +239,7 @@ class BrowserRenderer:
             )
         context = await self._ensure_browser()
         self._active += 1
-        page = None
+        page, succeeded = None, False
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout):
@@ -207,12 +252,13 @@ class BrowserRenderer:
                     "maxPixels": MAX_PNG_PIXELS,
                 }
                 loaded = time.perf_counter()
-                result = await page.evaluate("(request) => window.collabRender(request)", request)
+                result = await page.evaluate("(request) => window.collabRender(request)", json.dumps(request))
                 result["timings"]["page_ms"] = round((loaded - started) * 1000)
                 printing = time.perf_counter()
                 rendered = await self._file(context, fmt, result)
                 if fmt is ExportFormat.PDF:
                     rendered.details["timings"]["print_ms"] = round((time.perf_counter() - printing) * 1000)
+            succeeded = True
         except TimeoutError:
             await self._stop_browser(restart=True)
             raise RenderTimeout(f"rendering took longer than {self._timeout:g} s") from None
@@ -222,9 +268,10 @@ class BrowserRenderer:
             raise _page_error(exc) from exc
         finally:
             self._active -= 1
-            if page is not None:
-                with contextlib.suppress(Exception):
-                    await page.close()
+            if page is not None and succeeded and self._browser is not None:
+                self._give_back(page)  # done: reset it for the next job
+            elif page is not None:
+                await _close_quietly(page)  # failed or abandoned half-way: never reused
             if self._browser is not None:
                 self._reserve_page()
         metrics.EXPORT_RENDER_SECONDS.labels(fmt.value).observe(time.perf_counter() - started)
@@ -300,13 +347,16 @@ def _pdf_image(page: dict[str, Any]) -> str:
     return f'<img width="{page["width"]}" height="{page["height"]}" src="data:image/png;base64,{page["data"]}">'
 
 
+async def _close_quietly(page: Any) -> None:
+    with contextlib.suppress(Exception):
+        await page.close()
+
+
 def _size(page: dict[str, Any]) -> dict[str, Any]:
     return {"width": page["width"], "height": page["height"]}
 
 
 def _js_string(value: str) -> str:
-    import json
-
     return json.dumps(value)
 
 

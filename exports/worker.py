@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 from collab_server import metrics
@@ -148,9 +149,22 @@ class Worker:
     async def _produce(self, job: Job) -> tuple[str, dict[str, object]]:
         fmt = ExportFormat(job.format)
         options = parse_options(job.options)
+        # where the attempt's time went, in the job's result (docs/benchmarks.md reads it)
+        stages: dict[str, int] = {}
+        if job.started_at is not None:
+            stages["queued"] = round((job.started_at - job.created_at) * 1000)
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            stages[stage] = round((now - clock) * 1000)
+            clock = now
+
         stored = await self.documents.load(job.room)
         if stored is None:
             raise RoomGone(f"room {job.room!r} has no document (deleted, or never written)")
+        lap("load")
         board = await decode_board(
             job.room,
             stored.snapshot,
@@ -158,6 +172,7 @@ class Worker:
             timeout=max(1.0, self.config.job_timeout / 2),
             limits=self.config.limits,
         )
+        lap("decode")
         content_type, extension = fmt.content_type, fmt.extension
         details: dict[str, object]
         if fmt is ExportFormat.JSON:
@@ -167,9 +182,11 @@ class Worker:
         else:
             rendered = await self.renderer.render(board, fmt, options)
             data, details = rendered.data, rendered.details
+        lap("render")
         key = blob_key(job.room, job.id, extension)
         await self.blobs.put(key, data, content_type=content_type, filename=filename_of(key))
-        return key, {"content_type": content_type, "size": len(data), **details}
+        lap("upload")
+        return key, {"content_type": content_type, "size": len(data), **details, "stages_ms": stages}
 
     async def _failed(self, job: Job, error: JobError) -> None:
         self.processed += 1

@@ -122,6 +122,47 @@ def _restarts() -> float:
     return REGISTRY.get_sample_value("collab_export_browser_restarts_total") or 0.0
 
 
+def _with_text(data: dict[str, Any], text: str) -> Board:
+    board = _board(data)
+    shape = copy.deepcopy(next(r for r in board.records if r["typeName"] == "shape" and r["type"] == "text"))
+    shape.update(id="shape:marked")
+    shape["props"]["richText"] = {
+        "type": "doc",
+        "content": [{"type": "paragraph", "content": [{"type": "text", "text": text}]}],
+    }
+    board.records.append(shape)
+    return board
+
+
+async def _shapes_left_in_warm_pages(renderer: BrowserRenderer) -> list[int]:
+    await renderer.warm()  # waits for the resets in progress
+    script = "() => window.collabEditor.store.allRecords()"
+    script += ".filter((r) => ['shape', 'binding', 'asset'].includes(r.typeName)).length"
+    return [await page.evaluate(script) for page in renderer._warm_pages]
+
+
+async def test_a_reused_page_keeps_nothing_of_the_previous_board(
+    renderer: BrowserRenderer, sample: dict[str, Any]
+) -> None:
+    first = await renderer.render(_with_text(sample, "Secret of room A"), ExportFormat.SVG, ExportOptions())
+    assert b"Secret of room A" in first.data
+    assert await _shapes_left_in_warm_pages(renderer) == [0]  # reset: the board's records are gone
+    second = await renderer.render(_with_text(sample, "Room B"), ExportFormat.SVG, ExportOptions())
+    assert second.details["timings"]["page_job"] == first.details["timings"]["page_job"] + 1  # the same page
+    assert b"Room B" in second.data and b"Secret of room A" not in second.data
+
+
+async def test_a_page_whose_job_failed_is_not_reused(renderer: BrowserRenderer, sample: dict[str, Any]) -> None:
+    before = await renderer.render(_board(sample), ExportFormat.SVG, ExportOptions())
+    broken = _board(sample)
+    next(r for r in broken.records if r.get("type") == "geo")["props"]["w"] = "wide"
+    with pytest.raises(InvalidBoard):
+        await renderer.render(broken, ExportFormat.SVG, ExportOptions())
+    after = await renderer.render(_board(sample), ExportFormat.SVG, ExportOptions())
+    assert before.details["timings"]["page_job"] >= 1
+    assert after.details["timings"]["page_job"] == 1  # a fresh page
+
+
 async def test_a_timed_out_render_restarts_the_browser_and_the_next_one_works(sample: dict[str, Any]) -> None:
     hasty = BrowserRenderer(timeout=0.05)
     try:
