@@ -73,6 +73,7 @@ def worker_config(settings: Settings, worker_id: str) -> WorkerConfig:
         poll_interval=settings.export_poll_interval,
         concurrency=settings.export_concurrency,
         limits=document_limits(settings),
+        niceness=settings.export_nice,
     )
 
 

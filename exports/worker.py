@@ -26,7 +26,7 @@ from collab_server import metrics
 from collab_server.documents import DEFAULT_LIMITS, DocumentLimits
 from collab_server.errors import StoreError
 from exports.blobs import BlobStore, blob_key, filename_of
-from exports.decode import decode_board
+from exports.decode import Decoder
 from exports.errors import JobError, RenderFailed, RenderTimeout, RoomGone
 from exports.options import ExportFormat, parse_options
 from exports.renderer import Renderer
@@ -47,6 +47,7 @@ class WorkerConfig:
     concurrency: int = 1
     # the document REST endpoint's bounds: a non-tldraw room's JSON export is that endpoint's view
     limits: DocumentLimits = field(default_factory=lambda: DEFAULT_LIMITS)
+    niceness: int = 10  # of the decode children (exports.priority; 19: the idle class)
 
 
 class LeaseLost(Exception):
@@ -66,6 +67,7 @@ class Worker:
         self.config = config
         self._stopping = asyncio.Event()
         self.processed = 0
+        self.decoder = Decoder(timeout=max(1.0, config.job_timeout / 2), niceness=config.niceness, limits=config.limits)
 
     def stop(self) -> None:
         """Claim nothing more; ``run`` returns when the jobs in hand are done."""
@@ -76,9 +78,12 @@ class Worker:
 
     async def run(self, *, burst: bool = False) -> int:
         """Work until ``stop`` (or, with ``burst``, until nothing is claimable); returns jobs processed."""
-        async with asyncio.TaskGroup() as group:
-            for slot in range(self.config.concurrency):
-                group.create_task(self._loop(slot, burst))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for slot in range(self.config.concurrency):
+                    group.create_task(self._loop(slot, burst))
+        finally:
+            await self.decoder.close()  # the decode child kept in reserve
         return self.processed
 
     async def _loop(self, slot: int, burst: bool) -> None:
@@ -165,13 +170,7 @@ class Worker:
         if stored is None:
             raise RoomGone(f"room {job.room!r} has no document (deleted, or never written)")
         lap("load")
-        board = await decode_board(
-            job.room,
-            stored.snapshot,
-            stored.updates,
-            timeout=max(1.0, self.config.job_timeout / 2),
-            limits=self.config.limits,
-        )
+        board = await self.decoder.decode(job.room, stored.snapshot, stored.updates)
         lap("decode")
         content_type, extension = fmt.content_type, fmt.extension
         details: dict[str, object]
