@@ -6,7 +6,14 @@ one PNG export of a 200-shape board (drawn by tldraw) in the queue for the whole
 child of the server and inherits its pinning, so it competes with the event loop for CPU 0: the worst
 case for the claim. "apart" runs the same load with the worker as its own process (``collab-server
 worker``, COLLAB_EXPORT_WORKER=off) on the same core: what is left is contention for the core, not the
-worker's work on the server's event loop. Runs alternate between the modes.
+worker's work on the server's event loop. "burner" is the control: no export at all, but a busy loop in the
+idle scheduling class on the server's core: what any work beside the server costs, however low its
+priority (caches, memory bandwidth, and the wake-up of a preempted loop). In every mode a client polls the
+server's export API 20 times a second, as the rendering modes' client polls its job. Runs alternate
+between the modes.
+
+``--baseline DIR`` also runs every mode with the servers from another checkout (PYTHONPATH=DIR; its
+renderer page built in DIR/exports/renderer/web/dist), alternating with this one: a same-run baseline.
 
     .venv/bin/python bench/exports_fanout.py --runs 2 --bench-args "--updates 2000 --reps 2"
 
@@ -17,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +44,7 @@ HARNESS = Path(os.environ.get("YJS_BENCH", REPO.parent / "shared" / "yjs-bench")
 
 from bench.store_fanout import free_port, machine_busy_percent, process_cpu_seconds  # noqa: E402
 from exports.browser import BrowserRenderer  # noqa: E402
+from exports.priority import descendants  # noqa: E402
 from persistence.sqlite import SQLiteStore  # noqa: E402
 from tests.support.boards import board_update  # noqa: E402
 
@@ -62,8 +72,12 @@ def _post(port: int, path: str, body: dict[str, Any] | None = None) -> dict[str,
         return result
 
 
-def keep_rendering(port: int, stop: threading.Event, done: list[float]) -> None:
-    """One PNG export at a time, back to back, until ``stop``; appends each one's seconds to ``done``."""
+def keep_rendering(port: int, stop: threading.Event, done: list[float], render: bool = True) -> None:
+    """One PNG export at a time, back to back, until ``stop``; appends each one's seconds to ``done``.
+    Without ``render``, only the polling (the same requests, no export)."""
+    while not render and not stop.is_set():
+        _post(port, f"/api/rooms/{ROOM}/exports")
+        time.sleep(0.05)
     while not stop.is_set():
         started = time.monotonic()
         job = _post(port, f"/api/rooms/{ROOM}/exports", {"format": "png"})
@@ -75,11 +89,24 @@ def keep_rendering(port: int, stop: threading.Event, done: list[float]) -> None:
             time.sleep(0.05)
 
 
-def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path) -> dict[str, Any]:
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of every process below ``root`` (Chromium, Playwright's driver, decode children)."""
+    total = 0.0
+    for pid in descendants(root):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += process_cpu_seconds(pid)
+    return total
+
+
+BURNER = "import os\nos.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\nwhile True: pass"
+
+
+def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path, code: Path | None) -> dict[str, Any]:
     port = free_port()
     log = open(out_dir / f"server-{mode}-{port}.log", "wb")
     env = {
         **os.environ,
+        **({"PYTHONPATH": str(code)} if code else {}),
         "COLLAB_DATABASE_URL": f"sqlite:///{database}",
         "COLLAB_BLOB_URL": f"file://{out_dir}/blobs",
         "COLLAB_EXPORT_POLL_INTERVAL": "0.2",
@@ -102,6 +129,8 @@ def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path) ->
             start_new_session=True,
             env=env,
         )
+    if mode == "burner":
+        worker = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", BURNER], start_new_session=True)
     stop, renders = threading.Event(), list[float]()
     try:
         deadline = time.monotonic() + 60
@@ -114,11 +143,13 @@ def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path) ->
                     raise RuntimeError(f"server did not start; see {log.name}") from None
                 time.sleep(0.1)
         background = machine_busy_percent()
-        loader = threading.Thread(target=keep_rendering, args=(port, stop, renders), daemon=True)
-        if mode != "idle":
-            loader.start()
-            while not renders:  # the first render starts Chromium: measure once it is warm
-                time.sleep(0.2)
+        rendering = mode in ("rendering", "apart")
+        loader = threading.Thread(target=keep_rendering, args=(port, stop, renders, rendering), daemon=True)
+        loader.start()
+        while rendering and not renders:  # the first render starts Chromium: measure once it is warm
+            time.sleep(0.2)
+        beside = worker.pid if worker is not None and mode == "apart" else server.pid
+        beside_cpu = tree_cpu_seconds(beside) + (process_cpu_seconds(beside) if mode == "apart" else 0)
         result_json = out_dir / f"fanout-{mode}-{port}.json"
         cpu_before, started = process_cpu_seconds(server.pid), time.monotonic()
         subprocess.run(
@@ -147,7 +178,8 @@ def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path) ->
         )
         wall = time.monotonic() - started
         server_cpu = process_cpu_seconds(server.pid) - cpu_before
-        rendered_during = len(renders) - (0 if mode == "idle" else 1)
+        beside_cpu = tree_cpu_seconds(beside) + (process_cpu_seconds(beside) if mode == "apart" else 0) - beside_cpu
+        rendered_during = max(0, len(renders) - 1)
         stop.set()
         if loader.is_alive():
             loader.join(60)
@@ -172,6 +204,8 @@ def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path) ->
         "lat_p99": metrics.get("lat_p99_ms"),
         "paced_p99": metrics.get("paced_lat_p99_ms"),
         "server_cpu_pct": round(100 * server_cpu / wall),
+        "export_cpu_pct": round(100 * beside_cpu / wall),
+        "png_s_median": round(statistics.median(renders[1:]), 2) if len(renders) > 1 else None,
         "pngs_rendered_during": rendered_during,
     }
 
@@ -182,18 +216,22 @@ def main() -> int:
     parser.add_argument(
         "--modes",
         default="idle,rendering,apart",
-        help="idle; rendering (in-process worker); apart (collab-server worker beside it)",
+        help="idle; rendering (in-process worker); apart (collab-server worker beside it); burner (control)",
     )
     parser.add_argument("--bench-args", default="", help="extra arguments for bench.mjs fanout")
+    parser.add_argument("--baseline", type=Path, help="another checkout to run every mode with as well")
     args = parser.parse_args()
     out_dir = Path(tempfile.mkdtemp(prefix="exports-fanout-"))
     database = out_dir / "collab.sqlite3"
     asyncio.run(prepare(database))
     results = []
+    codes = [None, args.baseline.resolve()] if args.baseline else [None]
     for _ in range(args.runs):
         for mode in args.modes.split(","):
-            results.append(run_once(mode, database, args.bench_args.split(), out_dir))
-            print(json.dumps(results[-1]), flush=True)
+            for code in codes if mode not in ("idle", "burner") else [None]:  # no export: the same code
+                result = run_once(mode, database, args.bench_args.split(), out_dir, code)
+                results.append({"code": "baseline" if code else "branch", **result})
+                print(json.dumps(results[-1]), flush=True)
     print(f"\nresults and logs in {out_dir}")
     return 0
 

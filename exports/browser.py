@@ -57,6 +57,9 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
+    # yield to the realtime path beside it: one raster thread (Chromium starts one per core, and
+    # rasterising a large board would otherwise take every core at once)
+    "--num-raster-threads=1",
     # only the loopback bundle server resolves: a board's remote image URL fails fast instead of hanging
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]
@@ -80,6 +83,7 @@ class BrowserRenderer:
         restart_after: int = 100,
         raster_above: int = 1500,
         niceness: int = 10,
+        pages: int = 1,
     ) -> None:
         self._executable = executable
         self._bundle_dir = bundle_dir
@@ -88,6 +92,8 @@ class BrowserRenderer:
         self._restart_after = restart_after
         self._raster_above = raster_above
         self._niceness = niceness
+        # one renderer process per job rendered at once (the worker's concurrency): its pages share it
+        self._flags = [*CHROMIUM_FLAGS, f"--renderer-process-limit={max(1, pages)}"]
         self._lock = asyncio.Lock()
         self._playwright: Any = None
         self._browser: Any = None
@@ -130,7 +136,7 @@ class BrowserRenderer:
             self._playwright = await async_playwright().start()
         try:
             self._browser = await self._playwright.chromium.launch(
-                executable_path=self._executable, args=CHROMIUM_FLAGS, headless=True
+                executable_path=self._executable, args=self._flags, headless=True
             )
         except Exception as exc:
             raise RendererUnavailable(f"Chromium at {self._executable} did not start ({exc}); {INSTALL_HINT}") from exc

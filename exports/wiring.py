@@ -61,6 +61,7 @@ def browser_renderer(settings: Settings) -> Renderer:
         restart_after=settings.export_browser_restart_jobs,
         raster_above=settings.export_raster_above,
         niceness=settings.export_nice,
+        pages=settings.export_concurrency,
     )
 
 
