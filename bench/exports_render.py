@@ -36,6 +36,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CODE = Path(sys.argv[sys.argv.index("--code") + 1]).resolve() if "--code" in sys.argv else REPO
 sys.path.insert(0, str(CODE))
+if CODE != REPO:  # the worker's decode children (python -m, from the working directory) import it too
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(CODE), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    os.chdir(CODE)
 
 from exports.browser import BrowserRenderer  # noqa: E402
 from exports.options import ExportFormat, ExportOptions  # noqa: E402

@@ -206,6 +206,11 @@ class BrowserRenderer:
             logger.warning("renderer page reset failed (%s); closing it", exc)
             left = None
         if left == 0 and context is self._context and context is not None and not page.is_closed():
+            # Chromium sets the nice value of the threads it starts itself (it may, as root): lower the
+            # ones of this job again. In the idle class (niceness 19, the default) that is moot: the class
+            # is inherited by every new thread and Chromium never changes it.
+            with contextlib.suppress(Exception):
+                await self._deprioritise()
             self._warm_pages.append(page)
             return
         if left not in (0, None):

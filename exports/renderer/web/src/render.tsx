@@ -55,6 +55,10 @@ const editorReady: Promise<Editor> = new Promise((resolve) => {
   createRoot(document.getElementById('root')!).render(
     <Tldraw
       hideUi
+      // no canvas: nobody looks at this page, and tldraw's exporter renders the shapes it exports itself
+      // (the same SVG, byte for byte); a mounted canvas would render and lay out every shape of the board
+      // a second time on each job
+      components={{ Canvas: null }}
       licenseKey={window.collabConfig?.licenseKey || undefined}
       assetUrls={assetUrls}
       onMount={(editor) => {
