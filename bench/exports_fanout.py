@@ -119,6 +119,7 @@ def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path, co
         stderr=log,
         start_new_session=True,
         env=env,
+        cwd=code or REPO,  # python -m children (decode) import from the working directory first
     )
     worker = None
     if mode == "apart":
@@ -128,6 +129,7 @@ def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path, co
             stderr=log,
             start_new_session=True,
             env=env,
+            cwd=code or REPO,
         )
     if mode == "burner":
         worker = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", BURNER], start_new_session=True)
