@@ -14,8 +14,13 @@ file blob store, this renderer, the worker idle and waiting when each job is enq
 completed, with the worker's stages (queued = enqueue to claim, load, decode, render, upload).
 
 ``--code DIR``: run the same measurements on another checkout's ``exports`` package (its renderer page
-built in DIR/exports/renderer/web/dist): a same-run baseline, e.g. ``git archive main | tar -x -C DIR``,
-then alternate the two runs.
+built in DIR/exports/renderer/web/dist), e.g. ``git archive main | tar -x -C DIR``.
+
+``--ab DIR``: the same-run baseline on a shared, noisy machine: two warm renderers in two processes, this
+checkout's and DIR's, render the same 200-shape board job by job in turn (the order swapped every round),
+``--reps`` rounds per format; medians of each side and of the per-round ratio.
+
+    .venv/bin/python bench/exports_render.py --ab /tmp/base --reps 10
 
 Targets (issue 11): 200 shapes SVG <= 1 s, PNG <= 2.5 s, PDF <= 5 s; 2,000 shapes within the job
 timeout; memory bounded over 200 consecutive jobs.
@@ -44,7 +49,7 @@ from exports.browser import BrowserRenderer  # noqa: E402
 from exports.options import ExportFormat, ExportOptions  # noqa: E402
 from exports.tldr import Board  # noqa: E402
 
-print(f"exports code from {Path(sys.modules['exports.browser'].__file__ or '').parents[1]}", flush=True)
+print(f"exports code from {Path(sys.modules['exports.browser'].__file__ or '').parents[1]}", file=sys.stderr)
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -212,15 +217,90 @@ async def main(reps: int, jobs: int, big: int, worker_reps: int) -> dict[str, ob
     return report
 
 
+async def serve() -> None:
+    """``--serve``: one warm renderer answering JSON lines on stdin (``draw`` a board, ``render`` it)."""
+    renderer = BrowserRenderer(timeout=300, restart_after=1000, niceness=0)
+    loop = asyncio.get_running_loop()
+    board = None
+    try:
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            request = json.loads(line)
+            if request["op"] == "draw":
+                data = await renderer.run_page("(n) => window.collabSampleBoard(n)", request["n"])
+                board = Board("bench", data["records"], data["schema"])
+                answer: dict[str, object] = {"records": len(board.records)}
+            else:
+                assert board is not None
+                seconds, size, details = await timed(renderer, board, ExportFormat(request["format"]))
+                answer = {"s": seconds, "bytes": size, "timings": details.get("timings")}
+            print(json.dumps(answer), flush=True)
+    finally:
+        await renderer.close()
+
+
+def alternate(baseline: Path, reps: int) -> dict[str, object]:
+    """``--ab``: this checkout and ``baseline`` render in turn, job by job (see the module docstring)."""
+    import subprocess
+
+    sides = {}
+    for name, code in (("branch", []), ("baseline", ["--code", str(baseline)])):
+        sides[name] = subprocess.Popen(
+            [sys.executable, __file__, "--serve", *code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def ask(name: str, request: dict[str, object]) -> dict[str, object]:
+        side = sides[name]
+        assert side.stdin is not None and side.stdout is not None
+        side.stdin.write(json.dumps(request) + "\n")
+        side.stdin.flush()
+        answer: dict[str, object] = json.loads(side.stdout.readline())
+        return answer
+
+    report: dict[str, object] = {"reps": reps, "loadavg_before": Path("/proc/loadavg").read_text().split()[:3]}
+    try:
+        for name in sides:
+            ask(name, {"op": "draw", "n": 200})
+        for fmt in ("svg", "png", "pdf"):
+            times: dict[str, list[float]] = {"branch": [], "baseline": []}
+            for name in sides:
+                ask(name, {"op": "render", "format": fmt})  # warm-up
+            for rep in range(reps):
+                for name in sides if rep % 2 == 0 else reversed(list(sides)):
+                    times[name].append(float(ask(name, {"op": "render", "format": fmt})["s"]))  # type: ignore[arg-type]
+            ratios = [b / a for a, b in zip(times["branch"], times["baseline"], strict=True)]
+            report[fmt] = {
+                "branch_median_s": round(statistics.median(times["branch"]), 3),
+                "baseline_median_s": round(statistics.median(times["baseline"]), 3),
+                "baseline_over_branch_median": round(statistics.median(ratios), 2),
+                "branch_s": [round(t, 2) for t in times["branch"]],
+                "baseline_s": [round(t, 2) for t in times["baseline"]],
+            }
+            print(f"200 shapes {fmt}: {json.dumps(report[fmt])}", flush=True)
+    finally:
+        for side in sides.values():
+            assert side.stdin is not None
+            side.stdin.close()
+            side.wait(60)
+    report["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
+    return report
+
+
 if __name__ == "__main__":
+    if "--serve" in sys.argv:
+        asyncio.run(serve())
+        sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--big", type=int, default=2000, help="shapes of the large board (0: skip it and memory)")
     parser.add_argument("--worker", type=int, default=0, help="jobs per format end to end through a Worker")
     parser.add_argument("--code", type=Path, help="measure this checkout's exports package (a baseline)")
+    parser.add_argument("--ab", type=Path, help="alternate job by job with this checkout's renderer")
     parser.add_argument("--json", type=Path, help="write the report here")
     args = parser.parse_args()
-    result = asyncio.run(main(args.reps, args.jobs, args.big, args.worker))
+    if args.ab:
+        result = alternate(args.ab.resolve(), args.reps)
+    else:
+        result = asyncio.run(main(args.reps, args.jobs, args.big, args.worker))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

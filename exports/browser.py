@@ -209,8 +209,9 @@ class BrowserRenderer:
             # Chromium sets the nice value of the threads it starts itself (it may, as root): lower the
             # ones of this job again. In the idle class (niceness 19, the default) that is moot: the class
             # is inherited by every new thread and Chromium never changes it.
-            with contextlib.suppress(Exception):
-                await self._deprioritise()
+            if self._niceness < 19:
+                with contextlib.suppress(Exception):
+                    await self._deprioritise()
             self._warm_pages.append(page)
             return
         if left not in (0, None):
