@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from exports.browser import BrowserRenderer
 from exports.errors import BoardTooNew, InvalidBoard, RenderTimeout
 from exports.options import ExportFormat, ExportOptions
-from exports.priority import descendants
+from exports.priority import autogroup, descendants
 from exports.tldr import Board
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -209,6 +209,10 @@ async def test_at_niceness_19_every_chromium_thread_is_in_the_idle_class(sample:
             for pid in chromium:  # every thread, the ones Chromium started during the job too
                 threads = [tid for tid in _threads(pid) if _comm(tid)]
                 assert all(_policy(tid) in (os.SCHED_IDLE, None) for tid in threads), (pid, fmt)
+                # and its session's autogroup, where the kernel has them (exports.priority says why)
+                group = autogroup(pid)
+                if group is not None and group[0] != (autogroup(os.getpid()) or ("", 0))[0]:
+                    assert group[1] == 19, (pid, group)
         assert os.sched_getscheduler(0) != os.SCHED_IDLE
     finally:
         await idle.close()
