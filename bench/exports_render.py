@@ -151,7 +151,7 @@ async def main(reps: int, jobs: int, big: int, worker_reps: int) -> dict[str, ob
     report: dict[str, object] = {"reps": reps, "jobs": jobs}
     try:
         boards = {}
-        for n in (200, big, 20) if big else (200,):
+        for n in [200, *([big] if big else []), *([20] if jobs else [])]:
             started = time.perf_counter()
             data = await renderer.run_page("(n) => window.collabSampleBoard(n)", n)
             boards[n] = Board("bench", data["records"], data["schema"])
@@ -179,12 +179,12 @@ async def main(reps: int, jobs: int, big: int, worker_reps: int) -> dict[str, ob
         if worker_reps:
             with tempfile.TemporaryDirectory(prefix="exports-bench-") as directory:
                 report["worker"] = await through_worker(renderer, boards[200], worker_reps, Path(directory))
-        if not big:
-            return report
-        for fmt in (ExportFormat.SVG, ExportFormat.PNG, ExportFormat.PDF):
+        for fmt in (ExportFormat.SVG, ExportFormat.PNG, ExportFormat.PDF) if big else ():
             seconds, size, details = await timed(renderer, boards[big], fmt)
             report[f"{big}_{fmt.value}"] = {"s": round(seconds, 2), "bytes": size, "details": details}
             print(f"{big} shapes {fmt.value}: {seconds:.2f} s, {size / 1024:.0f} KiB {details}", flush=True)
+        if not jobs:
+            return report
         samples: list[tuple[int, float, float]] = []
         formats = [ExportFormat.SVG, ExportFormat.PNG, ExportFormat.PDF]
         started = time.perf_counter()
@@ -291,8 +291,8 @@ if __name__ == "__main__":
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--big", type=int, default=2000, help="shapes of the large board (0: skip it and memory)")
+    parser.add_argument("--jobs", type=int, default=200, help="consecutive jobs of the memory test (0: skip it)")
+    parser.add_argument("--big", type=int, default=2000, help="shapes of the large board (0: skip it)")
     parser.add_argument("--worker", type=int, default=0, help="jobs per format end to end through a Worker")
     parser.add_argument("--code", type=Path, help="measure this checkout's exports package (a baseline)")
     parser.add_argument("--ab", type=Path, help="alternate job by job with this checkout's renderer")
