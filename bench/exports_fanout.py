@@ -152,8 +152,9 @@ def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path, co
         rendering = mode in ("rendering", "apart")
         loader = threading.Thread(target=keep_rendering, args=(port, stop, renders, rendering), daemon=True)
         loader.start()
-        while rendering and not renders:  # the first render starts Chromium: measure once it is warm
-            time.sleep(0.2)
+        warming = time.monotonic() + 90
+        while rendering and not renders and time.monotonic() < warming:  # measure once Chromium is warm
+            time.sleep(0.2)  # (at idle priority on a saturated machine it may not be: measure it busy anyway)
         beside = worker.pid if worker is not None and mode == "apart" else server.pid
         beside_cpu = tree_cpu_seconds(beside) + (process_cpu_seconds(beside) if mode == "apart" else 0)
         result_json = out_dir / f"fanout-{mode}-{port}.json"
@@ -185,7 +186,7 @@ def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path, co
         wall = time.monotonic() - started
         server_cpu = process_cpu_seconds(server.pid) - cpu_before
         beside_cpu = tree_cpu_seconds(beside) + (process_cpu_seconds(beside) if mode == "apart" else 0) - beside_cpu
-        rendered_during = max(0, len(renders) - 1)
+        rendered_during = max(0, len(renders) - 1) if renders else 0
         stop.set()
         if loader.is_alive():
             loader.join(60)

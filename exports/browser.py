@@ -154,8 +154,11 @@ class BrowserRenderer:
         page = await context.new_page()
         try:
             await self._deprioritise()  # the page's renderer process is new (forked at the browser's nice)
-            await page.goto(self._server.origin + "/index.html", wait_until="load")
-            await page.wait_for_function("window.collabReady === true")
+            # bounded by the job's timeout, not Playwright's 30 s: at idle priority on a busy machine a page
+            # may take longer to boot, and the job's deadline is the one that counts
+            limit = self._timeout * 1000
+            await page.goto(self._server.origin + "/index.html", wait_until="load", timeout=limit)
+            await page.wait_for_function("window.collabReady === true", timeout=limit)
         except BaseException:
             with contextlib.suppress(Exception):
                 await page.close()
