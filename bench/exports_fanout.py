@@ -8,7 +8,9 @@ case for the claim. "apart" runs the same load with the worker as its own proces
 worker``, COLLAB_EXPORT_WORKER=off) on the same core: what is left is contention for the core, not the
 worker's work on the server's event loop. "burner" is the control: no export at all, but a busy loop in the
 idle scheduling class on the server's core: what any work beside the server costs, however low its
-priority (caches, memory bandwidth, and the wake-up of a preempted loop). In every mode a client polls the
+priority (caches, memory bandwidth, and the wake-up of a preempted loop); "burner-session" is the same loop
+in the idle class only, its session's autogroup left at nice 0 (how Chromium ran before exports.priority
+lowered its session). In every mode a client polls the
 server's export API 20 times a second, as the rendering modes' client polls its job. Runs alternate
 between the modes.
 
@@ -103,6 +105,8 @@ BURNER = (
     "import os\nos.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
     "open('/proc/self/autogroup', 'w').write('19')\nwhile True: pass"
 )
+# "burner-session": the idle class only, as Chromium was before its session was lowered (exports.priority)
+BURNER_SESSION = "import os\nos.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\nwhile True: pass"
 
 
 def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path, code: Path | None) -> dict[str, Any]:
@@ -135,8 +139,9 @@ def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path, co
             env=env,
             cwd=code or REPO,
         )
-    if mode == "burner":
-        worker = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", BURNER], start_new_session=True)
+    if mode in ("burner", "burner-session"):
+        burner = BURNER if mode == "burner" else BURNER_SESSION
+        worker = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", burner], start_new_session=True)
     stop, renders = threading.Event(), list[float]()
     try:
         deadline = time.monotonic() + 60
@@ -223,7 +228,8 @@ def main() -> int:
     parser.add_argument(
         "--modes",
         default="idle,rendering,apart",
-        help="idle; rendering (in-process worker); apart (collab-server worker beside it); burner (control)",
+        help="idle; rendering (in-process worker); apart (collab-server worker beside it); "
+        "burner, burner-session (controls)",
     )
     parser.add_argument("--bench-args", default="", help="extra arguments for bench.mjs fanout")
     parser.add_argument("--baseline", type=Path, help="another checkout to run every mode with as well")
@@ -235,7 +241,7 @@ def main() -> int:
     codes = [None, args.baseline.resolve()] if args.baseline else [None]
     for _ in range(args.runs):
         for mode in args.modes.split(","):
-            for code in codes if mode not in ("idle", "burner") else [None]:  # no export: the same code
+            for code in codes if mode in ("rendering", "apart") else [None]:  # no export: the same code
                 result = run_once(mode, database, args.bench_args.split(), out_dir, code)
                 results.append({"code": "baseline" if code else "branch", **result})
                 print(json.dumps(results[-1]), flush=True)
