@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -109,7 +110,15 @@ BURNER = (
 BURNER_SESSION = "import os\nos.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\nwhile True: pass"
 
 
+def drop_unfinished_jobs(database: Path) -> None:
+    """The last run's export (still in the queue when its server stopped) must not render in this one."""
+    with contextlib.closing(sqlite3.connect(database)) as db, db:
+        with contextlib.suppress(sqlite3.OperationalError):  # no exports table before the first server
+            db.execute("DELETE FROM exports WHERE status IN ('pending', 'processing')")
+
+
 def run_once(mode: str, database: Path, bench_args: list[str], out_dir: Path, code: Path | None) -> dict[str, Any]:
+    drop_unfinished_jobs(database)
     port = free_port()
     log = open(out_dir / f"server-{mode}-{port}.log", "wb")
     env = {
