@@ -83,6 +83,21 @@ def chromium_rss_mib() -> float:
     return total
 
 
+def process_tree_cpu(root: int) -> float:
+    """CPU seconds used so far by ``root`` and every process below it (Chromium, Playwright's driver): what a
+    job costs the machine, whatever share of it the job got on a busy one."""
+    from exports.priority import descendants
+
+    total = 0.0
+    for pid in [root, *descendants(root)]:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 async def timed(renderer: BrowserRenderer, board: Board, fmt: ExportFormat) -> tuple[float, int, dict[str, object]]:
     await renderer.warm()  # a warm worker: browser up and the next page loaded while it was idle
     started = time.perf_counter()
@@ -231,8 +246,12 @@ async def serve() -> None:
                 answer: dict[str, object] = {"records": len(board.records)}
             else:
                 assert board is not None
+                # from the end of the last job: the baseline boots each job's page in between, and the
+                # branch resets its page then; both are this job's work
+                cpu = process_tree_cpu(os.getpid())
                 seconds, size, details = await timed(renderer, board, ExportFormat(request["format"]))
-                answer = {"s": seconds, "bytes": size, "timings": details.get("timings")}
+                cpu = process_tree_cpu(os.getpid()) - cpu
+                answer = {"s": seconds, "cpu_s": cpu, "bytes": size, "timings": details.get("timings")}
             print(json.dumps(answer), flush=True)
     finally:
         await renderer.close()
@@ -262,16 +281,22 @@ def alternate(baseline: Path, reps: int) -> dict[str, object]:
             ask(name, {"op": "draw", "n": 200})
         for fmt in ("svg", "png", "pdf"):
             times: dict[str, list[float]] = {"branch": [], "baseline": []}
+            cpus: dict[str, list[float]] = {"branch": [], "baseline": []}
             for name in sides:
                 ask(name, {"op": "render", "format": fmt})  # warm-up
             for rep in range(reps):
                 for name in sides if rep % 2 == 0 else reversed(list(sides)):
-                    times[name].append(float(ask(name, {"op": "render", "format": fmt})["s"]))  # type: ignore[arg-type]
+                    answer = ask(name, {"op": "render", "format": fmt})
+                    times[name].append(float(answer["s"]))  # type: ignore[arg-type]
+                    cpus[name].append(float(answer["cpu_s"]))  # type: ignore[arg-type]
             ratios = [b / a for a, b in zip(times["branch"], times["baseline"], strict=True)]
             report[fmt] = {
                 "branch_median_s": round(statistics.median(times["branch"]), 3),
                 "baseline_median_s": round(statistics.median(times["baseline"]), 3),
                 "baseline_over_branch_median": round(statistics.median(ratios), 2),
+                # CPU seconds per job (renderer process and Chromium): the work, whatever the machine's load
+                "branch_cpu_s": round(statistics.median(cpus["branch"]), 2),
+                "baseline_cpu_s": round(statistics.median(cpus["baseline"]), 2),
                 "branch_s": [round(t, 2) for t in times["branch"]],
                 "baseline_s": [round(t, 2) for t in times["baseline"]],
             }
