@@ -44,6 +44,9 @@ def export_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
             "COLLAB_BLOB_URL": f"file://{directory}/blobs",
             "COLLAB_BLOB_SIGNING_KEY": secrets.token_urlsafe(16),
             "COLLAB_EXPORT_POLL_INTERVAL": "0.5",
+            # normal priority: this test is about what is rendered (test_export_renderer checks the idle
+            # class); at idle priority a render on a machine busy with other work can wait for minutes
+            "COLLAB_EXPORT_NICE": "0",
         },
         log_path=directory / "server.log",
     )

@@ -36,6 +36,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server
             "COLLAB_S3_SECRET_ACCESS_KEY": moto_server.SECRET_KEY,
             "COLLAB_BLOB_URL_TTL": "300",
             "COLLAB_EXPORT_POLL_INTERVAL": "0.5",
+            # normal priority: this test is about what is rendered (test_export_renderer checks the idle
+            # class); at idle priority a render on a machine busy with other work can wait for minutes
+            "COLLAB_EXPORT_NICE": "0",
         },
         log_path=directory / "server.log",
     ).start()
