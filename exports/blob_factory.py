@@ -36,8 +36,11 @@ def open_blob_store(
         from exports.blobs_s3 import S3BlobStore
 
         return S3BlobStore(
-            bucket=parts.netloc, prefix=parts.path.strip("/"), endpoint=s3_endpoint or None,
-            region=s3_region or None, path_style=s3_path_style,
+            bucket=parts.netloc,
+            prefix=parts.path.strip("/"),
+            endpoint=s3_endpoint or None,
+            region=s3_region or None,
+            path_style=s3_path_style,
             access_key_id=(s3_access_key_id or Secret()).reveal() or None,
             secret_access_key=(s3_secret_access_key or Secret()).reveal() or None,
         )

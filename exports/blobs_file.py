@@ -56,9 +56,13 @@ class FileBlobStore:
         path = self.path_of(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # write-then-rename: a reader never sees half a file, a crash leaves no truncated export
-        for target, body in ((path.with_name(path.name + ".meta"),
-                              json.dumps({"content_type": content_type, "filename": filename}).encode()),
-                             (path, data)):
+        for target, body in (
+            (
+                path.with_name(path.name + ".meta"),
+                json.dumps({"content_type": content_type, "filename": filename}).encode(),
+            ),
+            (path, data),
+        ):
             temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
             temp.write_bytes(body)
             os.replace(temp, target)

@@ -21,17 +21,28 @@ from exports.errors import RenderFailed
 class S3BlobStore:
     """``s3://bucket/prefix``; keys are ``prefix/exports/...``."""
 
-    def __init__(self, *, bucket: str, prefix: str = "", endpoint: str | None = None, region: str | None = None,
-                 path_style: bool = False, access_key_id: str | None = None,
-                 secret_access_key: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        prefix: str = "",
+        endpoint: str | None = None,
+        region: str | None = None,
+        path_style: bool = False,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+    ) -> None:
         self.bucket = bucket
         self.prefix = prefix
         self._endpoint = endpoint
         self._session = aioboto3.Session(
-            aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key, region_name=region,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            region_name=region,
         )
         self._config = Config(
-            signature_version="s3v4", s3={"addressing_style": "path" if path_style else "auto"},
+            signature_version="s3v4",
+            s3={"addressing_style": "path" if path_style else "auto"},
             retries={"max_attempts": 3, "mode": "standard"},
         )
         self._client: Any = None
@@ -54,7 +65,10 @@ class S3BlobStore:
     async def put(self, key: str, data: bytes, *, content_type: str, filename: str) -> None:
         try:
             await (await self._s3()).put_object(
-                Bucket=self.bucket, Key=self._full(key), Body=data, ContentType=content_type,
+                Bucket=self.bucket,
+                Key=self._full(key),
+                Body=data,
+                ContentType=content_type,
                 ContentDisposition=f'attachment; filename="{filename}"',
             )
         except (BotoCoreError, ClientError) as exc:

@@ -51,8 +51,9 @@ async def run_worker(settings: Settings, *, burst: bool = False) -> int:
     from persistence.jobs_factory import open_job_store
 
     url = settings.database_url.reveal()
-    documents = await open_store(url, auto_migrate=settings.auto_migrate, pool_size=2,
-                                 timeout=settings.database_timeout)
+    documents = await open_store(
+        url, auto_migrate=settings.auto_migrate, pool_size=2, timeout=settings.database_timeout
+    )
     jobs = await open_job_store(url, auto_migrate=settings.auto_migrate, timeout=settings.database_timeout)
     blobs = open_blobs(settings)
     renderer = browser_renderer(settings)
@@ -61,8 +62,14 @@ async def run_worker(settings: Settings, *, burst: bool = False) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, worker.stop)
-    logger.info("export worker %s: jobs in %s, documents in %s, files in %s%s", worker.config.worker_id,
-                jobs.describe(), documents.describe(), blobs.describe(), " (burst)" if burst else "")
+    logger.info(
+        "export worker %s: jobs in %s, documents in %s, files in %s%s",
+        worker.config.worker_id,
+        jobs.describe(),
+        documents.describe(),
+        blobs.describe(),
+        " (burst)" if burst else "",
+    )
     try:
         run = asyncio.create_task(worker.run(burst=burst))
         stopped = asyncio.create_task(worker.wait_stopping())
@@ -71,8 +78,9 @@ async def run_worker(settings: Settings, *, burst: bool = False) -> int:
             try:
                 await asyncio.wait_for(run, settings.shutdown_timeout)
             except TimeoutError:  # wait_for cancelled the run: the attempts in hand are abandoned
-                logger.warning("export worker: jobs still running after %g s; their leases will run out",
-                               settings.shutdown_timeout)
+                logger.warning(
+                    "export worker: jobs still running after %g s; their leases will run out", settings.shutdown_timeout
+                )
         stopped.cancel()
         return worker.processed
     finally:
@@ -80,4 +88,3 @@ async def run_worker(settings: Settings, *, burst: bool = False) -> int:
         await blobs.close()
         await jobs.close()
         await documents.close()
-

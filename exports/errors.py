@@ -1,15 +1,15 @@
 """Why an export was refused or failed: ExportError subclasses, each with a stable ``code``.
 
-    ExportError (collab_server.errors)
-    ├── InvalidExportRequest   unknown format, options out of range            (REST: 400, no job)
-    ├── ExportNotFound         no such export job                              (REST: 404)
-    └── JobError               an attempt failed; the job records "code: detail"
-        ├── RendererUnavailable  Chromium or the renderer bundle is missing    (permanent)
-        ├── RoomGone             the room has no document (deleted)           (permanent)
-        ├── InvalidBoard         a broken record, or undecodable stored bytes  (permanent)
-        ├── BoardTooNew          written by a newer tldraw than the renderer's (permanent)
-        ├── RenderTimeout        the render took longer than the job timeout   (retried)
-        └── RenderFailed         the browser crashed or the page threw         (retried)
+ExportError (collab_server.errors)
+├── InvalidExportRequest   unknown format, options out of range            (REST: 400, no job)
+├── ExportNotFound         no such export job                              (REST: 404)
+└── JobError               an attempt failed; the job records "code: detail"
+    ├── RendererUnavailable  Chromium or the renderer bundle is missing    (permanent)
+    ├── RoomGone             the room has no document (deleted)           (permanent)
+    ├── InvalidBoard         a broken record, or undecodable stored bytes  (permanent)
+    ├── BoardTooNew          written by a newer tldraw than the renderer's (permanent)
+    ├── RenderTimeout        the render took longer than the job timeout   (retried)
+    └── RenderFailed         the browser crashed or the page threw         (retried)
 """
 
 from __future__ import annotations

@@ -4,6 +4,14 @@ In the embedded default the export worker's Chromium runs beside the server's ev
 cores; at a higher nice value (or in the idle class) the kernel gives the loop the CPU first whenever both
 want it. Threads and forked processes inherit their creator's priority, so lowering every thread right
 after launch (and again when a job opens a page) covers the renderer processes the zygote forks later.
+
+Linux autogroups: where tasks sit in the root CPU cgroup (a plain VM or host, as here; not a container
+or a systemd service, which have cgroups of their own), the kernel first shares the CPU between
+*sessions* (an autogroup each), and only then between the threads inside one by their nice values and
+classes. Playwright starts Chromium in a session of its own, so Chromium's nice 19 and idle class counted
+only against Chromium's own threads, and its session took as much CPU as the server's: measured, a busy
+loop in the idle class in another session halved fan-out. So the autogroup of every Chromium session is
+lowered too (``/proc/PID/autogroup``), never the server's own.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ def lower_chromium_priority(niceness: int, root: int | None = None) -> int:
             is_chromium = Path(f"/proc/{pid}/comm").read_text().startswith("chrom")
             if not is_chromium and b"playwright" not in Path(f"/proc/{pid}/cmdline").read_bytes():
                 continue
+            if is_chromium:
+                lower_autogroup(pid, niceness)
             for task in Path(f"/proc/{pid}/task").iterdir():
                 with contextlib.suppress(OSError, ValueError):
                     tid = int(task.name)
@@ -53,3 +63,25 @@ def lower_chromium_priority(niceness: int, root: int | None = None) -> int:
                     if idle and os.sched_getscheduler(tid) != os.SCHED_IDLE:
                         os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
     return changed
+
+
+def autogroup(pid: int) -> tuple[str, int] | None:
+    """The autogroup of ``pid`` and its nice value (``/autogroup-12 nice 0``), or None where there are none."""
+    try:
+        name, _, nice = Path(f"/proc/{pid}/autogroup").read_text().split()
+        return name, int(nice)
+    except (OSError, ValueError):
+        return None
+
+
+def lower_autogroup(pid: int, niceness: int) -> bool:
+    """Lower the autogroup (session) of ``pid`` to nice ``niceness`` unless it is this process's own.
+    Returns whether it was changed."""
+    theirs, ours = autogroup(pid), autogroup(os.getpid())
+    if theirs is None or theirs[0] == (ours[0] if ours else None) or theirs[1] >= niceness:
+        return False
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(str(min(niceness, 19)))
+    except OSError:
+        return False
+    return True

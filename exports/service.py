@@ -29,8 +29,9 @@ class ExportService:
             raise InvalidExportRequest('the body must be an object: {"format": "png", "options": {...}}')
         fmt = parse_format(body.get("format"))
         options = parse_options(body.get("options"))
-        job = await self.jobs.enqueue(NewJob(room, fmt.value, options.to_dict(), max_attempts=self._max_attempts,
-                                             requested_by=requested_by))
+        job = await self.jobs.enqueue(
+            NewJob(room, fmt.value, options.to_dict(), max_attempts=self._max_attempts, requested_by=requested_by)
+        )
         metrics.EXPORT_JOBS.labels("requested").inc()
         metrics.EXPORT_QUEUE_DEPTH.set(await self.jobs.depth())
         return job

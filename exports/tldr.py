@@ -7,9 +7,8 @@ The layout, as the tldraw-yjs-example binding writes it:
 - ``meta``: a ``Y.Map`` whose ``schema`` is the tldraw ``SerializedSchema`` the records were written with.
 
 The ``.tldr`` file is ``{"tldrawFileFormatVersion": 1, "schema": …, "records": [...]}``: what tldraw's
-"Save a copy" writes and "Open" reads. Overlap to resolve at integration: a room that is not a tldraw
-board is exported as the document JSON of ``collab_server/documents/`` (the document REST view) once it
-exists; until then, as the names of its root types.
+"Save a copy" writes and "Open" reads. A room that is not a tldraw board is exported as its document JSON,
+the text ``GET /api/rooms/{id}/document?format=json`` answers (exports.document_view, in the decode child).
 """
 
 from __future__ import annotations
@@ -25,12 +24,13 @@ TLDRAW_FILE_FORMAT_VERSION = 1
 
 @dataclass(frozen=True, slots=True)
 class Board:
-    """What a renderer or the JSON export needs of a room. ``records`` is empty for a non-tldraw room."""
+    """What a renderer or the JSON export needs of a room. ``records`` is empty for a non-tldraw room, whose
+    ``document`` is its JSON view (text, as the document REST endpoint sends it)."""
 
     room: str
     records: list[dict[str, Any]] = field(default_factory=list)
     schema: dict[str, Any] | None = None
-    document: dict[str, Any] | None = None
+    document: str | None = None
 
     @property
     def is_tldraw(self) -> bool:
@@ -54,7 +54,7 @@ def board_from_doc(doc: Doc[Any], room: str) -> Board:
     roots = set(doc.keys())
     key = records_key(room)
     if key not in roots:
-        return Board(room, document={"root_types": sorted(roots)})
+        return Board(room)
     latest: dict[str, dict[str, Any]] = {}
     for entry in doc.get(key, type=Array).to_py() or []:
         if isinstance(entry, dict) and isinstance(entry.get("key"), str) and isinstance(entry.get("val"), dict):
@@ -71,7 +71,9 @@ def board_from_doc(doc: Doc[Any], room: str) -> Board:
 def tldr_file(board: Board) -> bytes:
     """The ``.tldr`` JSON of a tldraw board; for another document, its JSON view."""
     if not board.is_tldraw:
-        return json.dumps({"room": board.room, "document": board.document}, ensure_ascii=False).encode()
+        if board.document is None:
+            raise ValueError(f"room {board.room!r}: the document view was not built (exports.decode builds it)")
+        return board.document.encode()
     body = {"tldrawFileFormatVersion": TLDRAW_FILE_FORMAT_VERSION, "schema": board.schema, "records": board.records}
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from collab_server import metrics
+from collab_server.documents import DEFAULT_LIMITS, DocumentLimits
 from collab_server.errors import StoreError
 from exports.blobs import BlobStore, blob_key, filename_of
-from exports.decode import decode_board
+from exports.decode import Decoder
 from exports.errors import JobError, RenderFailed, RenderTimeout, RoomGone
 from exports.options import ExportFormat, parse_options
 from exports.renderer import Renderer
@@ -43,6 +45,9 @@ class WorkerConfig:
     backoff: float = 5.0
     poll_interval: float = 5.0
     concurrency: int = 1
+    # the document REST endpoint's bounds: a non-tldraw room's JSON export is that endpoint's view
+    limits: DocumentLimits = field(default_factory=lambda: DEFAULT_LIMITS)
+    niceness: int = 10  # of the decode children (exports.priority; 19: the idle class)
 
 
 class LeaseLost(Exception):
@@ -52,8 +57,9 @@ class LeaseLost(Exception):
 class Worker:
     """Runs export jobs from ``jobs`` (see the module docstring)."""
 
-    def __init__(self, jobs: JobStore, documents: DocumentStore, blobs: BlobStore, renderer: Renderer,
-                 config: WorkerConfig) -> None:
+    def __init__(
+        self, jobs: JobStore, documents: DocumentStore, blobs: BlobStore, renderer: Renderer, config: WorkerConfig
+    ) -> None:
         self.jobs = jobs
         self.documents = documents
         self.blobs = blobs
@@ -61,6 +67,7 @@ class Worker:
         self.config = config
         self._stopping = asyncio.Event()
         self.processed = 0
+        self.decoder = Decoder(timeout=max(1.0, config.job_timeout / 2), niceness=config.niceness, limits=config.limits)
 
     def stop(self) -> None:
         """Claim nothing more; ``run`` returns when the jobs in hand are done."""
@@ -71,27 +78,32 @@ class Worker:
 
     async def run(self, *, burst: bool = False) -> int:
         """Work until ``stop`` (or, with ``burst``, until nothing is claimable); returns jobs processed."""
-        async with asyncio.TaskGroup() as group:
-            for slot in range(self.config.concurrency):
-                group.create_task(self._loop(slot, burst))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for slot in range(self.config.concurrency):
+                    group.create_task(self._loop(slot, burst))
+        finally:
+            await self.decoder.close()  # the decode child kept in reserve
         return self.processed
 
     async def _loop(self, slot: int, burst: bool) -> None:
         while not self._stopping.is_set():
             try:
                 job = await self.jobs.claim(self.config.worker_id, lease=self.config.lease)
-                metrics.EXPORT_QUEUE_DEPTH.set(await self.jobs.depth())
             except StoreError as exc:
                 logger.warning("export worker %s: cannot claim (%s)", self.config.worker_id, exc)
                 job = None
                 if burst:
                     raise
+            if job is not None:
+                await self.process(job)
+            # the queue's depth after the job, not before it: one round trip less between claim and render
+            with contextlib.suppress(StoreError):
+                metrics.EXPORT_QUEUE_DEPTH.set(await self.jobs.depth())
             if job is None:
                 if burst:
                     return
                 await self._idle()
-                continue
-            await self.process(job)
 
     async def _idle(self) -> None:
         waiter = asyncio.ensure_future(self.jobs.wait(self.config.poll_interval))
@@ -144,19 +156,38 @@ class Worker:
     async def _produce(self, job: Job) -> tuple[str, dict[str, object]]:
         fmt = ExportFormat(job.format)
         options = parse_options(job.options)
+        # where the attempt's time went, in the job's result (docs/benchmarks.md reads it)
+        stages: dict[str, int] = {}
+        if job.started_at is not None:
+            stages["queued"] = round((job.started_at - job.created_at) * 1000)
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            stages[stage] = round((now - clock) * 1000)
+            clock = now
+
         stored = await self.documents.load(job.room)
         if stored is None:
             raise RoomGone(f"room {job.room!r} has no document (deleted, or never written)")
-        board = await decode_board(job.room, stored.snapshot, stored.updates,
-                                   timeout=max(1.0, self.config.job_timeout / 2))
+        lap("load")
+        board = await self.decoder.decode(job.room, stored.snapshot, stored.updates)
+        lap("decode")
+        content_type, extension = fmt.content_type, fmt.extension
+        details: dict[str, object]
         if fmt is ExportFormat.JSON:
             data, details = tldr_file(board), {"records": len(board.records)}
+            if not board.is_tldraw:  # the document's JSON view, not a .tldr file
+                content_type, extension, details = "application/json", "json", {"layout": "document"}
         else:
             rendered = await self.renderer.render(board, fmt, options)
             data, details = rendered.data, rendered.details
-        key = blob_key(job.room, job.id, fmt.extension)
-        await self.blobs.put(key, data, content_type=fmt.content_type, filename=filename_of(key))
-        return key, {"content_type": fmt.content_type, "size": len(data), **details}
+        lap("render")
+        key = blob_key(job.room, job.id, extension)
+        await self.blobs.put(key, data, content_type=content_type, filename=filename_of(key))
+        lap("upload")
+        return key, {"content_type": content_type, "size": len(data), **details, "stages_ms": stages}
 
     async def _failed(self, job: Job, error: JobError) -> None:
         self.processed += 1
@@ -164,9 +195,15 @@ class Worker:
         retry_in = self.config.backoff * 2 ** (job.attempts - 1) if retry else None
         if await self.jobs.fail(job.id, self.config.worker_id, error=error.record(), retry_in=retry_in):
             metrics.EXPORT_JOBS.labels("retried" if retry else "failed").inc()
-            logger.warning("export %s attempt %d/%d failed%s: %s", job.id, job.attempts, job.max_attempts,
-                           f"; retry in {retry_in:g} s" if retry_in is not None else "", error.record(),
-                           extra={"room": job.room, "job": job.id})
+            logger.warning(
+                "export %s attempt %d/%d failed%s: %s",
+                job.id,
+                job.attempts,
+                job.max_attempts,
+                f"; retry in {retry_in:g} s" if retry_in is not None else "",
+                error.record(),
+                extra={"room": job.room, "job": job.id},
+            )
 
     async def _heartbeat(self, job: Job, attempt: asyncio.Task[object]) -> None:
         while True:

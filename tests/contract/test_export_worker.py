@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from exports.blobs_file import FileBlobStore
 from exports.browser import BrowserRenderer
 from exports.errors import RenderFailed
 from exports.options import ExportFormat, ExportOptions
-from exports.renderer import Rendered
+from exports.renderer import Rendered, Renderer
 from exports.service import ExportService
 from exports.tldr import Board
 from exports.worker import Worker, WorkerConfig
@@ -61,10 +62,12 @@ def blobs(tmp_path: Path) -> FileBlobStore:
     return FileBlobStore(tmp_path / "blobs", signing_key=Secret("test-key"))
 
 
-def make_worker(jobs: JobStore, documents: MemoryStore, blobs: FileBlobStore, renderer: object,
-                name: str = "w1", **config: float) -> Worker:
-    return Worker(jobs, documents, blobs, renderer,  # type: ignore[arg-type]
-                  WorkerConfig(worker_id=name, backoff=0, poll_interval=0.05, **config))  # type: ignore[arg-type]
+def make_worker(
+    jobs: JobStore, documents: MemoryStore, blobs: FileBlobStore, renderer: Renderer, name: str = "w1", **config: Any
+) -> Worker:
+    return Worker(
+        jobs, documents, blobs, renderer, WorkerConfig(worker_id=name, backoff=0, poll_interval=0.05, **config)
+    )
 
 
 async def test_a_json_export_is_the_tldr_file_with_the_right_most_entry_of_each_key(
@@ -92,8 +95,10 @@ async def test_two_workers_racing_render_a_job_once(
     a, b = await open_jobs(), await open_jobs()
     job = await ExportService(a, blobs).request(room_name, {"format": "svg"})
     renderer = FakeRenderer()
-    await asyncio.gather(make_worker(a, documents, blobs, renderer, "wa").run(burst=True),
-                         make_worker(b, documents, blobs, renderer, "wb").run(burst=True))
+    await asyncio.gather(
+        make_worker(a, documents, blobs, renderer, "wa").run(burst=True),
+        make_worker(b, documents, blobs, renderer, "wb").run(burst=True),
+    )
     assert renderer.calls == 1
     done = await a.get(job.id)
     assert done is not None and done.status is JobStatus.COMPLETED and done.attempts == 1

@@ -36,6 +36,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server
             "COLLAB_S3_SECRET_ACCESS_KEY": moto_server.SECRET_KEY,
             "COLLAB_BLOB_URL_TTL": "300",
             "COLLAB_EXPORT_POLL_INTERVAL": "0.5",
+            # normal priority: this test is about what is rendered (test_export_renderer checks the idle
+            # class); at idle priority a render on a machine busy with other work can wait for minutes
+            "COLLAB_EXPORT_NICE": "0",
         },
         log_path=directory / "server.log",
     ).start()
@@ -51,11 +54,17 @@ async def test_a_json_export_lands_on_s3_and_its_presigned_url_downloads_it(
     client = await node.connect(server.url, room_name)
     await client.wait_synced()
     shape = {"id": "shape:a", "typeName": "shape", "type": "geo", "x": 10, "y": 20, "props": {"w": 100}}
-    await client.array_push([{"key": "page:page", "val": {"id": "page:page", "typeName": "page", "name": "P"}},
-                             {"key": "shape:a", "val": shape}], name=f"tl_{room_name}")
+    await client.array_push(
+        [
+            {"key": "page:page", "val": {"id": "page:page", "typeName": "page", "name": "P"}},
+            {"key": "shape:a", "val": shape},
+        ],
+        name=f"tl_{room_name}",
+    )
     await client.map_set("schema", {"schemaVersion": 2, "sequences": {"com.tldraw.store": 4}}, name="meta")
 
     async with httpx.AsyncClient(base_url=server.http) as http:
+
         async def exported() -> dict[str, Any]:
             created = await http.post(f"/api/rooms/{room_name}/exports", json={"format": "json"})
             job_id = created.json()["id"]

@@ -31,11 +31,18 @@ async def test_burst_worker_completes_the_queue_and_exits(tmp_path: Path, room_n
     blobs = FileBlobStore(tmp_path / "blobs", signing_key=Secret("k"))
     service = ExportService(jobs, blobs)
     queued = [await service.request(room_name, {"format": "json"}) for _ in range(3)]
-    env = {"COLLAB_DATABASE_URL": f"sqlite:///{database}", "COLLAB_BLOB_URL": f"file://{tmp_path}/blobs",
-           "PATH": "/usr/bin:/bin"}
+    env = {
+        "COLLAB_DATABASE_URL": f"sqlite:///{database}",
+        "COLLAB_BLOB_URL": f"file://{tmp_path}/blobs",
+        "PATH": "/usr/bin:/bin",
+    }
     done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "collab_server", "worker", "--burst"], cwd=REPO, env=env,
-        capture_output=True, timeout=120,
+        subprocess.run,
+        [sys.executable, "-m", "collab_server", "worker", "--burst"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     for job in queued:

@@ -48,8 +48,13 @@ class Setup:
 
     async def work(self) -> None:
         # JSON only: the worker never calls the renderer
-        await Worker(self.jobs, self.documents, self.blobs, None,  # type: ignore[arg-type]
-                     WorkerConfig(worker_id="w", backoff=0)).run(burst=True)
+        await Worker(
+            self.jobs,
+            self.documents,
+            self.blobs,
+            None,  # type: ignore[arg-type]
+            WorkerConfig(worker_id="w", backoff=0),
+        ).run(burst=True)
 
 
 @pytest.fixture
@@ -99,15 +104,16 @@ async def test_a_link_with_a_changed_key_or_a_past_expiry_is_refused(
     url = (await client.get(f"/api/exports/{job['id']}")).json()["url"]
     parts = urlsplit(url)
     query = parse_qs(parts.query)
-    key = parts.path[len("/api/blobs/"):]
+    key = parts.path[len("/api/blobs/") :]
     later = int(query["expires"][0]) + 3600
     extended = await client.get(parts.path, params={"expires": later, "signature": query["signature"][0]})
     assert extended.status_code == 403
     past = int(time.time()) - 1
     expired = await client.get(parts.path, params={"expires": past, "signature": sign(KEY, key, past)})
     assert expired.status_code == 403 and "expired" in expired.json()["detail"]
-    other_key = await client.get("/api/blobs/exports/x/../../../etc/passwd",
-                                 params={"expires": later, "signature": query["signature"][0]})
+    other_key = await client.get(
+        "/api/blobs/exports/x/../../../etc/passwd", params={"expires": later, "signature": query["signature"][0]}
+    )
     assert other_key.status_code in (403, 404)
 
 
@@ -129,8 +135,11 @@ async def test_a_link_with_a_changed_key_or_a_past_expiry_is_refused(
 async def test_bad_requests_are_400_and_make_no_job(
     client: httpx.AsyncClient, setup: Setup, room_name: str, body: Any, detail: str
 ) -> None:
-    response = await client.post(f"/api/rooms/{room_name}/exports",
-                                 content=json.dumps(body, allow_nan=True), headers={"content-type": "application/json"})
+    response = await client.post(
+        f"/api/rooms/{room_name}/exports",
+        content=json.dumps(body, allow_nan=True),
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_export" and detail in response.json()["detail"]
     assert await setup.jobs.depth() == 0

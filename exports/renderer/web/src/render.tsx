@@ -1,6 +1,7 @@
-// The export page: headless Chromium opens a fresh one per job, and the worker calls window.collabRender.
-// The board is loaded into a real tldraw editor and exported by tldraw itself (getSvgString / toImage),
-// so text is laid out by the browser exactly as users see it. Fonts and icons come from /assets/.
+// The export page: the worker keeps one open with the editor mounted and calls window.collabRender per job,
+// then window.collabReset (exports/browser.py says why reusing the page is safe). The board is loaded into a
+// real tldraw editor and exported by tldraw itself (getSvgString / toImage), so text is laid out by the
+// browser exactly as users see it. Fonts and icons come from /assets/.
 import { createRoot } from 'react-dom/client'
 import { Editor, Tldraw, createTLStore, parseTldrawJsonFile, type TLPageId, type TLRecord, type TLShapeId } from 'tldraw'
 import { getAssetUrls } from '@tldraw/assets/selfHosted'
@@ -36,7 +37,9 @@ interface PageImage {
 declare global {
   interface Window {
     collabConfig?: { licenseKey?: string }
-    collabRender: (request: RenderRequest) => Promise<{ pages: PageImage[]; shapes: number; timings: Record<string, number> }>
+    // the request comes as JSON text: one string crosses the DevTools protocol far faster than a tree of values
+    collabRender: (request: string) => Promise<{ pages: PageImage[]; shapes: number; timings: Record<string, number> }>
+    collabReset: () => Promise<number>
     collabEditor?: Editor
     collabReady?: boolean
     collabSampleBoard: (n: number) => Promise<BoardData>
@@ -52,6 +55,10 @@ const editorReady: Promise<Editor> = new Promise((resolve) => {
   createRoot(document.getElementById('root')!).render(
     <Tldraw
       hideUi
+      // no canvas: nobody looks at this page, and tldraw's exporter renders the shapes it exports itself
+      // (the same SVG, byte for byte); a mounted canvas would render and lay out every shape of the board
+      // a second time on each job
+      components={{ Canvas: null }}
       licenseKey={window.collabConfig?.licenseKey || undefined}
       assetUrls={assetUrls}
       onMount={(editor) => {
@@ -109,10 +116,15 @@ async function exportPage(editor: Editor, ids: TLShapeId[], kind: 'svg' | 'png',
   return { kind, data: await blobToBase64(result.blob), width: result.width, height: result.height, pixelRatio }
 }
 
-window.collabRender = async (request) => {
+// How many jobs this page has rendered (a page is reused; the job's details report it).
+let jobs = 0
+
+window.collabRender = async (requestJson) => {
   const t0 = performance.now()
+  const request = JSON.parse(requestJson) as RenderRequest
+  jobs += 1
   const editor = await load(request.board)
-  const timings: Record<string, number> = { load_ms: Math.round(performance.now() - t0) }
+  const timings: Record<string, number> = { load_ms: Math.round(performance.now() - t0), page_job: jobs }
   const pages: PageImage[] = []
   let shapes = 0
   for (const pageId of pagesToExport(editor, request)) {
@@ -131,6 +143,18 @@ window.collabRender = async (request) => {
   }
   if (pages.length === 0) throw new Error('invalid_board: the board has no shapes to export')
   return { pages, shapes, timings }
+}
+
+// After a job: nothing of its board stays in the page. The store is emptied (every record, the session's
+// too: loadStoreSnapshot clears the store and tldraw recreates an empty document and page), the undo
+// history (which would hold the board's records) is dropped, and the camera goes back to the origin.
+// Returns how many records are left (the empty document's own: its document, page and session records).
+window.collabReset = async () => {
+  const editor = await editorReady
+  editor.store.loadStoreSnapshot({ store: {}, schema: editor.store.schema.serialize() } as never)
+  editor.clearHistory()
+  editor.setCamera({ x: 0, y: 0, z: 1 })
+  return editor.store.allRecords().filter((r) => ['shape', 'binding', 'asset'].includes(r.typeName)).length
 }
 
 // A board drawn by tldraw itself (benchmarks, renderer tests): mounts an empty editor, draws, returns records.
