@@ -16,12 +16,15 @@ HARNESS="${YJS_BENCH:-$ROOT/../shared/yjs-bench}"
 "$HARNESS/setup.sh" >/dev/null
 db="$(mktemp -d)"
 trap 'rm -rf "$db"' EXIT
+# The harness's clients all come from 127.0.0.1: lift the per-address caps, which would otherwise
+# refuse its thousands of sockets and rooms from one address (they are for floods, not for this).
+caps="env COLLAB_MAX_CONNECTIONS_PER_ADDRESS=1000000 COLLAB_MAX_ROOMS_PER_ADDRESS=1000000 COLLAB_ROOM_LOADS_PER_MINUTE=1000000"
 postgres=()
 if [ -n "${COLLAB_BENCH_POSTGRES:-}" ]; then
-  postgres=(--extra "ours-postgres|env COLLAB_AUTH=off $ROOT/.venv/bin/collab-server --port {port} --database-url $COLLAB_BENCH_POSTGRES|ws://127.0.0.1:{port}/ws|ywebsocket")
+  postgres=(--extra "ours-postgres|$caps COLLAB_AUTH=off $ROOT/.venv/bin/collab-server --port {port} --database-url $COLLAB_BENCH_POSTGRES|ws://127.0.0.1:{port}/ws|ywebsocket")
 fi
 exec "$HARNESS/compare.sh" \
-  --extra "ours-memory|$ROOT/.venv/bin/collab-server --port {port} --database-url memory://|ws://127.0.0.1:{port}/ws|ywebsocket" \
-  --extra "ours-sqlite|$ROOT/.venv/bin/collab-server --port {port} --database-url sqlite:///$db/{port}.sqlite3|ws://127.0.0.1:{port}/ws|ywebsocket" \
+  --extra "ours-memory|$caps $ROOT/.venv/bin/collab-server --port {port} --database-url memory://|ws://127.0.0.1:{port}/ws|ywebsocket" \
+  --extra "ours-sqlite|$caps $ROOT/.venv/bin/collab-server --port {port} --database-url sqlite:///$db/{port}.sqlite3|ws://127.0.0.1:{port}/ws|ywebsocket" \
   "${postgres[@]}" \
   "$@"
