@@ -321,12 +321,30 @@ class WorkerPool:
             len(batch),
         )
         await self._restart(lane)
+        convicted: set[str] = set()  # rooms with an update convicted in this recovery
+        given_up: set[str] = set()
         for pending in batch:
+            room = pending.op.room
+            if room in given_up:
+                _refuse(pending, Refusal.NOT_LOADED)
+                continue
             try:
                 [result] = await self._send(lane, [pending.op], retry=True)
             except (WorkerDied, TimeoutError) as again:
                 refusal = Refusal.STALLED if isinstance(again, TimeoutError) else Refusal.CRASHED
+                if self._room_is_the_poison(lane, pending, convicted):
+                    # A read of the document, or a second update of the same room, kills fresh workers:
+                    # the room's rebuilt document is what kills them, not what its clients send. Give the
+                    # room up (its peers reconnect, and its next load isolates its stored rows) rather than
+                    # convict each client in turn (4400 ends a y-websocket client's retries).
+                    logger.error("room %r: its document kills the CRDT worker; dropping it", room, extra={"room": room})
+                    given_up.add(room)
+                    self._lose(lane, room, again)
+                    _refuse(pending, Refusal.NOT_LOADED)
+                    await self._restart(lane)
+                    continue
                 if pending.op.kind is Kind.APPLY:
+                    convicted.add(room)
                     self.poison.add(pending.op.payload)
                 logger.warning(
                     "CRDT worker %d: a %s op for room %r %s it again; refused",
@@ -345,6 +363,18 @@ class WorkerPool:
                     _refuse(pending, Refusal.STALLED if stalled else Refusal.CRASHED)
                     continue
                 self._deliver(lane, pending, result)
+
+    @staticmethod
+    def _room_is_the_poison(lane: _Lane, pending: _Pending, convicted: set[str]) -> bool:
+        """Whether an op that killed a fresh worker again says more about its room than about itself: a
+        read (diff, state, ...) of a loaded room carries no client bytes, and a room whose second update
+        kills the worker is more likely broken than attacked twice in one batch. Loads and folds are not
+        judged here: their callers isolate the stored rows."""
+        if not pending.track or pending.op.room not in lane.rooms:
+            return False
+        if pending.op.kind is Kind.APPLY:
+            return pending.op.room in convicted
+        return pending.op.kind in (Kind.DIFF, Kind.STATE, Kind.FULL, Kind.DELETE_SET)
 
     async def _restart(self, lane: _Lane) -> None:
         """A fresh worker holding every room of the lane again. A room whose own rows kill the fresh

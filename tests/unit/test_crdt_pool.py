@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Text
 
+from collab_server.crdt.codec import Kind, Op
 from collab_server.crdt.engine import Applied, Refusal
-from collab_server.crdt.pool import WorkerPool, lane_of
+from collab_server.crdt.pool import WorkerPool, _Lane, _Pending, lane_of
 from tests.support.documents import typing_updates
 from tests.support.hostile import CRASH, HANG, room_on_other_worker
 
@@ -152,3 +153,24 @@ async def test_a_source_s_updates_of_one_tick_share_a_transaction(pool: tuple[Wo
     emitted = [(source, applied.update) for source, applied in answers if applied.update]
     assert [source for source, _ in emitted] == [writer, other]
     assert _text(emitted[0][1]) == "".join(f"{i}," for i in range(30))
+
+
+def test_when_a_retried_op_kills_a_fresh_worker_again_its_room_or_the_op_is_blamed() -> None:
+
+    lane = _Lane(0)
+    lane.rooms.add("r")
+
+    def pending(kind: Kind, room: str = "r", *, track: bool = True) -> _Pending:
+        return _Pending(Op(kind, room, b"x"), lambda result: None, track=track)
+
+    # a client's update is the suspect the first time; a second one of the same room blames the room
+    assert not WorkerPool._room_is_the_poison(lane, pending(Kind.APPLY), set())
+    assert WorkerPool._room_is_the_poison(lane, pending(Kind.APPLY), {"r"})
+    # a read carries no client bytes: the room's document is what kills the worker
+    assert WorkerPool._room_is_the_poison(lane, pending(Kind.DIFF), set())
+    assert WorkerPool._room_is_the_poison(lane, pending(Kind.STATE), set())
+    # loads and folds are isolated by their callers; rooms not (or no longer) held are not judged
+    assert not WorkerPool._room_is_the_poison(lane, pending(Kind.LOAD), {"r"})
+    assert not WorkerPool._room_is_the_poison(lane, pending(Kind.FOLD), set())
+    assert not WorkerPool._room_is_the_poison(lane, pending(Kind.DIFF, "elsewhere"), set())
+    assert not WorkerPool._room_is_the_poison(lane, pending(Kind.APPLY, track=False), {"r"})
