@@ -41,7 +41,7 @@ from tests.support.boards import base_records, board_update, geo  # noqa: E402
 from tests.support.floods import round_trip, rss_bytes  # noqa: E402
 from tests.support.hostile import room_on_other_worker  # noqa: E402
 from tests.support.servers import ServerProcess  # noqa: E402
-from tests.support.yjs_clients import YjsNode  # noqa: E402
+from tests.support.yjs_clients import YjsClient, YjsNode  # noqa: E402
 
 WORKERS = 2
 ROOM = "large-board"
@@ -116,13 +116,13 @@ async def _write_board(url: str, args: argparse.Namespace) -> None:
         print(f"  (the writer: sent and accepted in {time.perf_counter() - started:.2f} s)", flush=True)
 
 
-async def _fresh_sync(node: YjsNode, server: ServerProcess) -> float:
+async def _fresh_sync(node: YjsNode, server: ServerProcess) -> tuple[float, YjsClient]:
+    """Seconds for a fresh client to be fully synced, and the client (connected: it keeps the room
+    loaded until the caller destroys it)."""
     started = time.perf_counter()
     client = await node.connect(server.url, ROOM)
     await client.wait_synced(timeout=300)
-    took = time.perf_counter() - started
-    await client.destroy()
-    return took
+    return time.perf_counter() - started, client
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -149,8 +149,9 @@ async def main(args: argparse.Namespace) -> None:
                 await _write(server, args)
                 _report("write (with compaction)", time.perf_counter() - started, sentinels.phase())
                 loaded = rss_bytes(server) - before
-                took = await _fresh_sync(node, server)
+                took, client = await _fresh_sync(node, server)
                 _report("fresh client synced", took, sentinels.phase())
+                await client.destroy()
                 print(f"memory after the write: {loaded / 2**20:.0f} MiB = {loaded / encoded:.2f}x its encoded size")
                 print(f"compactions: {server.metric('collab_compactions_total', 0):.0f}")
             server.stop()
@@ -160,11 +161,8 @@ async def main(args: argparse.Namespace) -> None:
                 await asyncio.sleep(1)
                 sentinels.phase()
                 before = rss_bytes(server)
-                # A client that stays connected keeps the room loaded while its memory is read.
-                started = time.perf_counter()
-                client = await node.connect(server.url, ROOM)
-                await client.wait_synced(timeout=300)
-                _report("after a restart: load + sync", time.perf_counter() - started, sentinels.phase())
+                took, client = await _fresh_sync(node, server)
+                _report("after a restart: load + sync", took, sentinels.phase())
                 await asyncio.sleep(2)
                 loaded = rss_bytes(server) - before
                 print(f"memory of the reloaded board: {loaded / 2**20:.0f} MiB = {loaded / encoded:.2f}x encoded")

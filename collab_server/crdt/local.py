@@ -14,6 +14,7 @@ from collab_server.crdt import document_calls
 from collab_server.crdt.codec import Kind, Op, Result
 from collab_server.crdt.documents import Documents
 from collab_server.crdt.engine import Applied, EngineError, Loaded, OnApplied, Refusal
+from collab_server.crdt.pool import _Pending, join_runs
 from collab_server.crdt.worker import handle, handle_all
 from persistence.base import Folded
 
@@ -21,8 +22,7 @@ from persistence.base import Folded
 class InProcessEngine:
     def __init__(self) -> None:
         self.documents = Documents()
-        self._queue: list[tuple[Op, OnApplied]] = []
-        self._sources: list[object] = []  # the source of each queued apply
+        self._queue: list[_Pending] = []
         self._scheduled = False
         self.batches: list[int] = []  # ops per batch, for tests of the batching
 
@@ -33,22 +33,20 @@ class InProcessEngine:
         return "in-process CRDT engine (tests only)"
 
     def apply(self, room: str, update: bytes, on_applied: OnApplied, *, source: object = None) -> None:
-        joined = bool(self._queue) and source is not None and self._sources[-1] is source
-        joined = joined and self._queue[-1][0].kind is Kind.APPLY and self._queue[-1][0].room == room
-        self._queue.append((Op(Kind.APPLY, room, update, joined=joined), on_applied))
-        self._sources.append(source)
+        self._queue.append(_Pending(Op(Kind.APPLY, room, update), on_applied, source=source))  # type: ignore[arg-type]
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
-        batch, self._queue, self._sources = self._queue, [], []
+        batch, self._queue = self._queue, []
         self.batches.append(len(batch))
-        results = handle_all(self.documents, [op for op, _ in batch])
-        for (_, on_applied), result in zip(batch, results, strict=True):
+        join_runs(batch)  # the pool's own rule for which applies share a transaction
+        results = handle_all(self.documents, [pending.op for pending in batch])
+        for pending, result in zip(batch, results, strict=True):
             assert isinstance(result, Applied)
-            on_applied(result)
+            pending.done(result)
 
     async def _call(self, op: Op) -> Result:
         # After the applies queued before it, as a worker would handle them.

@@ -261,7 +261,7 @@ class WorkerPool:
         if lane.busy or not lane.queue or self._closed:
             return
         batch, lane.queue = lane.queue, []
-        _join_runs(batch)
+        join_runs(batch)
         lane.busy = True
         task = asyncio.get_running_loop().create_task(self._run(lane, batch))
         self._tasks.add(task)
@@ -448,7 +448,7 @@ class WorkerPool:
             self._source.room_lost(room)
 
 
-def _join_runs(batch: list[_Pending]) -> None:
+def join_runs(batch: list[_Pending]) -> None:
     """Mark each apply that follows an apply of the same room and source as joined to it (one
     transaction in the worker). Retried ops go one per request, where joining has no effect."""
     previous: _Pending | None = None

@@ -6,7 +6,7 @@ from typing import Any
 
 from pycrdt import Doc, Text
 
-from collab_server.crdt.documents import Documents
+from collab_server.crdt.documents import Documents, _digest
 from persistence.base import Folded
 from tests.support.documents import typing_updates
 
@@ -137,6 +137,7 @@ def test_a_snapshot_the_room_was_loaded_from_or_folded_into_is_not_decoded_again
     documents = Documents()
     documents.load("r", None, updates[:2])
     first = documents.fold("r", None, updates[:2])
+    assert _digest(first.snapshot) in documents.rooms["r"].snapshots  # remembered, not decoded again
     documents.apply_run("r", updates[2:])
     # The stored snapshot is the one this document folded into: known by its digest, held for sure.
     second = documents.fold("r", first.snapshot, updates[2:])
