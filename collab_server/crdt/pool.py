@@ -90,6 +90,7 @@ class _Pending:
     done: Callable[[Result], None]
     track: bool = True  # a load that joins the worker's rooms (isolation loads rooms it may drop)
     source: object = None  # an apply's source: consecutive applies of one source share a transaction
+    patient: bool = False  # isolation's second try of a row: the request gets the watchdog's retry deadline
     finished: bool = False
 
     def finish(self, result: Result) -> None:
@@ -232,16 +233,17 @@ class WorkerPool:
 
     # -- requests ------------------------------------------------------------------------------
 
-    async def call(self, op: Op, *, track: bool = True, lane: _Lane | None = None) -> Result:
+    async def call(self, op: Op, *, track: bool = True, lane: _Lane | None = None, patient: bool = False) -> Result:
         """Queue one op and wait for its result (a Refusal when its worker could not handle it).
-        ``lane``: a worker other than the room's (document calls)."""
+        ``lane``: a worker other than the room's (document calls); ``patient``: the request carrying it
+        gets the longer deadline of the watchdog's retry (isolation's second try of a suspect row)."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
 
         def done(result: Result) -> None:
             if not future.done():
                 future.set_result(result)
 
-        self._submit(op.room, _Pending(op, done, track), lane)
+        self._submit(op.room, _Pending(op, done, track, patient=patient), lane)
         return await future
 
     def _submit(self, room: str, pending: _Pending, lane: _Lane | None = None) -> None:
@@ -270,7 +272,8 @@ class WorkerPool:
     async def _run(self, lane: _Lane, batch: list[_Pending]) -> None:
         try:
             try:
-                results = await self._send(lane, [pending.op for pending in batch])
+                patient = any(pending.patient for pending in batch)
+                results = await self._send(lane, [pending.op for pending in batch], retry=patient)
             except (WorkerDied, TimeoutError) as exc:
                 await self._recover(lane, batch, exc)
             else:
@@ -359,7 +362,8 @@ class WorkerPool:
             else:
                 if not pending.track and _refusal_of(result) is Refusal.NOT_LOADED:
                     # An isolation op on a room the fresh worker does not hold (isolation rooms are not
-                    # rebuilt): it cannot be retried here, so it stands convicted by the first failure.
+                    # rebuilt): it cannot be retried here. This is its first strike; isolation puts the
+                    # room back and tries it again before convicting it (``isolation._try_row``).
                     _refuse(pending, Refusal.STALLED if stalled else Refusal.CRASHED)
                     continue
                 self._deliver(lane, pending, result)

@@ -1,0 +1,76 @@
+"""Isolation's verdicts on stored rows: a row is quarantined for killing the worker only when it does so twice.
+
+The pool here is scripted: what it injects is the worker being killed under a row by something else (another
+room's op, a deadline missed on a loaded machine), which cannot be timed for real in a test. The real pool's
+isolation of real poison is covered end to end by ``tests/e2e/test_poisoned_store.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from collab_server.crdt import isolation
+from collab_server.crdt.codec import Kind, Op, Result
+from collab_server.crdt.engine import Applied, Loaded, Refusal
+
+
+class ScriptedPool:
+    """Applies succeed unless ``script`` lists refusals for the update's bytes (one per try, in order)."""
+
+    def __init__(self, script: dict[bytes, Iterable[Refusal]]) -> None:
+        self.script = {update: list(refusals) for update, refusals in script.items()}
+        self.tries: list[tuple[bytes, bool]] = []  # (update, patient) of every apply
+        self.adopted: list[str] = []
+
+    async def call(self, op: Op, *, track: bool = True, patient: bool = False) -> Result:
+        if op.kind is Kind.APPLY:
+            self.tries.append((op.payload, patient))
+            refusals = self.script.get(op.payload, [])
+            return Applied(refusals.pop(0) if refusals else None)
+        if op.kind is Kind.STATE:
+            return b"state"
+        return Loaded(b"state")
+
+    def adopt(self, room: str) -> None:
+        self.adopted.append(room)
+
+    def tries_of(self, update: bytes) -> list[bool]:
+        """Whether each apply of ``update`` was patient, in order (put-backs of good rows included)."""
+        return [patient for payload, patient in self.tries if payload == update]
+
+
+ROWS = [b"a", b"b", b"c", b"d"]
+
+
+async def test_a_row_that_kills_the_worker_once_is_kept() -> None:
+    pool = ScriptedPool({b"b": [Refusal.CRASHED], b"c": [Refusal.STALLED]})
+    loaded = await isolation.load(pool, "room", None, ROWS)
+    assert loaded.bad == []
+    # the second try of each had the watchdog's longer deadline
+    assert pool.tries_of(b"b")[:2] == [False, True] and pool.tries_of(b"c")[:2] == [False, True]
+
+
+async def test_a_row_that_kills_the_worker_twice_is_quarantined() -> None:
+    pool = ScriptedPool({b"c": [Refusal.CRASHED, Refusal.STALLED] * 4})
+    loaded = await isolation.load(pool, "room", None, ROWS)
+    assert [(row.index, row.refusal) for row in loaded.bad] == [(2, Refusal.STALLED)]
+
+
+async def test_the_library_s_refusal_is_final_at_once() -> None:
+    pool = ScriptedPool({b"d": [Refusal.LIBRARY_FAILURE] * 4})
+    loaded = await isolation.load(pool, "room", None, ROWS)
+    assert [(row.index, row.refusal) for row in loaded.bad] == [(3, Refusal.LIBRARY_FAILURE)]
+    assert pool.tries_of(b"d") == [False]  # one try: the library says the same every time
+
+
+async def test_a_room_dropped_by_another_room_s_restart_is_put_back_and_its_row_tried_again() -> None:
+    pool = ScriptedPool({b"a": [Refusal.NOT_LOADED] * 3})
+    loaded = await isolation.load(pool, "room", None, ROWS)
+    assert loaded.bad == []
+    assert pool.tries_of(b"a")[:4] == [False] * 4  # put-backs are not strikes
+
+
+async def test_a_room_that_never_stays_loaded_convicts_the_row_after_bounded_put_backs() -> None:
+    pool = ScriptedPool({b"a": [Refusal.NOT_LOADED] * 100})
+    loaded = await isolation.load(pool, "room", None, ROWS[:1])
+    assert [(row.index, row.refusal) for row in loaded.bad] == [(0, Refusal.NOT_LOADED)]
