@@ -155,7 +155,9 @@ class Settings:
         1, "CRDT worker processes for the REST document routes (JSON views, patches, restores), apart from the rooms'"
     )
     crdt_deadline: float = _setting(
-        1.0, "seconds a CRDT worker may take to answer a request before it is killed and restarted"
+        1.0,
+        "seconds of CPU time a CRDT worker may spend on a request before it is killed and restarted (and at "
+        "most ten times as long in wall time, if it uses none)",
     )
     poison_ttl: float = _setting(
         600.0, "seconds an update that crashed or stalled a CRDT worker is refused on sight"

@@ -10,8 +10,9 @@ request; while a request is in flight, new ops wait and go out together when it 
 costs one round trip per tick per busy worker, not one per update, and each worker runs Yrs on a core of
 its own, off the event loop.
 
-The watchdog. Every request has a deadline (``deadline`` seconds, more for large loads and folds). A
-worker that does not answer in time, dies (segfault, abort), or answers garbage is killed and replaced.
+The watchdog. Every request has a deadline (``deadline`` seconds of the worker's CPU time, more for large
+loads and folds; ``_within_deadline``). A worker that uses its deadline without answering, dies (segfault,
+abort), or answers garbage is killed and replaced.
 The fresh worker gets its rooms back from the ``RoomSource`` (the store plus the updates accepted but not
 yet committed, which the networking process still holds: no acknowledged edit is lost). Then the ops of
 the request that killed it are retried one at a time: the one that kills again is the poison. It is
@@ -31,12 +32,13 @@ rows, so the room still loads; ``bench/fuzz.py`` counts them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -59,6 +61,10 @@ _START_TIMEOUT = 15.0
 _BYTES_PER_DEADLINE = 64 * 1024
 _LOAD_FACTOR = 5.0
 _RETRY_FACTOR = 2.0
+# Deadlines are CPU time (``_within_deadline``); a request that uses no CPU (a blocked worker) is cut off
+# after this many deadlines of wall time. _MIN_WAIT: how often a starved worker's CPU time is read.
+_WALL_FACTOR = 10.0
+_MIN_WAIT = 0.05
 
 
 class RoomSource(Protocol):
@@ -299,7 +305,7 @@ class WorkerPool:
         started = time.perf_counter()
         self.requests += 1
         deadline = self.deadline_for(ops, retry=retry)
-        body = await asyncio.wait_for(lane.process.request(encode_ops(ops)), deadline)
+        body = await _within_deadline(lane.process, lane.process.request(encode_ops(ops)), deadline)
         try:
             results = decode_results([op.kind for op in ops], body)
         except CodecError as exc:
@@ -450,6 +456,41 @@ class WorkerPool:
         lane.rooms.discard(room)
         if self._source is not None:
             self._source.room_lost(room)
+
+
+async def _within_deadline(process: WorkerProcess, answer: Awaitable[bytes], deadline: float) -> bytes:
+    """``answer``, or TimeoutError once the worker has spent ``deadline`` seconds of CPU time on it.
+
+    CPU time, not wall time: on a machine kept busy by other work (or by the very hangs a fuzz run sends),
+    a worker that is only waiting for a core is not stalled, and killing it costs its rooms a rebuild,
+    which loads the machine further (measured: in a fuzz run on 2 cores, 26 of 27 workers killed for a
+    missed wall-clock deadline answered in time when retried). A worker looping in native code burns CPU
+    and is cut off after ``deadline`` of it; one that uses none (blocked) after ``_WALL_FACTOR`` times
+    the deadline of wall time. Without /proc, the wall-clock deadline it is."""
+    task = asyncio.ensure_future(answer)
+    loop = asyncio.get_running_loop()
+    started_cpu = process.cpu_seconds()
+    give_up_at = loop.time() + deadline * _WALL_FACTOR
+    wait = deadline
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=wait)
+            if done:
+                return task.result()
+            used = process.cpu_seconds()
+            if started_cpu is None or used is None:
+                break
+            cpu_left, wall_left = deadline - (used - started_cpu), give_up_at - loop.time()
+            if cpu_left <= 0 or wall_left <= 0:
+                break
+            wait = max(min(cpu_left, wall_left), _MIN_WAIT)
+    except BaseException:
+        task.cancel()
+        raise
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, WorkerDied):
+        await task
+    raise TimeoutError(f"CRDT worker {process.index} used its deadline ({deadline:g}s of CPU)")
 
 
 def join_runs(batch: list[_Pending]) -> None:

@@ -23,6 +23,7 @@ from collab_server.native_stderr import NativeReport
 logger = logging.getLogger(__name__)
 
 _ROOT = str(Path(__file__).resolve().parents[2])
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 class WorkerDied(Exception):
@@ -44,6 +45,20 @@ class WorkerProcess:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the worker has used (user + system), or None where /proc cannot tell (not Linux, or
+        the process is gone): the watchdog then falls back to wall time."""
+        pid = self.pid
+        if pid is None:
+            return None
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()  # the name, in parentheses, may hold spaces
+        except OSError:
+            return None
+        # After the name: state is field 3, utime and stime fields 14 and 15 (proc(5)), in clock ticks.
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
     async def start(self, timeout: float) -> None:
         env = {

@@ -113,6 +113,38 @@ async def test_a_hang_is_cut_off_at_the_deadline(pool: tuple[WorkerPool, Store])
     assert isinstance(await engine.state_vector("r"), bytes)
 
 
+async def test_a_worker_waiting_for_a_core_is_not_stalled(pool: tuple[WorkerPool, Store]) -> None:
+    """The deadline is CPU time: a worker descheduled for longer than it (SIGSTOP here: what a machine
+    kept busy by other work does to it) answers when it runs again and keeps its rooms."""
+    engine, store = pool
+    await engine.load("r", None, [])
+    await _apply_all(engine, store, "r", typing_updates(2)[1])
+    pid = engine.worker_pid("r")
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        answer = asyncio.ensure_future(engine.full_state("r"))
+        await asyncio.sleep(3 * engine.deadline)  # stopped for three deadlines of wall time
+        assert not answer.done()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert _text(await answer) == "0,1,"
+    assert engine.worker_pid("r") == pid and store.rebuilt == []
+
+
+async def test_a_worker_that_never_runs_again_is_replaced_after_ten_deadlines(pool: tuple[WorkerPool, Store]) -> None:
+    engine, store = pool
+    await engine.load("r", None, [])
+    await _apply_all(engine, store, "r", typing_updates(2)[1])
+    pid = engine.worker_pid("r")
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    started = time.monotonic()
+    assert _text(await engine.full_state("r")) == "0,1,"  # from a fresh worker, rebuilt from the store
+    assert engine.worker_pid("r") != pid and store.rebuilt == ["r"]
+    assert 10 * engine.deadline <= time.monotonic() - started < 30 * engine.deadline
+
+
 async def test_a_worker_killed_from_outside_is_replaced_and_its_rooms_rebuilt(
     pool: tuple[WorkerPool, Store],
 ) -> None:
