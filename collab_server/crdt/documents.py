@@ -21,7 +21,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from pycrdt import Doc, TransactionEvent, get_update
+from pycrdt import Doc, TransactionEvent, get_state, get_update
 
 from collab_server.crdt.engine import Applied, BadRow, Loaded, Refusal
 from collab_server.errors import ProtocolError
@@ -47,6 +47,20 @@ def _try_apply(doc: Doc[Any], update: bytes) -> Refusal | None:
     except BaseException as exc:
         return _refusal(exc)
     return None
+
+
+def _untouched(update: bytes) -> bool:
+    """Whether a failed apply of ``update`` provably left the document as it was: the library decodes an
+    update whole before it integrates any of it, so bytes that do not decode on their own never reached
+    the document, and it need not be rebuilt (a rebuild replays the room's base: measured up to 1.6 s of
+    CPU for a fuzzed room, paid for every undecodable update a client sent, which the watchdog took for
+    a stall)."""
+    try:
+        get_state(update)
+    except BaseException as exc:
+        _refusal(exc)
+        return True
+    return False
 
 
 def _replay(entries: Sequence[bytes]) -> tuple[Doc[Any], list[int]]:
@@ -119,7 +133,8 @@ class RoomDoc:
         refusal = _try_apply(self.doc, update)
         if refusal is not None:
             self.emitted.clear()  # what a failed call produced is never used
-            self.rebuild()
+            if not (refusal is Refusal.MALFORMED and _untouched(update)):
+                self.rebuild()  # the library got part-way into it: never trust what it left
             return Applied(refusal)
         self.base.append(update)
         emitted = b"".join(self.emitted) if len(self.emitted) == 1 else _merge(self.emitted)

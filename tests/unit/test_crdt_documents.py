@@ -61,6 +61,21 @@ def test_a_panic_is_caught_and_the_room_keeps_working() -> None:
     assert isinstance(documents.full_state("r"), bytes)
 
 
+def test_bytes_that_do_not_decode_are_refused_without_rebuilding_the_document() -> None:
+    """The library decodes an update whole before integrating it: undecodable bytes never touched the
+    document, so the room keeps its document object (a rebuild would replace it) and its content."""
+    documents = Documents()
+    documents.load("r", None, typing_updates(2)[1])
+    held = documents.rooms["r"].doc
+    for garbage in (b"", b"\x01", b"\x01\x09garbage", b"\xff" * 40):
+        assert documents.apply("r", garbage).refusal is Refusal.MALFORMED
+        assert documents.rooms["r"].doc is held
+    assert _text(documents, "r") == "0,1,"
+    # a failure part-way (the library got into the update) still rebuilds it
+    assert documents.apply("r", PANIC[0]).refusal is Refusal.LIBRARY_FAILURE
+    assert documents.rooms["r"].doc is not held and _text(documents, "r") == "0,1,"
+
+
 def test_stored_rows_that_fail_are_reported_and_left_out() -> None:
     documents = Documents()
     _, updates = typing_updates(2)
