@@ -463,8 +463,8 @@ async def _within_deadline(process: WorkerProcess, answer: Awaitable[bytes], dea
 
     CPU time, not wall time: on a machine kept busy by other work (or by the very hangs a fuzz run sends),
     a worker that is only waiting for a core is not stalled, and killing it costs its rooms a rebuild,
-    which loads the machine further (measured: in a fuzz run on 2 cores, 26 of 27 workers killed for a
-    missed wall-clock deadline answered in time when retried). A worker looping in native code burns CPU
+    which loads the machine further (seen in a fuzz run at load average 5 on 2 cores: all four workers
+    killed within the same second, and the retries of their ops answering in time). A worker looping burns CPU
     and is cut off after ``deadline`` of it; one that uses none (blocked) after ``_WALL_FACTOR`` times
     the deadline of wall time. Without /proc, the wall-clock deadline it is."""
     task = asyncio.ensure_future(answer)
