@@ -9,9 +9,10 @@ is rebuilt from the base, and whatever the observer emitted during the failed ca
 never stored or broadcast. Replaying the base is safe because Yrs is deterministic: those bytes applied
 once, in that order, without failing.
 
-The base is refolded (a snapshot of the integrated state plus the updates still pending) once it grows
-long, so it costs about what the document does. This module runs in the worker process, or in the test
-process through ``local.InProcessEngine``; never in the server's networking process.
+The base is refolded (a snapshot of the integrated state plus the updates still pending) each time it
+has grown by ``_REFOLD_AFTER`` entries, so it costs about what the document does. This module runs in the
+worker process, or in the test process through ``local.InProcessEngine``; never in the server's
+networking process.
 """
 
 from __future__ import annotations
@@ -113,10 +114,14 @@ def _replay_once(entries: Sequence[bytes], *, observed: bool) -> tuple[Doc[Any],
 class RoomDoc:
     """One room's document, its base, and what its observer emitted in the current transaction."""
 
-    __slots__ = ("base", "doc", "emitted", "snapshots", "subscription")
+    __slots__ = ("base", "doc", "emitted", "refold_at", "snapshots", "subscription")
 
     def __init__(self, doc: Doc[Any], base: list[bytes]) -> None:
         self.base = base
+        # Refold when the base is longer than this: measured from the last refold, not from zero, since
+        # updates still pending stay in the base (a fuzz run's rooms held over 512 that never integrate,
+        # and refolding them at every later update, each one decoded again, took 64 % of the workers' CPU).
+        self.refold_at = _REFOLD_AFTER
         self.emitted: list[bytes] = []
         # Digests of snapshots this document is known to hold (it was loaded from them, or folded into
         # them): checking that a stored snapshot is held then costs a hash, not a decode of the snapshot.
@@ -144,7 +149,7 @@ class RoomDoc:
         new = bool(emitted) or not _integrated(update, before, decode_state_vector(before))
         if not new:
             self.base.pop()  # a duplicate changes nothing: the base need not grow
-        if len(self.base) > _REFOLD_AFTER:
+        if len(self.base) > self.refold_at:
             self.refold()
         return Applied(None, emitted, self.doc.get_state(), new)
 
@@ -175,7 +180,7 @@ class RoomDoc:
             new.append(update not in seen and _news(update, before))
             seen.add(update)
         self.base.extend(update for update, is_new in zip(updates, new, strict=True) if is_new)
-        if len(self.base) > _REFOLD_AFTER:
+        if len(self.base) > self.refold_at:
             self.refold()
         state = self.doc.get_state()
         answers = [Applied(None, b"", state, is_new) for is_new in new]
@@ -194,6 +199,7 @@ class RoomDoc:
         folded = fold_doc(self.doc, self.base)
         kept = set(folded.folded)
         self.base = [folded.snapshot, *(entry for i, entry in enumerate(self.base) if i not in kept)]
+        self.refold_at = len(self.base) + _REFOLD_AFTER
 
 
 def _merge(updates: list[bytes]) -> bytes:

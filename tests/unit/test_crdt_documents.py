@@ -76,6 +76,23 @@ def test_bytes_that_do_not_decode_are_refused_without_rebuilding_the_document() 
     assert documents.rooms["r"].doc is not held and _text(documents, "r") == "0,1,"
 
 
+def test_updates_that_stay_pending_do_not_make_every_later_update_refold_the_base() -> None:
+    """A refold keeps the updates still pending in the base; the next refold waits until the base has
+    grown again, or a room holding many pending updates would refold (decode them all) at every update."""
+    documents = Documents()
+    documents.load("r", None, [])
+    _, updates = typing_updates(700)
+    for update in updates[1:650]:  # each waits for updates[0], which has not arrived
+        assert documents.apply("r", update).new
+    held = documents.rooms["r"]
+    snapshot = held.base[0]  # written by the one refold so far, when the base passed the limit
+    for update in updates[650:]:
+        documents.apply("r", update)
+    assert held.base[0] is snapshot  # not refolded again for each of the last 50
+    documents.apply("r", updates[0])
+    assert _text(documents, "r") == "".join(f"{i}," for i in range(700))
+
+
 def test_stored_rows_that_fail_are_reported_and_left_out() -> None:
     documents = Documents()
     _, updates = typing_updates(2)
