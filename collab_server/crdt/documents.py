@@ -114,10 +114,13 @@ def _replay_once(entries: Sequence[bytes], *, observed: bool) -> tuple[Doc[Any],
 class RoomDoc:
     """One room's document, its base, and what its observer emitted in the current transaction."""
 
-    __slots__ = ("base", "doc", "emitted", "refold_at", "snapshots", "subscription")
+    __slots__ = ("base", "base_head_folded", "doc", "emitted", "refold_at", "snapshots", "subscription")
 
     def __init__(self, doc: Doc[Any], base: list[bytes]) -> None:
         self.base = base
+        # Whether base[0] is a snapshot this document produced (a refold): held by it by construction, so a
+        # refold need not decode it again to find out.
+        self.base_head_folded = False
         # Refold when the base is longer than this: measured from the last refold, not from zero, since
         # updates still pending stay in the base (a fuzz run's rooms held over 512 that never integrate,
         # and refolding them at every later update, each one decoded again, took 64 % of the workers' CPU).
@@ -191,14 +194,21 @@ class RoomDoc:
         doc, failed = _replay(self.base)
         if failed:  # cannot happen for a deterministic library; never keep what does not replay
             self.base = [entry for index, entry in enumerate(self.base) if index not in set(failed)]
+            self.base_head_folded = self.base_head_folded and 0 not in failed
         self.doc.unobserve(self.subscription)
         self.doc = doc
         self.subscription = doc.observe(self._on_transaction)
 
-    def refold(self) -> None:
-        folded = fold_doc(self.doc, self.base)
-        kept = set(folded.folded)
-        self.base = [folded.snapshot, *(entry for i, entry in enumerate(self.base) if i not in kept)]
+    def refold(self, snapshot: bytes | None = None) -> None:
+        """Replace the base by a snapshot of the document and the entries it does not hold yet (pending).
+        ``snapshot``: the document's full state, just encoded by the caller (a compaction from the live
+        document), so that it is not encoded again."""
+        state = self.doc.get_state()
+        clocks = decode_state_vector(state)
+        entries = self.base[1:] if self.base_head_folded else self.base
+        pending = [entry for entry in entries if not _integrated(entry, state, clocks)]
+        self.base = [self.doc.get_update() if snapshot is None else snapshot, *pending]
+        self.base_head_folded = True
         self.refold_at = len(self.base) + _REFOLD_AFTER
 
 
@@ -282,6 +292,7 @@ class Documents:
                 # The stored snapshot once the compaction is written (the older ones stay known, in case
                 # it is not).
                 held.snapshots = [*held.snapshots[-3:], _digest(folded.snapshot)]
+                held.refold(folded.snapshot)  # the compaction's snapshot is the base's too: one encode
                 return folded
         entries = ([snapshot] if snapshot is not None else []) + list(updates)
         doc, failed = _replay(entries)
