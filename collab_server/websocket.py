@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.responses import PlainTextResponse
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from collab_server import metrics
 from collab_server.access import Access
@@ -185,6 +185,10 @@ async def room_endpoint(websocket: WebSocket) -> None:
             # broadcasts the removal of its awareness states.
             rooms.leave(room, peer)
             await peer.wait_closed()
+    except WebSocketDisconnect:
+        # The client left while it was being refused (a close to a gone client raises this): nothing to
+        # tell it, and nothing to log; the refusal itself was counted and logged above.
+        pass
     finally:
         caps.release(address, name, pending=pending)
 

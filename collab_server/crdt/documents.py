@@ -203,11 +203,17 @@ class RoomDoc:
         """Replace the base by a snapshot of the document and the entries it does not hold yet (pending).
         ``snapshot``: the document's full state, just encoded by the caller (a compaction from the live
         document), so that it is not encoded again."""
+        if snapshot is None:
+            try:
+                snapshot = self.doc.get_update()
+            except BaseException as exc:  # a document the library cannot encode: keep the base as it is
+                _refusal(exc)
+                return
         state = self.doc.get_state()
         clocks = decode_state_vector(state)
         entries = self.base[1:] if self.base_head_folded else self.base
         pending = [entry for entry in entries if not _integrated(entry, state, clocks)]
-        self.base = [self.doc.get_update() if snapshot is None else snapshot, *pending]
+        self.base = [snapshot, *pending]
         self.base_head_folded = True
         self.refold_at = len(self.base) + _REFOLD_AFTER
 
@@ -399,7 +405,12 @@ def fold_loaded(doc: Doc[Any], snapshot: bytes | None, updates: Sequence[bytes])
     not: it stays in the log). None if the stored snapshot itself is not held: then the rows are replayed.
     """
     state = doc.get_state()
-    deleted = _beyond(doc.get_update(state), state)
+    try:
+        deleted = _beyond(doc.get_update(state), state)
+        snapshot = doc.get_update()
+    except BaseException as exc:  # a document the library cannot encode: the caller replays the rows
+        _refusal(exc)
+        return None
     if deleted is None:  # pragma: no cover - a document's own delete set always reads
         return None
     deleted = _merged(deleted)
@@ -411,4 +422,4 @@ def fold_loaded(doc: Doc[Any], snapshot: bytes | None, updates: Sequence[bytes])
     if snapshot is not None and not held(snapshot):
         return None
     folded = [index for index, update in enumerate(updates) if held(update)]
-    return Folded(doc.get_update(), state, folded)
+    return Folded(snapshot, state, folded)

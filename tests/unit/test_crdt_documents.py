@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pycrdt import Text
+from typing import Any
+
+from pycrdt import Doc, Text
 
 from collab_server.crdt.codec import Kind, Op, Result, decode_ops, decode_results, encode_ops, encode_results
-from collab_server.crdt.documents import Documents
+from collab_server.crdt.documents import Documents, RoomDoc
 from collab_server.crdt.engine import Applied, BadRow, Loaded, Refusal
 from collab_server.crdt.worker import handle_all
 from persistence.base import Folded
@@ -91,6 +93,21 @@ def test_updates_that_stay_pending_do_not_make_every_later_update_refold_the_bas
     assert held.base[0] is snapshot  # not refolded again for each of the last 50
     documents.apply("r", updates[0])
     assert _text(documents, "r") == "".join(f"{i}," for i in range(700))
+
+
+def test_a_live_document_that_cannot_encode_is_folded_by_replaying_the_rows() -> None:
+    """PANIC[0] applies without complaint and leaves the document unable to encode itself: a compaction
+    of such a loaded room replays its rows instead of letting the panic end the worker."""
+    _, updates = typing_updates(2)
+    broken: Doc[Any] = Doc()
+    for update in [*updates, PANIC[0]]:
+        broken.apply_update(update)
+    documents = Documents()
+    documents.rooms["r"] = RoomDoc(broken, [*updates, PANIC[0]])
+    folded = documents.fold("r", None, [*updates, PANIC[0]])
+    assert folded.folded == [0, 1] and [index for index, _ in folded.bad] == [2]
+    documents.rooms["r"].refold()  # cannot encode: the base is kept as it is, nothing raised
+    assert documents.rooms["r"].base == [*updates, PANIC[0]]
 
 
 def test_stored_rows_that_fail_are_reported_and_left_out() -> None:
