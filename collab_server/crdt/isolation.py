@@ -143,11 +143,14 @@ async def fold(pool: WorkerPool, room: str, snapshot: bytes | None, updates: Seq
     scratch = f"\x00fold\x00{room}"  # not a valid room name: never a real room's document
     try:
         good_snapshot, good, bad = await _isolate(pool, scratch, snapshot, updates)
+        # Folded from the document isolation has just built row by row (the worker folds a document it
+        # holds without replaying the rows): the good rows replayed together in one fold can still crash
+        # it, and a compaction that crashes at every retry restarts the worker's other rooms each time.
+        result = await pool.call(
+            Op(Kind.FOLD, scratch, snapshot=good_snapshot, updates=tuple(updates[i] for i in good)), track=False
+        )
     finally:
         await pool.call(Op(Kind.UNLOAD, scratch), track=False)
-    result = await pool.call(
-        Op(Kind.FOLD, room, snapshot=good_snapshot, updates=tuple(updates[i] for i in good)), track=False
-    )
     if not isinstance(result, Folded):
         raise EngineError(result if isinstance(result, Refusal) else Refusal.LIBRARY_FAILURE)
     reasons = [(row.index, row.refusal.reason) for row in bad]

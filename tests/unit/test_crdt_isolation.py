@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from collab_server.crdt import isolation
 from collab_server.crdt.codec import Kind, Op, Result
 from collab_server.crdt.engine import Applied, Loaded, Refusal
+from persistence.base import Folded
 
 
 class ScriptedPool:
@@ -21,15 +22,19 @@ class ScriptedPool:
         self.script = {update: list(refusals) for update, refusals in script.items()}
         self.tries: list[tuple[bytes, bool]] = []  # (update, patient) of every apply
         self.adopted: list[str] = []
+        self.others: list[tuple[Kind, str]] = []  # (kind, room) of every op but applies and loads
 
     async def call(self, op: Op, *, track: bool = True, patient: bool = False) -> Result:
         if op.kind is Kind.APPLY:
             self.tries.append((op.payload, patient))
             refusals = self.script.get(op.payload, [])
             return Applied(refusals.pop(0) if refusals else None)
-        if op.kind is Kind.STATE:
-            return b"state"
-        return Loaded(b"state")
+        if op.kind is Kind.LOAD:
+            return Loaded(b"state")
+        self.others.append((op.kind, op.room))
+        if op.kind is Kind.FOLD:
+            return Folded(b"snapshot", b"state", list(range(len(op.updates))), [])
+        return b"state" if op.kind is Kind.STATE else None
 
     def adopt(self, room: str) -> None:
         self.adopted.append(room)
@@ -74,3 +79,13 @@ async def test_a_room_that_never_stays_loaded_convicts_the_row_after_bounded_put
     pool = ScriptedPool({b"a": [Refusal.NOT_LOADED] * 100})
     loaded = await isolation.load(pool, "room", None, ROWS[:1])
     assert [(row.index, row.refusal) for row in loaded.bad] == [(0, Refusal.NOT_LOADED)]
+
+
+async def test_a_fold_is_taken_from_the_document_isolation_built_row_by_row() -> None:
+    """Not from the good rows replayed together in another fold: rows that applied one by one can still
+    crash the worker together, and a compaction that crashes at every retry restarts its other rooms."""
+    pool = ScriptedPool({b"b": [Refusal.LIBRARY_FAILURE]})
+    folded = await isolation.fold(pool, "room", None, ROWS)
+    scratch = "\x00fold\x00room"
+    assert pool.others == [(Kind.FOLD, scratch), (Kind.UNLOAD, scratch)]
+    assert folded.folded == [0, 2, 3] and [index for index, _ in folded.bad] == [1]
