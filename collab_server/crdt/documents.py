@@ -407,7 +407,7 @@ def fold_loaded(doc: Doc[Any], snapshot: bytes | None, updates: Sequence[bytes])
     state = doc.get_state()
     try:
         deleted = _beyond(doc.get_update(state), state)
-        snapshot = doc.get_update()
+        encoded = doc.get_update()
     except BaseException as exc:  # a document the library cannot encode: the caller replays the rows
         _refusal(exc)
         return None
@@ -422,4 +422,4 @@ def fold_loaded(doc: Doc[Any], snapshot: bytes | None, updates: Sequence[bytes])
     if snapshot is not None and not held(snapshot):
         return None
     folded = [index for index, update in enumerate(updates) if held(update)]
-    return Folded(snapshot, state, folded)
+    return Folded(encoded, state, folded)
