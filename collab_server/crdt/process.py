@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from collab_server.crdt.codec import HEADER, CodecError
-from collab_server.crdt.worker import READY
+from collab_server.crdt.worker import PARENT_ENV, READY
 from collab_server.native_stderr import NativeReport
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,8 @@ class WorkerProcess:
             # fault (freed chunks are soon reused; a stricter allocator made rows that had applied live
             # crash on reload instead), so the crash tests accept both outcomes (docs/upstream/README.md).
             "MALLOC_PERTURB_": "165",
+            # A worker whose server died before the worker asked the kernel to kill it along exits at once.
+            PARENT_ENV: str(os.getpid()),
             "PYTHONPATH": os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p),
         }
         self._process = await asyncio.create_subprocess_exec(

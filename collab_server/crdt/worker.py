@@ -17,6 +17,7 @@ from collab_server.crdt.codec import HEADER, Kind, Op, Result, decode_ops, encod
 from collab_server.crdt.documents import Documents
 
 READY = b"collab-crdt-worker/1"
+PARENT_ENV = "COLLAB_CRDT_WORKER_PARENT"  # the server's pid, set by process.WorkerProcess
 
 
 def handle(documents: Documents, op: Op) -> Result:
@@ -93,7 +94,24 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
         answers.flush()
 
 
+def die_with_the_server() -> None:
+    """Have the kernel kill this worker when the server that started it dies (Linux ``PR_SET_PDEATHSIG``).
+    A worker reads the end of its input and exits when the server goes away, except one looping inside
+    the library, which never reads again: after a SIGKILL of its server it would spin forever (seen: an
+    orphan at 92 % of a core for 9 minutes after ``rooms check`` was killed)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != int(os.environ.get(PARENT_ENV, os.getppid())):
+        os._exit(0)  # the server died before the request above was made: nobody is left to serve
+
+
 def main() -> None:
+    die_with_the_server()
     # The answer pipe is fd 1; anything printed must not corrupt it, so stdout becomes stderr.
     answers = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
     os.dup2(2, 1)

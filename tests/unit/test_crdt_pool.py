@@ -6,8 +6,10 @@ import asyncio
 import functools
 import os
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +19,10 @@ from collab_server.crdt.codec import Kind, Op
 from collab_server.crdt.engine import Applied, Refusal
 from collab_server.crdt.pool import WorkerPool, _Lane, _Pending, lane_of
 from tests.support.documents import typing_updates
+from tests.support.eventually import eventually
 from tests.support.hostile import CRASH, HANG, room_on_other_worker
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Store:
@@ -156,6 +161,51 @@ async def test_a_worker_killed_from_outside_is_replaced_and_its_rooms_rebuilt(
     os.kill(pid, signal.SIGKILL)
     assert _text(await engine.full_state("r")) == "0,1,2,"
     assert engine.worker_pid("r") != pid and store.rebuilt == ["r"]
+
+
+_ORPHAN_MAKER = """
+import asyncio, sys
+from collab_server.crdt.pool import WorkerPool
+from tests.support.hostile import HANG
+
+async def main():
+    pool = await WorkerPool(1, document_workers=0, deadline=60).start()
+    await pool.load("r", None, [])
+    for update in HANG:  # the last one loops forever inside the library
+        pool.apply("r", update, lambda applied: None)
+    await asyncio.sleep(0.5)
+    print(pool.worker_pid("r"), flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_worker_looping_in_the_library_dies_with_its_server() -> None:
+    """A looping worker never reads the end of its input: the kernel kills it when its server dies."""
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _ORPHAN_MAKER, stdout=asyncio.subprocess.PIPE, cwd=str(REPO)
+    )
+    assert server.stdout is not None
+    worker = int(await asyncio.wait_for(server.stdout.readline(), 30))
+    assert _cpu_ticks(worker) is not None  # alive, looping on the last HANG update
+    server.kill()  # SIGKILL: no shutdown code runs in the server
+    await server.wait()
+
+    def gone() -> None:
+        assert _cpu_ticks(worker) is None, f"worker {worker} outlived its server"
+
+    await eventually(gone, timeout=10)
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    """The CPU ticks of a live ``pid``; None once it is gone (or a zombie nobody reaps)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == b"Z" else int(fields[11]) + int(fields[12])
 
 
 async def test_rooms_are_spread_by_a_stable_hash() -> None:
