@@ -104,10 +104,12 @@ async def _isolate(
         snapshot = None
         await _load_alone(pool, room, None, [])
     good: list[int] = []
+    good_updates: list[bytes] = []  # updates[i] for i in good, kept alongside (not rebuilt per row)
     for index, update in enumerate(updates):
-        refusal = await _try_row(pool, room, snapshot, [updates[i] for i in good], update)
+        refusal = await _try_row(pool, room, snapshot, good_updates, update)
         if refusal is None:
             good.append(index)
+            good_updates.append(update)
         else:
             bad.append(BadRow(index, refusal))
     return snapshot, good, bad

@@ -118,15 +118,21 @@ async def test_a_hang_is_cut_off_at_the_deadline(pool: tuple[WorkerPool, Store])
     assert isinstance(await engine.state_vector("r"), bytes)
 
 
-async def test_a_worker_waiting_for_a_core_is_not_stalled(pool: tuple[WorkerPool, Store]) -> None:
-    """The deadline is CPU time: a worker descheduled for longer than it (SIGSTOP here: what a machine
-    kept busy by other work does to it) answers when it runs again and keeps its rooms."""
-    engine, store = pool
+async def _stop_the_worker_of_a_room_with_two_edits(engine: WorkerPool, store: Store) -> int:
+    """Room "r" loaded with two edits, and its worker SIGSTOPped; its pid."""
     await engine.load("r", None, [])
     await _apply_all(engine, store, "r", typing_updates(2)[1])
     pid = engine.worker_pid("r")
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
+async def test_a_worker_waiting_for_a_core_is_not_stalled(pool: tuple[WorkerPool, Store]) -> None:
+    """The deadline is CPU time: a worker descheduled for longer than it (SIGSTOP here: what a machine
+    kept busy by other work does to it) answers when it runs again and keeps its rooms."""
+    engine, store = pool
+    pid = await _stop_the_worker_of_a_room_with_two_edits(engine, store)
     try:
         answer = asyncio.ensure_future(engine.full_state("r"))
         await asyncio.sleep(3 * engine.deadline)  # stopped for three deadlines of wall time
@@ -139,11 +145,7 @@ async def test_a_worker_waiting_for_a_core_is_not_stalled(pool: tuple[WorkerPool
 
 async def test_a_worker_that_never_runs_again_is_replaced_after_ten_deadlines(pool: tuple[WorkerPool, Store]) -> None:
     engine, store = pool
-    await engine.load("r", None, [])
-    await _apply_all(engine, store, "r", typing_updates(2)[1])
-    pid = engine.worker_pid("r")
-    assert pid is not None
-    os.kill(pid, signal.SIGSTOP)
+    pid = await _stop_the_worker_of_a_room_with_two_edits(engine, store)
     started = time.monotonic()
     assert _text(await engine.full_state("r")) == "0,1,"  # from a fresh worker, rebuilt from the store
     assert engine.worker_pid("r") != pid and store.rebuilt == ["r"]
