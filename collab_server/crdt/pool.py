@@ -11,8 +11,8 @@ costs one round trip per tick per busy worker, not one per update, and each work
 its own, off the event loop.
 
 The watchdog. Every request has a deadline (``deadline`` seconds of the worker's CPU time, more for large
-loads and folds; ``_within_deadline``). A worker that uses its deadline without answering, dies (segfault,
-abort), or answers garbage is killed and replaced.
+loads and folds, and more for a room found heavy: ``_Lane.heavy``). A worker that uses its deadline
+without answering, dies (segfault, abort), or answers garbage is killed and replaced.
 The fresh worker gets its rooms back from the ``RoomSource`` (the store plus the updates accepted but not
 yet committed, which the networking process still holds: no acknowledged edit is lost). Then the ops of
 the request that killed it are retried one at a time: the one that kills again is the poison. It is
@@ -65,6 +65,11 @@ _RETRY_FACTOR = 2.0
 # after this many deadlines of wall time. _MIN_WAIT: how often a starved worker's CPU time is read.
 _WALL_FACTOR = 10.0
 _MIN_WAIT = 0.05
+# A heavy room (``_Lane.heavy``): each of its ops adds this many times the CPU its slowest legitimate op
+# took to the request's deadline, up to _HEAVY_MAX deadlines in all (the most a hang can cost before the
+# watchdog cuts it off, once a room has been found heavy).
+_HEAVY_MARGIN = 2.0
+_HEAVY_MAX = 10.0
 
 
 class RoomSource(Protocol):
@@ -110,7 +115,7 @@ class _Pending:
 
 
 class _Lane:
-    __slots__ = ("busy", "index", "process", "queue", "rooms", "row_by_row", "scheduled")
+    __slots__ = ("busy", "heavy", "index", "process", "queue", "rooms", "row_by_row", "scheduled")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -120,6 +125,11 @@ class _Lane:
         self.scheduled = False
         self.rooms: set[str] = set()
         self.row_by_row: set[str] = set()  # rooms to rebuild one row per request (see _rebuild_all)
+        # Heavy rooms: room -> CPU seconds of its slowest op that was cut off by the deadline and then
+        # completed on the retry (``_recover``). A document grows (a fuzzed room can make every op cost a
+        # second); without this, each of its ops would be killed, its worker's rooms rebuilt, and the op
+        # accepted on the retry, again and again.
+        self.heavy: dict[str, float] = {}
 
 
 class WorkerPool:
@@ -223,7 +233,9 @@ class WorkerPool:
         self._lanes[lane_of(room, len(self._lanes))].rooms.add(room)
 
     async def unload(self, room: str) -> None:
-        self._lanes[lane_of(room, len(self._lanes))].rooms.discard(room)
+        lane = self._lanes[lane_of(room, len(self._lanes))]
+        lane.rooms.discard(room)
+        lane.heavy.pop(room, None)
         await self.call(Op(Kind.UNLOAD, room))
 
     async def close(self) -> None:
@@ -295,16 +307,20 @@ class WorkerPool:
             if lane.queue and not self._closed:
                 self._flush(lane)
 
-    def deadline_for(self, ops: list[Op], *, retry: bool = False) -> float:
+    def deadline_for(self, ops: list[Op], *, retry: bool = False, heavy: dict[str, float] | None = None) -> float:
+        """CPU seconds the worker may spend on ``ops``: see ``_BYTES_PER_DEADLINE`` and ``_Lane.heavy``."""
         deadline = self.deadline * (1 + sum(op.size for op in ops) / _BYTES_PER_DEADLINE)
         if any(op.kind in (Kind.LOAD, Kind.FOLD, Kind.DOCUMENT) for op in ops):
             deadline *= _LOAD_FACTOR
+        if heavy:
+            extra = _HEAVY_MARGIN * sum(heavy.get(op.room, 0.0) for op in ops)
+            deadline += min(extra, self.deadline * _HEAVY_MAX)
         return deadline * (_RETRY_FACTOR if retry else 1.0)
 
     async def _send(self, lane: _Lane, ops: list[Op], *, retry: bool = False) -> list[Result]:
         started = time.perf_counter()
         self.requests += 1
-        deadline = self.deadline_for(ops, retry=retry)
+        deadline = self.deadline_for(ops, retry=retry, heavy=lane.heavy)
         body = await _within_deadline(lane.process, lane.process.request(encode_ops(ops)), deadline)
         try:
             results = decode_results([op.kind for op in ops], body)
@@ -337,6 +353,7 @@ class WorkerPool:
             if room in given_up:
                 _refuse(pending, Refusal.NOT_LOADED)
                 continue
+            cpu_before = lane.process.cpu_seconds()
             try:
                 [result] = await self._send(lane, [pending.op], retry=True)
             except (WorkerDied, TimeoutError) as again:
@@ -372,7 +389,26 @@ class WorkerPool:
                     # room back and tries it again before convicting it (``isolation._try_row``).
                     _refuse(pending, Refusal.STALLED if stalled else Refusal.CRASHED)
                     continue
+                if pending.track:
+                    self._note_heavy(lane, pending.op, cpu_before)
                 self._deliver(lane, pending, result)
+
+    def _note_heavy(self, lane: _Lane, op: Op, cpu_before: float | None) -> None:
+        """Remember ``op``'s room as heavy if the op, legitimate after all (it completed on the retry),
+        used more than half the deadline it had the first time."""
+        cpu_after = lane.process.cpu_seconds()
+        if cpu_before is None or cpu_after is None or not op.room:
+            return
+        used = cpu_after - cpu_before
+        if used > self.deadline_for([op], heavy=lane.heavy) / 2 and used > lane.heavy.get(op.room, 0.0):
+            logger.warning(
+                "room %r: a %s op needed %.2fs of CPU; the room's requests get a longer deadline",
+                op.room,
+                op.kind.name.lower(),
+                used,
+                extra={"room": op.room},
+            )
+            lane.heavy[op.room] = used
 
     @staticmethod
     def _room_is_the_poison(lane: _Lane, pending: _Pending, convicted: set[str]) -> bool:
@@ -425,8 +461,11 @@ class WorkerPool:
                     lane.row_by_row.discard(room)
                     self._lose(lane, room, exc)
                 else:
-                    logger.warning("room %r: its rows stop the CRDT worker when loaded together; rebuilding it "
-                                   "row by row", room, extra={"room": room})
+                    logger.warning(
+                        "room %r: its rows stop the CRDT worker when loaded together; rebuilding it row by row",
+                        room,
+                        extra={"room": room},
+                    )
                     lane.row_by_row.add(room)
                 return False
             except Exception as exc:  # the store failed, or the engine refused: this room only
@@ -454,6 +493,7 @@ class WorkerPool:
     def _lose(self, lane: _Lane, room: str, exc: BaseException) -> None:
         logger.error("room %r could not be rebuilt in CRDT worker %d (%r)", room, lane.index, exc)
         lane.rooms.discard(room)
+        lane.heavy.pop(room, None)
         if self._source is not None:
             self._source.room_lost(room)
 

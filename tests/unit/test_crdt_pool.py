@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import os
 import signal
 import sys
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Text
 
-from collab_server.crdt.codec import Kind, Op
+from collab_server.crdt.codec import Kind, Op, decode_ops, encode_results
 from collab_server.crdt.engine import Applied, Refusal
 from collab_server.crdt.pool import WorkerPool, _Lane, _Pending, lane_of
 from tests.support.documents import typing_updates
@@ -258,3 +259,62 @@ def test_when_a_retried_op_kills_a_fresh_worker_again_its_room_or_the_op_is_blam
     assert not WorkerPool._room_is_the_poison(lane, pending(Kind.FOLD), set())
     assert not WorkerPool._room_is_the_poison(lane, pending(Kind.DIFF, "elsewhere"), set())
     assert not WorkerPool._room_is_the_poison(lane, pending(Kind.APPLY, track=False), {"r"})
+
+
+class ScriptedWorker:
+    """Stands in for a ``WorkerProcess`` whose ops cost a scripted amount of CPU time: a legitimate op that
+    needs more than the deadline (a heavy document) cannot be made to take a given CPU time for real. Each
+    STATE op costs ``costs[room]`` seconds, spent (as wall time, reported as CPU time) before it answers."""
+
+    def __init__(self, costs: dict[str, float]) -> None:
+        self.index, self.pid = 0, 1
+        self.costs = costs
+        self.starts = 0
+        self._spent = 0.0
+        self._busy: tuple[float, float] | None = None  # (since, cost) of the request being worked on
+
+    def cpu_seconds(self) -> float:
+        if self._busy is None:
+            return self._spent
+        since, cost = self._busy
+        return self._spent + min(time.monotonic() - since, cost)
+
+    async def start(self, timeout: float) -> None:
+        self.starts += 1
+
+    async def kill(self) -> None:
+        pass
+
+    async def request(self, data: bytes) -> bytes:
+        ops = decode_ops(data[4:])  # after the frame's length
+        cost = sum(self.costs[op.room] for op in ops)
+        self._busy = (time.monotonic(), cost)
+        try:
+            await asyncio.sleep(cost)
+        finally:
+            self._spent, self._busy = self.cpu_seconds(), None
+        return encode_results([b"state"] * len(ops))[4:]
+
+
+async def test_a_room_whose_legitimate_op_outlasts_the_deadline_gets_a_longer_one() -> None:
+    engine = WorkerPool(1, document_workers=0, deadline=0.1)
+    worker = ScriptedWorker({"heavy": 0.15, "light": 0.01})
+    engine._lanes[0].process = worker  # type: ignore[assignment]
+    try:
+        # The first op is cut off (0.15 s > 0.1 s), the worker restarted, and the op completes on the
+        # retry (0.2 s): the room is heavy, not hostile.
+        assert await engine.state_vector("heavy") == b"state"
+        assert worker.starts == 1
+        # Its later ops get their own cost twice over on top of the deadline: no more restarts.
+        for _ in range(3):
+            assert await engine.state_vector("heavy") == b"state"
+        assert worker.starts == 1
+        assert engine.deadline_for([Op(Kind.STATE, "light")], heavy=engine._lanes[0].heavy) == engine.deadline
+        # An endless op of a heavy room is still cut off, within its longer deadline.
+        worker.costs["heavy"] = math.inf
+        started = time.monotonic()
+        assert await engine.call(Op(Kind.STATE, "heavy")) is Refusal.STALLED
+        took = time.monotonic() - started  # the first try, then the retry at twice the deadline
+        assert 3 * (0.1 + 2 * 0.15) <= took < 3 * (0.1 + 2 * 0.15) + 1
+    finally:
+        await engine.close()
