@@ -15,7 +15,8 @@ loads and folds, and more for a room found heavy: ``_Lane.heavy``). A worker tha
 without answering, dies (segfault, abort), or answers garbage is killed and replaced.
 The fresh worker gets its rooms back from the ``RoomSource`` (the store plus the updates accepted but not
 yet committed, which the networking process still holds: no acknowledged edit is lost). Then the ops of
-the request that killed it are retried one at a time: the one that kills again is the poison. It is
+the request that killed it are retried one at a time: the one that kills again is the poison (a load or
+fold alone in its request is not retried: its caller replays the rows one by one, ``isolation``). It is
 refused (CRASHED or STALLED), an update's bytes go on the poison list, and everything else in the batch
 is answered normally. Rooms of other workers notice nothing; rooms of the same worker wait for the
 restart.
@@ -352,6 +353,12 @@ class WorkerPool:
             room = pending.op.room
             if room in given_up:
                 _refuse(pending, Refusal.NOT_LOADED)
+                continue
+            if len(batch) == 1 and pending.op.kind in (Kind.LOAD, Kind.FOLD):
+                # Nothing else was in the request: the rows killed the worker. Their caller replays them
+                # one by one (``isolation``, which tries a suspect row twice), so a retry of the whole
+                # load would only spend the retry's deadline again (10 s of CPU for a 1 s deadline).
+                _refuse(pending, Refusal.STALLED if stalled else Refusal.CRASHED)
                 continue
             cpu_before = lane.process.cpu_seconds()
             try:
