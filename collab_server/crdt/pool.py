@@ -56,10 +56,13 @@ logger = logging.getLogger(__name__)
 
 _START_TIMEOUT = 15.0
 # A request gets one more deadline per 64 KiB it carries (a client's first step2 can be large and is
-# legitimately slow), loads, folds and document calls five times as long (they replay whole logs or walk
-# whole documents in Python), and the retry that
-# convicts an op twice as long: a legitimate op on a loaded machine finishes, an endless loop does not.
+# legitimately slow) and per 500 ops (on a busy server a tick's batch can hold thousands: a room load or a
+# small apply costs well under 2 ms, but thousands of them do not fit in one deadline), loads, folds and
+# document calls five times as long (they replay whole logs or walk whole documents in Python), and the
+# retry that convicts an op twice as long: a legitimate op on a loaded machine finishes, an endless loop
+# does not.
 _BYTES_PER_DEADLINE = 64 * 1024
+_OPS_PER_DEADLINE = 500
 _LOAD_FACTOR = 5.0
 _RETRY_FACTOR = 2.0
 # Deadlines are CPU time (``_within_deadline``); a request that uses no CPU (a blocked worker) is cut off
@@ -310,7 +313,9 @@ class WorkerPool:
 
     def deadline_for(self, ops: list[Op], *, retry: bool = False, heavy: dict[str, float] | None = None) -> float:
         """CPU seconds the worker may spend on ``ops``: see ``_BYTES_PER_DEADLINE`` and ``_Lane.heavy``."""
-        deadline = self.deadline * (1 + sum(op.size for op in ops) / _BYTES_PER_DEADLINE)
+        deadline = self.deadline * (
+            1 + sum(op.size for op in ops) / _BYTES_PER_DEADLINE + (len(ops) - 1) / _OPS_PER_DEADLINE
+        )
         if any(op.kind in (Kind.LOAD, Kind.FOLD, Kind.DOCUMENT) for op in ops):
             deadline *= _LOAD_FACTOR
         if heavy:
