@@ -66,6 +66,12 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         self._stop_waiting()
         super().connection_lost(exc)
 
+    def handle_websocket_upgrade(self) -> None:
+        super().handle_websocket_upgrade()
+        # The websocket protocol has the socket now and this one is done. Its parser holds its bound
+        # methods as callbacks: a reference cycle, freed only by the cyclic GC unless broken here.
+        self.parser = None  # type: ignore[assignment]
+
     def _start_waiting(self) -> None:
         waiting_handshakes(self.loop)[self] = None
         metrics.HANDSHAKES.set(len(waiting_handshakes(self.loop)))

@@ -430,6 +430,15 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
             share_common_headers(scope["headers"])
             scope["extensions"][TRANSPORT_EXTENSION] = {"reset": self.reset, "send_nowait": self.send_nowait}
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        # The scope's extension holds bound methods of this protocol, which holds the scope: a reference
+        # cycle that only the cyclic GC could free, and a closed connection should go by reference counts
+        # alone (``collab_server.gc_policy``). The app took what it needed from the extension when it joined.
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"].pop(TRANSPORT_EXTENSION, None)
+
     def handle_ping(self) -> None:
         # websockets queued the pong already; write it only while the peer reads what it is sent, and
         # sends pings at a sane rate.

@@ -1,0 +1,69 @@
+"""A server whose cyclic garbage can be counted: ``python -m tests.support.gc_probe``.
+
+Runs the server in this process on uvloop (as ``collab-server`` does), with the garbage collector
+disabled once it has started, and prints ``ready PORT``. Each line ``collect`` read from stdin is
+answered with one JSON line: how many objects the collector finds unreachable now (objects that only it
+could ever free) and their types. Clients must run in another process, so that only the server's own
+objects are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import gc
+import json
+import os
+import socket
+import sys
+
+import uvicorn
+import uvloop
+
+from collab_server.server import uvicorn_config
+from collab_server.settings import Settings
+from tests.support.eventually import eventually
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _unreachable() -> dict[str, object]:
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        found = gc.collect()
+        kinds = collections.Counter(type(obj).__qualname__ for obj in gc.garbage)
+    finally:
+        gc.garbage.clear()
+        gc.set_debug(0)
+    return {"unreachable": found, "kinds": dict(kinds.most_common(20))}
+
+
+async def _main() -> None:
+    port = _free_port()
+    settings = Settings.from_env({**os.environ, "COLLAB_PORT": str(port), "COLLAB_GC_FREEZE_INTERVAL": "0"})
+    server = uvicorn.Server(uvicorn_config(settings))
+    serving = asyncio.ensure_future(server.serve())
+
+    def started() -> None:
+        assert server.started
+
+    await eventually(started, timeout=30)
+    gc.collect()
+    gc.disable()
+    print(f"ready {port}", flush=True)
+    reader = asyncio.StreamReader()
+    await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        if line.strip() == b"collect":
+            print(json.dumps(_unreachable()), flush=True)
+    server.should_exit = True
+    await serving
+
+
+if __name__ == "__main__":
+    uvloop.run(_main())
