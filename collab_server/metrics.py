@@ -83,6 +83,15 @@ LOOP_LAG_SECONDS = Histogram(
     "How late the event loop ran a timer: how long some other work held the loop",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+GC_TICK_SECONDS = Histogram(
+    "collab_gc_tick_seconds",
+    "Time of one collect-and-freeze of the objects allocated since the last (collab_server.gc_policy)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+GC_FROZEN_OBJECTS = Gauge(
+    "collab_gc_frozen_objects",
+    "Objects the cyclic garbage collector no longer walks; growth without more connections is a leak",
+)
 # -- access (collab_server.access, collab_server.api) -------------------------------------------------
 SECURITY_EVENTS = Counter(
     "collab_security_events_total",

@@ -129,6 +129,11 @@ class Settings:
     turn_budget_ms: float = _setting(
         4.0, "milliseconds one busy socket may hold the event loop before it lets everyone else run"
     )
+    gc_freeze_interval: float = _setting(
+        1.0,
+        "seconds between two collect-and-freeze passes that keep the garbage collector off long-lived "
+        "objects (0: CPython's default collector, whose full collections stall the loop)",
+    )
     load_timeout: float = _setting(30.0, "seconds a joining peer waits for its room to load")
     room_grace: float = _setting(10.0, "seconds a room with no peers stays loaded before it unloads")
     commit_window_ms: float = _setting(
@@ -299,6 +304,8 @@ class Settings:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
         if self.document_workers < 1:
             raise ConfigError(f"{ENV_PREFIX}DOCUMENT_WORKERS must be positive")
+        if self.gc_freeze_interval < 0:
+            raise ConfigError(f"{ENV_PREFIX}GC_FREEZE_INTERVAL must be 0 (CPython's default collector) or positive")
         if self.crdt_workers < 0:
             raise ConfigError(f"{ENV_PREFIX}CRDT_WORKERS must be 0 (one per core) or positive")
         for name in ("heartbeat_interval", "anti_entropy_interval", "presence_ttl", "crdt_deadline"):

@@ -1,0 +1,63 @@
+"""Keep CPython's cyclic garbage collector off the long-lived heap: ``GcPolicy``.
+
+Why. The collector walks every tracked object of the generations it collects, on the event loop's
+thread. A replica holds about 70 tracked objects per open connection (protocol, parser, scope, peer,
+rate buckets, the ASGI task's coroutines), so 4,000 connections are ~330,000 objects, and CPython
+collects the oldest generation whenever it has grown by a quarter, as it does in every connection storm.
+Measured on 1,000 rooms x 4 clients connecting and editing (docs/benchmarks.md, "Garbage collection"):
+9 full collections of up to 0.6 s of CPU each, a third of the process's CPU time, every one a stall of
+the whole replica.
+
+What. Every ``interval`` seconds: collect (``gc.collect()``; frozen objects are not walked, so this costs
+only what was allocated since the last time), then freeze what survived (``gc.freeze()``): the collector
+never walks it again. Between two ticks CPython's own young collections run as usual.
+
+The one rule this needs. A frozen object that dies is still freed by its reference count; only a
+*reference cycle* among frozen objects is never freed. So what lives long must not die in a cycle: a
+closed connection's objects are freed by reference counts alone (``transport`` and ``handshake`` break
+the two cycles uvicorn and the ASGI extension left; tests/integration/test_gc_policy.py holds every kind
+of connection to it), and ``collab_gc_frozen_objects`` shows a leak, should one appear, as a number that
+grows while the connection count does not. ``COLLAB_GC_FREEZE_INTERVAL=0`` keeps CPython's default.
+
+Only the server process does this (``collab_server.server``): an app built in a test process leaves that
+process's collector alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+
+from collab_server import metrics
+
+
+class GcPolicy:
+    """Collect-then-freeze every ``interval`` seconds on the running loop, until ``stop``."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._handle: asyncio.TimerHandle | None = None
+        self.ticks = 0
+
+    def start(self) -> GcPolicy:
+        if self.interval > 0:
+            self._schedule(asyncio.get_running_loop())
+        return self
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._handle = loop.call_later(self.interval, self._tick, loop)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        started = time.perf_counter()
+        gc.collect()  # what is not frozen yet: garbage among it must not be frozen with the rest
+        gc.freeze()
+        metrics.GC_TICK_SECONDS.observe(time.perf_counter() - started)
+        metrics.GC_FROZEN_OBJECTS.set(gc.get_freeze_count())
+        self.ticks += 1
+        self._schedule(loop)

@@ -1,0 +1,52 @@
+"""GcPolicy: what it leaves to the collector, and what it takes away."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from collab_server.gc_policy import GcPolicy
+from tests.support.eventually import eventually
+
+
+class Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    """This test process's objects go back to the collector afterwards."""
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
+async def test_each_tick_collects_the_young_garbage_and_freezes_the_survivors(unfrozen: None) -> None:
+    policy = GcPolicy(0.01).start()
+    try:
+        gc.disable()  # only the policy collects here
+        kept = Cycle()
+        dropped = Cycle()
+        gone = weakref.ref(dropped)
+        del dropped  # garbage only the collector can free
+        await eventually(lambda: _asserted(policy.ticks >= 2))
+        assert gone() is None  # collected before the freeze, not frozen with the rest
+        # the survivors are out of the collector's walks
+        assert gc.get_freeze_count() > 0
+        assert not any(obj is kept for obj in gc.get_objects())
+    finally:
+        gc.enable()
+        policy.stop()
+
+
+async def test_interval_zero_leaves_the_collector_alone(unfrozen: None) -> None:
+    policy = GcPolicy(0).start()
+    assert policy._handle is None and gc.get_freeze_count() == 0
+
+
+def _asserted(condition: bool) -> None:
+    assert condition
