@@ -86,9 +86,13 @@ class NativeReport:
         self._prefix = f"{source}: " if source else ""
         self._where: str | None = None
         self._message: list[str] = []
+        # A Python traceback being read (a CRDT worker that died of an exception): its last frame.
+        self._traceback: str | None = None
 
     def line(self, text: str) -> None:
         text = text.rstrip("\r")
+        if self._python_traceback(text):
+            return
         match = _PANIC.match(text)
         if match is not None:
             self._flush()
@@ -104,6 +108,22 @@ class NativeReport:
             return
         if text.strip():
             self._log("native_stderr", "native library wrote to stderr: %s", text[:300])
+
+    def _python_traceback(self, text: str) -> bool:
+        """Fold a Python traceback into one record: the exception and the frame that raised it. (Line by
+        line, the rate limit of stray native lines would keep the one line that names the error out.)"""
+        if text == "Traceback (most recent call last):":
+            self._flush()
+            self._traceback = ""
+            return True
+        if self._traceback is None:
+            return False
+        if text.startswith("  File "):
+            self._traceback = text.strip()
+        elif not text.startswith(" ") and text.strip():
+            where, self._traceback = self._traceback, None
+            self._log("python_error", "a Python error ended it: %s (%s)", text[:300], where)
+        return True
 
     def _flush(self) -> None:
         if self._where is None:

@@ -38,6 +38,27 @@ def test_a_panic_report_becomes_one_record_without_build_paths(caplog: pytest.Lo
     assert "/root" not in caplog.text
 
 
+def test_a_python_traceback_becomes_one_record_naming_the_error(caplog: pytest.LogCaptureFixture) -> None:
+    report = NativeReport(LogLimiter(burst=1, interval=60), source="CRDT worker 3")
+    with caplog.at_level(logging.ERROR, logger="collab_server.native"):
+        for line in [
+            *PANIC,
+            "Traceback (most recent call last):",
+            '  File "/srv/collab_server/crdt/worker.py", line 92, in serve',
+            "    answers.write(encode_results(handle_all(documents, ops)))",
+            '  File "/srv/collab_server/crdt/documents.py", line 283, in full_state',
+            "    return Refusal.NOT_LOADED if held is None else held.doc.get_update()",
+            "pyo3_runtime.PanicException: called `Option::unwrap()` on a `None` value",
+        ]:
+            report.line(line)
+    assert [record.getMessage() for record in caplog.records] == [
+        "CRDT worker 3: the CRDT library panicked: called `Option::unwrap()` on a `None` value "
+        "(at yrs-0.28.0/src/store.rs:234:50)",
+        "CRDT worker 3: a Python error ended it: pyo3_runtime.PanicException: called `Option::unwrap()` on a "
+        '`None` value (File "/srv/collab_server/crdt/documents.py", line 283, in full_state)',
+    ]
+
+
 def test_the_filter_budgets_each_message_template(caplog: pytest.LogCaptureFixture) -> None:
     flood = logging.getLogger("test.flood")
     limiter = LogLimiter(burst=2, interval=3600)
