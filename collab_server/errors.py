@@ -142,6 +142,11 @@ class StoreOverloaded(StoreError):
     """Too many appends are waiting for the store; new writes are refused until it catches up."""
 
 
+class FoldFailed(StoreError):
+    """The engine could not fold a room's stored rows into a snapshot (they crash or stall it). The store
+    is fine and holds every row; only the compaction is not possible."""
+
+
 class CorruptDocument(StoreError):
     """Stored bytes for a room could not be decoded. The stored bytes are left untouched."""
 

@@ -10,13 +10,15 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Text
 
+from collab_server.crdt.engine import EngineError, Refusal
+from collab_server.crdt.local import InProcessEngine
 from collab_server.errors import StoreUnavailable
 from collab_server.origins import LOCAL
 from collab_server.peer import Peer
 from collab_server.protocol import encode_update
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
-from persistence.base import Fold, StoredDocument, Version
+from persistence.base import Fold, Folded, StoredDocument, Version
 from persistence.memory import MemoryStore
 from persistence.writer import AppendWriter
 from tests.support.documents import append_text
@@ -231,3 +233,43 @@ async def test_a_load_includes_the_updates_still_queued_for_the_store() -> None:
         assert again is not room
         assert str(doc_of(again).get("t", type=Text)) == "queued"
         store.down = False
+
+
+class UnfoldableEngine(InProcessEngine):
+    """Folds fail as when a room's rows crash the CRDT worker at every try (a fault we inject): counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folds = 0
+
+    async def fold(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
+        self.folds += 1
+        raise EngineError(Refusal.CRASHED)
+
+
+async def test_a_room_whose_rows_cannot_be_folded_still_unloads_and_is_not_folded_again_meanwhile() -> None:
+    store = OutageStore()
+    engine = UnfoldableEngine()
+    writer = AppendWriter(store, window=0.001)
+    writer.start()
+    manager = RoomManager(
+        store, writer, Settings(replica_id="test").replace(compact_updates=5, room_grace=0.05), engine=engine
+    )
+    try:
+        peer = _peer("r")
+        room = await manager.join("r", peer)
+        client: Doc[Any] = Doc()
+        for i in range(50):
+            room.receive(peer, encode_update(append_text(client, f"{i},")))
+        await eventually(lambda: _assert(engine.folds >= 1 and writer.pending == 0))
+        # one failed fold, and no new try for each update past the threshold
+        assert engine.folds == 1
+        manager.leave(room, peer)
+        # the room unloads (every row is stored) instead of staying loaded to retry the fold
+        await eventually(lambda: _assert(manager.get("r") is None))
+        assert engine.folds == 1
+        stored = await store.load("r")
+        assert stored is not None and len(stored.updates) == 50 and stored.snapshot is None
+    finally:
+        await manager.close()
+        await writer.close()
