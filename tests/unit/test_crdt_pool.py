@@ -318,3 +318,17 @@ async def test_a_room_whose_legitimate_op_outlasts_the_deadline_gets_a_longer_on
         assert 3 * (0.1 + 2 * 0.15) <= took < 3 * (0.1 + 2 * 0.15) + 1
     finally:
         await engine.close()
+
+
+async def test_a_request_of_many_legitimate_ops_gets_a_deadline_for_them_all() -> None:
+    """One tick's batch on a busy server can hold thousands of ops, each cheap: 2,000 at 0.1 ms take twice
+    the deadline together, and must not get the worker killed."""
+    engine = WorkerPool(1, document_workers=0, deadline=0.1)
+    worker = ScriptedWorker({"light": 0.0001})
+    engine._lanes[0].process = worker  # type: ignore[assignment]
+    try:
+        answers = await asyncio.gather(*(engine.call(Op(Kind.STATE, "light")) for _ in range(2000)))
+        assert answers == [b"state"] * 2000
+        assert engine.requests == 1 and worker.starts == 0  # one request, no restart
+    finally:
+        await engine.close()
