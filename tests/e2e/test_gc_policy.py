@@ -26,7 +26,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.support.eventually import eventually
-from tests.support.servers import REPO
+from tests.support.servers import REPO, read_metric
 from tests.support.yjs_clients import YjsNode
 
 pytestmark = pytest.mark.e2e
@@ -51,11 +51,7 @@ class Probe:
         return f"http://127.0.0.1:{self.port}"
 
     def metric(self, sample: str) -> float:
-        with urllib.request.urlopen(self.http + "/metrics", timeout=5) as response:
-            for line in response.read().decode().splitlines():
-                if line.startswith(sample + " "):
-                    return float(line.split()[-1])
-        return 0.0
+        return read_metric(self.http, sample, 0.0)
 
     async def unreachable(self) -> dict[str, Any]:
         assert self.process.stdin is not None and self.process.stdout is not None

@@ -14,7 +14,6 @@ import collections
 import gc
 import json
 import os
-import socket
 import sys
 
 import uvicorn
@@ -23,13 +22,7 @@ import uvloop
 from collab_server.server import uvicorn_config
 from collab_server.settings import Settings
 from tests.support.eventually import eventually
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.support.servers import free_port
 
 
 def _unreachable() -> dict[str, object]:
@@ -44,7 +37,7 @@ def _unreachable() -> dict[str, object]:
 
 
 async def _main() -> None:
-    port = _free_port()
+    port = free_port()
     settings = Settings.from_env({**os.environ, "COLLAB_PORT": str(port), "COLLAB_GC_FREEZE_INTERVAL": "0"})
     server = uvicorn.Server(uvicorn_config(settings))
     serving = asyncio.ensure_future(server.serve())

@@ -17,6 +17,18 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 
 
+def read_metric(http: str, sample: str, default: float | None = None) -> float:
+    """One sample of the /metrics of the server at ``http``, e.g. ``collab_connections`` or
+    ``name{label="x"}``; ``default`` if absent (AssertionError when no default is given)."""
+    with urllib.request.urlopen(http + "/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.split()[-1])
+    if default is None:
+        raise AssertionError(f"{sample} not in /metrics")
+    return default
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -63,15 +75,8 @@ class ServerProcess:
         raise RuntimeError(f"server did not answer /healthz within {timeout}s; log: {self.log_text()}")
 
     def metric(self, sample: str, default: float | None = None) -> float:
-        """One sample of the server's /metrics, e.g. ``collab_connections`` or ``name{label="x"}``;
-        ``default`` if absent (AssertionError when no default is given)."""
-        with urllib.request.urlopen(self.http + "/metrics", timeout=5) as response:
-            for line in response.read().decode().splitlines():
-                if line.startswith(sample + " "):
-                    return float(line.split()[-1])
-        if default is None:
-            raise AssertionError(f"{sample} not in /metrics")
-        return default
+        """One sample of the server's /metrics (``read_metric``)."""
+        return read_metric(self.http, sample, default)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path else "(no log)"
