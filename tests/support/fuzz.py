@@ -188,7 +188,9 @@ async def fuzz(
         }
         rng = random.Random(seed * 100 + index)
         mine = rooms[index::clients] if clients < len(rooms) else [rooms[index % len(rooms)]]
-        while True:
+        # ``until`` is checked here too: a client whose room cannot be joined (its worker restarting
+        # again and again) never reaches the frame loop below, and would keep the run from ending.
+        while time.monotonic() < until:
             room = rng.choice(mine)
             fuzzer = fuzzers[room not in read_only]
             try:
