@@ -63,6 +63,12 @@ _START_TIMEOUT = 15.0
 # does not.
 _BYTES_PER_DEADLINE = 64 * 1024
 _OPS_PER_DEADLINE = 500
+# One request carries at most this many ops, or (past its first op) this many bytes; the rest of the
+# lane's queue goes in the next. This bounds what those allowances can add up to (a hang hidden in a
+# batch of tens of thousands of ops would otherwise run for that many deadlines before the watchdog
+# cut it off), and the CPU one kill throws away.
+_MAX_BATCH_OPS = 2000
+_MAX_BATCH_BYTES = 1024 * 1024
 _LOAD_FACTOR = 5.0
 _RETRY_FACTOR = 2.0
 # Deadlines are CPU time (``_within_deadline``); a request that uses no CPU (a blocked worker) is cut off
@@ -284,7 +290,8 @@ class WorkerPool:
         lane.scheduled = False
         if lane.busy or not lane.queue or self._closed:
             return
-        batch, lane.queue = lane.queue, []
+        cut = _batch_end(lane.queue)
+        batch, lane.queue = lane.queue[:cut], lane.queue[cut:]
         join_runs(batch)
         lane.busy = True
         task = asyncio.get_running_loop().create_task(self._run(lane, batch))
@@ -543,6 +550,16 @@ async def _within_deadline(process: WorkerProcess, answer: Awaitable[bytes], dea
     with contextlib.suppress(asyncio.CancelledError, WorkerDied):
         await task
     raise TimeoutError(f"CRDT worker {process.index} used its deadline ({deadline:g}s of CPU)")
+
+
+def _batch_end(queue: list[_Pending]) -> int:
+    """How many of ``queue``'s first ops go in one request (``_MAX_BATCH_OPS``, ``_MAX_BATCH_BYTES``)."""
+    size = 0
+    for index, pending in enumerate(queue[:_MAX_BATCH_OPS]):
+        size += pending.op.size
+        if size > _MAX_BATCH_BYTES and index > 0:
+            return index
+    return min(len(queue), _MAX_BATCH_OPS)
 
 
 def join_runs(batch: list[_Pending]) -> None:

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from pycrdt import Doc, Text
 
 from collab_server.crdt.codec import Kind, Op, decode_ops, encode_results
 from collab_server.crdt.engine import Applied, Refusal
-from collab_server.crdt.pool import WorkerPool, _Lane, _Pending, lane_of
+from collab_server.crdt.pool import _MAX_BATCH_OPS, WorkerPool, _batch_end, _Lane, _Pending, lane_of
 from tests.support.documents import typing_updates
 from tests.support.eventually import eventually
 from tests.support.hostile import CRASH, HANG, room_on_other_worker
@@ -270,6 +271,7 @@ class ScriptedWorker:
         self.index, self.pid = 0, 1
         self.costs = costs
         self.starts = 0
+        self.request_sizes: list[int] = []  # ops per request, in order
         self._spent = 0.0
         self._busy: tuple[float, float] | None = None  # (since, cost) of the request being worked on
 
@@ -287,6 +289,7 @@ class ScriptedWorker:
 
     async def request(self, data: bytes) -> bytes:
         ops = decode_ops(data[4:])  # after the frame's length
+        self.request_sizes.append(len(ops))
         cost = sum(self.costs[op.room] for op in ops)
         self._busy = (time.monotonic(), cost)
         try:
@@ -332,3 +335,30 @@ async def test_a_request_of_many_legitimate_ops_gets_a_deadline_for_them_all() -
         assert engine.requests == 1 and worker.starts == 0  # one request, no restart
     finally:
         await engine.close()
+
+
+async def test_a_tick_of_more_ops_than_a_request_holds_goes_in_several() -> None:
+    """However many ops a tick queues, a request carries at most ``_MAX_BATCH_OPS``: the per-op allowance
+    never lets a hang hidden in a huge batch run for tens of deadlines before the watchdog."""
+    engine = WorkerPool(1, document_workers=0, deadline=0.1)
+    worker = ScriptedWorker({"light": 0.00001})
+    engine._lanes[0].process = worker  # type: ignore[assignment]
+    try:
+        answers = await asyncio.gather(*(engine.call(Op(Kind.STATE, "light")) for _ in range(5000)))
+        assert answers == [b"state"] * 5000  # all answered, in order of the queue
+        assert worker.request_sizes == [_MAX_BATCH_OPS, _MAX_BATCH_OPS, 5000 - 2 * _MAX_BATCH_OPS]
+        assert worker.starts == 0
+        most = engine.deadline_for([Op(Kind.STATE, "light")] * _MAX_BATCH_OPS)
+        assert most == pytest.approx(engine.deadline * (1 + (_MAX_BATCH_OPS - 1) / 500))
+    finally:
+        await engine.close()
+
+
+def test_a_request_stops_at_a_megabyte_but_always_carries_one_op() -> None:
+    def queued(*sizes: int) -> list[Any]:
+        return [SimpleNamespace(op=SimpleNamespace(size=size)) for size in sizes]
+
+    assert _batch_end(queued(100, 200, 300)) == 3
+    assert _batch_end(queued(600_000, 600_000, 10)) == 1  # the second would pass 1 MiB
+    assert _batch_end(queued(5_000_000, 10)) == 1  # one huge update still goes, alone
+    assert _batch_end(queued(*[1] * (_MAX_BATCH_OPS + 5))) == _MAX_BATCH_OPS
