@@ -332,10 +332,13 @@ class Soak:
         workers = sum(rss_mib(child) for child in children(pid))
         main = rss_mib(pid)
 
-        def metrics() -> tuple[float, float]:
-            return self.server.metric("collab_connections", 0), self.server.metric("collab_rooms_loaded", 0)
+        def metrics() -> tuple[float, float, float]:
+            metric = self.server.metric
+            names = ("collab_connections", "collab_rooms_loaded", "collab_gc_frozen_objects")
+            connections, rooms, frozen = (metric(name, 0) for name in names)
+            return connections, rooms, frozen
 
-        connections, rooms = await asyncio.to_thread(metrics)
+        connections, rooms, frozen = await asyncio.to_thread(metrics)
         sample = {
             "elapsed_s": round(self.elapsed(), 1),
             "server_rss_mib": round(main, 2),
@@ -343,12 +346,15 @@ class Soak:
             "total_rss_mib": round(main + workers, 2),
             "connections": connections,
             "rooms_loaded": rooms,
+            # The GC policy's frozen objects (collab_server/gc_policy.py): a reference cycle among them is
+            # never freed, so a leak of that kind shows as a count that grows from cycle to cycle.
+            "gc_frozen_objects": frozen,
             "loadavg_1m": os.getloadavg()[0],
         }
         self.samples.append(sample)
         print(
             f"{sample['elapsed_s']:7.0f} s  server {main:7.1f} MiB  workers {workers:7.1f} MiB  "
-            f"{connections:6.0f} sockets  {rooms:4.0f} rooms  load {sample['loadavg_1m']:.1f}",
+            f"{connections:6.0f} sockets  {rooms:4.0f} rooms  {frozen:8.0f} frozen  load {sample['loadavg_1m']:.1f}",
             flush=True,
         )
 
@@ -392,6 +398,13 @@ def rss_report(samples: list[dict[str, float]], cycle: float, warmup_minutes: fl
             f"{key:16} after warm-up: {min(values):.1f}-{max(values):.1f} MiB, slope {slope(after):+.2f} MiB/hour "
             f"(second half {slope(late):+.2f}); end of cycle ({len(cycles)} cycles): "
             f"slope {slope(cycles) * 1024:+.1f} KiB/cycle"
+        )
+    frozen = per_cycle(samples, cycle, warmup, "gc_frozen_objects") if "gc_frozen_objects" in samples[0] else []
+    if frozen:
+        values = [v for _, v in frozen]
+        lines.append(
+            f"gc_frozen_objects at the end of each cycle after warm-up: {min(values):.0f}-{max(values):.0f}, "
+            f"slope {slope(frozen):+.1f} objects/cycle"
         )
     return lines
 

@@ -15,7 +15,7 @@ never walks it again. Between two ticks CPython's own young collections run as u
 The one rule this needs. A frozen object that dies is still freed by its reference count; only a
 *reference cycle* among frozen objects is never freed. So what lives long must not die in a cycle: a
 closed connection's objects are freed by reference counts alone (``transport`` and ``handshake`` break
-the two cycles uvicorn and the ASGI extension left; tests/integration/test_gc_policy.py holds every kind
+the two cycles uvicorn and the ASGI extension left; tests/e2e/test_gc_policy.py holds every kind
 of connection to it), and ``collab_gc_frozen_objects`` shows a leak, should one appear, as a number that
 grows while the connection count does not. ``COLLAB_GC_FREEZE_INTERVAL=0`` keeps CPython's default.
 
