@@ -67,6 +67,9 @@ class RoomManager:
         self._compacting: set[str] = set()
         # Loaded rooms whose rows the engine could not fold: not compacted again until they reload.
         self._unfoldable: set[str] = set()
+        # The stored rows each room's rebuild in a fresh CRDT worker was given (``rebuild_input``), until
+        # it is rebuilt or lost: they name the rows a rebuild leaves out.
+        self._rebuilding: dict[str, StoredDocument] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
 
@@ -350,13 +353,20 @@ class RoomManager:
         queued = self._writer.pending_for(room)
         stored = await self._store.load(room)
         if stored is None:
+            self._rebuilding.pop(room, None)
             return None, queued
+        self._rebuilding[room] = stored  # names the rows, should the rebuild leave some out
         return stored.snapshot, [*stored.updates, *queued]
 
-    def room_rebuilt(self, room: str, state_vector: bytes) -> None:
-        loaded = self._rooms.get(room)
-        if loaded is not None:
-            loaded.known_state_vector = state_vector
+    def room_rebuilt(self, room: str, loaded: Loaded) -> None:
+        stored = self._rebuilding.pop(room, None)
+        if loaded.bad and stored is not None:
+            # Quarantined now, as a load would: otherwise every later rebuild of the room (after every
+            # restart of its worker) replays its rows one by one again to leave the same rows out.
+            self._spawn(self._quarantine(room, stored, loaded))
+        live = self._rooms.get(room)
+        if live is not None:
+            live.known_state_vector = loaded.state_vector
         logger.info("room %r rebuilt in a fresh CRDT worker", room, extra={"room": room})
 
     def room_unavailable(self, room: Room) -> None:
@@ -367,6 +377,7 @@ class RoomManager:
     def room_lost(self, room: str) -> None:
         loaded = self._rooms.pop(room, None)
         self._unfoldable.discard(room)
+        self._rebuilding.pop(room, None)
         if loaded is None:
             return
         metrics.ROOMS_LOADED.set(len(self._rooms))

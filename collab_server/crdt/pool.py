@@ -47,7 +47,7 @@ from collab_server import metrics
 from collab_server.crdt import isolation
 from collab_server.crdt.codec import CodecError, Kind, Op, Result, decode_results, encode_ops
 from collab_server.crdt.document_calls import CallError, DocumentAnswer, DocumentCall, decode_answer, encode_call
-from collab_server.crdt.engine import Applied, EngineError, Loaded, OnApplied, Refusal
+from collab_server.crdt.engine import Applied, BadRow, EngineError, Loaded, OnApplied, Refusal
 from collab_server.crdt.poison import PoisonList
 from collab_server.crdt.process import WorkerDied, WorkerProcess
 from persistence.base import Folded
@@ -89,7 +89,10 @@ class RoomSource(Protocol):
         """The room's stored snapshot and log plus its updates queued for the store, in order."""
         ...
 
-    def room_rebuilt(self, room: str, state_vector: bytes) -> None: ...
+    def room_rebuilt(self, room: str, loaded: Loaded) -> None:
+        """The room is in the fresh worker; ``loaded.bad`` names the rows of the last ``rebuild_input``
+        that were left out (the source moves the stored ones to quarantine)."""
+        ...
 
     def room_lost(self, room: str) -> None:
         """The room could not be rebuilt: its peers must reconnect (and it reloads from the store)."""
@@ -493,7 +496,7 @@ class WorkerPool:
             if result.bad:
                 logger.warning("room %r rebuilt without %d rows it could not apply", room, len(result.bad))
             if source is not None:
-                source.room_rebuilt(room, result.state_vector)
+                source.room_rebuilt(room, result)
         lane.row_by_row.clear()
         return True
 
@@ -503,11 +506,12 @@ class WorkerPool:
         [loaded] = await self._send(lane, [Op(Kind.LOAD, room, snapshot=snapshot)])
         if not isinstance(loaded, Loaded):
             return loaded
-        for update in updates:
+        bad = list(loaded.bad)  # the snapshot, if it was left out
+        for index, update in enumerate(updates):
             [applied] = await self._send(lane, [Op(Kind.APPLY, room, update)])
             if isinstance(applied, Applied) and applied.refusal is not None:
-                logger.warning("room %r: a stored row was refused while rebuilding (%s)", room, applied.refusal.label)
-        return _bytes_or_refusal(await self._send(lane, [Op(Kind.STATE, room)]), loaded)
+                bad.append(BadRow(index, applied.refusal))
+        return _bytes_or_refusal(await self._send(lane, [Op(Kind.STATE, room)]), Loaded(loaded.state_vector, bad))
 
     def _lose(self, lane: _Lane, room: str, exc: BaseException) -> None:
         logger.error("room %r could not be rebuilt in CRDT worker %d (%r)", room, lane.index, exc)

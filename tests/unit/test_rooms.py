@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Text
 
-from collab_server.crdt.engine import EngineError, Refusal
+from collab_server.crdt.engine import BadRow, EngineError, Loaded, Refusal
 from collab_server.crdt.local import InProcessEngine
 from collab_server.errors import StoreUnavailable
 from collab_server.origins import LOCAL
@@ -98,6 +98,29 @@ async def test_a_stored_row_that_cannot_be_applied_is_quarantined_and_the_room_l
         assert loaded is not None and bad not in loaded.updates
         [kept] = await store.quarantined("r")
         assert kept.data == bad and kept.kind == "update" and kept.reason
+
+
+async def test_rows_a_rebuild_left_out_are_quarantined() -> None:
+    """The RoomSource side of a CRDT worker's restart: the rows its rebuild could not apply (named by
+    index into what ``rebuild_input`` gave) go to quarantine; an update still queued for the store is no
+    stored row, and is left alone."""
+    store = MemoryStore()
+    bad = b"\x07\x07 accepted by a corrupted worker"
+    async with _running(store) as (manager, _):
+        room = await manager.join("r", _peer("r"))
+        await store.append_many([("r", append_text(Doc(), "kept")), ("r", bad)])
+        _, rows = await manager.rebuild_input("r")
+        assert rows[1] == bad
+        refused = BadRow(1, Refusal.LIBRARY_FAILURE)
+        manager.room_rebuilt("r", Loaded(b"\x01\x02", [refused, BadRow(len(rows), Refusal.LIBRARY_FAILURE)]))
+        assert room.known_state_vector == b"\x01\x02"
+
+        async def quarantined() -> None:
+            assert [row.data for row in await store.quarantined("r")] == [bad]
+
+        await eventually(quarantined)
+        stored = await store.load("r")
+        assert stored is not None and bad not in stored.updates and len(stored.updates) == 1
 
 
 async def test_the_last_peer_leaving_unloads_after_the_grace_and_compacts() -> None:
