@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,20 +43,40 @@ from tests.support.yjs_clients import YjsNode  # noqa: E402
 REASONS = ("malformed", "library_failure", "stalled", "crashed", "poison", "not_loaded", "bad_state_vector")
 
 
-async def _outage(server: ServerProcess, stop: asyncio.Event) -> float:
-    """Seconds during which /healthz took longer than 1 s (or failed)."""
+@dataclass
+class SlowProbe:
+    at: float  # seconds into the run
+    took: float
+    error: str = ""
+
+
+async def _outage(server: ServerProcess, stop: asyncio.Event, started: float, slow: list[SlowProbe]) -> float:
+    """Seconds during which /healthz took longer than 1 s (or failed); each such probe goes in ``slow``
+    with its time, to be matched with the server's log."""
     down = 0.0
     while not stop.is_set():
-        started = time.monotonic()
+        probe_started = time.monotonic()
+        error = ""
         try:
             await asyncio.to_thread(lambda: urllib.request.urlopen(server.http + "/healthz", timeout=5).read())
-            took = time.monotonic() - started
-        except OSError:
-            took = 5.0
+            took = time.monotonic() - probe_started
+        except OSError as exc:
+            took, error = 5.0, repr(exc)
         if took > 1.0:
             down += took
+            slow.append(SlowProbe(probe_started - started, took, error))
+            print(f"[slow /healthz] {time.strftime('%H:%M:%S')} took {took:.1f} s {error}", flush=True)
         await asyncio.sleep(0.1)
     return down
+
+
+def _loop_lag_tail(server: ServerProcess) -> str:
+    """How often the server's event loop ran a timer late by more than 0.1, 0.5 and 1 s."""
+    total = server.metric("collab_loop_lag_seconds_count", 0)
+    late = {
+        le: total - server.metric(f'collab_loop_lag_seconds_bucket{{le="{le}"}}', 0) for le in ("0.1", "0.5", "1.0")
+    }
+    return f"{total:.0f} samples; late by > 0.1 s {late['0.1']:.0f}, > 0.5 s {late['0.5']:.0f}, > 1 s {late['1.0']:.0f}"
 
 
 async def _progress(server: ServerProcess, run: FuzzRun, started: float, loads: list[float]) -> None:
@@ -109,8 +130,9 @@ async def _run(args: argparse.Namespace, servers: list[ServerProcess]) -> int:
         await client.wait_synced()
         writer = Writer(client, "real", rate=args.rate)
         stop = asyncio.Event()
-        outage = asyncio.create_task(_outage(server, stop))
         started = time.monotonic()
+        slow: list[SlowProbe] = []
+        outage = asyncio.create_task(_outage(server, stop, started, slow))
         run, loads = FuzzRun(), [os.getloadavg()[0]]
         progress = asyncio.create_task(_progress(server, run, started, loads))
         async with Writing([writer]):
@@ -133,7 +155,11 @@ async def _run(args: argparse.Namespace, servers: list[ServerProcess]) -> int:
         print(f"frames        {run.handled} handled ({run.frames} sent) in {elapsed:.0f} s ({rate:.0f}/s)")
         print(f"load avg      {min(loads):.1f}-{max(loads):.1f} (mean {sum(loads) / len(loads):.1f}) during the run")
         print(f"connections   {run.connections}; close codes {dict(sorted(run.close_codes.items()))}")
-        print(f"outage        {down:.1f} s of /healthz slower than 1 s")
+        print(
+            f"outage        {down:.1f} s of /healthz slower than 1 s ({len(slow)} probes; failed: "
+            f"{sum(1 for probe in slow if probe.error)})"
+        )
+        print(f"loop lag      {_loop_lag_tail(server)}")
         print(f"restarts      {server.metric('collab_crdt_worker_restarts_total')}")
         refused = {r: server.metric(f'collab_updates_refused_total{{reason="{r}"}}', 0) for r in REASONS}
         print(f"refused       { ({r: int(n) for r, n in refused.items() if n}) }")

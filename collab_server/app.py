@@ -79,6 +79,7 @@ def create_app(
                 document_workers=settings.document_workers,
                 deadline=settings.crdt_deadline,
                 poison_ttl=settings.poison_ttl,
+                nice=settings.crdt_worker_nice,
             ).start()
             stack.push_async_callback(engine.close)
             writer = AppendWriter(

@@ -164,6 +164,11 @@ class Settings:
         "seconds of CPU time a CRDT worker may spend on a request before it is killed and restarted (and at "
         "most ten times as long in wall time, if it uses none)",
     )
+    crdt_worker_nice: int = _setting(
+        5,
+        "niceness of the CRDT workers above the server's own (0-19; 0: the same priority): when the CPU is "
+        "short, the process holding the sockets (pings, /healthz, fan-out) is served before the workers",
+    )
     poison_ttl: float = _setting(
         600.0, "seconds an update that crashed or stalled a CRDT worker is refused on sight"
     )
@@ -306,6 +311,8 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}DOCUMENT_WORKERS must be positive")
         if self.gc_freeze_interval < 0:
             raise ConfigError(f"{ENV_PREFIX}GC_FREEZE_INTERVAL must be 0 (CPython's default collector) or positive")
+        if not 0 <= self.crdt_worker_nice <= 19:
+            raise ConfigError(f"{ENV_PREFIX}CRDT_WORKER_NICE must be between 0 and 19")
         if self.crdt_workers < 0:
             raise ConfigError(f"{ENV_PREFIX}CRDT_WORKERS must be 0 (one per core) or positive")
         for name in ("heartbeat_interval", "anti_entropy_interval", "presence_ttl", "crdt_deadline"):

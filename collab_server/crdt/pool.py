@@ -130,9 +130,9 @@ class _Pending:
 class _Lane:
     __slots__ = ("busy", "heavy", "index", "process", "queue", "rooms", "row_by_row", "scheduled")
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, nice: int = 0) -> None:
         self.index = index
-        self.process = WorkerProcess(index)
+        self.process = WorkerProcess(index, nice=nice)
         self.queue: list[_Pending] = []
         self.busy = False
         self.scheduled = False
@@ -149,12 +149,18 @@ class WorkerPool:
     """``DocumentEngine`` on worker processes. ``start`` before use, ``close`` at shutdown."""
 
     def __init__(
-        self, workers: int = 0, *, document_workers: int = 1, deadline: float = 1.0, poison_ttl: float = 600.0
+        self,
+        workers: int = 0,
+        *,
+        document_workers: int = 1,
+        deadline: float = 1.0,
+        poison_ttl: float = 600.0,
+        nice: int = 0,
     ) -> None:
         self.deadline = deadline
         self.poison = PoisonList(poison_ttl)
-        self._lanes = [_Lane(i) for i in range(workers or default_workers())]
-        self._document_lanes = [_Lane(len(self._lanes) + i) for i in range(max(document_workers, 0))]
+        self._lanes = [_Lane(i, nice) for i in range(workers or default_workers())]
+        self._document_lanes = [_Lane(len(self._lanes) + i, nice) for i in range(max(document_workers, 0))]
         self._next_document_lane = 0
         self._source: RoomSource | None = None
         self._tasks: set[asyncio.Task[None]] = set()

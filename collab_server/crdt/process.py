@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from collab_server.crdt.codec import HEADER, CodecError
-from collab_server.crdt.worker import PARENT_ENV, READY
+from collab_server.crdt.worker import NICE_ENV, PARENT_ENV, READY
 from collab_server.native_stderr import NativeReport
 
 logger = logging.getLogger(__name__)
@@ -33,8 +33,9 @@ class WorkerDied(Exception):
 class WorkerProcess:
     """A running worker. ``request`` is not reentrant: the pool sends one request at a time."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, *, nice: int = 0) -> None:
         self.index = index
+        self.nice = nice  # added to the server's niceness in the worker (``worker.lower_priority``)
         self._process: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None
 
@@ -72,6 +73,7 @@ class WorkerProcess:
             "MALLOC_PERTURB_": "165",
             # A worker whose server died before the worker asked the kernel to kill it along exits at once.
             PARENT_ENV: str(os.getpid()),
+            NICE_ENV: str(self.nice),
             "PYTHONPATH": os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p),
         }
         self._process = await asyncio.create_subprocess_exec(

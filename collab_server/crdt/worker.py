@@ -18,6 +18,7 @@ from collab_server.crdt.documents import Documents
 
 READY = b"collab-crdt-worker/1"
 PARENT_ENV = "COLLAB_CRDT_WORKER_PARENT"  # the server's pid, set by process.WorkerProcess
+NICE_ENV = "COLLAB_CRDT_WORKER_NICE_INCREMENT"  # set by process.WorkerProcess
 
 
 def handle(documents: Documents, op: Op) -> Result:
@@ -94,6 +95,16 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
         answers.flush()
 
 
+def lower_priority() -> None:
+    """Run below the server (``COLLAB_CRDT_WORKER_NICE``). When workers crash-loop or chew on heavy
+    updates on a short CPU, the process that owns the sockets must still answer pings and /healthz and
+    fan out the edits of every other room; the watchdog counts a worker's CPU time, so a worker that
+    waits for the CPU is not taken for a hung one."""
+    increment = int(os.environ.get(NICE_ENV, "0"))
+    if increment > 0:
+        os.nice(increment)
+
+
 def die_with_the_server() -> None:
     """Have the kernel kill this worker when the server that started it dies (Linux ``PR_SET_PDEATHSIG``).
     A worker reads the end of its input and exits when the server goes away, except one looping inside
@@ -112,6 +123,7 @@ def die_with_the_server() -> None:
 
 def main() -> None:
     die_with_the_server()
+    lower_priority()
     # The answer pipe is fd 1; anything printed must not corrupt it, so stdout becomes stderr.
     answers = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
     os.dup2(2, 1)

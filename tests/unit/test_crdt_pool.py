@@ -384,3 +384,14 @@ async def test_a_rebuild_names_the_rows_it_left_out(pool: tuple[WorkerPool, Stor
     await engine.state_vector("r")  # finds the worker dead: restarts it and rebuilds its rooms
     assert store.left_out["r"] == [1]
     assert _text(await engine.full_state("r")) == "0,1,"
+
+
+async def test_workers_run_below_the_server_s_priority() -> None:
+    """Under a CPU shortage the process holding the sockets is served first (``crdt_worker_nice``)."""
+    engine = await WorkerPool(1, document_workers=0, nice=7).start()
+    try:
+        pid = engine._lanes[0].process.pid
+        assert pid is not None
+        assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + 7
+    finally:
+        await engine.close()

@@ -31,6 +31,7 @@ def test_environment_values_are_cast_to_the_field_types() -> None:
         ({"COLLAB_WS_DEFLATE": "maybe"}, "COLLAB_WS_DEFLATE='maybe' is not a valid bool"),
         ({"COLLAB_SEND_QUEUE_MESSAGES": "0"}, "COLLAB_SEND_QUEUE_MESSAGES must be positive"),
         ({"COLLAB_LOG_LEVEL": "loud"}, "COLLAB_LOG_LEVEL must be"),
+        ({"COLLAB_CRDT_WORKER_NICE": "20"}, "COLLAB_CRDT_WORKER_NICE must be between 0 and 19"),
     ],
 )
 def test_bad_values_name_the_key(env: dict[str, str], message: str) -> None:
