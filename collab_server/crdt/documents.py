@@ -287,14 +287,19 @@ class Documents:
         if held is not None:
             held.doc.unobserve(held.subscription)
 
-    def fold(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
+    def fold(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded | Refusal:
         """Fold a room's stored rows: from its live document when this worker holds the room and that
-        document provably holds them (``fold_loaded``: no replay), else by replaying them."""
+        document provably holds them (``fold_loaded``: no replay), else by replaying them.
+
+        A snapshot is only returned once it loads back (``_loads_back``): the library can encode a fuzzed
+        document into bytes that it then cannot load (a panic, or an endless loop, on every later load of
+        the room), and a stored snapshot replaces the rows it folds. LIBRARY_FAILURE when no fold does:
+        the rows stay in the log, where a load can still set the bad ones aside one by one."""
         held = self.rooms.get(room)
         if held is not None:
             known = snapshot is None or _digest(snapshot) in held.snapshots
             folded = fold_loaded(held.doc, None if known else snapshot, updates)
-            if folded is not None:
+            if folded is not None and _loads_back(folded):
                 # The stored snapshot once the compaction is written (the older ones stay known, in case
                 # it is not).
                 held.snapshots = [*held.snapshots[-3:], _digest(folded.snapshot)]
@@ -307,7 +312,20 @@ class Documents:
         bad_set = {index for index, _ in bad}
         good = [i for i in range(len(updates)) if i not in bad_set]
         folded = fold_doc(doc, [updates[i] for i in good])
+        if not _loads_back(folded):
+            return Refusal.LIBRARY_FAILURE
         return Folded(folded.snapshot, folded.state_vector, [good[i] for i in folded.folded], bad)
+
+
+def _loads_back(folded: Folded) -> bool:
+    """Whether ``folded.snapshot`` loads into a fresh document at the state vector it was encoded at."""
+    doc: Doc[Any] = Doc()
+    try:
+        doc.apply_update(folded.snapshot)
+        return decode_state_vector(doc.get_state()) == decode_state_vector(folded.state_vector)
+    except BaseException as exc:
+        _refusal(exc)
+        return False
 
 
 def fold_doc(doc: Doc[Any], updates: Sequence[bytes]) -> Folded:

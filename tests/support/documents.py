@@ -28,4 +28,11 @@ def typing_updates(count: int, *, client: int = 1, start: int = 0, name: str = "
 
 async def fold_here(room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
     """A ``persistence.base.Fold`` run in the test process (the server folds in its CRDT workers)."""
-    return Documents().fold(room, snapshot, updates)
+    return folded_by(Documents(), room, snapshot, updates)
+
+
+def folded_by(documents: Documents, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
+    """``documents.fold``, which must succeed."""
+    folded = documents.fold(room, snapshot, updates)
+    assert isinstance(folded, Folded), folded
+    return folded

@@ -11,7 +11,7 @@ from collab_server.crdt.documents import Documents, RoomDoc
 from collab_server.crdt.engine import Applied, BadRow, Loaded, Refusal
 from collab_server.crdt.worker import handle_all
 from persistence.base import Folded
-from tests.support.documents import typing_updates
+from tests.support.documents import folded_by, typing_updates
 from tests.support.hostile import PANIC, PARTIAL
 
 
@@ -104,7 +104,7 @@ def test_a_live_document_that_cannot_encode_is_folded_by_replaying_the_rows() ->
         broken.apply_update(update)
     documents = Documents()
     documents.rooms["r"] = RoomDoc(broken, [*updates, PANIC[0]])
-    folded = documents.fold("r", None, [*updates, PANIC[0]])
+    folded = folded_by(documents, "r", None, [*updates, PANIC[0]])
     assert folded.folded == [0, 1] and [index for index, _ in folded.bad] == [2]
     documents.rooms["r"].refold()  # cannot encode: the base is kept as it is, nothing raised
     assert documents.rooms["r"].base == [*updates, PANIC[0]]

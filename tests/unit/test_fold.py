@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 from pycrdt import Doc, Text
 
-from collab_server.crdt.documents import Documents, _digest
+from collab_server.crdt import documents as documents_module
+from collab_server.crdt.documents import Documents, _digest, _loads_back
+from collab_server.crdt.engine import Refusal
 from persistence.base import Folded
-from tests.support.documents import typing_updates
+from tests.support.documents import folded_by, typing_updates
 
 
 def fold(snapshot: bytes | None, updates: list[bytes]) -> Folded:
-    return Documents().fold("r", snapshot, updates)
+    return folded_by(Documents(), "r", snapshot, updates)
 
 
 def _text(snapshot: bytes, rest: list[bytes] | None = None) -> str:
@@ -90,7 +94,7 @@ def test_a_loaded_room_folds_from_its_live_document_without_replaying() -> None:
         assert documents.apply("r", update).accepted
     unstored = typing_updates(6, start=0)[1][5]  # accepted, not stored yet: the snapshot may hold it
     assert documents.apply("r", unstored).accepted
-    result = documents.fold("r", None, updates)
+    result = folded_by(documents, "r", None, updates)
     assert result.folded == [0, 1, 2, 3, 4, 5] and result.bad == []
     assert _text(result.snapshot) == "1,2,3,4,5,"
     # what the live document held: the very state it reports
@@ -104,7 +108,7 @@ def test_a_row_the_live_document_has_not_seen_stays_in_the_log() -> None:
     elsewhere = _deleting(writer, 0, 2)
     documents = Documents()
     documents.load("r", None, updates)
-    result = documents.fold("r", None, [*updates, elsewhere])
+    result = folded_by(documents, "r", None, [*updates, elsewhere])
     assert result.folded == [0, 1, 2]  # the delete stays in the log, to be folded once it is held
     assert _text(result.snapshot, [elsewhere]) == "1,2,"
 
@@ -115,7 +119,7 @@ def test_a_stored_snapshot_the_live_document_lacks_is_replayed() -> None:
     documents = Documents()
     documents.load("r", None, updates)
     snapshot = other[0]  # not in the live document: fold by replaying what is stored
-    result = documents.fold("r", snapshot, updates)
+    result = folded_by(documents, "r", snapshot, updates)
     assert result.folded == [0, 1, 2]
     doc: Doc[Any] = Doc()
     doc.apply_update(result.snapshot)
@@ -136,12 +140,43 @@ def test_a_snapshot_the_room_was_loaded_from_or_folded_into_is_not_decoded_again
     _, updates = typing_updates(4)
     documents = Documents()
     documents.load("r", None, updates[:2])
-    first = documents.fold("r", None, updates[:2])
+    first = folded_by(documents, "r", None, updates[:2])
     assert _digest(first.snapshot) in documents.rooms["r"].snapshots  # remembered, not decoded again
     documents.apply_run("r", updates[2:])
     # The stored snapshot is the one this document folded into: known by its digest, held for sure.
-    second = documents.fold("r", first.snapshot, updates[2:])
+    second = folded_by(documents, "r", first.snapshot, updates[2:])
     assert second.folded == [0, 1] and _text(second.snapshot) == "0,1,2,3,"
     reloaded = Documents()
     reloaded.load("r", second.snapshot, [])
-    assert reloaded.fold("r", second.snapshot, []).state_vector == second.state_vector
+    assert folded_by(reloaded, "r", second.snapshot, []).state_vector == second.state_vector
+
+
+# Encoded by the library from a fuzzed room's document in fuzz run G (docs/benchmarks.md), stored as that
+# room's snapshot, and panicking on every load of it since.
+UNLOADABLE_SNAPSHOT = (Path(__file__).parents[1] / "support" / "payloads" / "unloadable-snapshot.bin").read_bytes()
+
+
+def test_a_snapshot_that_does_not_load_back_is_found() -> None:
+    _, updates = typing_updates(3)
+    good = fold(None, updates)
+    assert _loads_back(good)
+    assert not _loads_back(Folded(UNLOADABLE_SNAPSHOT, good.state_vector, [0, 1, 2]))
+    # one that loads, but not to the state it claims (rows it would drop from the log)
+    assert not _loads_back(Folded(fold(None, updates[:2]).snapshot, good.state_vector, [0, 1, 2]))
+
+
+def test_a_fold_whose_snapshot_would_not_load_back_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library encoding a document into bytes it cannot load is not something a test can make it
+    do on demand (the room above took a long fuzz run): the encoder is replaced by one that returns those
+    bytes. Neither the live document's fold nor the replay may then reach the store: the rows stay."""
+    _, updates = typing_updates(3)
+    documents = Documents()
+    documents.load("r", None, updates)
+
+    def unloadable(doc: Doc[Any], *args: Any) -> Folded:
+        return Folded(UNLOADABLE_SNAPSHOT, doc.get_state(), list(range(len(updates))))
+
+    monkeypatch.setattr(documents_module, "fold_loaded", unloadable)
+    monkeypatch.setattr(documents_module, "fold_doc", unloadable)
+    assert documents.fold("r", None, updates) is Refusal.LIBRARY_FAILURE
+    assert Documents().fold("r", None, updates) is Refusal.LIBRARY_FAILURE  # the replay's fold too
