@@ -168,16 +168,24 @@ async def _run(args: argparse.Namespace, servers: list[ServerProcess]) -> int:
         text = await _fresh_text(node, server, "real", writer.text_name)
         print(f"lost (live)   {lost([writer], {writer.text_name: text})}")
         await client.destroy()
-        server.stop()
-        check = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "collab_server", "rooms", "check"],
-            env={**os.environ, **env},
-            cwd=REPO,
-            capture_output=True,
-            timeout=3600,
-        )
-        print(f"rooms check   exit {check.returncode}: {check.stdout.decode().strip().splitlines()[-5:]}")
+        started_stop = time.monotonic()
+        code = server.stop(timeout=60)  # SIGTERM: every room saved, then exit 0 (-9: killed after 60 s)
+        print(f"shutdown      exit {code} in {time.monotonic() - started_stop:.1f} s")
+        # What a load would quarantine (--repair moves it), then whether every room loads: a room that
+        # cannot be loaded at all is what "unloadable" means; rows set aside are kept in quarantine.
+        for args_ in (["--repair"], []):
+            check = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "collab_server", "rooms", "check", *args_],
+                env={**os.environ, **env},
+                cwd=REPO,
+                capture_output=True,
+                timeout=3600,
+            )
+            output = check.stdout.decode().strip().splitlines()
+            (directory / f"rooms-check{'-repair' if args_ else ''}.txt").write_text("\n".join(output) + "\n")
+            summary = [line for line in output if line.startswith(("checked", "quarantine holds"))]
+            print(f"rooms check {' '.join(args_) or '        '} exit {check.returncode}: {summary}")
         server = ServerProcess(env=env, log_path=directory / "server-2.log")
         servers.append(server.start())
         text = await _fresh_text(node, server, "real", writer.text_name)
