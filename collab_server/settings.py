@@ -130,9 +130,9 @@ class Settings:
         4.0, "milliseconds one busy socket may hold the event loop before it lets everyone else run"
     )
     gc_freeze_interval: float = _setting(
-        1.0,
+        0.0,
         "seconds between two collect-and-freeze passes that keep the garbage collector off long-lived "
-        "objects (0: CPython's default collector, whose full collections stall the loop)",
+        "objects (0, the default: CPython's own collector; see README before turning this on)",
     )
     load_timeout: float = _setting(30.0, "seconds a joining peer waits for its room to load")
     room_grace: float = _setting(10.0, "seconds a room with no peers stays loaded before it unloads")

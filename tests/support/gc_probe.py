@@ -3,8 +3,8 @@
 Runs the server in this process on uvloop (as ``collab-server`` does), with the garbage collector
 disabled once it has started, and prints ``ready PORT``. Each line ``collect`` read from stdin is
 answered with one JSON line: how many objects the collector finds unreachable now (objects that only it
-could ever free) and their types. Clients must run in another process, so that only the server's own
-objects are counted.
+could ever free) and their types; each line ``census``, with the objects it tracks, by type. Clients
+must run in another process, so that only the server's own objects are counted.
 """
 
 from __future__ import annotations
@@ -36,6 +36,13 @@ def _unreachable() -> dict[str, object]:
     return {"unreachable": found, "kinds": dict(kinds.most_common(20))}
 
 
+def _census() -> dict[str, object]:
+    """The objects the collector tracks (alive, or garbage it has not collected), by type."""
+    objects = gc.get_objects()
+    kinds = collections.Counter(type(obj).__qualname__ for obj in objects)
+    return {"tracked": len(objects), "kinds": dict(kinds.most_common(25))}
+
+
 async def _main() -> None:
     port = free_port()
     settings = Settings.from_env({**os.environ, "COLLAB_PORT": str(port), "COLLAB_GC_FREEZE_INTERVAL": "0"})
@@ -54,6 +61,8 @@ async def _main() -> None:
     while line := await reader.readline():
         if line.strip() == b"collect":
             print(json.dumps(_unreachable()), flush=True)
+        elif line.strip() == b"census":
+            print(json.dumps(_census()), flush=True)
     server.should_exit = True
     await serving
 

@@ -48,5 +48,24 @@ async def test_interval_zero_leaves_the_collector_alone(unfrozen: None) -> None:
     assert policy._handle is None and gc.get_freeze_count() == 0
 
 
+async def test_the_frozen_count_is_read_once_a_minute_not_at_every_tick(
+    unfrozen: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``gc.get_freeze_count()`` walks every frozen object: at every tick it stalled the loop."""
+    reads: list[int] = []
+
+    def counted() -> int:
+        reads.append(1)
+        return 0
+
+    monkeypatch.setattr(gc, "get_freeze_count", counted)
+    policy = GcPolicy(0.001).start()
+    try:
+        await eventually(lambda: _asserted(policy.ticks >= 5))
+        assert len(reads) == 1  # the first tick's; the next is 60 ticks later
+    finally:
+        policy.stop()
+
+
 def _asserted(condition: bool) -> None:
     assert condition
