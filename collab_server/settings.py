@@ -172,7 +172,11 @@ class Settings:
     poison_ttl: float = _setting(
         600.0, "seconds an update that crashed or stalled a CRDT worker is refused on sight"
     )
-    shutdown_timeout: float = _setting(20.0, "seconds to flush rooms and close sockets on SIGTERM")
+    shutdown_timeout: float = _setting(
+        20.0,
+        "seconds to close sockets on SIGTERM, and then to compact rooms (every room's edits are committed "
+        "first; a room not compacted in time is compacted at its next load)",
+    )
     auto_migrate: bool = _setting(
         True, "PostgreSQL: apply pending schema migrations at startup (off: run `collab-server migrate`)"
     )

@@ -296,3 +296,39 @@ async def test_a_room_whose_rows_cannot_be_folded_still_unloads_and_is_not_folde
     finally:
         await manager.close()
         await writer.close()
+
+
+class EndlessFoldEngine(InProcessEngine):
+    """Folds that never finish, as a worker crash-looping at every compaction try looks from here."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folds = 0
+
+    async def fold(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
+        self.folds += 1
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_shutdown_commits_every_room_then_compacts_only_while_its_timeout_lasts() -> None:
+    store = MemoryStore()
+    engine = EndlessFoldEngine()
+    writer = AppendWriter(store, window=0.001)
+    writer.start()
+    manager = RoomManager(store, writer, Settings(replica_id="test").replace(shutdown_timeout=0.3), engine=engine)
+    try:
+        client: Doc[Any] = Doc()
+        for name in ("a", "b", "c"):
+            peer = _peer(name)
+            room = await manager.join(name, peer)
+            room.receive(peer, encode_update(append_text(client, name)))
+        closing = asyncio.create_task(manager.close())
+        # Three folds of 0.3 s each would be 0.9 s: the whole shutdown has 0.3 s for its compactions.
+        assert await asyncio.wait_for(closing, 2) == 3
+        assert engine.folds == 1  # the first fold ran out the time; the others were not tried
+        for name in ("a", "b", "c"):
+            stored = await store.load(name)
+            assert stored is not None and len(stored.updates) == 1  # committed, left for the next load to fold
+    finally:
+        await writer.close()
