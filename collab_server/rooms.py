@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from collab_server import metrics
-from collab_server.crdt.engine import DocumentEngine, EngineError, Loaded, Refusal
+from collab_server.crdt.engine import BadRow, DocumentEngine, EngineError, Loaded, Refusal
 from collab_server.errors import CloseCode, FoldFailed, StoreError, StoreUnavailable
 from collab_server.peer import Peer
 from collab_server.replication import Replication, SingleReplica
@@ -178,7 +178,7 @@ class RoomManager:
             else:
                 loaded = await self.engine.load(name, stored.snapshot, [*stored.updates, *queued])
                 log_updates, log_bytes = len(stored.updates), stored.log_bytes
-                if any(row.refusal is Refusal.NOT_LOADED for row in loaded.bad):
+                if len(_with_verdict(loaded.bad)) < len(loaded.bad):
                     # Isolation gave up on a row because the worker kept restarting under it: no verdict
                     # on the row, so nothing is quarantined, and the room is not served without it.
                     await self.engine.unload(name)
@@ -341,8 +341,7 @@ class RoomManager:
             folded = await self.engine.fold(room, snapshot, updates)
         except EngineError as exc:
             raise FoldFailed(f"room {room!r} could not be folded: {exc}") from exc
-        # A row isolation gave up on because the worker kept restarting under it has no verdict: neither
-        # folded nor quarantined, it stays in the log for the next compaction.
+        # A row without a verdict (``_with_verdict``) is neither folded nor quarantined: it stays in the log.
         unavailable = Refusal.NOT_LOADED.reason
         folded = dataclasses.replace(folded, bad=[row for row in folded.bad if row[1] != unavailable])
         if folded.bad:
@@ -370,8 +369,7 @@ class RoomManager:
 
     def room_rebuilt(self, room: str, loaded: Loaded) -> None:
         stored = self._rebuilding.pop(room, None)
-        # A row left out because the worker restarted under it has no verdict: it stays in the log.
-        loaded = Loaded(loaded.state_vector, [row for row in loaded.bad if row.refusal is not Refusal.NOT_LOADED])
+        loaded = Loaded(loaded.state_vector, _with_verdict(loaded.bad))  # the others stay in the log
         if loaded.bad and stored is not None:
             # Quarantined now, as a load would: otherwise every later rebuild of the room (after every
             # restart of its worker) replays its rows one by one again to leave the same rows out.
@@ -447,3 +445,8 @@ class RoomManager:
         metrics.ROOMS_LOADED.set(0)
         return saved
 
+
+def _with_verdict(bad: list[BadRow]) -> list[BadRow]:
+    """The rows of ``bad`` the engine found bad. One left out with NOT_LOADED has no verdict: isolation gave
+    up on it because its worker kept restarting under it (another room's op, or a busy machine)."""
+    return [row for row in bad if row.refusal is not Refusal.NOT_LOADED]

@@ -301,12 +301,8 @@ async def test_a_room_whose_rows_cannot_be_folded_still_unloads_and_is_not_folde
         await writer.close()
 
 
-class EndlessFoldEngine(InProcessEngine):
+class EndlessFoldEngine(UnfoldableEngine):
     """Folds that never finish, as a worker crash-looping at every compaction try looks from here."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.folds = 0
 
     async def fold(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
         self.folds += 1
