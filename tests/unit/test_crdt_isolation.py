@@ -18,8 +18,11 @@ from persistence.base import Folded
 class ScriptedPool:
     """Applies succeed unless ``script`` lists refusals for the update's bytes (one per try, in order)."""
 
-    def __init__(self, script: dict[bytes, Iterable[Refusal]]) -> None:
+    def __init__(self, script: dict[bytes, Iterable[Refusal]], *, reloads: Iterable[Refusal] = ()) -> None:
         self.script = {update: list(refusals) for update, refusals in script.items()}
+        # What loads of a snapshot plus rows answer, one per load, in order (then: loaded)
+        self.reloads = list(reloads)
+        self.reloaded: list[tuple[bytes, ...]] = []  # the rows of every such load
         self.tries: list[tuple[bytes, bool]] = []  # (update, patient) of every apply
         self.adopted: list[str] = []
         self.others: list[tuple[Kind, str]] = []  # (kind, room) of every op but applies and loads
@@ -30,6 +33,10 @@ class ScriptedPool:
             refusals = self.script.get(op.payload, [])
             return Applied(refusals.pop(0) if refusals else None)
         if op.kind is Kind.LOAD:
+            if op.updates:
+                self.reloaded.append(op.updates)
+                if self.reloads:
+                    return self.reloads.pop(0)
             return Loaded(b"state")
         self.others.append((op.kind, op.room))
         if op.kind is Kind.FOLD:
@@ -66,6 +73,22 @@ async def test_the_library_s_refusal_is_final_at_once() -> None:
     loaded = await isolation.load(pool, "room", None, ROWS)
     assert [(row.index, row.refusal) for row in loaded.bad] == [(3, Refusal.LIBRARY_FAILURE)]
     assert pool.tries_of(b"d") == [False]  # one try: the library says the same every time
+
+
+async def test_after_a_kill_the_good_rows_go_back_in_one_request() -> None:
+    pool = ScriptedPool({b"c": [Refusal.CRASHED]})
+    loaded = await isolation.load(pool, "room", None, ROWS)
+    assert loaded.bad == []
+    assert pool.reloaded[0] == (b"a", b"b")  # put back together, not one request per row
+    assert pool.tries_of(b"a") == [False] and pool.tries_of(b"b") == [False]  # applied once each, by isolation
+
+
+async def test_good_rows_that_fail_together_go_back_one_request_each() -> None:
+    pool = ScriptedPool({b"c": [Refusal.CRASHED]}, reloads=[Refusal.CRASHED])
+    loaded = await isolation.load(pool, "room", None, ROWS)
+    assert loaded.bad == []
+    assert pool.reloaded[0] == (b"a", b"b")
+    assert pool.tries_of(b"a") == [False, False] and pool.tries_of(b"b") == [False, False]  # tried, then put back
 
 
 async def test_a_room_dropped_by_another_room_s_restart_is_put_back_and_its_row_tried_again() -> None:
