@@ -140,7 +140,9 @@ async def load(pool: WorkerPool, room: str, snapshot: bytes | None, updates: Seq
             Op(Kind.LOAD, room, snapshot=good_snapshot, updates=tuple(updates[i] for i in good))
         )
         if isinstance(final, Loaded):
-            return Loaded(final.state_vector, bad + final.bad)
+            # The final load numbers its rows among the good ones only: back to the stored rows' indexes.
+            failed_now = [BadRow(-1 if row.index < 0 else good[row.index], row.refusal) for row in final.bad]
+            return Loaded(final.state_vector, sorted(bad + failed_now, key=lambda row: row.index))
     # Every row applies on its own, one transaction each, yet loading them together kills the worker: keep
     # the document isolation builds (update by update, as the rows were first applied live).
     _, good, bad = await _isolate(pool, room, snapshot, updates)

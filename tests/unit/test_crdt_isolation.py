@@ -11,17 +11,19 @@ from collections.abc import Iterable
 
 from collab_server.crdt import isolation
 from collab_server.crdt.codec import Kind, Op, Result
-from collab_server.crdt.engine import Applied, Loaded, Refusal
+from collab_server.crdt.engine import Applied, BadRow, Loaded, Refusal
 from persistence.base import Folded
 
 
 class ScriptedPool:
     """Applies succeed unless ``script`` lists refusals for the update's bytes (one per try, in order)."""
 
-    def __init__(self, script: dict[bytes, Iterable[Refusal]], *, reloads: Iterable[Refusal] = ()) -> None:
+    def __init__(
+        self, script: dict[bytes, Iterable[Refusal]], *, reloads: dict[tuple[bytes, ...], list[Result]] | None = None
+    ) -> None:
         self.script = {update: list(refusals) for update, refusals in script.items()}
-        # What loads of a snapshot plus rows answer, one per load, in order (then: loaded)
-        self.reloads = list(reloads)
+        # What loads of a snapshot plus these rows answer, one per load, in order (then: loaded)
+        self.reloads = reloads or {}
         self.reloaded: list[tuple[bytes, ...]] = []  # the rows of every such load
         self.tries: list[tuple[bytes, bool]] = []  # (update, patient) of every apply
         self.adopted: list[str] = []
@@ -35,8 +37,9 @@ class ScriptedPool:
         if op.kind is Kind.LOAD:
             if op.updates:
                 self.reloaded.append(op.updates)
-                if self.reloads:
-                    return self.reloads.pop(0)
+                answers = self.reloads.get(op.updates)
+                if answers:
+                    return answers.pop(0)
             return Loaded(b"state")
         self.others.append((op.kind, op.room))
         if op.kind is Kind.FOLD:
@@ -84,11 +87,19 @@ async def test_after_a_kill_the_good_rows_go_back_in_one_request() -> None:
 
 
 async def test_good_rows_that_fail_together_go_back_one_request_each() -> None:
-    pool = ScriptedPool({b"c": [Refusal.CRASHED]}, reloads=[Refusal.CRASHED])
+    pool = ScriptedPool({b"c": [Refusal.CRASHED]}, reloads={(b"a", b"b"): [Refusal.CRASHED]})
     loaded = await isolation.load(pool, "room", None, ROWS)
     assert loaded.bad == []
     assert pool.reloaded[0] == (b"a", b"b")
     assert pool.tries_of(b"a") == [False, False] and pool.tries_of(b"b") == [False, False]  # tried, then put back
+
+
+async def test_rows_failing_in_the_final_load_are_reported_by_their_stored_index() -> None:
+    # "b" is convicted; then the final load of the good rows (a, c, d) fails on its second one: that is "c"
+    final = Loaded(b"state", [BadRow(1, Refusal.LIBRARY_FAILURE)])
+    pool = ScriptedPool({b"b": [Refusal.CRASHED] * 2}, reloads={(b"a", b"c", b"d"): [final]})
+    loaded = await isolation.load(pool, "room", None, ROWS)
+    assert [(row.index, row.refusal) for row in loaded.bad] == [(1, Refusal.CRASHED), (2, Refusal.LIBRARY_FAILURE)]
 
 
 async def test_a_room_dropped_by_another_room_s_restart_is_put_back_and_its_row_tried_again() -> None:
