@@ -53,6 +53,9 @@ async def check_rooms(store: DocumentStore, engine: WorkerPool, *, repair: bool,
             if stored is None:
                 continue
             loaded = await engine.load(name, stored.snapshot, stored.updates)
+            # Served means encoded too (every join's sync, every compaction): a room that loads but cannot
+            # encode its document cannot be served (EngineError).
+            await engine.full_state(name)
             await engine.unload(name)
         except (StoreError, EngineError) as exc:
             unloadable += 1

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pycrdt import Doc, TransactionEvent, get_state, get_update
@@ -70,15 +70,44 @@ def _replay(entries: Sequence[bytes]) -> tuple[Doc[Any], list[int]]:
     Some updates apply without complaint but leave the document unable to encode itself (the panic
     comes later, from ``get_update``: a room that loads and then fails every join). Encoding is what an
     observer does at each commit, so a replay whose result does not encode is done again with one:
-    the row that breaks it then fails its own transaction and is set aside.
+    the row that breaks it then fails its own transaction and is set aside. And where every commit
+    encoded its own changes but the whole document still does not encode (fuzz run J's ``fuzz-34``,
+    docs/benchmarks.md), the row after which it stops encoding is found by bisecting the prefixes of the
+    replay, and left out too, until the document encodes.
     """
     doc, failed = _replay_once(entries, observed=False)
     if _encodes(doc):
         return doc, failed
     doc, failed = _replay_once(entries, observed=True)
-    if not _encodes(doc):  # pragma: no cover - no known input gets here
+    for _ in range(_MAX_UNENCODABLE_ROWS):
+        if _encodes(doc):
+            return doc, failed
+        skip = {*failed, _first_unencodable(entries, set(failed))}
+        doc, failed = _replay_once(entries, observed=True, skip=skip)
+        failed = sorted({*failed, *skip})
+    if not _encodes(doc):
         raise RuntimeError("the document cannot be encoded even without its failing rows")
     return doc, failed
+
+
+# Rows left out of a replay, one bisection each, for making the document unable to encode itself.
+_MAX_UNENCODABLE_ROWS = 16
+
+
+def _first_unencodable(entries: Sequence[bytes], skip: set[int]) -> int:
+    """The index of the entry after which a replay of ``entries`` (without ``skip``) no longer encodes.
+
+    The empty prefix encodes and the whole replay does not, so bisection ends on a prefix that encodes
+    followed by one that does not: its last entry is the one that broke the document."""
+    encodes, breaks = 0, len(entries)
+    while breaks - encodes > 1:
+        middle = (encodes + breaks) // 2
+        doc, _ = _replay_once(entries[:middle], observed=True, skip=skip)
+        if _encodes(doc):
+            encodes = middle
+        else:
+            breaks = middle
+    return breaks - 1
 
 
 def _encodes(doc: Doc[Any]) -> bool:
@@ -90,7 +119,9 @@ def _encodes(doc: Doc[Any]) -> bool:
     return True
 
 
-def _replay_once(entries: Sequence[bytes], *, observed: bool) -> tuple[Doc[Any], list[int]]:
+def _replay_once(
+    entries: Sequence[bytes], *, observed: bool, skip: set[int] | frozenset[int] = frozenset()
+) -> tuple[Doc[Any], list[int]]:
     def fresh() -> Doc[Any]:
         doc: Doc[Any] = Doc()
         if observed:
@@ -101,6 +132,8 @@ def _replay_once(entries: Sequence[bytes], *, observed: bool) -> tuple[Doc[Any],
     good: list[bytes] = []
     failed: list[int] = []
     for index, entry in enumerate(entries):
+        if index in skip:
+            continue
         if _try_apply(doc, entry) is None:
             good.append(entry)
             continue
@@ -270,17 +303,20 @@ class Documents:
             _refusal(exc)
             return Refusal.BAD_STATE_VECTOR
 
+    # Reads of a loaded document: a document the library cannot encode is refused, as an update would be,
+    # rather than ending the worker (and every other room's document in it) with an uncaught panic.
+
     def state_vector(self, room: str) -> bytes | Refusal:
         held = self.rooms.get(room)
-        return Refusal.NOT_LOADED if held is None else held.doc.get_state()
+        return Refusal.NOT_LOADED if held is None else _read(lambda: held.doc.get_state())
 
     def delete_set(self, room: str) -> bytes | Refusal:
         held = self.rooms.get(room)
-        return Refusal.NOT_LOADED if held is None else held.doc.get_update(held.doc.get_state())
+        return Refusal.NOT_LOADED if held is None else _read(lambda: held.doc.get_update(held.doc.get_state()))
 
     def full_state(self, room: str) -> bytes | Refusal:
         held = self.rooms.get(room)
-        return Refusal.NOT_LOADED if held is None else held.doc.get_update()
+        return Refusal.NOT_LOADED if held is None else _read(held.doc.get_update)
 
     def unload(self, room: str) -> None:
         held = self.rooms.pop(room, None)
@@ -315,6 +351,13 @@ class Documents:
         if not _loads_back(folded):
             return Refusal.LIBRARY_FAILURE
         return Folded(folded.snapshot, folded.state_vector, [good[i] for i in folded.folded], bad)
+
+
+def _read(encode: Callable[[], bytes]) -> bytes | Refusal:
+    try:
+        return encode()
+    except BaseException as exc:
+        return _refusal(exc)
 
 
 def _loads_back(folded: Folded) -> bool:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from pycrdt import Doc, Text
 
+from collab_server.crdt import documents as documents_module
 from collab_server.crdt.codec import Kind, Op, Result, decode_ops, decode_results, encode_ops, encode_results
 from collab_server.crdt.documents import Documents, RoomDoc
 from collab_server.crdt.engine import Applied, BadRow, Loaded, Refusal
@@ -123,6 +125,40 @@ def test_a_row_that_applies_but_breaks_encoding_is_found_on_load() -> None:
     loaded = documents.load("r", None, [*typing_updates(1)[1], PANIC[0]])
     assert [row.index for row in loaded.bad] == [1]
     assert isinstance(documents.full_state("r"), bytes)
+
+
+def test_a_document_that_stops_encoding_though_every_commit_encoded_is_loaded_without_the_row_that_broke_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fuzz run J left a room whose rows each committed (and encoded their changes) under an observer, yet
+    the whole document then could not encode: every join and compaction ended its worker. Which row does it
+    depends on the library's heap (it reads memory it freed), so no stored bytes do it on demand; the
+    library's encoder is made to fail for a document holding the third row instead."""
+    updates = []
+    for client, mark in enumerate("ABCDE", start=1):  # five independent rows: none waits for another
+        doc: Doc[Any] = Doc(client_id=client)
+        doc.get("text", type=Text).insert(0, mark)
+        updates.append(doc.get_update())
+    real_encodes = documents_module._encodes
+
+    def encodes(doc: Doc[Any]) -> bool:
+        return real_encodes(doc) and "C" not in str(doc.get("text", type=Text))
+
+    monkeypatch.setattr(documents_module, "_encodes", encodes)
+    documents = Documents()
+    loaded = documents.load("r", None, updates)
+    assert [row.index for row in loaded.bad] == [2]
+    assert sorted(_text(documents, "r")) == ["A", "B", "D", "E"]
+
+
+def test_reads_of_a_document_that_cannot_encode_are_refused_not_fatal() -> None:
+    _, updates = typing_updates(2)
+    broken: Doc[Any] = Doc()
+    for update in [*updates, PANIC[0]]:
+        broken.apply_update(update)
+    documents = Documents()
+    documents.rooms["r"] = RoomDoc(broken, [*updates, PANIC[0]])
+    assert documents.full_state("r") is Refusal.LIBRARY_FAILURE  # the worker, and its other rooms, live on
 
 
 def test_a_malformed_state_vector_is_refused_without_reaching_the_library() -> None:
