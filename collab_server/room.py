@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Final, Protocol
 
 from pycrdt import merge_updates
@@ -116,9 +116,17 @@ class Room:
         self._pending_awareness: dict[int, AwarenessEntry] = {}
         self._awareness_handle: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"Room({self.name!r}, peers={len(self.peers)}, awareness={len(self.awareness)})"
+
+    def _call_soon(self, callback: Callable[[], None]) -> asyncio.Handle:
+        """``call_soon`` on the room's loop, found once: on Python 3.11 every ``get_running_loop()`` is a
+        ``getpid()`` system call, and this runs for every accepted update."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop.call_soon(callback)
 
     # -- peers ---------------------------------------------------------------------------------
 
@@ -225,7 +233,7 @@ class Room:
         if len(self._pending) >= _MAX_BATCH:
             self.flush()
         elif self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+            self._flush_handle = self._call_soon(self.flush)
 
     def _refused(self, origin: Origin, refusal: Refusal) -> None:
         metrics.UPDATES_REFUSED.labels(refusal.label).inc()
@@ -269,7 +277,7 @@ class Room:
         for entry in entries:
             self._pending_awareness[entry.client_id] = entry
         if self._pending_awareness and self._awareness_handle is None:
-            self._awareness_handle = asyncio.get_running_loop().call_soon(self._flush_awareness)
+            self._awareness_handle = self._call_soon(self._flush_awareness)
 
     def _flush_awareness(self) -> None:
         self._awareness_handle = None

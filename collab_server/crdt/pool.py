@@ -166,6 +166,9 @@ class WorkerPool:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.requests = 0  # sent to workers, ever (tests check the batching with it)
+        # The loop ``start`` ran on, kept: Python 3.11's get_running_loop() is a getpid() system call,
+        # and the pool schedules a flush and a task per lane per tick.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"WorkerPool(workers={len(self._lanes)}, deadline={self.deadline})"
@@ -184,6 +187,7 @@ class WorkerPool:
         self._source = source
 
     async def start(self) -> WorkerPool:
+        self._loop = asyncio.get_running_loop()
         lanes = [*self._lanes, *self._document_lanes]
         await asyncio.gather(*(lane.process.start(_START_TIMEOUT) for lane in lanes))
         return self
@@ -293,7 +297,7 @@ class WorkerPool:
         if not lane.busy and not lane.scheduled:
             # Sent at the end of this tick, with everything else queued for the worker meanwhile.
             lane.scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush, lane)
+            (self._loop or asyncio.get_running_loop()).call_soon(self._flush, lane)
 
     def _flush(self, lane: _Lane) -> None:
         lane.scheduled = False
@@ -303,7 +307,7 @@ class WorkerPool:
         batch, lane.queue = lane.queue[:cut], lane.queue[cut:]
         join_runs(batch)
         lane.busy = True
-        task = asyncio.get_running_loop().create_task(self._run(lane, batch))
+        task = (self._loop or asyncio.get_running_loop()).create_task(self._run(lane, batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
