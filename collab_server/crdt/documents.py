@@ -308,7 +308,7 @@ class Documents:
 
     def state_vector(self, room: str) -> bytes | Refusal:
         held = self.rooms.get(room)
-        return Refusal.NOT_LOADED if held is None else _read(lambda: held.doc.get_state())
+        return Refusal.NOT_LOADED if held is None else _read(held.doc.get_state)
 
     def delete_set(self, room: str) -> bytes | Refusal:
         held = self.rooms.get(room)

@@ -166,9 +166,7 @@ class WorkerPool:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.requests = 0  # sent to workers, ever (tests check the batching with it)
-        # The loop ``start`` ran on, kept: Python 3.11's get_running_loop() is a getpid() system call,
-        # and the pool schedules a flush and a task per lane per tick.
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # see _running_loop
 
     def __repr__(self) -> str:
         return f"WorkerPool(workers={len(self._lanes)}, deadline={self.deadline})"
@@ -187,7 +185,6 @@ class WorkerPool:
         self._source = source
 
     async def start(self) -> WorkerPool:
-        self._loop = asyncio.get_running_loop()
         lanes = [*self._lanes, *self._document_lanes]
         await asyncio.gather(*(lane.process.start(_START_TIMEOUT) for lane in lanes))
         return self
@@ -297,7 +294,14 @@ class WorkerPool:
         if not lane.busy and not lane.scheduled:
             # Sent at the end of this tick, with everything else queued for the worker meanwhile.
             lane.scheduled = True
-            (self._loop or asyncio.get_running_loop()).call_soon(self._flush, lane)
+            self._running_loop().call_soon(self._flush, lane)
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The pool's loop, found once: on Python 3.11 every ``get_running_loop()`` is a ``getpid()``
+        system call, and the pool schedules a flush and a task per lane per tick."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def _flush(self, lane: _Lane) -> None:
         lane.scheduled = False
@@ -307,7 +311,7 @@ class WorkerPool:
         batch, lane.queue = lane.queue[:cut], lane.queue[cut:]
         join_runs(batch)
         lane.busy = True
-        task = (self._loop or asyncio.get_running_loop()).create_task(self._run(lane, batch))
+        task = self._running_loop().create_task(self._run(lane, batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -97,16 +97,25 @@ def test_updates_that_stay_pending_do_not_make_every_later_update_refold_the_bas
     assert _text(documents, "r") == "".join(f"{i}," for i in range(700))
 
 
-def test_a_live_document_that_cannot_encode_is_folded_by_replaying_the_rows() -> None:
-    """PANIC[0] applies without complaint and leaves the document unable to encode itself: a compaction
-    of such a loaded room replays its rows instead of letting the panic end the worker."""
+def _holding_an_unencodable_room() -> tuple[Documents, list[bytes]]:
+    """Documents whose room "r" was applied two good rows and PANIC[0], which applies without complaint
+    and leaves the document unable to encode itself; and those rows."""
     _, updates = typing_updates(2)
+    rows = [*updates, PANIC[0]]
     broken: Doc[Any] = Doc()
-    for update in [*updates, PANIC[0]]:
+    for update in rows:
         broken.apply_update(update)
     documents = Documents()
-    documents.rooms["r"] = RoomDoc(broken, [*updates, PANIC[0]])
-    folded = folded_by(documents, "r", None, [*updates, PANIC[0]])
+    documents.rooms["r"] = RoomDoc(broken, list(rows))
+    return documents, rows
+
+
+def test_a_live_document_that_cannot_encode_is_folded_by_replaying_the_rows() -> None:
+    """A compaction of a loaded room that cannot encode replays its rows instead of letting the panic end
+    the worker."""
+    documents, rows = _holding_an_unencodable_room()
+    updates = rows[:2]
+    folded = folded_by(documents, "r", None, rows)
     assert folded.folded == [0, 1] and [index for index, _ in folded.bad] == [2]
     documents.rooms["r"].refold()  # cannot encode: the base is kept as it is, nothing raised
     assert documents.rooms["r"].base == [*updates, PANIC[0]]
@@ -152,12 +161,7 @@ def test_a_document_that_stops_encoding_though_every_commit_encoded_is_loaded_wi
 
 
 def test_reads_of_a_document_that_cannot_encode_are_refused_not_fatal() -> None:
-    _, updates = typing_updates(2)
-    broken: Doc[Any] = Doc()
-    for update in [*updates, PANIC[0]]:
-        broken.apply_update(update)
-    documents = Documents()
-    documents.rooms["r"] = RoomDoc(broken, [*updates, PANIC[0]])
+    documents, _ = _holding_an_unencodable_room()
     assert documents.full_state("r") is Refusal.LIBRARY_FAILURE  # the worker, and its other rooms, live on
 
 
