@@ -143,6 +143,11 @@ PEER_SLOWED_SECONDS = Counter(
     "collab_peer_slowed_seconds_total",
     "Seconds peers past their byte or message rates waited before their next frame was read",
 )
+FRAMES_IN_TASK = Counter(
+    "collab_frames_in_task_total",
+    "Binary frames handled by their connection's task instead of the read callback that received them "
+    "(behind a rate pause or a spent loop turn; collab_server.reader)",
+)
 QUOTA_REFUSALS = Counter(
     "collab_quota_refusals_total",
     "Peers or connections refused for passing a rate or quota (closed with a transient code)",

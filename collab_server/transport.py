@@ -7,6 +7,10 @@ ASGI gives an app two things it cannot do well at scale:
 - ``send_nowait(data)``: write one binary message *now*, without a coroutine or task, when the socket is
   writable. A broadcast to N peers is then N synchronous writes instead of N task wake-ups; it returns
   False (and the caller falls back to the awaited ASGI send) when flow control says to wait.
+- ``offer_frames(handler)``: hand each complete binary message to ``handler`` right in the data callback
+  that read it, while the app's task is not behind (nothing queued); the handler may decline it, and then
+  it is queued for ``receive()`` as usual. A message taken this way costs no queue entry, no future and no
+  task wake-up, and no pause and resume of the socket's reading (``collab_server.reader``).
 
 The endpoint uses the extension only when present, so the app still runs under any ASGI server.
 
@@ -73,6 +77,11 @@ def binary_frame_header(length: int) -> bytes:
 
 
 _NOTHING: Any = object()
+
+FrameHandler = Callable[[bytes, float], bool]
+"""``handler(message, read_at)``, called from the protocol's data callback with a complete binary message
+while nothing waits in the receive queue (``read_at``: the loop time at which that callback began). True:
+the handler took it; False: queue it for the app's ``receive()`` as usual."""
 
 
 class ReceiveQueue:
@@ -321,9 +330,11 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
     # 37 of them would overflow CPython's shared-key instance dict into a 1.6 KB dict per connection.
     # An attribute a later uvicorn adds still works: it lands in the (then materialised) instance dict.
     __slots__ = (
-        # ours: the ping token bucket
+        # ours: the ping token bucket, and the app's frame handler (see offer_frames)
+        "_frame_handler",
         "_ping_time",
         "_ping_tokens",
+        "_read_at",
         # uvicorn's
         "app",
         "app_state",
@@ -375,6 +386,8 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
         self.writable.set()
         self._ping_tokens = float(PING_BURST)
         self._ping_time = 0.0
+        self._frame_handler: FrameHandler | None = None
+        self._read_at = 0.0
 
     def start_keepalive(self) -> None:
         # Called once, right after the 101 response went out: the handshake is complete.
@@ -432,7 +445,11 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None:
             share_common_headers(scope["headers"])
-            scope["extensions"][TRANSPORT_EXTENSION] = {"reset": self.reset, "send_nowait": self.send_nowait}
+            scope["extensions"][TRANSPORT_EXTENSION] = {
+                "reset": self.reset,
+                "send_nowait": self.send_nowait,
+                "offer_frames": self.offer_frames,
+            }
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -442,6 +459,28 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None:
             scope["extensions"].pop(TRANSPORT_EXTENSION, None)
+        self._frame_handler = None  # the same kind of cycle: handler -> peer -> send_nowait -> protocol
+
+    def offer_frames(self, handler: FrameHandler | None) -> None:
+        """From now on, offer each binary message to ``handler`` first (None: stop). See ``FrameHandler``."""
+        self._frame_handler = handler
+
+    def data_received(self, data: bytes) -> None:
+        self._read_at = self.loop.time()
+        super().data_received(data)
+
+    def send_receive_event_to_app(self) -> None:
+        # uvicorn queues each message for the app's task and pauses reading until the task took it. A
+        # binary message that the frame handler takes needs neither: it is handled in this callback.
+        handler = self._frame_handler
+        if handler is not None and self.curr_msg_data_type == "bytes" and not self.close_sent and self.queue.empty():
+            frames = self.frames
+            data = frames[0] if len(frames) == 1 else b"".join(frames)
+            if handler(data, self._read_at):
+                self.frames = []
+                return
+            self.frames = [data]  # declined: queued for the task as uvicorn would
+        super().send_receive_event_to_app()
 
     def handle_ping(self) -> None:
         # websockets queued the pong already; write it only while the peer reads what it is sent, and

@@ -1,9 +1,10 @@
 """The websocket endpoint ``/ws/{room}``: one peer's life, from handshake to close.
 
-Errors are translated to close codes (``collab_server.errors.CloseCode``) here and nowhere else, and they
-close this peer only. Close reasons say what the client did wrong, in our words, never a library's
-message. Each refusal is counted (``collab_peers_closed_total{reason}``, quotas also in
-``collab_quota_refusals_total{quota}``) and logged in one line, rate-limited per reason.
+Errors are translated to close codes (``collab_server.errors.CloseCode``) here, and for what a peer's
+frames cause in ``collab_server.reader``; they close this peer only. Close reasons say what the client
+did wrong, in our words, never a library's message. Each refusal is counted
+(``collab_peers_closed_total{reason}``, quotas also in ``collab_quota_refusals_total{quota}``) and logged
+in one line, rate-limited per reason.
 
 Before the socket is even accepted, the connection caps (collab_server.admission) may turn it down: then
 the upgrade is answered with HTTP 503 or 429 and a Retry-After, and no socket exists to close.
@@ -11,9 +12,7 @@ the upgrade is answered with HTTP 503 or 429 and a Retry-After, and no socket ex
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
@@ -30,23 +29,17 @@ from collab_server.errors import (
     AuthUnavailable,
     CloseCode,
     CorruptDocument,
-    DocumentTooLarge,
     Forbidden,
-    LimitExceeded,
-    ProtocolError,
-    RateExceeded,
     RoomNotFound,
-    RoomOverloaded,
     StoreError,
-    StoreOverloaded,
 )
 from collab_server.frames import FrameGate
 from collab_server.limits import Quotas
 from collab_server.names import room_name, room_name_problem
 from collab_server.peer import Peer
-from collab_server.protocol import FrameLimits, Message, SyncStep2, SyncUpdate
-from collab_server.refusals import log_refusal, refuse
-from collab_server.room import Room
+from collab_server.protocol import FrameLimits
+from collab_server.reader import FrameReader
+from collab_server.refusals import log_refusal
 from collab_server.room_control import RoomControl
 from collab_server.rooms import RoomManager
 from collab_server.security import security_event
@@ -57,18 +50,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["requested_room", "room_endpoint", "room_name_problem"]
 
-# A receive() that took longer than this waited for the network, so the loop served everyone else.
-_REAL_WAIT = 0.0005
 _ROOM_PREFIX = b"/ws/"
 # The ASGI extension that lets an app answer a websocket upgrade with an HTTP response (uvicorn has it).
 DENIAL_EXTENSION = "websocket.http.response"
-
-# LimitExceeded subclass -> (close code, metric reason)
-_LIMIT_CODES: dict[type[LimitExceeded], tuple[CloseCode, str]] = {
-    RateExceeded: (CloseCode.RATE_LIMITED, "rate_limited"),
-    DocumentTooLarge: (CloseCode.TOO_LARGE, "document_too_large"),
-    RoomOverloaded: (CloseCode.OVERLOADED, "awareness_full"),
-}
 
 
 def requested_room(scope: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -175,11 +159,18 @@ async def room_endpoint(websocket: WebSocket) -> None:
         )
         if access.enabled:
             control.opened(name, peer, admission.principal)
+        reader = FrameReader(peer, room, gate, settings.turn_budget_ms / 1000)
+        offer_frames = transport.get("offer_frames")
         try:
             for message in room.welcome():
                 peer.send(message)
-            await _read_loop(websocket, peer, room, gate, settings.turn_budget_ms / 1000)
+            if offer_frames is not None:
+                # From here frames are handled in the read callback while the task waits (reader.py).
+                offer_frames(reader.take)
+            await reader.run(websocket.receive)
         finally:
+            if offer_frames is not None:
+                offer_frames(None)
             control.closed(name, peer)
             # Leaves the room (idempotent: a slow-consumer close may have removed the peer already) and
             # broadcasts the removal of its awareness states.
@@ -214,95 +205,3 @@ def _frame_limits(settings: Settings) -> FrameLimits:
         awareness_state_bytes=settings.max_awareness_state_bytes,
         awareness_depth=settings.max_awareness_depth,
     )
-
-
-async def _read_loop(websocket: WebSocket, peer: Peer, room: Room, gate: FrameGate, turn_budget: float) -> None:
-    receive = websocket.receive
-    handle = room.handle
-    clock = asyncio.get_running_loop().time
-    turn_started = clock()
-    while not peer.closed:
-        before = clock()
-        if before - turn_started > turn_budget:
-            # One socket read can queue hundreds of frames, and awaiting a queued frame does not yield.
-            # After ``turn_budget`` seconds of them, give the loop a turn, so that one busy peer cannot
-            # hold up other rooms, the store's commit replies or pings for its whole burst.
-            await asyncio.sleep(0)
-            before = turn_started = clock()
-        event = await receive()
-        if clock() - before > _REAL_WAIT:
-            turn_started = clock()  # receive() really waited: the loop ran others meanwhile
-        if event["type"] == "websocket.disconnect":
-            peer.mark_disconnected(event.get("code"))
-            return
-        frame = event.get("bytes")
-        if frame is None:
-            text = "text frames are not supported: send binary messages"
-            refuse(peer, CloseCode.UNSUPPORTED_DATA, "text_frame", text)
-            return
-        message: Message | None = None
-        try:
-            for message in gate.admit(frame):
-                gate.check(message, room, can_write=peer.can_write, introduced=peer.client_ids)
-                handle(peer, message)
-                if peer.closed:
-                    return  # too slow to take the replies: nothing more of this frame is worth doing
-                if clock() - turn_started > turn_budget:
-                    # The same budget inside a frame: a frame of thousands of messages yields too.
-                    await asyncio.sleep(0)
-                    turn_started = clock()
-            message = None
-            pause = gate.pause()
-            if pause:
-                # Past its rates: the next frame waits (the peer's sends back up behind its socket).
-                metrics.PEER_SLOWED_SECONDS.inc(pause)
-                await asyncio.sleep(pause)
-                turn_started = clock()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            if not _close_for(peer, exc, message):
-                raise
-            return
-
-
-def _close_for(peer: Peer, exc: BaseException, message: Message | None) -> bool:
-    """Close ``peer`` for ``exc``, raised while handling its ``message``; False if ``exc`` is not ours."""
-    if isinstance(exc, ProtocolError):
-        refuse(peer, CloseCode.PROTOCOL_ERROR, "protocol_error", f"protocol error: {exc}")
-    elif isinstance(exc, LimitExceeded):
-        code, reason = _LIMIT_CODES.get(type(exc), (CloseCode.TRY_AGAIN_LATER, "limit"))
-        refuse(peer, code, reason, str(exc), quota=True)
-    elif isinstance(exc, StoreOverloaded):
-        refuse(peer, CloseCode.TRY_AGAIN_LATER, "store_overloaded", "the store is not accepting writes; retry later")
-    elif _raised_by_crdt_library(exc):
-        if isinstance(message, SyncUpdate | SyncStep2):
-            # What this peer sent made the CRDT library fail (a RuntimeError, or pyo3's PanicException,
-            # a BaseException): the client's doing, so one line and no traceback.
-            refuse(peer, CloseCode.PROTOCOL_ERROR, "update_failed", "update refused: it could not be applied")
-        else:
-            # Reading the document failed: the room's state is damaged, not this peer's request. A
-            # transient code, so that the client comes back once the room is rebuilt.
-            refuse(peer, CloseCode.INTERNAL_ERROR, "document_damaged", "the room's document is damaged; retry later")
-    elif isinstance(exc, Exception):
-        # A bug in handling one frame must cost this peer its connection, not the room or server.
-        metrics.PEERS_CLOSED.labels("internal_error").inc()
-        logger.exception("error handling a frame from peer %d in room %r", peer.id, peer.room_name)
-        peer.close(CloseCode.INTERNAL_ERROR, "internal error")
-    else:
-        return False
-    return True
-
-
-def _raised_by_crdt_library(exc: BaseException) -> bool:
-    """Did ``exc`` come out of pycrdt (its Python wrapper is the innermost frame)?"""
-    if type(exc).__name__ == "PanicException":
-        return True
-    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-        return False
-    traceback = exc.__traceback__
-    if traceback is None:
-        return False
-    while traceback.tb_next is not None:
-        traceback = traceback.tb_next
-    return f"{os.sep}pycrdt{os.sep}" in traceback.tb_frame.f_code.co_filename
