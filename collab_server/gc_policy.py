@@ -1,5 +1,8 @@
 """Keep CPython's cyclic garbage collector off the long-lived heap: ``GcPolicy``.
 
+Two levers: collection thresholds that make full collections rare (on by default), and periodic
+collect-and-freeze (off by default).
+
 Why. The collector walks every tracked object of the generations it collects, on the event loop's
 thread. A replica holds about 70 tracked objects per open connection (protocol, parser, scope, peer,
 rate buckets, the ASGI task's coroutines), so 4,000 connections are ~330,000 objects, and CPython
@@ -8,7 +11,7 @@ Measured on 1,000 rooms x 4 clients connecting and editing (docs/benchmarks.md, 
 9 full collections of up to 0.6 s of CPU each, a third of the process's CPU time, every one a stall of
 the whole replica.
 
-What. Every ``interval`` seconds: collect (``gc.collect()``; frozen objects are not walked, so this costs
+Collect-and-freeze. Every ``interval`` seconds: collect (``gc.collect()``; frozen objects are not walked, so this costs
 only what was allocated since the last time), then freeze what survived (``gc.freeze()``): the collector
 never walks it again. Between two ticks CPython's own young collections run as usual.
 
@@ -24,6 +27,16 @@ Off by default (``COLLAB_GC_FREEZE_INTERVAL=0``: CPython's own collector). In an
 lives longer than a tick and then dies in a cycle, or that stays reachable, which the connection test
 above does not cover and which is not found yet. Until it is, freezing is for a measured deployment that
 watches that gauge, not the default.
+
+The thresholds (``COLLAB_GC_THRESHOLDS``, on by default: 2000,10,100 against CPython's 700,10,10). Without
+freezing, CPython runs a full collection whenever the objects promoted to the oldest generation since the
+last one reach a quarter of it, and no sooner than every ``threshold2`` collections of the middle one. With
+1,000 rooms x 4 clients editing, that was 12 full collections of up to 455 ms each, 3 of the networking
+process's 17 CPU seconds (docs/benchmarks.md). A young generation of 2,000 objects instead of 700 lets most
+of a tick's short-lived objects (ops, results, futures) die before a collection promotes them, and 100
+middle collections per full one makes full collections ten times rarer: still run, so cyclic garbage is
+still freed, only later. The young collections stay short (a few ms; the middle one up to ~30 ms at 4,000
+connections, against ~15 ms with CPython's thresholds).
 
 Only the server process does this (``collab_server.server``): an app built in a test process leaves that
 process's collector alone.
@@ -42,14 +55,20 @@ _COUNT_EVERY = 60
 
 
 class GcPolicy:
-    """Collect-then-freeze every ``interval`` seconds on the running loop, until ``stop``."""
+    """The collector's ``thresholds`` (None: CPython's), and collect-then-freeze every ``interval`` seconds
+    (0: never) on the running loop, until ``stop``."""
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, thresholds: tuple[int, int, int] | None = None) -> None:
         self.interval = interval
+        self.thresholds = thresholds
         self._handle: asyncio.TimerHandle | None = None
+        self._saved_thresholds: tuple[int, int, int] | None = None
         self.ticks = 0
 
     def start(self) -> GcPolicy:
+        if self.thresholds is not None:
+            self._saved_thresholds = gc.get_threshold()
+            gc.set_threshold(*self.thresholds)
         if self.interval > 0:
             self._schedule(asyncio.get_running_loop())
         return self
@@ -58,6 +77,9 @@ class GcPolicy:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        if self._saved_thresholds is not None:
+            gc.set_threshold(*self._saved_thresholds)
+            self._saved_thresholds = None
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         self._handle = loop.call_later(self.interval, self._tick, loop)

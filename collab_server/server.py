@@ -66,4 +66,4 @@ def serve(settings: Settings) -> None:
     route_native_stderr()
     config = uvicorn_config(settings)  # configures logging
     raise_fd_limit()  # before the app's lifespan sizes its connection cap on it
-    _Server(config, GcPolicy(settings.gc_freeze_interval)).run()
+    _Server(config, GcPolicy(settings.gc_freeze_interval, settings.gc_threshold_values)).run()

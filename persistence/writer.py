@@ -87,8 +87,8 @@ class AppendWriter:
         self._pending.append(_Entry(room, update, time.monotonic()))
         self._pending_bytes += len(update)
         self._appended += 1
-        metrics.STORE_PENDING_UPDATES.set(len(self._pending))
-        metrics.STORE_PENDING_BYTES.set(self._pending_bytes)
+        # The pending gauges are set by the commit loop, once per window: this runs for every update, and a
+        # prometheus gauge takes a lock (4 % of the networking process at 1,000 busy rooms).
         self._wakeup.set()
 
     def pending_for(self, room: str) -> list[bytes]:
@@ -133,6 +133,7 @@ class AppendWriter:
             if self._window > 0:
                 # The group-commit window: edits arriving meanwhile share this transaction.
                 await asyncio.sleep(self._window)
+            self._report_pending()
             while self._sent < len(self._pending):
                 await self._slots.acquire()
                 end = min(self._sent + self._batch, len(self._pending))
@@ -141,6 +142,10 @@ class AppendWriter:
                 task = asyncio.get_running_loop().create_task(self._commit(batch))
                 self._commits.add(task)
                 task.add_done_callback(self._commits.discard)
+
+    def _report_pending(self) -> None:
+        metrics.STORE_PENDING_UPDATES.set(len(self._pending))
+        metrics.STORE_PENDING_BYTES.set(self._pending_bytes)
 
     async def _commit(self, batch: list[_Entry]) -> None:
         """Write one batch, retrying with backoff until it is in; holds one in-flight slot meanwhile."""
@@ -174,8 +179,7 @@ class AppendWriter:
             self._pending_bytes -= len(entry.update)
             self._sent -= 1
             self._committed += 1
-        metrics.STORE_PENDING_UPDATES.set(len(self._pending))
-        metrics.STORE_PENDING_BYTES.set(self._pending_bytes)
+        self._report_pending()
         if not self.healthy:
             logger.info("store is writable again; %d updates still queued", len(self._pending))
         self.healthy = True
@@ -190,6 +194,7 @@ class AppendWriter:
 
     def _on_failure(self, exc: Exception, backoff: float) -> None:
         metrics.STORE_ERRORS.labels("append").inc()
+        self._report_pending()  # the commit loop waits for this batch meanwhile: report from its retries
         self.healthy = False
         now = time.monotonic()
         if now - self._last_behind_log >= _BEHIND_LOG_EVERY:

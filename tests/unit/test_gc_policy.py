@@ -67,5 +67,15 @@ async def test_the_frozen_count_is_read_once_a_minute_not_at_every_tick(
         policy.stop()
 
 
+async def test_thresholds_hold_while_the_policy_runs_and_are_restored_after() -> None:
+    before = gc.get_threshold()
+    policy = GcPolicy(0, (2000, 10, 100)).start()
+    try:
+        assert gc.get_threshold() == (2000, 10, 100)
+    finally:
+        policy.stop()
+    assert gc.get_threshold() == before
+
+
 def _asserted(condition: bool) -> None:
     assert condition

@@ -32,11 +32,19 @@ def test_environment_values_are_cast_to_the_field_types() -> None:
         ({"COLLAB_SEND_QUEUE_MESSAGES": "0"}, "COLLAB_SEND_QUEUE_MESSAGES must be positive"),
         ({"COLLAB_LOG_LEVEL": "loud"}, "COLLAB_LOG_LEVEL must be"),
         ({"COLLAB_CRDT_WORKER_NICE": "20"}, "COLLAB_CRDT_WORKER_NICE must be between 0 and 19"),
+        ({"COLLAB_GC_THRESHOLDS": "2000,10"}, "COLLAB_GC_THRESHOLDS must be three positive integers"),
+        ({"COLLAB_GC_THRESHOLDS": "2000,0,100"}, "COLLAB_GC_THRESHOLDS must be three positive integers"),
     ],
 )
 def test_bad_values_name_the_key(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+def test_gc_thresholds_are_three_integers_or_cpythons_default() -> None:
+    assert Settings.from_env({}).gc_threshold_values == (2000, 10, 100)
+    assert Settings.from_env({"COLLAB_GC_THRESHOLDS": "700, 10, 10"}).gc_threshold_values == (700, 10, 10)
+    assert Settings.from_env({"COLLAB_GC_THRESHOLDS": "default"}).gc_threshold_values is None
 
 
 def test_flags_override_the_environment() -> None:
