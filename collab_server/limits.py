@@ -109,9 +109,13 @@ class PeerRates:
 
     def pause(self) -> float:
         """Seconds to wait before reading the peer's next frame (0: none); RateExceeded past patience."""
+        if self._bytes.tokens >= 0 and self._messages.tokens >= 0:
+            # Not in debt as of the last charge, and buckets only refill since: no clock needed. This runs
+            # for every frame, and is the answer for all but a flooding peer's.
+            return 0.0
         now = self._clock()
-        waits = [(self._bytes.debt(now), self._bytes), (self._messages.debt(now), self._messages)]
-        wait, bucket = max(waits, key=lambda item: item[0])
+        bytes_wait, messages_wait = self._bytes.debt(now), self._messages.debt(now)
+        wait, bucket = (bytes_wait, self._bytes) if bytes_wait >= messages_wait else (messages_wait, self._messages)
         if wait <= 0:
             return 0.0
         if not self._patience.take(wait, now):

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -99,8 +100,10 @@ class RoomSource(Protocol):
         ...
 
 
+@functools.lru_cache(maxsize=16384)
 def lane_of(room: str, workers: int) -> int:
-    """The worker of ``room``: stable across processes and restarts (not Python's salted ``hash``)."""
+    """The worker of ``room``: stable across processes and restarts (not Python's salted ``hash``).
+    Cached: it runs for every op, and a busy replica's rooms are a working set."""
     return zlib.crc32(room.encode("utf-8", "surrogatepass")) % workers
 
 

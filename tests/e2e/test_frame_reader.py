@@ -4,10 +4,16 @@ the connection's task has nothing to do, in the task once one has to wait; in th
 from __future__ import annotations
 
 import asyncio
+import socket
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.uri import parse_uri
+from websockets.utils import apply_mask
 
 from collab_server.protocol import encode_sync_step1, encode_update
 from tests.support.documents import typing_updates
@@ -99,3 +105,88 @@ async def test_a_frame_sent_while_the_task_finishes_a_long_one_waits_its_turn(
         await eventually(the_task_has_it, timeout=30)
         reply = await _step2_after(ws)
     assert b"19999," in reply
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 300, 4096])
+async def test_frames_cut_anywhere_by_the_network_are_read_whole_and_in_order(
+    server: ServerProcess, room_name: str, chunk: int
+) -> None:
+    """The read callback takes whole binary frames itself and leaves everything else to websockets' parser
+    (transport.py). Whatever the reads cut, a ping, a fragmented message and thirty updates around them
+    come out whole and in order: the pong is sent, and the step1 sent last is answered with every update."""
+    client = ClientProtocol(parse_uri(f"{server.url}/{room_name}"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client.send_request(client.connect())
+    events = _Events(client, reader)
+    await _write(writer, client.data_to_send(), chunk=None)
+    await events.until(lambda event: isinstance(event, Frame))  # the server's welcome: it has us
+    _, updates = typing_updates(32)
+    messages = [encode_update(update) for update in updates]
+    for message in messages[:15]:
+        client.send_binary(message)
+    client.send_ping(b"are you there")
+    half = len(messages[15]) // 2
+    client.send_binary(messages[15][:half], fin=False)
+    client.send_continuation(messages[15][half:], fin=True)
+    for message in messages[16:]:
+        client.send_binary(message)
+    client.send_binary(encode_sync_step1(b"\x00"))
+    await _write(writer, client.data_to_send(), chunk=chunk)
+    await events.until(lambda event: isinstance(event, Frame) and event.opcode is Opcode.PONG)
+    step2 = await events.until(lambda event: isinstance(event, Frame) and event.data[:2] == b"\x00\x01")
+    assert b"31," in step2.data and b"15," in step2.data
+    assert client.close_rcvd is None
+    writer.close()
+
+
+class _Events:
+    """The frames the server sends, parsed by websockets' client side."""
+
+    def __init__(self, client: ClientProtocol, reader: asyncio.StreamReader) -> None:
+        self._client = client
+        self._reader = reader
+
+    async def until(self, wanted: Callable[[Any], bool]) -> Any:
+        while True:
+            for event in self._client.events_received():
+                if wanted(event):
+                    return event
+            data = await asyncio.wait_for(self._reader.read(65536), 30)
+            assert data, "the server closed the connection"
+            self._client.receive_data(data)
+
+
+async def _write(writer: asyncio.StreamWriter, pieces: list[bytes], *, chunk: int | None) -> None:
+    """Write ``pieces``, cut into ``chunk``-byte writes (so the server's reads end mid-frame)."""
+    data = b"".join(pieces)
+    step = chunk or len(data)
+    for start in range(0, len(data), step):
+        writer.write(data[start : start + step])
+        await writer.drain()
+        if chunk:
+            await asyncio.sleep(0)  # one write per loop turn: with TCP_NODELAY, mostly one segment each
+
+
+async def test_a_whole_frame_inside_a_fragmented_message_is_a_protocol_error(
+    server: ServerProcess, room_name: str
+) -> None:
+    """RFC 6455 5.4: a fragmented message's frames may not interleave with another data frame. The read
+    callback must not take such a frame past websockets' parser, which refuses it."""
+    client = ClientProtocol(parse_uri(f"{server.url}/{room_name}"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    client.send_request(client.connect())
+    events = _Events(client, reader)
+    await _write(writer, client.data_to_send(), chunk=None)
+    await events.until(lambda event: isinstance(event, Frame))
+    _, updates = typing_updates(2)
+    client.send_binary(encode_update(updates[0]), fin=False)
+    await _write(writer, client.data_to_send(), chunk=None)
+    # A second message before the first one's continuation, framed by hand (the client refuses to).
+    payload = encode_update(updates[1])
+    assert len(payload) < 126
+    frame = bytes((0x82, 0x80 | len(payload))) + b"abcd" + apply_mask(payload, b"abcd")
+    await _write(writer, [frame], chunk=None)
+    close = await events.until(lambda event: isinstance(event, Frame) and event.opcode is Opcode.CLOSE)
+    assert int.from_bytes(close.data[:2], "big") == 1002
+    writer.close()
