@@ -54,8 +54,12 @@ class MemoryStore:
         )
 
     async def append_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
+        rooms = self._rooms
         for room, update in entries:
-            self._rooms.setdefault(room, _Room()).log.append((next(self._seq), bytes(update)))
+            stored = rooms.get(room)
+            if stored is None:  # not setdefault(room, _Room()): that builds a _Room for every update
+                stored = rooms[room] = _Room()
+            stored.log.append((next(self._seq), bytes(update)))
 
     async def compact(
         self, room: str, *, fold: Fold, label: str | None = None, created_by: str | None = None
