@@ -514,6 +514,10 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
         size = len(data)
         start = 0
         while size - start >= 6:
+            if self.close_sent:
+                # The handler had the connection dropped: websockets takes the rest (it still answers a
+                # close, and uvicorn discards the messages).
+                break
             # FIN + binary opcode, no reserved bits; the client's mask bit set (RFC 6455 5.2).
             if data[start] != _FIN_BINARY or not data[start + 1] & 0x80:
                 break
