@@ -206,7 +206,7 @@ class DocumentSizes:
         if size + nbytes > self.max_bytes:
             return False
         self._sizes[room] = (size + nbytes, measured)
-        if room in self._admitted_since:
+        if self._admitted_since and room in self._admitted_since:  # a measurement is in flight (rare)
             self._admitted_since[room] += nbytes
         return True
 
