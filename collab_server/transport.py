@@ -303,6 +303,7 @@ def _between_frames(conn: Protocol) -> bool:
     inner = parser.gi_yieldfrom
     return inner is not None and inner.gi_code is _AT_EOF
 
+
 # Request headers whose values repeat from one connection to the next. The scope holds each header as a
 # tuple of two bytes objects (about 150 bytes), for the connection's life; equal ones are shared.
 _SHARED_HEADER_NAMES = frozenset(
