@@ -34,17 +34,24 @@ class LoopCounters(Collector):
         self._name = name.removesuffix("_total")
         self._documentation = documentation
         self._labelnames = labelnames
-        # An unlabelled counter shows 0 from the start, as a prometheus Counter does.
-        self._series: dict[tuple[str, ...], LoopCounter] = {} if labelnames else {(): LoopCounter()}
+        self._series: dict[tuple[str, ...], LoopCounter] = {}
+        # An unlabelled counter shows 0 from the start, as a prometheus Counter does; inc() bumps it directly.
+        self._unlabelled = None if labelnames else self.labels()
         REGISTRY.register(self)
 
     def labels(self, *values: str) -> LoopCounter:
+        """The series for ``values`` (bind it once: this is a dict lookup)."""
         if len(values) != len(self._labelnames):
             raise ValueError(f"{self._name} takes labels {self._labelnames}")
-        return self._series.setdefault(values, LoopCounter())
+        series = self._series.get(values)
+        if series is None:
+            series = self._series[values] = LoopCounter()
+        return series
 
     def inc(self, amount: int = 1) -> None:
-        self.labels().inc(amount)
+        if self._unlabelled is None:
+            raise ValueError(f"{self._name} takes labels {self._labelnames}: use labels(...).inc()")
+        self._unlabelled.value += amount
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)

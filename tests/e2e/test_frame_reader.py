@@ -51,10 +51,10 @@ async def test_frames_of_a_peer_that_waits_for_its_replies_never_reach_the_task(
     before = await _frames_in_task(server)
     async with connect(f"{server.url}/{room_name}") as ws:
         await ws.recv()
-        for update in updates:
+        for i, update in enumerate(updates):
             await ws.send(encode_update(update))
             # The step1's answer comes once the update was applied: the next frame finds the task idle.
-            assert b"\x00\x01" == (await _step2_after(ws))[:2]
+            assert f"{i},".encode() in await _step2_after(ws)
     await eventually(lambda: _has_text(reader, "".join(f"{i}," for i in range(100))))
     # A frame goes to the task only when its read callback ran past the loop turn's budget (4 ms) before
     # reaching it: a garbage collection at that moment can do it, so a few are allowed, not 201.
