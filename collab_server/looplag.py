@@ -2,6 +2,10 @@
 long other work held the loop (one long turn, or many short ones back to back). Every socket, room and
 the store's commit replies wait that long, so this is the first number to look at when latency grows.
 Exported as ``collab_loop_lag_seconds``; the cost is one timer callback per interval.
+
+Beside it, ``collab_loop_tasks``: the tasks alive on the loop, counted when scraped. An idle websocket
+connection holds none (``collab_server.session``), so it follows work in flight, and a number that grows
+with the connections means tasks are held (or leaked) per connection.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ class LoopLagMonitor:
         self.over_10ms = 0
 
     def start(self) -> LoopLagMonitor:
-        self._schedule(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        self._schedule(loop)
+        metrics.LOOP_TASKS.set_function(lambda: len(asyncio.all_tasks(loop)))
         return self
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -42,6 +48,7 @@ class LoopLagMonitor:
 
     def close(self) -> None:
         """Stop sampling, and log what was seen (benchmarks read this line: bench/loop_lag.py)."""
+        metrics.LOOP_TASKS.set_function(lambda: 0)  # and let go of the loop
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None

@@ -61,6 +61,7 @@ class LoopCounters(Collector):
 
 
 CONNECTIONS = Gauge("collab_connections", "Open websocket peers")
+LOOP_TASKS = Gauge("collab_loop_tasks", "Tasks alive on the event loop (an idle websocket connection holds none)")
 ROOMS_LOADED = Gauge("collab_rooms_loaded", "Rooms held in memory")
 ROOM_LOAD_SECONDS = Histogram(
     "collab_room_load_seconds",

@@ -6,9 +6,10 @@ A frame is handled in one of two places:
   task is idle and nothing waits in the receive queue, the frame's messages go to the room right there,
   in the same callback that read them off the socket. No queue entry, no future, no task wake-up, and the
   socket is not paused and resumed around it (uvicorn pauses reading while a frame waits for the app);
-- **in the connection's task** (``FrameReader.run``), for everything that has to wait: a frame that
-  arrives while the peer is held back by its rate limit, the rest of a burst once one loop turn's budget
-  is spent, text frames, and the disconnect.
+- **in a task** (``FrameReader.run``), for everything that has to wait: a frame that arrives while the
+  peer is held back by its rate limit, the rest of a burst once one loop turn's budget is spent, text
+  frames, and the disconnect. On a detached connection (``collab_server.session``) that task exists only
+  while such work waits; otherwise it is the endpoint's.
 
 ``take`` hands over to the task by returning False: the protocol then queues the frame as usual, which
 wakes the task, and the task picks up where ``take`` stopped (the rest of a frame's messages, or a pause
@@ -119,9 +120,10 @@ class FrameReader:
         self._gate.check(message, self._room, can_write=peer.can_write, introduced=peer.client_ids)
         self._room.handle(peer, message)
 
-    async def run(self, receive: Callable[[], Awaitable[Any]]) -> None:
-        """The connection task's loop: whatever ``take`` declined, then the disconnect. Returns when the
-        peer is closed or gone."""
+    async def run(self, receive: Callable[[], Awaitable[Any]], idle: Callable[[], bool] | None = None) -> bool:
+        """The connection task's loop: whatever ``take`` declined, then the disconnect. Returns False when
+        the peer is closed or gone; with ``idle``, True as soon as ``idle()`` says that nothing waits to be
+        received (a detached connection: its task ends, and ``take`` goes on alone)."""
         peer = self._peer
         clock = self._clock
         turn_budget = self._turn_budget
@@ -135,18 +137,20 @@ class FrameReader:
                 await asyncio.sleep(0)
                 before = turn_started = clock()
             self._busy = False  # from here take() may handle frames again, unless one is queued
+            if idle is not None and idle():
+                return True
             event = await receive()
             self._busy = True
             if clock() - before > _REAL_WAIT:
                 turn_started = clock()  # receive() really waited: the loop ran others meanwhile
             if event["type"] == "websocket.disconnect":
                 peer.mark_disconnected(event.get("code"))
-                return
+                return False
             frame = event.get("bytes")
             if frame is None:
                 text = "text frames are not supported: send binary messages"
                 refuse(peer, CloseCode.UNSUPPORTED_DATA, "text_frame", text)
-                return
+                return False
             _FRAMES_IN_TASK.inc()
             handover, self._handover = self._handover, None
             message: Message | None = None
@@ -158,7 +162,7 @@ class FrameReader:
                 for message in messages:
                     self._handle(message)
                     if peer.closed:
-                        return  # too slow to take the replies: nothing more of this frame is worth doing
+                        return False  # too slow to take the replies: nothing more of this frame is worth doing
                     if clock() - turn_started > turn_budget:
                         # The same budget inside a frame: a frame of thousands of messages yields too.
                         await asyncio.sleep(0)
@@ -176,7 +180,8 @@ class FrameReader:
             except BaseException as exc:
                 if not _close_for(peer, exc, message):
                     raise
-                return
+                return False
+        return False
 
 
 def _close_for(peer: Peer, exc: BaseException, message: Message | None) -> bool:

@@ -1,6 +1,6 @@
 """uvicorn's sans-I/O websocket protocol, plus one ASGI extension: ``collab.transport``.
 
-ASGI gives an app two things it cannot do well at scale:
+It gives an app what ASGI cannot do well at scale:
 
 - ``reset()``: drop a connection whose reader stopped reading. Through ASGI a close frame waits behind the
   full send buffer like any other message, and a plain close leaves the kernel holding every unsent byte.
@@ -11,6 +11,11 @@ ASGI gives an app two things it cannot do well at scale:
   that read it, while the app's task is not behind (nothing queued); the handler may decline it, and then
   it is queued for ``receive()`` as usual. A message taken this way costs no queue entry, no future and no
   task wake-up, and no pause and resume of the socket's reading (``collab_server.reader``).
+- ``detach(resume)``: let the app's task end while the connection stays open; ``resume`` runs in a short
+  task of its own whenever something waits in the receive queue (see ``Resume``). An idle connection then
+  holds no task, no coroutine chain and no ASGI scope: about half of its memory (``collab_server.session``).
+- ``send``: the connection's own ASGI send, for an app that keeps sending after it detached (Starlette's
+  ``WebSocket.send`` would keep the WebSocket, and the scope, alive).
 
 The endpoint uses the extension only when present, so the app still runs under any ASGI server.
 
@@ -25,9 +30,9 @@ unread buffer of a dead peer).
 We build on the sans-I/O implementation because it runs keepalive pings from loop timers instead of a
 task per connection, and honours the transport's flow control before each send.
 
-An idle connection is mostly this protocol, the ASGI task's coroutine chain and the scope, so the
-protocol trims what uvicorn keeps for a connection's whole life but needs only briefly (what each trim
-saves is measured in docs/benchmarks.md, with bench/idle_memory.py):
+A detached idle connection is mostly this protocol, so it trims what uvicorn keeps for a connection's
+whole life but needs only briefly (what each trim saves is measured in docs/benchmarks.md, with
+bench/idle_memory.py):
 
 - its attributes live in slots: uvicorn sets 37 of them, past the 30 that CPython's shared-key instance
   dicts hold, so each protocol otherwise carries a 1.6 KB dict;
@@ -48,11 +53,12 @@ import math
 import socket
 import struct
 import weakref
-from asyncio import AbstractEventLoop, Future, QueueEmpty, get_running_loop
+from asyncio import AbstractEventLoop, CancelledError, Future, QueueEmpty, Task, get_running_loop
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import Protocol, State
 from websockets.streams import StreamReader
@@ -83,6 +89,12 @@ def binary_frame_header(length: int) -> bytes:
 
 _NOTHING: Any = object()
 
+Resume = Callable[[Callable[[], Awaitable[Any]], Callable[[], bool]], Awaitable[bool]]
+"""``resume(receive, idle)``: a detached connection's app, run in a task of its own whenever something
+waits in the receive queue (frames the frame handler declined, the disconnect). It reads with
+``receive`` while ``idle()`` is False, and returns True to go back to waiting without a task, or False
+when it is done with the connection (see ``detach``)."""
+
 FrameHandler = Callable[[bytes, float], bool]
 """``handler(message, read_at)``, called from the protocol's data callback with a complete binary message
 while nothing waits in the receive queue (``read_at``: the loop time at which that callback began). True:
@@ -100,13 +112,15 @@ class ReceiveQueue:
     with ``py-spy --native``; docs/benchmarks.md).
     """
 
-    __slots__ = ("_getters", "_head", "_loop", "_rest")
+    __slots__ = ("_getters", "_head", "_loop", "_rest", "on_put")
 
     def __init__(self, loop: AbstractEventLoop) -> None:
         self._loop = loop
         self._head: Any = _NOTHING
         self._rest: deque[Any] | None = None
         self._getters: list[Any] | None = None
+        # Called after each put_nowait: how a detached connection learns that its app has work again.
+        self.on_put: Callable[[], None] | None = None
 
     def qsize(self) -> int:
         if self._head is _NOTHING:
@@ -124,6 +138,8 @@ class ReceiveQueue:
                 self._rest = deque()
             self._rest.append(item)
         self._wakeup_next()
+        if self.on_put is not None:
+            self.on_put()
 
     def get_nowait(self) -> Any:
         item = self._head
@@ -346,11 +362,13 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
     # 37 of them would overflow CPython's shared-key instance dict into a 1.6 KB dict per connection.
     # An attribute a later uvicorn adds still works: it lands in the (then materialised) instance dict.
     __slots__ = (
-        # ours: the ping token bucket, and the app's frame handler (see offer_frames)
+        # ours: the ping token bucket, the app's frame handler (see offer_frames) and its resume (see detach)
         "_frame_handler",
         "_ping_time",
         "_ping_tokens",
         "_read_at",
+        "_resume",
+        "_resume_task",
         # uvicorn's
         "app",
         "app_state",
@@ -404,6 +422,8 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
         self._ping_time = 0.0
         self._frame_handler: FrameHandler | None = None
         self._read_at = 0.0
+        self._resume: Resume | None = None
+        self._resume_task: Task[None] | None = None
 
     def start_keepalive(self) -> None:
         # Called once, right after the 101 response went out: the handshake is complete.
@@ -465,6 +485,8 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
                 "reset": self.reset,
                 "send_nowait": self.send_nowait,
                 "offer_frames": self.offer_frames,
+                "detach": self.detach,
+                "send": self.send,
             }
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -476,6 +498,73 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:
             scope["extensions"].pop(TRANSPORT_EXTENSION, None)
         self._frame_handler = None  # the same kind of cycle: handler -> peer -> send_nowait -> protocol
+
+    def detach(self, resume: Resume) -> None:
+        """Let the app's task end without ending the connection: ``resume`` takes over (see ``Resume``).
+
+        Called by the app just before it returns. From then on, the connection costs no task while nothing
+        waits for the app: what the frame handler takes never does, and anything queued (a frame it
+        declined, the disconnect, the server's shutdown) starts ``resume`` in a task of its own, one at a
+        time, until it returns False. Then the connection ends as if the app had returned then.
+        """
+        self._resume = resume
+        queue = cast(ReceiveQueue, self.queue)
+        queue.on_put = self._wake_app
+        if not queue.empty():
+            self._wake_app()
+
+    def _wake_app(self) -> None:
+        task = self._resume_task
+        if self._resume is None or (task is not None and not task.done()):
+            return  # done with the connection, or the running resume will see the new item before it returns
+        task = self._resume_task = self.loop.create_task(self._run_resume(self._resume))
+        # In uvicorn's task set, so that a graceful shutdown waits for it as for an app's task.
+        self.tasks.add(task)
+        task.add_done_callback(self.on_task_complete)
+
+    async def _run_resume(self, resume: Resume) -> None:
+        done = True
+        try:
+            done = not await resume(self.receive, self.queue.empty)
+        except (ClientDisconnected, CancelledError):
+            pass
+        except BaseException:
+            self.logger.exception("Exception in ASGI application\n")
+        finally:
+            if done:
+                # As uvicorn's run_asgi() once the app returned; and no more resumes, which also breaks
+                # the reference cycle protocol -> resume -> peer -> protocol.
+                self._resume = None
+                cast(ReceiveQueue, self.queue).on_put = None
+                if self.close_timer is None:
+                    self.transport.close()
+
+    async def run_asgi(self) -> None:
+        # uvicorn's run_asgi(), except that a connection the app detached stays open when the app returns.
+        failed = False
+        try:
+            result = await self.app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except BaseException:
+            self.logger.exception("Exception in ASGI application\n")
+            self.send_500_response()
+            failed = True
+        else:
+            if not self.handshake_complete:
+                self.logger.error("ASGI callable returned without completing handshake.")
+                self.send_500_response()
+                failed = True
+            elif result is not None:
+                self.logger.error("ASGI callable should return None, but returned '%s'.", result)
+        if self._resume is not None:
+            # Detached: the scope (2 KB with its headers, and the app's copies of it) goes with the task.
+            self.scope = None  # type: ignore[assignment]
+            if not failed:
+                return
+            # The app failed after detaching: the connection closes, and the disconnect runs its resume.
+        if self.close_timer is None:
+            self.transport.close()
 
     def offer_frames(self, handler: FrameHandler | None) -> None:
         """From now on, offer each binary message to ``handler`` first (None: stop). See ``FrameHandler``."""

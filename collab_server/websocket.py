@@ -1,4 +1,6 @@
-"""The websocket endpoint ``/ws/{room}``: one peer's life, from handshake to close.
+"""The websocket endpoint ``/ws/{room}``: a peer's way in, from handshake to joining its room; from there
+its ``PeerSession`` (collab_server.session) carries it to the close, detached from this endpoint's task
+where the server allows it.
 
 Errors are translated to close codes (``collab_server.errors.CloseCode``) here, and for what a peer's
 frames cause in ``collab_server.reader``; they close this peer only. Close reasons say what the client
@@ -43,6 +45,7 @@ from collab_server.refusals import log_refusal
 from collab_server.room_control import RoomControl
 from collab_server.rooms import RoomManager
 from collab_server.security import security_event
+from collab_server.session import PeerSession
 from collab_server.settings import Settings
 from collab_server.transport import TRANSPORT_EXTENSION
 
@@ -90,6 +93,7 @@ async def room_endpoint(websocket: WebSocket) -> None:
         await _deny(websocket, refused, address)
         return
     pending = True  # counted as waiting to join until the room has it
+    handed_over = False  # once True, the peer's session gives the admission back
     try:
         await websocket.accept()
         if problem is not None:
@@ -131,7 +135,9 @@ async def room_endpoint(websocket: WebSocket) -> None:
 
         transport = websocket.scope.get("extensions", {}).get(TRANSPORT_EXTENSION, {})
         peer = Peer(
-            websocket.send,
+            # The connection's own ASGI send where it offers it: Starlette's holds the WebSocket, and with
+            # it the scope, which a detached connection lets go of.
+            transport.get("send", websocket.send),
             room_name=name,
             max_messages=settings.send_queue_messages,
             max_bytes=settings.send_queue_bytes,
@@ -161,27 +167,33 @@ async def room_endpoint(websocket: WebSocket) -> None:
             control.opened(name, peer, admission.principal)
         reader = FrameReader(peer, room, gate, settings.turn_budget_ms / 1000)
         offer_frames = transport.get("offer_frames")
+        # From here the session leaves the room and gives back the admission when it ends.
+        session = PeerSession(
+            peer, room, reader, rooms=rooms, control=control, caps=caps, address=address, offer_frames=offer_frames
+        )
+        handed_over = True
         try:
             for message in room.welcome():
                 peer.send(message)
             if offer_frames is not None:
-                # From here frames are handled in the read callback while the task waits (reader.py).
+                # From here frames are handled in the read callback while nothing waits (reader.py).
                 offer_frames(reader.take)
-            await reader.run(websocket.receive)
-        finally:
-            if offer_frames is not None:
-                offer_frames(None)
-            control.closed(name, peer)
-            # Leaves the room (idempotent: a slow-consumer close may have removed the peer already) and
-            # broadcasts the removal of its awareness states.
-            rooms.leave(room, peer)
-            await peer.wait_closed()
+        except BaseException:
+            await session.end()
+            raise
+        detach = transport.get("detach")
+        if detach is not None:
+            # This task ends here; the connection runs the session when something waits for it.
+            detach(session.resume)
+            return
+        await session.serve(websocket.receive)
     except WebSocketDisconnect:
         # The client left while it was being refused (a close to a gone client raises this): nothing to
         # tell it, and nothing to log; the refusal itself was counted and logged above.
         pass
     finally:
-        caps.release(address, name, pending=pending)
+        if not handed_over:
+            caps.release(address, name, pending=pending)
 
 
 async def _deny(websocket: WebSocket, refused: Refusal, address: str) -> None:

@@ -1,0 +1,94 @@
+"""Once a peer has joined, its connection holds no task while it is idle (``collab_server.session``): the
+endpoint's task ends, frames are handled in the read callback, and a short task runs only while something
+waits for the session (a frame past the turn budget or a rate pause, the disconnect, the shutdown)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from collab_server.protocol import encode_sync_step1, encode_update
+from tests.support.documents import typing_updates
+from tests.support.eventually import eventually
+from tests.support.servers import ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+PEERS = 60
+ROOMS = 6
+
+
+async def _metric(server: ServerProcess, sample: str) -> float:
+    return await asyncio.to_thread(server.metric, sample, 0.0)
+
+
+async def _synced(ws: ClientConnection) -> None:
+    """Sync like a fresh provider: step1 with an empty state vector, until the server's step2 comes."""
+    await ws.send(encode_sync_step1(b"\x00"))
+    while (await asyncio.wait_for(ws.recv(decode=False), 30))[:2] != b"\x00\x01":
+        pass
+
+
+async def _received(ws: ClientConnection, part: bytes) -> None:
+    while part not in await asyncio.wait_for(ws.recv(decode=False), 30):
+        pass
+
+
+async def test_idle_peers_hold_no_task_still_take_part_and_leave_nothing_behind(
+    server: ServerProcess, room_name: str
+) -> None:
+    tasks_before = await _metric(server, "collab_loop_tasks")
+    peers_before = await _metric(server, "collab_connections")
+    _, updates = typing_updates(1)
+    async with contextlib.AsyncExitStack() as stack:
+        sockets = [
+            await stack.enter_async_context(connect(f"{server.url}/{room_name}-{i % ROOMS}")) for i in range(PEERS)
+        ]
+        await asyncio.gather(*(_synced(ws) for ws in sockets))
+
+        async def all_joined() -> None:
+            assert await _metric(server, "collab_connections") == peers_before + PEERS
+
+        await eventually(all_joined)
+        # Each connection kept its endpoint's task before: that would be PEERS more.
+        assert await _metric(server, "collab_loop_tasks") - tasks_before < PEERS / 4
+
+        # An idle peer still takes part: its update reaches the others in its room, and theirs reach it.
+        first, second = sockets[0], sockets[ROOMS]  # both in room 0
+        await first.send(encode_update(updates[0]))
+        await _received(second, b"0,")
+        await second.send(encode_sync_step1(b"\x00"))
+        await _received(second, b"0,")
+
+    async def all_left() -> None:
+        assert await _metric(server, "collab_connections") == peers_before
+        # The sessions that ran for the disconnects are over too: nothing is left running per connection.
+        assert await _metric(server, "collab_loop_tasks") - tasks_before < PEERS / 4
+
+    await eventually(all_left)
+
+
+async def test_a_peer_that_disconnects_mid_burst_leaves_its_room(server_factory: Any, room_name: str) -> None:
+    """With a budget of 10 µs a turn, every frame goes to a session task; the client's abort arrives behind
+    the queued frames, and the session ends there: the peer leaves, its admission is given back."""
+    server: ServerProcess = server_factory({"COLLAB_TURN_BUDGET_MS": "0.01", "COLLAB_MAX_CONNECTIONS_PER_ADDRESS": "1"})
+    _, updates = typing_updates(400)
+    frames = [b"".join(encode_update(u) for u in updates[i : i + 20]) for i in range(0, len(updates), 20)]
+    for _ in range(3):  # one connection per address at a time: each round needs the last one's admission back
+        async with connect(f"{server.url}/{room_name}") as ws:
+            await _synced(ws)
+            for frame in frames:
+                await ws.send(frame)
+            ws.transport.abort()
+
+        async def left() -> None:
+            assert await _metric(server, "collab_connections") == 0
+
+        await eventually(left)
+    async with connect(f"{server.url}/{room_name}") as ws:
+        await _synced(ws)
+    assert await _metric(server, "collab_frames_in_task_total") > 0
