@@ -531,6 +531,7 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
         except BaseException:
             self.logger.exception("Exception in ASGI application\n")
         finally:
+            self._resume_task = None  # an idle connection keeps no finished task either
             if done:
                 # As uvicorn's run_asgi() once the app returned; and no more resumes, which also breaks
                 # the reference cycle protocol -> resume -> peer -> protocol.
