@@ -498,6 +498,12 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:
             scope["extensions"].pop(TRANSPORT_EXTENSION, None)
         self._frame_handler = None  # the same kind of cycle: handler -> peer -> send_nowait -> protocol
+        # And websockets' own: its parser is a generator whose frame holds the ServerProtocol that holds the
+        # generator, suspended for good (even after EOF, discard() waits at a last yield). Unbroken, every
+        # closed connection's ServerProtocol, reader and buffers wait for a full collection: what made the
+        # soak's server grow with larger GC thresholds, and frozen objects pile up with collect-and-freeze.
+        # Nothing is parsed after the connection is lost: close the generator.
+        self.conn.parser.close()
 
     def detach(self, resume: Resume) -> None:
         """Let the app's task end without ending the connection: ``resume`` takes over (see ``Resume``).

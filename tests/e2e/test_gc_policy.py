@@ -33,6 +33,15 @@ pytestmark = pytest.mark.e2e
 
 ROUNDS = 40  # connections of each kind
 SLACK = 20  # unreachable objects tolerated in all (a cycle per closed connection would be thousands)
+# What each websocket connection creates: none may outlive it.
+CONNECTION_KINDS = (
+    "ServerProtocol",
+    "CollabWebSocketProtocol",
+    "GuardedHTTPProtocol",
+    "Peer",
+    "PeerSession",
+    "FrameReader",
+)
 
 
 @dataclass
@@ -54,8 +63,14 @@ class Probe:
         return read_metric(self.http, sample, 0.0)
 
     async def unreachable(self) -> dict[str, Any]:
+        return await self._ask(b"collect")
+
+    async def census(self) -> dict[str, Any]:
+        return await self._ask(b"census")
+
+    async def _ask(self, command: bytes) -> dict[str, Any]:
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(b"collect\n")
+        self.process.stdin.write(command + b"\n")
         answer: dict[str, Any] = json.loads(await asyncio.wait_for(self.process.stdout.readline(), 30))
         return answer
 
@@ -134,6 +149,10 @@ async def test_closed_connections_leave_nothing_for_the_cyclic_collector(
         assert probe.metric("collab_connections") == 0 and probe.metric("collab_rooms_loaded") == 0
 
     await eventually(all_closed, timeout=15)
+    # Every object of a closed connection is gone, before any collection: nothing waits for the collector.
+    kinds = (await probe.census())["kinds"]
+    left = {kind: kinds.get(kind, 0) for kind in CONNECTION_KINDS}
+    assert not any(left.values()), left
     found = await probe.unreachable()
     # Before the cycles were broken: ~50 objects for each of the 160 websocket connections.
     assert found["unreachable"] <= SLACK, found
