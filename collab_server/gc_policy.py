@@ -1,11 +1,12 @@
 """Keep CPython's cyclic garbage collector off the long-lived heap: ``GcPolicy``.
 
-Two levers, both off by default: collection thresholds that make full collections rare, and periodic
-collect-and-freeze.
+Two levers: collection thresholds that make full collections rare (on by default), and periodic
+collect-and-freeze (off by default).
 
 Why. The collector walks every tracked object of the generations it collects, on the event loop's
-thread. A replica holds about 70 tracked objects per open connection (protocol, parser, scope, peer,
-rate buckets, the ASGI task's coroutines), so 4,000 connections are ~330,000 objects, and CPython
+thread. A replica held about 70 tracked objects per open connection (protocol, parser, scope, peer,
+rate buckets, the ASGI task's coroutines; 44 since idle connections hold no task), so 4,000 connections
+were ~330,000 objects, and CPython
 collects the oldest generation whenever it has grown by a quarter, as it does in every connection storm.
 Measured on 1,000 rooms x 4 clients connecting and editing (docs/benchmarks.md, "Garbage collection"):
 9 full collections of up to 0.6 s of CPU each, a third of the process's CPU time, every one a stall of
@@ -18,26 +19,26 @@ never walks it again. Between two ticks CPython's own young collections run as u
 The one rule this needs. A frozen object that dies is still freed by its reference count; only a
 *reference cycle* among frozen objects is never freed. So what lives long must not die in a cycle: a
 closed connection's objects are freed by reference counts alone (``transport`` and ``handshake`` break
-the two cycles uvicorn and the ASGI extension left; tests/e2e/test_gc_policy.py holds every kind
+the cycles uvicorn, websockets and the ASGI extension left; tests/e2e/test_gc_policy.py holds every kind
 of connection to it), and ``collab_gc_frozen_objects`` shows a leak, should one appear, as a number that
 grows while the connection count does not.
 
-Off by default (``COLLAB_GC_FREEZE_INTERVAL=0``: CPython's own collector). In an hour-long fuzz run (issue
-8) the frozen objects grew from 57,000 to 620,000 in 12 minutes with 127 connections open: something that
-lives longer than a tick and then dies in a cycle, or that stays reachable, which the connection test
-above does not cover and which is not found yet. Until it is, freezing is for a measured deployment that
-watches that gauge, not the default.
+Off by default (``COLLAB_GC_FREEZE_INTERVAL=0``). In an hour-long fuzz run (issue 8) the frozen objects
+grew from 57,000 to 620,000 in 12 minutes with 127 connections open. The websockets parser cycle above
+(a connection held past a tick, then closed, left a frozen cycle that is never freed) is the likely
+cause, fixed since, but no fuzz run has confirmed it: until one does, freezing is for a measured
+deployment that watches that gauge.
 
-The thresholds (``COLLAB_GC_THRESHOLDS``, off by default: CPython's 700,10,10). Without freezing, CPython
-runs a full collection whenever the objects promoted to the oldest generation since the last one reach a
-quarter of it, and no sooner than every ``threshold2`` collections of the middle one. With 1,000 rooms x 4
-clients editing, that was 12 full collections of up to 455 ms each, 3 of the networking process's 17 CPU
-seconds; with 2000,10,100 there were none, and the process used about a fifth less CPU
-(docs/benchmarks.md). But in the 30-minute soak's mixed load the server's RSS then grew by 1.3-1.5 MiB a
-minute for as long as it was watched (14 minutes), where with CPython's thresholds it stays flat; 2000,10,10
-grew as fast, so it is the young generation's size. Why is not known yet (a probe with the collector off
-found no cyclic garbage in the same load), so the default stays CPython's: a deployment that wants the CPU
-can set them and watch its memory.
+The thresholds (``COLLAB_GC_THRESHOLDS``, default 2000,10,100 against CPython's 700,10,10). CPython runs a
+full collection whenever the objects promoted to the oldest generation since the last one reach a quarter
+of it, and no sooner than every ``threshold2`` collections of the middle one. With 1,000 rooms x 4 clients
+editing, CPython's thresholds gave 12 full collections of up to 455 ms each, 3 of the networking
+process's 17 CPU seconds; 2000,10,100 gave none, and the process used about a fifth less CPU
+(docs/benchmarks.md). They were off by default until session 9, because under the soak's mixed load the
+server's RSS then grew by 1.2-1.5 MiB a minute: every closed websocket left its websockets
+``ServerProtocol`` in a reference cycle with its parser generator, freed only by a full collection,
+which these thresholds make rare. ``transport`` now closes that generator when the connection is lost,
+and the soak stays flat with them. ``default`` restores CPython's.
 
 Only the server process does this (``collab_server.server``): an app built in a test process leaves that
 process's collector alone.

@@ -135,9 +135,9 @@ class Settings:
         "objects (0, the default: CPython's own collector; see README before turning this on)",
     )
     gc_thresholds: str = _setting(
-        "default",
+        "2000,10,100",
         "the garbage collector's three thresholds (gc.set_threshold), or 'default' for CPython's 700,10,10; "
-        "2000,10,100 makes full collections rare under load, at a cost in memory (see README)",
+        "2000,10,100 keeps full collections (a stall of every room) rare under load",
     )
     load_timeout: float = _setting(30.0, "seconds a joining peer waits for its room to load")
     room_grace: float = _setting(10.0, "seconds a room with no peers stays loaded before it unloads")
