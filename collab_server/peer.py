@@ -163,6 +163,7 @@ class Peer:
                 self._abort()
 
     async def wait_closed(self) -> None:
-        """Wait for the close frame to leave (the ASGI app must not return before it has)."""
+        """Wait for the close frame to leave (the peer's session must not end before it has: the
+        connection is closed when it ends)."""
         if self._closer is not None:
             await asyncio.gather(self._closer, return_exceptions=True)

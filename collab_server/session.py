@@ -13,8 +13,7 @@ It runs in one of two ways:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 from collab_server.admission import Admission
 from collab_server.peer import Peer
@@ -22,9 +21,7 @@ from collab_server.reader import FrameReader
 from collab_server.room import Room
 from collab_server.room_control import RoomControl
 from collab_server.rooms import RoomManager
-from collab_server.transport import FrameHandler
-
-Receive = Callable[[], Awaitable[Any]]
+from collab_server.transport import FrameHandler, Receive
 
 
 class PeerSession:

@@ -89,7 +89,10 @@ def binary_frame_header(length: int) -> bytes:
 
 _NOTHING: Any = object()
 
-Resume = Callable[[Callable[[], Awaitable[Any]], Callable[[], bool]], Awaitable[bool]]
+Receive = Callable[[], Awaitable[Any]]
+"""The ASGI ``receive`` callable: the next event for the app."""
+
+Resume = Callable[[Receive, Callable[[], bool]], Awaitable[bool]]
 """``resume(receive, idle)``: a detached connection's app, run in a task of its own whenever something
 waits in the receive queue (frames the frame handler declined, the disconnect). It reads with
 ``receive`` while ``idle()`` is False, and returns True to go back to waiting without a task, or False
@@ -520,6 +523,7 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
             self._wake_app()
 
     def _wake_app(self) -> None:
+        # A running resume clears _resume_task as it ends; done() also covers one cancelled before it ran.
         task = self._resume_task
         if self._resume is None or (task is not None and not task.done()):
             return  # done with the connection, or the running resume will see the new item before it returns
