@@ -20,6 +20,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from collab_server import metrics
+from collab_server.connection import WebSocketConnection
 from collab_server.refusals import log_refusal
 
 _waiting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[GuardedHTTPProtocol, None]] = (
@@ -67,7 +68,18 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def handle_websocket_upgrade(self) -> None:
-        super().handle_websocket_upgrade()
+        protocol_class = self.ws_protocol_class
+        if isinstance(protocol_class, type) and issubclass(protocol_class, WebSocketConnection):
+            # Hand our websocket protocol the request as parsed here; uvicorn's re-serialises it for the
+            # next protocol to parse again.
+            self.connections.discard(self)
+            protocol = protocol_class(
+                config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
+            )
+            self.transport.set_protocol(protocol)
+            protocol.upgrade(self.transport, self.scope, self.url)  # type: ignore[arg-type]
+        else:
+            super().handle_websocket_upgrade()
         # The websocket protocol has the socket now and this one is done. Its parser holds its bound
         # methods as callbacks: a reference cycle, freed only by the cyclic GC unless broken here.
         self.parser = None  # type: ignore[assignment]

@@ -13,6 +13,7 @@ import socket
 import uvicorn
 
 from collab_server.app import create_app
+from collab_server.connection import WebSocketConnection
 from collab_server.fdlimit import raise_fd_limit
 from collab_server.gc_policy import GcPolicy
 from collab_server.handshake import guarded_http_protocol
@@ -29,7 +30,8 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         http=guarded_http_protocol(settings.handshake_timeout, settings.max_handshakes),
-        ws=CollabWebSocketProtocol,
+        # Our own websocket protocol; uvicorn's over websockets' where permessage-deflate is wanted.
+        ws=CollabWebSocketProtocol if settings.ws_deflate else WebSocketConnection,
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=settings.ws_deflate,
         ws_ping_interval=settings.ping_interval or None,

@@ -36,7 +36,7 @@ SLACK = 20  # unreachable objects tolerated in all (a cycle per closed connectio
 # What each websocket connection creates: none may outlive it.
 CONNECTION_KINDS = (
     "ServerProtocol",
-    "CollabWebSocketProtocol",
+    "WebSocketConnection",
     "GuardedHTTPProtocol",
     "Peer",
     "PeerSession",
