@@ -29,7 +29,7 @@ from pycrdt import Doc, Text, create_update_message
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from collab_server.peer import Peer
+from collab_server.peer import AsgiSocket, Peer
 from collab_server.replication import Replication, SingleReplica
 from collab_server.rooms import RoomManager
 from collab_server.settings import Settings
@@ -82,10 +82,10 @@ async def one_run(variant: str, updates: list[bytes], readers: int) -> float:
     rooms = []
     for rooms_manager, _, _ in managers:
         for _ in range(readers if len(managers) == 1 else readers // 2):
-            peer = Peer(CountingSocket().send, room_name="r", max_messages=10**9)
+            peer = Peer(AsgiSocket(CountingSocket().send), room_name="r", max_messages=10**9)
             peers.append(peer)
             rooms.append(await rooms_manager.join("r", peer))
-    author = Peer(CountingSocket().send, room_name="r")
+    author = Peer(AsgiSocket(CountingSocket().send), room_name="r")
     room = await managers[0][0].join("r", author)
     if variant == "broker-shared":
         link = managers[0][2].links["r"]  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ the caller with ``would_exceed`` before applying (the room's limit is a setting)
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from collab_server.protocol import AwarenessEntry
 
@@ -77,7 +78,7 @@ class AwarenessStates:
                 accepted.append(entry)
         return accepted
 
-    def remove(self, client_ids: set[int]) -> list[AwarenessEntry]:
+    def remove(self, client_ids: Iterable[int]) -> list[AwarenessEntry]:
         """Remove live states of ``client_ids``; returns the removal entries to broadcast."""
         removals = []
         for client_id in client_ids:

@@ -6,7 +6,7 @@ request to ``WebSocketConnection.upgrade`` (uvicorn's own protocols get it re-se
 second time). From there this protocol does everything: the opening handshake (101, or the app's HTTP
 denial, or 403), the ASGI websocket events, the frame format, fragmentation, pings and pongs, keepalive,
 and the closing handshake. It offers the app the ``collab.transport`` extension described in
-``collab_server.transport``.
+``collab_server.transport`` (the extension's value is the connection itself).
 
 Why not uvicorn's protocol over websockets' sans-I/O one (what ran before, and still runs when
 permessage-deflate is on: ``transport.CollabWebSocketProtocol``): that pair costs an idle connection
@@ -284,13 +284,7 @@ class WebSocketConnection(Protocol):
             "state": self.app_state.copy(),
             "extensions": {
                 "websocket.http.response": {},
-                TRANSPORT_EXTENSION: {
-                    "reset": self.reset,
-                    "send_nowait": self.send_nowait,
-                    "offer_frames": self.offer_frames,
-                    "detach": self.detach,
-                    "send": self.send,
-                },
+                TRANSPORT_EXTENSION: self,  # a transport.CollabTransport
             },
         }
         self.queue.put_nowait({"type": "websocket.connect"})
@@ -822,7 +816,7 @@ class WebSocketConnection(Protocol):
         if self.close_timer is not None:
             self.close_timer.cancel()
             self.close_timer = None
-        # The scope's extension holds bound methods of this connection, which holds the scope: a cycle only
+        # The scope's extension holds this connection, which holds the scope: a cycle only
         # the cyclic GC could free, and a closed connection should go by reference counts alone
         # (collab_server.gc_policy). The app took what it needed from the extension when it joined.
         if self.scope is not None:

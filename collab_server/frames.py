@@ -19,7 +19,7 @@ It raises ProtocolError (permanent) or LimitExceeded (transient); the endpoint m
 
 from __future__ import annotations
 
-from collections.abc import Set as AbstractSet
+from collections.abc import Collection
 
 from collab_server.errors import DocumentTooLarge, ProtocolError, RoomOverloaded
 from collab_server.limits import DocumentSizes, PeerRates
@@ -88,7 +88,7 @@ class FrameGate:
         return self._rates.pause()
 
     def check(
-        self, message: Message, room: Room, *, can_write: bool = True, introduced: AbstractSet[int] = frozenset()
+        self, message: Message, room: Room, *, can_write: bool = True, introduced: Collection[int] = ()
     ) -> None:
         """Checks that depend on the room's state at the moment ``message`` is handled. ``introduced``: the
         awareness clients this peer brought into the room and that are still there."""

@@ -14,7 +14,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from collab_server import metrics
 from collab_server.errors import CloseCode
@@ -22,6 +22,40 @@ from collab_server.errors import CloseCode
 logger = logging.getLogger(__name__)
 
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class PeerSocket(Protocol):
+    """What a peer needs of its connection. Our websocket protocols are one themselves (the
+    ``collab.transport`` extension, ``collab_server.transport.CollabTransport``), so a peer holds one
+    reference instead of three bound methods; ``AsgiSocket`` makes one of a plain ASGI ``send``."""
+
+    async def send(self, message: Any) -> None:
+        """The ASGI send: ``websocket.send`` and ``websocket.close`` events."""
+
+    def send_nowait(self, data: bytes) -> bool:
+        """Write one binary message now if the socket can take it; False: use ``send``."""
+
+    def reset(self) -> None:
+        """Drop the connection at once (a reader that does not take even the close frame)."""
+
+
+class AsgiSocket:
+    """A ``PeerSocket`` over a plain ASGI ``send`` (an ASGI server without ``collab.transport``): every
+    message goes through ``send``, and a reset is left to the server."""
+
+    __slots__ = ("_send",)
+
+    def __init__(self, send: ASGISend) -> None:
+        self._send = send
+
+    async def send(self, message: Any) -> None:
+        await self._send(message)
+
+    def send_nowait(self, data: bytes) -> bool:
+        return False
+
+    def reset(self) -> None:
+        pass
 
 # How long a close frame may take to leave; a reader that stalls past it has its connection aborted.
 _CLOSE_TIMEOUT = 3.0
@@ -32,13 +66,11 @@ class Peer:
     """One websocket in one room."""
 
     __slots__ = (
-        "_abort",
-        "_asgi_send",
         "_closer",
         "_pump",
         "_queue",
         "_queued_bytes",
-        "_send_nowait",
+        "_socket",
         "can_write",
         "client_ids",
         "close_code",
@@ -52,13 +84,11 @@ class Peer:
 
     def __init__(
         self,
-        send: ASGISend,
+        socket: PeerSocket,
         *,
         room_name: str,
         max_messages: int = 2000,
         max_bytes: int = 64 * 1024 * 1024,
-        abort: Callable[[], None] | None = None,
-        send_nowait: Callable[[bytes], bool] | None = None,
         can_write: bool = True,
     ) -> None:
         self.id = next(_ids)
@@ -66,13 +96,13 @@ class Peer:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.can_write = can_write
-        self.client_ids: set[int] = set()  # awareness ids this socket introduced
+        # The awareness ids this socket introduced (one for a y-websocket client, at most
+        # max_awareness_clients_per_peer): a tuple, 48 bytes where a set would take 216.
+        self.client_ids: tuple[int, ...] = ()
         self.closed = False
         self.close_code: int | None = None
         self.on_close: Callable[[Peer], None] | None = None
-        self._asgi_send = send
-        self._abort = abort
-        self._send_nowait = send_nowait
+        self._socket = socket
         # Created only while messages wait: an idle peer (the common case) carries no 760-byte deque.
         self._queue: deque[bytes] | None = None
         self._queued_bytes = 0
@@ -82,13 +112,23 @@ class Peer:
     def __repr__(self) -> str:
         return f"Peer(id={self.id}, room={self.room_name!r}, queued={len(self._queue or ())}, closed={self.closed})"
 
+    def introduced(self, client_id: int) -> None:
+        """This socket brought awareness client ``client_id`` into its room."""
+        if client_id not in self.client_ids:
+            self.client_ids += (client_id,)
+
+    def removed(self, client_id: int) -> None:
+        """Awareness client ``client_id`` left the room."""
+        if client_id in self.client_ids:
+            self.client_ids = tuple(known for known in self.client_ids if known != client_id)
+
     def send(self, message: bytes) -> None:
         """Queue one message; closes the peer as too slow when its queue is over the limit."""
         if self.closed:
             return
         queue = self._queue
         # Fast path: nothing waiting and the socket writable, so write now with no task at all.
-        if not queue and self._pump is None and self._send_nowait is not None and self._send_nowait(message):
+        if not queue and self._pump is None and self._socket.send_nowait(message):
             return
         if queue is None:
             queue = self._queue = deque()
@@ -116,7 +156,7 @@ class Peer:
             while queue:
                 message = queue.popleft()
                 self._queued_bytes -= len(message)
-                await self._asgi_send({"type": "websocket.send", "bytes": message})
+                await self._socket.send({"type": "websocket.send", "bytes": message})
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -155,12 +195,11 @@ class Peer:
         reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
         try:
             await asyncio.wait_for(
-                self._asgi_send({"type": "websocket.close", "code": code, "reason": reason}), _CLOSE_TIMEOUT
+                self._socket.send({"type": "websocket.close", "code": code, "reason": reason}), _CLOSE_TIMEOUT
             )
         except Exception:
             # A reader that does not take even the close frame is cut off at the transport.
-            if self._abort is not None:
-                self._abort()
+            self._socket.reset()
 
     async def wait_closed(self) -> None:
         """Wait for the close frame to leave (the peer's session must not end before it has: the

@@ -147,7 +147,7 @@ class Room:
             return
         self.peers.discard(peer)
         removals = self.awareness.remove(peer.client_ids)
-        peer.client_ids.clear()
+        peer.client_ids = ()
         if removals:
             self._relay_awareness(removals)
             self._sink.local_awareness(self, encode_awareness_message(removals))
@@ -263,9 +263,9 @@ class Room:
         if isinstance(origin, Peer):
             for entry in accepted:
                 if entry.removed:
-                    origin.client_ids.discard(entry.client_id)
+                    origin.removed(entry.client_id)
                 else:
-                    origin.client_ids.add(entry.client_id)
+                    origin.introduced(entry.client_id)
         self._relay_awareness(accepted)
         if isinstance(origin, Peer):
             self._sink.local_awareness(self, message)

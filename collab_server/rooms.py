@@ -73,6 +73,8 @@ class RoomManager:
         self._rebuilding: dict[str, StoredDocument] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        # Every peer's on_close: one bound method shared by all, not a closure per peer (200 bytes each).
+        self._on_peer_closed = self._peer_closed
 
     def __repr__(self) -> str:
         return f"RoomManager(rooms={len(self._rooms)}, loading={len(self._loading)})"
@@ -93,9 +95,17 @@ class RoomManager:
         """
         room = await self._loaded(name)
         room.add(peer)
-        peer.on_close = lambda p: self.leave(room, p)
+        peer.on_close = self._on_peer_closed
         metrics.CONNECTIONS.inc()
         return room
+
+    def _peer_closed(self, peer: Peer) -> None:
+        # The room a peer joined is the loaded room of its name for as long as the peer is in it: a room
+        # unloads only once its peers have left, and discard() and room_lost() make them leave themselves
+        # (leave() ignores a peer that is not in the room).
+        room = self._rooms.get(peer.room_name)
+        if room is not None:
+            self.leave(room, peer)
 
     @asynccontextmanager
     async def use(self, name: str) -> AsyncIterator[Room]:
@@ -393,6 +403,7 @@ class RoomManager:
         metrics.ROOMS_LOADED.set(len(self._rooms))
         for peer in list(loaded.peers):
             peer.close(CloseCode.TRY_AGAIN_LATER, "room is being reloaded: reconnect")
+            self.leave(loaded, peer)  # its on_close finds no room of its name any more
         loaded.close()
         self._spawn(self.replication.room_unloaded(room))
 

@@ -21,13 +21,13 @@ from collab_server.reader import FrameReader
 from collab_server.room import Room
 from collab_server.room_control import RoomControl
 from collab_server.rooms import RoomManager
-from collab_server.transport import FrameHandler, Receive
+from collab_server.transport import CollabTransport, Receive
 
 
 class PeerSession:
     """What is left of one connection's endpoint once its peer has joined."""
 
-    __slots__ = ("_address", "_caps", "_control", "_ended", "_offer_frames", "_peer", "_reader", "_room", "_rooms")
+    __slots__ = ("_address", "_caps", "_control", "_ended", "_peer", "_reader", "_room", "_rooms", "_transport")
 
     def __init__(
         self,
@@ -39,7 +39,7 @@ class PeerSession:
         control: RoomControl,
         caps: Admission,
         address: str,
-        offer_frames: Callable[[FrameHandler | None], None] | None,
+        transport: CollabTransport | None,
     ) -> None:
         self._peer = peer
         self._room = room
@@ -48,7 +48,7 @@ class PeerSession:
         self._control = control
         self._caps = caps
         self._address = address
-        self._offer_frames = offer_frames
+        self._transport = transport
         self._ended = False
 
     async def serve(self, receive: Receive) -> None:
@@ -76,8 +76,8 @@ class PeerSession:
         self._ended = True
         peer, name = self._peer, self._peer.room_name
         try:
-            if self._offer_frames is not None:
-                self._offer_frames(None)
+            if self._transport is not None:
+                self._transport.offer_frames(None)
             self._control.closed(name, peer)
             # Leaves the room (idempotent: a slow-consumer close may have removed the peer already) and
             # broadcasts the removal of its awareness states.

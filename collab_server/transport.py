@@ -1,6 +1,9 @@
-"""uvicorn's sans-I/O websocket protocol, plus one ASGI extension: ``collab.transport``.
+"""The ``collab.transport`` ASGI extension, the pieces our websocket protocols share, and the protocol
+that serves when permessage-deflate is on: uvicorn's sans-I/O one over websockets' (otherwise our own
+serves, ``collab_server.connection``).
 
-It gives an app what ASGI cannot do well at scale:
+The extension's value is the connection itself (``CollabTransport``). It gives an app what ASGI cannot do
+well at scale:
 
 - ``reset()``: drop a connection whose reader stopped reading. Through ASGI a close frame waits behind the
   full send buffer like any other message, and a plain close leaves the kernel holding every unsent byte.
@@ -56,11 +59,12 @@ import weakref
 from asyncio import AbstractEventLoop, CancelledError, Future, QueueEmpty, Task, get_running_loop
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.protocol import Protocol, State
+from websockets.protocol import Protocol as SansIOProtocol
+from websockets.protocol import State
 from websockets.streams import StreamReader
 
 from collab_server import metrics
@@ -102,6 +106,22 @@ FrameHandler = Callable[[bytes, float], bool]
 """``handler(message, read_at)``, called from the protocol's data callback with a complete binary message
 while nothing waits in the receive queue (``read_at``: the loop time at which that callback began). True:
 the handler took it; False: queue it for the app's ``receive()`` as usual."""
+
+
+class CollabTransport(Protocol):
+    """The value of ``scope["extensions"]["collab.transport"]``: the connection itself (see the module
+    docstring for each method). The app keeps this one reference, not a bound method per use: an idle
+    connection's peer and session would otherwise hold four of them (64 bytes each)."""
+
+    def reset(self) -> None: ...
+
+    def send_nowait(self, data: bytes) -> bool: ...
+
+    def offer_frames(self, handler: FrameHandler | None) -> None: ...
+
+    def detach(self, resume: Resume) -> None: ...
+
+    async def send(self, message: Any) -> None: ...
 
 
 class ReceiveQueue:
@@ -311,10 +331,10 @@ def keepalive_timers(loop: AbstractEventLoop) -> KeepaliveTimers:
 
 
 _AT_EOF = StreamReader.at_eof.__code__
-_PARSE = Protocol.parse.__code__
+_PARSE = SansIOProtocol.parse.__code__
 
 
-def _between_frames(conn: Protocol) -> bool:
+def _between_frames(conn: SansIOProtocol) -> bool:
     """Is websockets' frame parser waiting for the first byte of a frame, with nothing buffered?"""
     parser: Any = conn.parser
     if parser.gi_code is not _PARSE or conn.reader.buffer:
@@ -457,7 +477,7 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
             inner = inner.gi_yieldfrom
         if inner.gi_code is not _AT_EOF:
             return
-        parser = Protocol.parse(conn)
+        parser = SansIOProtocol.parse(conn)
         next(parser)  # runs to the same point: waiting in reader.at_eof()
         conn.parser = parser
 
@@ -484,17 +504,11 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None:
             share_common_headers(scope["headers"])
-            scope["extensions"][TRANSPORT_EXTENSION] = {
-                "reset": self.reset,
-                "send_nowait": self.send_nowait,
-                "offer_frames": self.offer_frames,
-                "detach": self.detach,
-                "send": self.send,
-            }
+            scope["extensions"][TRANSPORT_EXTENSION] = self  # a CollabTransport
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        # The scope's extension holds bound methods of this protocol, which holds the scope: a reference
+        # The scope's extension holds this protocol, which holds the scope: a reference
         # cycle that only the cyclic GC could free, and a closed connection should go by reference counts
         # alone (``collab_server.gc_policy``). The app took what it needed from the extension when it joined.
         scope = getattr(self, "scope", None)

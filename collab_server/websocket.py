@@ -14,6 +14,7 @@ the upgrade is answered with HTTP 503 or 429 and a Retry-After, and no socket ex
 
 from __future__ import annotations
 
+import functools
 import logging
 import unicodedata
 from collections.abc import Mapping
@@ -38,7 +39,7 @@ from collab_server.errors import (
 from collab_server.frames import FrameGate
 from collab_server.limits import Quotas
 from collab_server.names import room_name, room_name_problem
-from collab_server.peer import Peer
+from collab_server.peer import AsgiSocket, Peer
 from collab_server.protocol import FrameLimits
 from collab_server.reader import FrameReader
 from collab_server.refusals import log_refusal
@@ -47,7 +48,7 @@ from collab_server.rooms import RoomManager
 from collab_server.security import security_event
 from collab_server.session import PeerSession
 from collab_server.settings import Settings
-from collab_server.transport import TRANSPORT_EXTENSION
+from collab_server.transport import TRANSPORT_EXTENSION, CollabTransport
 
 logger = logging.getLogger(__name__)
 
@@ -133,16 +134,14 @@ async def room_endpoint(websocket: WebSocket) -> None:
                 await websocket.close(CloseCode.RATE_LIMITED, text)
                 return
 
-        transport = websocket.scope.get("extensions", {}).get(TRANSPORT_EXTENSION, {})
+        transport: CollabTransport | None = websocket.scope.get("extensions", {}).get(TRANSPORT_EXTENSION)
         peer = Peer(
-            # The connection's own ASGI send where it offers it: Starlette's holds the WebSocket, and with
-            # it the scope, which a detached connection lets go of.
-            transport.get("send", websocket.send),
+            # The connection itself where it offers the extension (its send, not Starlette's: that holds the
+            # WebSocket, and with it the scope, which a detached connection lets go of).
+            transport if transport is not None else AsgiSocket(websocket.send),
             room_name=name,
             max_messages=settings.send_queue_messages,
             max_bytes=settings.send_queue_bytes,
-            abort=transport.get("reset"),
-            send_nowait=transport.get("send_nowait"),
             can_write=admission.role.can_write,
         )
         try:
@@ -166,25 +165,23 @@ async def room_endpoint(websocket: WebSocket) -> None:
         if access.enabled:
             control.opened(name, peer, admission.principal)
         reader = FrameReader(peer, room, gate, settings.turn_budget_ms / 1000)
-        offer_frames = transport.get("offer_frames")
         # From here the session leaves the room and gives back the admission when it ends.
         session = PeerSession(
-            peer, room, reader, rooms=rooms, control=control, caps=caps, address=address, offer_frames=offer_frames
+            peer, room, reader, rooms=rooms, control=control, caps=caps, address=address, transport=transport
         )
         handed_over = True
         try:
             for message in room.welcome():
                 peer.send(message)
-            if offer_frames is not None:
+            if transport is not None:
                 # From here frames are handled in the read callback while nothing waits (reader.py).
-                offer_frames(reader.take)
+                transport.offer_frames(reader.take)
         except BaseException:
             await session.end()
             raise
-        detach = transport.get("detach")
-        if detach is not None:
+        if transport is not None:
             # This task ends here; the connection runs the session when something waits for it.
-            detach(session.resume)
+            transport.detach(session.resume)
             return
         await session.serve(websocket.receive)
     except WebSocketDisconnect:
@@ -209,7 +206,9 @@ async def _deny(websocket: WebSocket, refused: Refusal, address: str) -> None:
     await websocket.close(code, refused.text)
 
 
+@functools.cache
 def _frame_limits(settings: Settings) -> FrameLimits:
+    """The decoding bounds (one object for every peer of a server: they depend only on its settings)."""
     return FrameLimits(
         messages=settings.max_messages_per_frame,
         state_vector_clients=settings.max_state_vector_clients,

@@ -58,7 +58,7 @@ class Node:
 
     async def join(self, room: str) -> tuple[Peer, RecordingSocket, Room]:
         socket = RecordingSocket()
-        peer = Peer(socket.send, room_name=room, abort=socket.abort)
+        peer = Peer(socket, room_name=room)
         joined = await self.rooms.join(room, peer)
         for message in joined.welcome():
             peer.send(message)

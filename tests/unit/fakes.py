@@ -14,7 +14,7 @@ from collab_server.room import Room
 
 
 class RecordingSocket:
-    """Stands in for the ASGI ``send`` of one websocket; ``stalled`` makes every send hang."""
+    """Stands in for one websocket (a ``collab_server.peer.PeerSocket``); ``stalled`` makes every send hang."""
 
     def __init__(self, *, stalled: bool = False) -> None:
         self.frames: list[bytes] = []
@@ -31,7 +31,10 @@ class RecordingSocket:
         elif event["type"] == "websocket.close":
             self.closes.append((event["code"], event["reason"]))
 
-    def abort(self) -> None:
+    def send_nowait(self, data: bytes) -> bool:
+        return False  # every message goes through send(), as under a plain ASGI server
+
+    def reset(self) -> None:
         self.aborted = True
 
     def messages(self) -> list[Message]:
@@ -60,7 +63,7 @@ class RecordingSink:
 
 def make_peer(room: Room, *, stalled: bool = False, **limits: Any) -> tuple[Peer, RecordingSocket]:
     socket = RecordingSocket(stalled=stalled)
-    peer = Peer(socket.send, room_name=room.name, abort=socket.abort, **limits)
+    peer = Peer(socket, room_name=room.name, **limits)
     room.add(peer)
     peer.on_close = room.remove  # what RoomManager.join wires up (plus its own bookkeeping)
     return peer, socket

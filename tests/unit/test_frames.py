@@ -111,7 +111,7 @@ async def test_awareness_is_decoded_once_for_the_gate_and_the_room() -> None:
     gate.check(message, room)
     room.handle(peer, message)
     assert room.awareness.state(5) == '{"user": "ada"}'
-    assert peer.client_ids == {5}
+    assert peer.client_ids == (5,)
 
 
 def test_one_connection_may_bring_only_a_few_awareness_clients() -> None:

@@ -30,7 +30,7 @@ async def test_embedded_mode_keeps_presence_in_process_and_nothing_per_edit() ->
     rooms = RoomManager(store, writer, settings, replication)
     try:
         socket = RecordingSocket()
-        peer = Peer(socket.send, room_name="r")
+        peer = Peer(socket, room_name="r")
         room = await rooms.join("r", peer)
         state = {"user": {"name": "Ann", "color": "#abc"}}
         room.receive(peer, encode_awareness_message([AwarenessEntry(9, 1, json.dumps(state))]))

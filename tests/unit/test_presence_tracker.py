@@ -13,7 +13,7 @@ async def test_a_relayed_awareness_state_is_not_counted_as_ours() -> None:
     # y-websocket clients echo every awareness change they see, other clients' included.
     room, _ = make_room()
     socket = RecordingSocket()
-    peer = Peer(socket.send, room_name=room.name)
+    peer = Peer(socket, room_name=room.name)
     room.add(peer)
     tracker = PresenceTracker(LocalRegistry(), "me")
     own, relayed = AwarenessEntry(1, 1, '{"a":1}'), AwarenessEntry(2, 4, '{"b":2}')

@@ -197,7 +197,7 @@ async def test_awareness_reaches_everyone_including_the_sender() -> None:
     await settle()
     assert author_socket.frames == [message]
     assert other_socket.frames == [message]
-    assert author.client_ids == {42}
+    assert author.client_ids == (42,)
     assert sink.awareness == [message]
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from collab_server.access import Access
 from collab_server.errors import CloseCode
-from collab_server.peer import Peer
+from collab_server.peer import AsgiSocket, Peer
 from collab_server.principal import Principal
 from collab_server.roles import Role
 from collab_server.room_control import RoomControl
@@ -44,7 +44,7 @@ async def test_a_changed_event_lowers_and_removes_open_sockets() -> None:
     control, rooms = await make_control(recheck=3600)
     try:
         await rooms.set_participant("r1", "bob", Role.EDITOR, "owner")
-        bob = Peer(_sent, room_name="r1")
+        bob = Peer(AsgiSocket(_sent), room_name="r1")
         control.opened("r1", bob, Principal("bob"))
         await rooms.set_participant("r1", "bob", Role.VIEWER, "owner")
         await control.changed("r1")
@@ -60,7 +60,7 @@ async def test_a_lost_event_is_made_up_for_by_the_periodic_recheck() -> None:
     control, rooms = await make_control(recheck=0.05)
     try:
         await rooms.set_participant("r1", "bob", Role.EDITOR, "owner")
-        bob = Peer(_sent, room_name="r1")
+        bob = Peer(AsgiSocket(_sent), room_name="r1")
         control.opened("r1", bob, Principal("bob"))
         await rooms.remove_participant("r1", "bob")  # no event published: as if Redis had lost it
 
@@ -75,7 +75,7 @@ async def test_a_lost_event_is_made_up_for_by_the_periodic_recheck() -> None:
 async def test_a_deleted_event_closes_sockets_with_4404() -> None:
     control, _rooms = await make_control(recheck=3600)
     try:
-        bob = Peer(_sent, room_name="r1")
+        bob = Peer(AsgiSocket(_sent), room_name="r1")
         control.opened("r1", bob, Principal("bob"))
         await control.handle(RoomEvent("r1", "deleted"))
         assert bob.closed and bob.close_code == CloseCode.NO_SUCH_ROOM

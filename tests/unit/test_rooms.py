@@ -45,7 +45,7 @@ class GatedStore(MemoryStore):
 
 
 def _peer(name: str) -> Peer:
-    return Peer(RecordingSocket().send, room_name=name)
+    return Peer(RecordingSocket(), room_name=name)
 
 
 @asynccontextmanager
