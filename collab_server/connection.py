@@ -287,6 +287,9 @@ class WebSocketConnection(Protocol):
                 TRANSPORT_EXTENSION: self,  # a transport.CollabTransport
             },
         }
+        # Nothing is read until the app accepts: a client may not send frames before the 101 (RFC 6455
+        # 4.1), and a pong written now would land in front of it. TCP holds whatever comes meanwhile.
+        transport.pause_reading()
         self.queue.put_nowait({"type": "websocket.connect"})
         task = self.loop.create_task(self.run_asgi())
         self._context.tasks.add(task)
@@ -332,7 +335,10 @@ class WebSocketConnection(Protocol):
         lines.append(b"\r\n")
         self._accept_key = None
         self.handshake_complete = True
+        if self.transport.is_closing():
+            return  # the client left while the app decided; connection_lost tells the app
         self.transport.write(b"".join(lines))
+        self.transport.resume_reading()  # paused since the upgrade
         if logger.isEnabledFor(logging.INFO) and self.scope is not None:
             logger.info('%s - "WebSocket %s" [accepted]', self._client_text(), self._path_text())
         self._start_keepalive()
@@ -436,8 +442,10 @@ class WebSocketConnection(Protocol):
                     f"'websocket.http.response.start' but got '{kind}'."
                 )
         elif self.close_sent or self.transport.is_closing():
-            # The closing handshake has begun (or the socket is going): nothing more can be sent.
-            raise ClientDisconnected()
+            # The closing handshake has begun (or the socket is going): nothing more can be sent, and a
+            # close has nothing left to do.
+            if kind != "websocket.close":
+                raise ClientDisconnected()
         elif kind == "websocket.send":
             data = message.get("bytes")
             if data is not None:
