@@ -256,11 +256,11 @@ class WebSocketConnection(Protocol):
             return
         try:
             url = httptools.parse_url(target)
-        except httptools.HttpParserInvalidURLError:
+            raw_path = url.path or b"/"
+            path = raw_path.decode("ascii")
+        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
             self._refuse(400, "invalid request target", [])
             return
-        raw_path = url.path or b"/"
-        path = raw_path.decode("ascii")
         root_path = request.get("root_path", "")
         headers: list[tuple[bytes, bytes]] = request["headers"]
         subprotocols: list[str] = []

@@ -3,9 +3,10 @@ the room (``collab_server.reader``); when it ends, it leaves the room and gives 
 
 It runs in one of two ways:
 
-- **detached** (under our uvicorn protocol, ``collab_server.transport``): the endpoint hands the session
-  to the connection and returns, so an idle peer holds no task, no coroutine chain, no ASGI scope (about
-  half of what an idle connection cost, docs/benchmarks.md). The connection runs ``resume`` in a short
+- **detached** (under our websocket protocols, which offer the ``collab.transport`` extension:
+  ``collab_server.connection``, or ``transport.CollabWebSocketProtocol`` with deflate): the endpoint hands
+  the session to the connection and returns, so an idle peer holds no task, no coroutine chain, no ASGI
+  scope (about half of what an idle connection cost, docs/benchmarks.md). The connection runs ``resume`` in a short
   task whenever something waits for it: frames the reader's ``take`` declined (rate pause, turn budget),
   and in the end the disconnect;
 - **in the endpoint's task** (``serve``), under any other ASGI server.

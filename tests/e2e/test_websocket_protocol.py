@@ -226,5 +226,12 @@ def test_a_malformed_key_is_refused(server: ServerProcess, room_name: str) -> No
     assert b"Sec-WebSocket-Key must be 16 bytes in base64" in response
 
 
+def test_a_request_target_that_is_not_ascii_is_refused(server: ServerProcess) -> None:
+    # httptools refuses it before the upgrade; the connection's own check is the second line.
+    request = upgrade_request(server.port, "/ws/room").replace(b"/ws/room", "/ws/r\u00e9".encode())
+    response = _handshake_response(server, request)
+    assert response.startswith(b"HTTP/1.1 400"), response
+
+
 def test_no_tracebacks_were_logged(server: ServerProcess) -> None:
     assert_no_traceback(server)
