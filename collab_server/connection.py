@@ -35,14 +35,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import logging
 import os
-import socket
 import struct
 import weakref
-from asyncio import AbstractEventLoop, CancelledError, Protocol, Task, TimerHandle, Transport, get_event_loop
+from asyncio import AbstractEventLoop, Protocol, Task, TimerHandle, Transport, get_event_loop
 from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote
@@ -52,12 +50,10 @@ from uvicorn.config import Config
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.server import ServerState
 
-from collab_server import metrics
-from collab_server.refusals import log_refusal
 from collab_server.transport import (
     PING_BURST,
-    PING_RATE,
     TRANSPORT_EXTENSION,
+    CollabTransportBase,
     FrameHandler,
     KeepaliveTimer,
     ReceiveQueue,
@@ -163,7 +159,7 @@ def _context(config: Config, server_state: ServerState, app_state: dict[str, Any
     return context
 
 
-class WebSocketConnection(Protocol):
+class WebSocketConnection(CollabTransportBase, Protocol):
     """A websocket connection and its ASGI app (see the module docstring)."""
 
     __slots__ = (
@@ -173,16 +169,10 @@ class WebSocketConnection(Protocol):
         "_fragment_opcode",
         "_fragments",
         "_fragments_size",
-        "_frame_handler",
         "_partial",
-        "_ping_time",
-        "_ping_tokens",
         "_read_at",
-        "_resume",
-        "_resume_task",
         "app_state",
         "client",
-        "close_sent",
         "close_timer",
         "disconnected",
         "handshake_complete",
@@ -193,7 +183,6 @@ class WebSocketConnection(Protocol):
         "ping_timer",
         "pong_timer",
         "queue",
-        "read_paused",
         "scope",
         "transport",
         "writable",
@@ -398,22 +387,6 @@ class WebSocketConnection(Protocol):
         self.handshake_complete = self.close_sent = True
         self._write_http_response(500, [], b"Internal Server Error")
 
-    async def receive(self) -> Any:
-        # An idle connection's task waits on the queue's getter future itself: one coroutine frame fewer.
-        queue = self.queue
-        while queue.empty():
-            getter = queue.getter()
-            try:
-                await getter
-            except BaseException:
-                queue.getter_failed(getter)
-                raise
-        message = queue.get_nowait()
-        if self.read_paused and queue.empty():
-            self.read_paused = False
-            self.transport.resume_reading()
-        return message
-
     async def send(self, message: Any) -> None:
         await self.writable.wait()
         if self.disconnected:
@@ -480,52 +453,10 @@ class WebSocketConnection(Protocol):
         self._write_http_response(status, headers, body)
         self.transport.close()
 
-    # -- the collab.transport extension ---------------------------------------------------------------
+    # -- the collab.transport extension (the rest is CollabTransportBase's) ------------------------------
 
-    def offer_frames(self, handler: FrameHandler | None) -> None:
-        """From now on, offer each binary message to ``handler`` first (None: stop). See ``FrameHandler``."""
-        self._frame_handler = handler
-
-    def detach(self, resume: Resume) -> None:
-        """Let the app's task end without ending the connection: ``resume`` takes over (see ``Resume``).
-
-        Called by the app just before it returns. From then on, the connection costs no task while nothing
-        waits for the app: what the frame handler takes never does, and anything queued (a frame it
-        declined, the disconnect, the server's shutdown) starts ``resume`` in a task of its own, one at a
-        time, until it returns False. Then the connection ends as if the app had returned then.
-        """
-        self._resume = resume
-        self.queue.on_put = self._wake_app
-        if not self.queue.empty():
-            self._wake_app()
-
-    def _wake_app(self) -> None:
-        # A running resume clears _resume_task as it ends; done() also covers one cancelled before it ran.
-        task = self._resume_task
-        if self._resume is None or (task is not None and not task.done()):
-            return  # done with the connection, or the running resume will see the new item before it returns
-        task = self._resume_task = self.loop.create_task(self._run_resume(self._resume))
-        # In uvicorn's task set, so that a graceful shutdown waits for it as for an app's task.
-        self._context.tasks.add(task)
-        task.add_done_callback(self._context.tasks.discard)
-
-    async def _run_resume(self, resume: Resume) -> None:
-        done = True
-        try:
-            done = not await resume(self.receive, self.queue.empty)
-        except (ClientDisconnected, CancelledError):
-            pass
-        except BaseException:
-            logger.exception("Exception in ASGI application\n")
-        finally:
-            self._resume_task = None  # an idle connection keeps no finished task either
-            if done:
-                # As run_asgi() once the app returned; and no more resumes, which also breaks the reference
-                # cycle connection -> resume -> peer -> connection.
-                self._resume = None
-                self.queue.on_put = None
-                if self.close_timer is None:
-                    self.transport.close()
+    def _app_tasks(self) -> set[Task[None]]:
+        return self._context.tasks
 
     def send_nowait(self, data: bytes) -> bool:
         """Write one binary message if the socket can take it now; False means "use the ASGI send"."""
@@ -535,15 +466,6 @@ class WebSocketConnection(Protocol):
         # copied into a per-peer frame.
         self.transport.writelines((binary_frame_header(len(data)), data))
         return True
-
-    def reset(self) -> None:
-        """Drop the connection with a TCP reset. A plain close would leave the kernel holding every
-        unsent byte (megabytes, for a stalled reader) until the peer reads them or TCP gives up."""
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.transport.abort()
 
     # -- reading frames -------------------------------------------------------------------------------
 
@@ -689,11 +611,8 @@ class WebSocketConnection(Protocol):
             except UnicodeDecodeError:
                 raise FrameError(1007, "invalid UTF-8 in the close reason") from None
         if self.close_sent:
-            # The client's reply to our close: the closing handshake is complete.
-            if self.close_timer is not None:
-                self.close_timer.cancel()
-                self.close_timer = None
-                self.transport.close()
+            if self.close_timer is not None:  # the client's reply to our close: the handshake is complete
+                self._close_now()
             return
         self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
         # Echo the client's close (RFC 6455 5.5.1), then close the socket: the server closes TCP first.
@@ -714,16 +633,7 @@ class WebSocketConnection(Protocol):
     # -- pings, pongs and keepalive ---------------------------------------------------------------------
 
     def _answer_ping(self, payload: bytes) -> None:
-        # Answer only while the client reads what it is sent, and pings at a sane rate: a client that pings
-        # but never reads would otherwise grow the write buffer by a pong per ping without limit.
-        now = self.loop.time()
-        tokens = min(PING_BURST, self._ping_tokens + (now - self._ping_time) * PING_RATE) - 1
-        self._ping_tokens, self._ping_time = tokens, now
-        if tokens < 0:
-            self._drop("ping_flood", f"more than {PING_RATE:g} pings per second")
-        elif self.transport.get_write_buffer_size() > self._context.max_buffered:
-            self._drop("ping_flood", "pings while not reading what it is sent")
-        else:
+        if not self._ping_refused(self._context.max_buffered):
             self.transport.write(control_frame(OP_PONG, payload))
 
     def _pong(self, payload: bytes) -> None:
@@ -778,13 +688,6 @@ class WebSocketConnection(Protocol):
             self.pong_timer = None
         self.pending_ping_payload = None
 
-    def _drop(self, reason: str, text: str) -> None:
-        metrics.CONNECTIONS_DROPPED.labels(reason).inc()
-        log_refusal(reason, "dropped a connection from %s: %s", self.client[0] if self.client else "?", text)
-        self.close_sent = True
-        self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
-        self.reset()
-
     # -- the socket's life ----------------------------------------------------------------------------
 
     def pause_writing(self) -> None:
@@ -797,10 +700,7 @@ class WebSocketConnection(Protocol):
         """The server is shutting down: close with 1012 (service restart) so clients reconnect."""
         self._stop_keepalive()
         if self.close_sent:
-            if self.close_timer is not None:
-                self.close_timer.cancel()
-                self.close_timer = None
-            self.transport.close()
+            self._close_now()
             return
         if self.handshake_complete:
             self.queue.put_nowait({"type": "websocket.disconnect", "code": 1012})
@@ -808,6 +708,13 @@ class WebSocketConnection(Protocol):
             self.transport.write(close_frame(1012))
         else:
             self._send_500_response()
+        self.transport.close()
+
+    def _close_now(self) -> None:
+        """Close the socket without waiting any longer for the client's reply to our close frame."""
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+            self.close_timer = None
         self.transport.close()
 
     def eof_received(self) -> None:

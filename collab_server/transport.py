@@ -52,6 +52,7 @@ bench/idle_memory.py):
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import socket
 import struct
@@ -76,6 +77,8 @@ except ImportError:  # websockets built without its C extension
     from websockets.utils import apply_mask
 
 TRANSPORT_EXTENSION = "collab.transport"
+
+_logger = logging.getLogger("uvicorn.error")  # where uvicorn reports an app's exceptions
 
 _pack_u16 = struct.Struct("!BBH").pack
 _pack_u64 = struct.Struct("!BBQ").pack
@@ -380,24 +383,141 @@ def share_common_headers(headers: list[tuple[bytes, bytes]]) -> None:
             shared[header] = header
 
 
-class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
-    # Every attribute uvicorn's protocol sets (plus none of ours): in slots they cost 8 bytes each, where
-    # 37 of them would overflow CPython's shared-key instance dict into a 1.6 KB dict per connection.
-    # An attribute a later uvicorn adds still works: it lands in the (then materialised) instance dict.
+class CollabTransportBase:
+    """What both our websocket protocols do for the ``collab.transport`` extension and against hostile
+    clients (a mixin: the protocol sets the attributes listed here in its ``__init__``, and provides the
+    ones annotated below and ``_app_tasks``)."""
+
+    __slots__ = ("_frame_handler", "_ping_time", "_ping_tokens", "_resume", "_resume_task", "close_sent", "read_paused")
+
+    _frame_handler: FrameHandler | None
+    _ping_time: float
+    _ping_tokens: float
+    _resume: Resume | None
+    _resume_task: Task[None] | None
+    close_sent: bool
+    read_paused: bool
+
+    # Provided by the protocol class.
+    loop: AbstractEventLoop
+    transport: Any
+    queue: Any  # a ReceiveQueue
+    client: tuple[str, int] | None
+    close_timer: Any
+
+    def _app_tasks(self) -> set[Task[None]]:
+        """uvicorn's set of the server's app tasks (a graceful shutdown waits for them)."""
+        raise NotImplementedError
+
+    async def receive(self) -> Any:
+        # uvicorn's receive(), with the queue's get() inlined: an idle connection's task waits on the
+        # getter future itself, one coroutine frame fewer.
+        queue = cast(ReceiveQueue, self.queue)
+        while queue.empty():
+            getter = queue.getter()
+            try:
+                await getter
+            except BaseException:
+                queue.getter_failed(getter)
+                raise
+        message = queue.get_nowait()
+        if self.read_paused and queue.empty():
+            self.read_paused = False
+            self.transport.resume_reading()
+        return message
+
+    def offer_frames(self, handler: FrameHandler | None) -> None:
+        """From now on, offer each binary message to ``handler`` first (None: stop). See ``FrameHandler``."""
+        self._frame_handler = handler
+
+    def detach(self, resume: Resume) -> None:
+        """Let the app's task end without ending the connection: ``resume`` takes over (see ``Resume``).
+
+        Called by the app just before it returns. From then on, the connection costs no task while nothing
+        waits for the app: what the frame handler takes never does, and anything queued (a frame it
+        declined, the disconnect, the server's shutdown) starts ``resume`` in a task of its own, one at a
+        time, until it returns False. Then the connection ends as if the app had returned then.
+        """
+        self._resume = resume
+        queue = cast(ReceiveQueue, self.queue)
+        queue.on_put = self._wake_app
+        if not queue.empty():
+            self._wake_app()
+
+    def _wake_app(self) -> None:
+        # A running resume clears _resume_task as it ends; done() also covers one cancelled before it ran.
+        task = self._resume_task
+        if self._resume is None or (task is not None and not task.done()):
+            return  # done with the connection, or the running resume will see the new item before it returns
+        task = self._resume_task = self.loop.create_task(self._run_resume(self._resume))
+        # In uvicorn's task set, so that a graceful shutdown waits for it as for an app's task.
+        tasks = self._app_tasks()
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _run_resume(self, resume: Resume) -> None:
+        done = True
+        try:
+            done = not await resume(self.receive, self.queue.empty)
+        except (ClientDisconnected, CancelledError):
+            pass
+        except BaseException:
+            _logger.exception("Exception in ASGI application\n")
+        finally:
+            self._resume_task = None  # an idle connection keeps no finished task either
+            if done:
+                # As run_asgi() once the app returned; and no more resumes, which also breaks the reference
+                # cycle connection -> resume -> peer -> connection.
+                self._resume = None
+                cast(ReceiveQueue, self.queue).on_put = None
+                if self.close_timer is None:
+                    self.transport.close()
+
+    def _ping_refused(self, max_buffered: int) -> bool:
+        """A ping arrived: True if it is refused, and the connection dropped, instead of answered. A client
+        may ping ``PING_BURST`` times and then ``PING_RATE`` times a second, and only while it reads what it
+        is sent: one that pings but never reads would otherwise grow the write buffer by a pong per ping."""
+        now = self.loop.time()
+        tokens = min(PING_BURST, self._ping_tokens + (now - self._ping_time) * PING_RATE) - 1
+        self._ping_tokens, self._ping_time = tokens, now
+        if tokens < 0:
+            self._drop("ping_flood", f"more than {PING_RATE:g} pings per second")
+            return True
+        if self.transport.get_write_buffer_size() > max_buffered:
+            self._drop("ping_flood", "pings while not reading what it is sent")
+            return True
+        return False
+
+    def _drop(self, reason: str, text: str) -> None:
+        metrics.CONNECTIONS_DROPPED.labels(reason).inc()
+        log_refusal(reason, "dropped a connection from %s: %s", self.client[0] if self.client else "?", text)
+        self.close_sent = True
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop the connection with a TCP reset. A plain close would leave the kernel holding every
+        unsent byte (megabytes, for a stalled reader) until the peer reads them or TCP gives up."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
+
+
+class CollabWebSocketProtocol(CollabTransportBase, WebSocketsSansIOProtocol):
+    # Every attribute uvicorn's protocol sets (those CollabTransportBase has not): in slots they cost 8
+    # bytes each, where 37 of them would overflow CPython's shared-key instance dict into a 1.6 KB dict per
+    # connection. An attribute a later uvicorn adds still works: it lands in the (then materialised)
+    # instance dict.
     __slots__ = (
-        # ours: the ping token bucket, the app's frame handler (see offer_frames) and its resume (see detach)
-        "_frame_handler",
-        "_ping_time",
-        "_ping_tokens",
+        # ours: when the current read began (see offer_frames)
         "_read_at",
-        "_resume",
-        "_resume_task",
         # uvicorn's
         "app",
         "app_state",
         "asgi_version",
         "client",
-        "close_sent",
         "close_timeout",
         "close_timer",
         "config",
@@ -420,7 +540,6 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
         "ping_timer",
         "pong_timer",
         "queue",
-        "read_paused",
         "request",
         "response",
         "root_path",
@@ -438,7 +557,7 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Same interfaces, nothing held while idle (see the module docstring).
-        self.queue = ReceiveQueue(self.loop)  # type: ignore[assignment]
+        self.queue = ReceiveQueue(self.loop)
         self.writable = WritableFlag()  # type: ignore[assignment]
         self.writable.set()
         self._ping_tokens = float(PING_BURST)
@@ -447,6 +566,9 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
         self._read_at = 0.0
         self._resume: Resume | None = None
         self._resume_task: Task[None] | None = None
+
+    def _app_tasks(self) -> set[Task[None]]:
+        return self.tasks
 
     def start_keepalive(self) -> None:
         # Called once, right after the 101 response went out: the handshake is complete.
@@ -481,23 +603,6 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
         next(parser)  # runs to the same point: waiting in reader.at_eof()
         conn.parser = parser
 
-    async def receive(self) -> Any:
-        # uvicorn's receive(), with the queue's get() inlined: an idle connection's task waits on the
-        # getter future itself, one coroutine frame fewer.
-        queue = cast(ReceiveQueue, self.queue)
-        while queue.empty():
-            getter = queue.getter()
-            try:
-                await getter
-            except BaseException:
-                queue.getter_failed(getter)
-                raise
-        message = queue.get_nowait()
-        if self.read_paused and queue.empty():
-            self.read_paused = False
-            self.transport.resume_reading()
-        return message
-
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         # The ASGI task was created but has not run yet, so the scope can still be extended.
@@ -521,48 +626,6 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
         # soak's server grow with larger GC thresholds, and frozen objects pile up with collect-and-freeze.
         # Nothing is parsed after the connection is lost: close the generator.
         self.conn.parser.close()
-
-    def detach(self, resume: Resume) -> None:
-        """Let the app's task end without ending the connection: ``resume`` takes over (see ``Resume``).
-
-        Called by the app just before it returns. From then on, the connection costs no task while nothing
-        waits for the app: what the frame handler takes never does, and anything queued (a frame it
-        declined, the disconnect, the server's shutdown) starts ``resume`` in a task of its own, one at a
-        time, until it returns False. Then the connection ends as if the app had returned then.
-        """
-        self._resume = resume
-        queue = cast(ReceiveQueue, self.queue)
-        queue.on_put = self._wake_app
-        if not queue.empty():
-            self._wake_app()
-
-    def _wake_app(self) -> None:
-        # A running resume clears _resume_task as it ends; done() also covers one cancelled before it ran.
-        task = self._resume_task
-        if self._resume is None or (task is not None and not task.done()):
-            return  # done with the connection, or the running resume will see the new item before it returns
-        task = self._resume_task = self.loop.create_task(self._run_resume(self._resume))
-        # In uvicorn's task set, so that a graceful shutdown waits for it as for an app's task.
-        self.tasks.add(task)
-        task.add_done_callback(self.on_task_complete)
-
-    async def _run_resume(self, resume: Resume) -> None:
-        done = True
-        try:
-            done = not await resume(self.receive, self.queue.empty)
-        except (ClientDisconnected, CancelledError):
-            pass
-        except BaseException:
-            self.logger.exception("Exception in ASGI application\n")
-        finally:
-            self._resume_task = None  # an idle connection keeps no finished task either
-            if done:
-                # As uvicorn's run_asgi() once the app returned; and no more resumes, which also breaks
-                # the reference cycle protocol -> resume -> peer -> protocol.
-                self._resume = None
-                cast(ReceiveQueue, self.queue).on_put = None
-                if self.close_timer is None:
-                    self.transport.close()
 
     async def run_asgi(self) -> None:
         # uvicorn's run_asgi(), except that a connection the app detached stays open when the app returns.
@@ -590,10 +653,6 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
             # The app failed after detaching: the connection closes, and the disconnect runs its resume.
         if self.close_timer is None:
             self.transport.close()
-
-    def offer_frames(self, handler: FrameHandler | None) -> None:
-        """From now on, offer each binary message to ``handler`` first (None: stop). See ``FrameHandler``."""
-        self._frame_handler = handler
 
     def data_received(self, data: bytes) -> None:
         self._read_at = self.loop.time()
@@ -674,16 +733,8 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_ping(self) -> None:
         # websockets queued the pong already; write it only while the peer reads what it is sent, and
         # sends pings at a sane rate.
-        now = self.loop.time()
-        tokens = min(PING_BURST, self._ping_tokens + (now - self._ping_time) * PING_RATE) - 1
-        self._ping_tokens, self._ping_time = tokens, now
-        if tokens < 0:
+        if self._ping_refused(self._max_buffered()):
             self.conn.data_to_send()  # discard the pong
-            self._drop("ping_flood", f"more than {PING_RATE:g} pings per second")
-            return
-        if self.transport.get_write_buffer_size() > self._max_buffered():
-            self.conn.data_to_send()
-            self._drop("ping_flood", "pings while not reading what it is sent")
             return
         super().handle_ping()
 
@@ -699,13 +750,6 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
     def _max_buffered(self) -> int:
         settings = self.app_state.get("settings") if self.app_state else None
         return int(getattr(settings, "send_queue_bytes", self.max_buffered_bytes))
-
-    def _drop(self, reason: str, text: str) -> None:
-        metrics.CONNECTIONS_DROPPED.labels(reason).inc()
-        log_refusal(reason, "dropped a connection from %s: %s", self.client[0] if self.client else "?", text)
-        self.close_sent = True
-        self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
-        self.reset()
 
     def send_nowait(self, data: bytes) -> bool:
         """Write one binary message if the socket can take it now; False means "use the ASGI send"."""
@@ -726,12 +770,3 @@ class CollabWebSocketProtocol(WebSocketsSansIOProtocol):
             # never copied into a per-peer frame.
             self.transport.writelines((binary_frame_header(len(data)), data))
         return True
-
-    def reset(self) -> None:
-        """Drop the connection with a TCP reset. A plain close would leave the kernel holding every
-        unsent byte (megabytes, for a stalled reader) until the peer reads them or TCP gives up."""
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.transport.abort()

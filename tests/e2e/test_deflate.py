@@ -5,13 +5,21 @@ extension. Real Yjs clients offering compression collaborate under both."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.eventually import eventually
-from tests.support.floods import assert_no_traceback, hostile_server, upgrade_request
+from tests.support.floods import (
+    OP_PING,
+    assert_no_traceback,
+    client_frame,
+    hostile_server,
+    open_raw_websocket,
+    upgrade_request,
+)
 from tests.support.servers import ServerProcess
 from tests.support.yjs_clients import YjsNode
 
@@ -60,6 +68,20 @@ async def test_clients_offering_compression_collaborate(node: YjsNode, server: S
         assert "compressed" in await b.text() and "both ways" in await a.text()
 
     await eventually(converged)
+
+
+def test_a_ping_flood_is_dropped(server: ServerProcess, room_name: str) -> None:
+    """The ping limit holds under both protocols (100 at once, then 10 a second)."""
+    sock = open_raw_websocket(server, f"/ws/{room_name}")
+    sock.settimeout(10)
+    try:
+        sock.sendall(client_frame(OP_PING, b"p") * 300)
+        with contextlib.suppress(ConnectionResetError):
+            while sock.recv(65536):
+                pass  # pongs, until the server drops the connection
+    finally:
+        sock.close()
+    assert server.metric('collab_connections_dropped_total{reason="ping_flood"}') >= 1
 
 
 def test_no_tracebacks_were_logged(server: ServerProcess) -> None:
