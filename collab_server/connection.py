@@ -61,6 +61,7 @@ from collab_server.transport import (
     WritableFlag,
     binary_frame_header,
     keepalive_timers,
+    max_buffered_bytes,
     share_common_headers,
 )
 
@@ -143,10 +144,8 @@ class ConnectionContext:
         self.tasks = server_state.tasks
         # uvicorn's date header is refreshed each second in this list; it is read when a response goes out.
         self.default_headers = server_state.default_headers
-        # Bytes waiting to be sent past which a ping is answered by dropping the connection: the app's
-        # send_queue_bytes setting (from its lifespan state), or 64 MiB.
-        settings = app_state.get("settings") if app_state else None
-        self.max_buffered = int(getattr(settings, "send_queue_bytes", 64 * 1024 * 1024))
+        # Bytes waiting to be sent past which a ping is answered by dropping the connection.
+        self.max_buffered = max_buffered_bytes(app_state)
 
 
 _contexts: weakref.WeakKeyDictionary[ServerState, ConnectionContext] = weakref.WeakKeyDictionary()
@@ -178,10 +177,8 @@ class WebSocketConnection(CollabTransportBase, Protocol):
         "handshake_complete",
         "last_ping_rtt",
         "loop",
-        "pending_ping_payload",
         "ping_sent_at",
         "ping_timer",
-        "pong_timer",
         "queue",
         "scope",
         "transport",
@@ -666,18 +663,9 @@ class WebSocketConnection(CollabTransportBase, Protocol):
         self.transport.write(control_frame(OP_PING, self.pending_ping_payload))
         timeout = self._context.ping_timeout
         if timeout is not None:
-            self.pong_timer = self.loop.call_later(timeout, self._keepalive_timeout)
+            self.pong_timer = self.loop.call_later(timeout, self.keepalive_timeout)
         else:
             self._schedule_ping()
-
-    def _keepalive_timeout(self) -> None:
-        # A dead or stalled client would keep a closing connection and its unsent buffer until TCP gives
-        # up: drop it (a reset) instead of closing.
-        self.pong_timer = None
-        self.pending_ping_payload = None
-        if self.close_sent or self.transport.is_closing():
-            return
-        self._drop("keepalive_timeout", "no pong within the keepalive timeout")
 
     def _stop_keepalive(self) -> None:
         if self.ping_timer is not None:

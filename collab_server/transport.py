@@ -24,7 +24,7 @@ The endpoint uses the extension only when present, so the app still runs under a
 
 Replies the protocol writes on its own stay inside the peer's send bounds too: a client that pings but
 never reads would otherwise grow the write buffer by a pong per ping without limit, so a ping that
-arrives while more than ``max_buffered_bytes`` (the ``send_queue_bytes`` setting) wait to be sent drops
+arrives while more than ``max_buffered_bytes()`` (the ``send_queue_bytes`` setting) wait to be sent drops
 the connection; and since every ping costs a parse and a pong, a client may send ``PING_BURST`` pings
 and then ``PING_RATE`` a second (browsers cannot send pings at all; libraries send one every few
 seconds). A keepalive timeout drops it as well (a reset, not a close that would wait behind the
@@ -383,12 +383,33 @@ def share_common_headers(headers: list[tuple[bytes, bytes]]) -> None:
             shared[header] = header
 
 
+MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+"""Bytes waiting to be sent past which a ping is answered by dropping the connection, when the app's
+state carries no settings."""
+
+
+def max_buffered_bytes(app_state: dict[str, Any] | None) -> int:
+    """The app's ``send_queue_bytes`` setting (from its lifespan state), or ``MAX_BUFFERED_BYTES``."""
+    settings = app_state.get("settings") if app_state else None
+    return int(getattr(settings, "send_queue_bytes", MAX_BUFFERED_BYTES))
+
+
 class CollabTransportBase:
     """What both our websocket protocols do for the ``collab.transport`` extension and against hostile
     clients (a mixin: the protocol sets the attributes listed here in its ``__init__``, and provides the
     ones annotated below and ``_app_tasks``)."""
 
-    __slots__ = ("_frame_handler", "_ping_time", "_ping_tokens", "_resume", "_resume_task", "close_sent", "read_paused")
+    __slots__ = (
+        "_frame_handler",
+        "_ping_time",
+        "_ping_tokens",
+        "_resume",
+        "_resume_task",
+        "close_sent",
+        "pending_ping_payload",
+        "pong_timer",
+        "read_paused",
+    )
 
     _frame_handler: FrameHandler | None
     _ping_time: float
@@ -396,6 +417,8 @@ class CollabTransportBase:
     _resume: Resume | None
     _resume_task: Task[None] | None
     close_sent: bool
+    pending_ping_payload: bytes | None
+    pong_timer: Any
     read_paused: bool
 
     # Provided by the protocol class.
@@ -488,6 +511,16 @@ class CollabTransportBase:
             return True
         return False
 
+    def keepalive_timeout(self) -> None:
+        """No pong within the keepalive timeout. uvicorn closes the socket here, which waits for the peer
+        to read the close frame: a dead or stalled peer would keep the connection and its unsent buffer
+        until TCP gives up. Drop it (a reset) instead."""
+        self.pong_timer = None
+        self.pending_ping_payload = None
+        if self.close_sent or self.transport.is_closing():
+            return
+        self._drop("keepalive_timeout", "no pong within the keepalive timeout")
+
     def _drop(self, reason: str, text: str) -> None:
         metrics.CONNECTIONS_DROPPED.labels(reason).inc()
         log_refusal(reason, "dropped a connection from %s: %s", self.client[0] if self.client else "?", text)
@@ -533,12 +566,10 @@ class CollabWebSocketProtocol(CollabTransportBase, WebSocketsSansIOProtocol):
         "last_ping_rtt",
         "logger",
         "loop",
-        "pending_ping_payload",
         "ping_interval",
         "ping_sent_at",
         "ping_timeout",
         "ping_timer",
-        "pong_timer",
         "queue",
         "request",
         "response",
@@ -550,9 +581,6 @@ class CollabWebSocketProtocol(CollabTransportBase, WebSocketsSansIOProtocol):
         "transport",
         "writable",
     )
-
-    max_buffered_bytes = 64 * 1024 * 1024
-    """Bytes waiting in the transport past which a ping is answered by dropping the connection."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -738,18 +766,8 @@ class CollabWebSocketProtocol(CollabTransportBase, WebSocketsSansIOProtocol):
             return
         super().handle_ping()
 
-    def keepalive_timeout(self) -> None:
-        # uvicorn closes the socket here, which waits for the peer to read the close frame: a dead or
-        # stalled peer would keep the connection and its unsent buffer until TCP gives up. Drop it.
-        self.pong_timer = None
-        self.pending_ping_payload = None
-        if self.close_sent or self.transport.is_closing():
-            return
-        self._drop("keepalive_timeout", "no pong within the keepalive timeout")
-
     def _max_buffered(self) -> int:
-        settings = self.app_state.get("settings") if self.app_state else None
-        return int(getattr(settings, "send_queue_bytes", self.max_buffered_bytes))
+        return max_buffered_bytes(self.app_state)
 
     def send_nowait(self, data: bytes) -> bool:
         """Write one binary message if the socket can take it now; False means "use the ASGI send"."""
