@@ -23,7 +23,8 @@ The frame rules (RFC 6455 section 5), each a close with the code websockets woul
 - a continuation frame needs a fragmented message in progress, and a new text or binary frame must wait
   for the one in progress to end (1002);
 - a message, fragmented or not, may not exceed ``ws_max_size`` bytes: refused as soon as a frame header
-  announces more, before its payload is buffered (1009);
+  announces more, before its payload is buffered (1009); nor come in more than ``MAX_FRAGMENTS`` frames
+  (1009);
 - a text message must be valid UTF-8 (1007); a close frame's code must be one a peer may send, and its
   reason valid UTF-8 (1002, 1007).
 
@@ -80,6 +81,10 @@ _FIN = 0x80
 # Close codes a peer may send in a close frame (RFC 6455 7.4, and the IANA registry's 1012-1014);
 # 3000-4999 are for libraries and applications. 1005, 1006 and 1015 must never be sent.
 _SENDABLE_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
+
+MAX_FRAGMENTS = 1024
+"""Frames one message may come in. Empty continuation frames add nothing to a message's size, so without
+this a client could grow a message's fragment list forever (browsers and Node's ws never fragment)."""
 
 CLOSE_TIMEOUT = 10.0
 """Seconds the server waits for the client's reply to its close frame before closing the socket."""
@@ -522,6 +527,8 @@ class WebSocketConnection(CollabTransportBase, Protocol):
                     raise FrameError(1002, "unexpected continuation frame")
                 if max_size is not None and self._fragments_size + length > max_size:
                     raise FrameError(1009, f"message over {max_size} bytes")
+                if len(self._fragments) >= MAX_FRAGMENTS:
+                    raise FrameError(1009, f"message in over {MAX_FRAGMENTS} fragments")
             elif opcode > OP_BINARY:
                 raise FrameError(1002, f"invalid opcode: {opcode}")
             elif self._fragments is not None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from collab_server.connection import MAX_FRAGMENTS
 from tests.support.floods import assert_no_traceback, hostile_server, open_raw_websocket, upgrade_request
 from tests.support.servers import ServerProcess
 
@@ -121,6 +122,12 @@ def connected(server: ServerProcess, room: str) -> socket.socket:
         # Announced, never sent: refused from the header alone, so nothing is buffered for it.
         pytest.param(
             frame(FIN | BINARY, b"", length=1 << 40)[:10], 1009, f"message over {MAX_MESSAGE} bytes", id="announced-1tb"
+        ),
+        pytest.param(
+            frame(BINARY, b"") + frame(CONTINUATION, b"") * MAX_FRAGMENTS,
+            1009,
+            f"message in over {MAX_FRAGMENTS} fragments",
+            id="empty-fragments",
         ),
         pytest.param(
             frame(BINARY, b"\x00" * (MAX_MESSAGE // 2)) + frame(FIN | CONTINUATION, b"\x00" * (MAX_MESSAGE // 2 + 1)),
