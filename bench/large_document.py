@@ -1,7 +1,7 @@
 """A 50 MiB tldraw board on one replica (issue 13): written, synced to a fresh client, compacted, reloaded
 after a restart, while sentinels in other rooms measure how long the server keeps them waiting.
 
-    .venv/bin/python bench/large_document.py [--records 100000] [--record-bytes 480]
+    .venv/bin/python bench/large_document.py [--records 100000] [--record-bytes 640]
 
 Starts ``collab-server`` on a fresh SQLite file (2 CRDT workers). The board (the tldraw-yjs layout:
 ``tl_<room>`` YKeyValue entries plus ``meta``, built by tests/support/boards.py) is written as updates of
@@ -15,7 +15,10 @@ one on the other worker, send a sync step1 every 10 ms and time the answer. Phas
 4. memory: the resident memory of the server and its workers with the board loaded, minus before: after
    the write (transient buffers included) and after the reload (the board as a loaded room holds it).
 
-Reported per phase: its seconds and the sentinels' worst round trip (ms). Not a test: run it by hand.
+Reported per phase: its seconds, the sentinels' worst round trip (ms), and the server's own event-loop lag
+over the phase (its ``collab_loop_lag_seconds`` histogram: what held up every room's sockets, where the
+sentinels' round trips also hold the workers' queues and the CPU the clients got). After each server stops:
+its worst loop lag over its whole life and its CPU seconds, from its log. Not a test: run it by hand.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,9 @@ from tests.support.servers import ServerProcess  # noqa: E402
 from tests.support.yjs_clients import YjsClient, YjsNode  # noqa: E402
 
 WORKERS = 2
+# The server's shutdown lines (collab_server.looplag, collab_server.app), as bench/loop_lag.py reads them.
+_LAG = re.compile(r"event loop lag: (\d+) samples, (\d+) over 10 ms, worst ([\d.]+) ms")
+_CPU = re.compile(r"CPU seconds: this process ([\d.]+), child processes ([\d.]+)")
 ROOM = "large-board"
 
 
@@ -72,7 +80,8 @@ class Sentinels:
             async with connect(f"{self.server.url}/{room}", max_size=None) as ws:
                 await ws.recv()
                 while not stop.is_set():
-                    self.worst[room] = max(self.worst[room], await round_trip(ws))
+                    took = await round_trip(ws)  # awaited first: phase() may reset the worst meanwhile
+                    self.worst[room] = max(self.worst[room], took)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 0.01)
 
@@ -94,18 +103,34 @@ def _board(records: int, record_bytes: int) -> list[bytes]:
     return updates
 
 
-async def _write(server: ServerProcess, args: argparse.Namespace) -> None:
+async def _write(server: ServerProcess, board: Path) -> None:
     """Write the board from a child process: a client masks every byte it sends (~20 ms per MB here),
-    and doing that in this process would hold up the sentinels' own event loop, not the server's."""
-    command = [sys.executable, __file__, "--write", server.url, "--records", str(args.records)]
-    command += ["--record-bytes", str(args.record_bytes)]
+    and doing that in this process would hold up the sentinels' own event loop, not the server's. The
+    child reads the updates this process built (``_save``): building them takes longer than the write."""
+    command = [sys.executable, __file__, "--write", server.url, "--board", str(board)]
     done = await asyncio.to_thread(subprocess.run, command, check=False)
     if done.returncode:
         raise RuntimeError(f"the writer failed ({done.returncode})")
 
 
-async def _write_board(url: str, args: argparse.Namespace) -> None:
-    updates = _board(args.records, args.record_bytes)
+def _save(updates: list[bytes], path: Path) -> None:
+    with path.open("wb") as file:
+        for update in updates:
+            file.write(len(update).to_bytes(8, "little"))
+            file.write(update)
+
+
+def _saved(path: Path) -> list[bytes]:
+    data, updates, at = path.read_bytes(), [], 0
+    while at < len(data):
+        size = int.from_bytes(data[at : at + 8], "little")
+        updates.append(data[at + 8 : at + 8 + size])
+        at += 8 + size
+    return updates
+
+
+async def _write_board(url: str, board: Path) -> None:
+    updates = _saved(board)
     async with connect(f"{url}/{ROOM}", max_size=None) as ws:
         await ws.recv()
         started = time.perf_counter()
@@ -114,6 +139,35 @@ async def _write_board(url: str, args: argparse.Namespace) -> None:
         # Accepted once a step1 sent after them is answered (the room handles a peer's frames in order).
         await round_trip(ws)
         print(f"  (the writer: sent and accepted in {time.perf_counter() - started:.2f} s)", flush=True)
+
+
+class LoopLag:
+    """The server's own event-loop lag over a phase, from its ``collab_loop_lag_seconds`` histogram. The
+    sentinels' round trips also hold the CRDT workers' queues and the clients' own delays; this is only
+    what held up the networking process, and with it every room's sockets."""
+
+    _BOUNDS = ("0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5")
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.last = self._read()
+
+    def _read(self) -> list[float]:
+        """The buckets' counts and the total, from one scrape (samples arrive 20 times a second)."""
+        with urllib.request.urlopen(self.server.http + "/metrics", timeout=5) as response:
+            values = dict(line.rsplit(" ", 1) for line in response.read().decode().splitlines() if line[:1] != "#")
+        buckets = [float(values[f'collab_loop_lag_seconds_bucket{{le="{bound}"}}']) for bound in self._BOUNDS]
+        return [*buckets, float(values["collab_loop_lag_seconds_count"])]
+
+    def phase(self) -> str:
+        now, before = self._read(), self.last
+        self.last = now
+        within = [a - b for a, b in zip(now, before, strict=True)]
+        total = within[-1]
+        over = [(bound, total - count) for bound, count in zip(self._BOUNDS, within, strict=False)]
+        worst = next((f"over {bound} s" for bound, count in reversed(over) if count), "none over 10 ms")
+        over_100ms = total - within[self._BOUNDS.index("0.1")]
+        return f"server loop lag: {total:.0f} samples, {over_100ms:.0f} over 100 ms, worst {worst}"
 
 
 async def _fresh_sync(node: YjsNode, server: ServerProcess) -> tuple[float, YjsClient]:
@@ -127,13 +181,15 @@ async def _fresh_sync(node: YjsNode, server: ServerProcess) -> tuple[float, YjsC
 
 async def main(args: argparse.Namespace) -> None:
     if args.write:
-        await _write_board(args.write, args)
+        await _write_board(args.write, Path(args.board))
         return
     updates = _board(args.records, args.record_bytes)
     encoded = sum(map(len, updates))
     print(f"board: {args.records:,} records, {len(updates)} updates, {encoded / 2**20:.1f} MiB encoded")
-    del updates
     with tempfile.TemporaryDirectory() as folder:
+        board = Path(folder) / "board.bin"
+        _save(updates, board)
+        del updates
         env = {"COLLAB_DATABASE_URL": f"sqlite:///{folder}/collab.sqlite3", "COLLAB_CRDT_WORKERS": str(WORKERS)}
         server = ServerProcess(env, log_path=Path(args.log)).start()
         rooms = [_same_worker_room(ROOM), room_on_other_worker(ROOM, WORKERS)]
@@ -144,25 +200,28 @@ async def main(args: argparse.Namespace) -> None:
             async with sentinels.running():
                 await asyncio.sleep(1)
                 sentinels.phase()
+                lag = LoopLag(server)
                 before = rss_bytes(server)
                 started = time.perf_counter()
-                await _write(server, args)
-                _report("write (with compaction)", time.perf_counter() - started, sentinels.phase())
+                await _write(server, board)
+                _report("write (with compaction)", time.perf_counter() - started, sentinels.phase(), lag.phase())
                 loaded = rss_bytes(server) - before
                 took, client = await _fresh_sync(node, server)
-                _report("fresh client synced", took, sentinels.phase())
+                _report("fresh client synced", took, sentinels.phase(), lag.phase())
                 await client.destroy()
                 print(f"memory after the write: {loaded / 2**20:.0f} MiB = {loaded / encoded:.2f}x its encoded size")
                 print(f"compactions: {server.metric('collab_compactions_total', 0):.0f}")
             server.stop()
+            print(f"{'':32} {_server_summary(args.log)}")
             server.start()
             sentinels = Sentinels(server, rooms)
             async with sentinels.running():
                 await asyncio.sleep(1)
                 sentinels.phase()
+                lag = LoopLag(server)
                 before = rss_bytes(server)
                 took, client = await _fresh_sync(node, server)
-                _report("after a restart: load + sync", took, sentinels.phase())
+                _report("after a restart: load + sync", took, sentinels.phase(), lag.phase())
                 await asyncio.sleep(2)
                 loaded = rss_bytes(server) - before
                 print(f"memory of the reloaded board: {loaded / 2**20:.0f} MiB = {loaded / encoded:.2f}x encoded")
@@ -170,11 +229,25 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             await node.close()
             server.stop()
+        print(f"{'':32} {_server_summary(args.log)}")
 
 
-def _report(phase: str, seconds: float, worst: list[float]) -> None:
+def _server_summary(log: str) -> str:
+    """The server's own account of its life, logged as it stopped: the worst event-loop lag it saw
+    (between the phases and while it saved its rooms too) and its CPU, workers apart."""
+    text = Path(log).read_text(errors="replace")
+    lag, cpu = _LAG.findall(text), _CPU.findall(text)
+    if not lag or not cpu:
+        return "(no summary in the server's log)"
+    (samples, over, worst), (networking, workers) = lag[-1], cpu[-1]
+    lagged = f"loop lag worst {worst} ms ({over} of {samples} over 10 ms)"
+    return f"whole run: {lagged}; CPU s {networking}, workers {workers}"
+
+
+def _report(phase: str, seconds: float, worst: list[float], lag: str) -> None:
     same, other = (f"{t * 1000:7.1f} ms" for t in worst)
     print(f"{phase:32} {seconds:7.2f} s   sentinels' worst round trip: same worker {same}, other worker {other}")
+    print(f"{'':32} {lag}")
 
 
 def _arguments(argv: Any = None) -> argparse.Namespace:
@@ -183,6 +256,7 @@ def _arguments(argv: Any = None) -> argparse.Namespace:
     parser.add_argument("--record-bytes", type=int, default=640, help="about how large each record's JSON is")
     parser.add_argument("--log", default="/tmp/large_document.log", help="the server's log")
     parser.add_argument("--write", metavar="URL", help=argparse.SUPPRESS)  # the writer child process
+    parser.add_argument("--board", help=argparse.SUPPRESS)  # the updates it sends (``_save``)
     return parser.parse_args(argv)
 
 
