@@ -15,9 +15,10 @@ one awareness state. Awareness states must be JSON that every client can ``JSON.
 ``Infinity`` are refused, and nesting is measured before parsing, so ``json.loads`` never recurses deep
 enough to raise RecursionError. Every refusal is a ProtocolError in our own words.
 
-Outgoing messages are built with pycrdt's encoders, which are correct for byte payloads. Strings are
-written here because pycrdt's ``Encoder.write_var_string`` prefixes the *character* count, which
-corrupts non-ASCII text.
+Outgoing messages are built with pycrdt's encoders, which are correct for byte payloads, except sync step2
+and update messages, which are built here with one copy of their payload (pycrdt's copy it twice: a full
+board's step2 is tens of MiB, copied on the event loop). Strings are written here because pycrdt's
+``Encoder.write_var_string`` prefixes the *character* count, which corrupts non-ASCII text.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pycrdt import create_awareness_message, write_var_uint
-from pycrdt._sync import create_sync_step1_message, create_sync_step2_message, create_update_message
+from pycrdt._sync import create_sync_step1_message
 
 from collab_server.errors import ProtocolError
 
@@ -329,12 +330,16 @@ def encode_sync_step1(state_vector: bytes) -> bytes:
     return create_sync_step1_message(state_vector)
 
 
+_SYNC_STEP2 = bytes((MESSAGE_SYNC, SYNC_STEP2))
+_SYNC_UPDATE = bytes((MESSAGE_SYNC, SYNC_UPDATE))
+
+
 def encode_sync_step2(update: bytes) -> bytes:
-    return create_sync_step2_message(update)
+    return b"".join((_SYNC_STEP2, write_var_uint(len(update)), update))
 
 
 def encode_update(update: bytes) -> bytes:
-    return create_update_message(update)
+    return b"".join((_SYNC_UPDATE, write_var_uint(len(update)), update))
 
 
 def encode_query_awareness() -> bytes:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from pycrdt import Doc, Text
+from pycrdt._sync import create_sync_step2_message, create_update_message
 
 from collab_server.errors import ProtocolError
 from collab_server.protocol import (
@@ -39,6 +40,15 @@ def test_sync_messages_round_trip() -> None:
     assert decode_frame(encode_sync_step2(update)) == [SyncStep2(update)]
     assert decode_frame(encode_update(update)) == [SyncUpdate(update)]
     assert decode_frame(encode_query_awareness()) == [QueryAwareness()]
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 16_383, 16_384, 1 << 21])
+def test_step2_and_update_messages_are_byte_for_byte_pycrdts(size: int) -> None:
+    # Ours copy the payload once; pycrdt's encoders are the reference for the bytes (varint lengths
+    # change width at 128 and 16,384).
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    assert encode_sync_step2(payload) == create_sync_step2_message(payload)
+    assert encode_update(payload) == create_update_message(payload)
 
 
 def test_several_messages_in_one_frame_decode_in_order() -> None:
