@@ -71,6 +71,7 @@ _OPS_PER_DEADLINE = 500
 _MAX_BATCH_OPS = 2000
 _MAX_BATCH_BYTES = 1024 * 1024
 _LOAD_FACTOR = 5.0
+_LARGE_ANSWER = 1024 * 1024
 _RETRY_FACTOR = 2.0
 # Deadlines are CPU time (``_within_deadline``); a request that uses no CPU (a blocked worker) is cut off
 # after this many deadlines of wall time. _MIN_WAIT: how often a starved worker's CPU time is read.
@@ -355,6 +356,10 @@ class WorkerPool:
         self.requests += 1
         deadline = self.deadline_for(ops, retry=retry, heavy=lane.heavy)
         body = await _within_deadline(lane.process, lane.process.request(encode_ops(ops)), deadline)
+        if len(body) >= _LARGE_ANSWER:
+            # Reading it copied the answer out of the pipe's buffer, and decoding copies each field out of
+            # it: for a large board each copy holds the loop for tens of milliseconds, so not both in one turn.
+            await asyncio.sleep(0)
         try:
             results = decode_results([op.kind for op in ops], body)
         except CodecError as exc:

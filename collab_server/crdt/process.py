@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from collab_server.crdt.codec import HEADER, CodecError
@@ -23,6 +24,7 @@ from collab_server.native_stderr import NativeReport
 logger = logging.getLogger(__name__)
 
 _ROOT = str(Path(__file__).resolve().parents[2])
+_READ_IN_PIECES = 1 << 20
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -100,13 +102,14 @@ class WorkerProcess:
             await self.kill()
             raise WorkerDied(f"CRDT worker {self.index} greeted with {hello[:40]!r}")
 
-    async def request(self, data: bytes) -> bytes:
-        """Send one framed request and return the body of its answer; WorkerDied if it cannot."""
+    async def request(self, frame: Sequence[bytes | bytearray]) -> bytes:
+        """Send one request frame (its buffers, in order: ``codec.FrameWriter``) and return the body of its
+        answer; WorkerDied if it cannot."""
         process = self._process
         if process is None or process.stdin is None or process.returncode is not None:
             raise WorkerDied(f"CRDT worker {self.index} is not running")
         try:
-            process.stdin.write(data)
+            process.stdin.writelines(frame)
             await process.stdin.drain()
         except (ConnectionError, RuntimeError) as exc:
             raise WorkerDied(f"CRDT worker {self.index}: pipe closed ({exc})") from exc
@@ -117,7 +120,20 @@ class WorkerProcess:
         assert process is not None and process.stdout is not None
         try:
             header = await process.stdout.readexactly(HEADER)
-            return await process.stdout.readexactly(int.from_bytes(header, "little"))
+            size = int.from_bytes(header, "little")
+            if size < _READ_IN_PIECES:
+                return await process.stdout.readexactly(size)
+            # A large answer (a board's snapshot or sync: tens of MiB) is taken as it arrives and joined
+            # once. Left to pile up in the stream's buffer for readexactly, it grew that buffer by
+            # reallocations that copied it again and again: 360 ms of the loop for a 54 MiB answer.
+            pieces, remaining = [], size
+            while remaining:
+                piece = await process.stdout.read(min(remaining, _READ_IN_PIECES))
+                if not piece:
+                    raise asyncio.IncompleteReadError(b"", remaining)
+                pieces.append(piece)
+                remaining -= len(piece)
+            return b"".join(pieces)
         except (asyncio.IncompleteReadError, ConnectionError, CodecError) as exc:
             raise WorkerDied(f"CRDT worker {self.index} exited ({self.exit_status()})") from exc
 

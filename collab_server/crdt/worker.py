@@ -81,7 +81,7 @@ def _read_exactly(stream: BinaryIO, count: int) -> bytes | None:
 
 def serve(requests: BinaryIO, answers: BinaryIO) -> None:
     documents = Documents()
-    answers.write(frame(bytearray(READY)))
+    answers.write(frame(READY))
     answers.flush()
     while True:
         header = _read_exactly(requests, HEADER)
@@ -91,7 +91,7 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
         if body is None:
             return
         ops = decode_ops(body)
-        answers.write(encode_results(handle_all(documents, ops)))
+        answers.writelines(encode_results(handle_all(documents, ops)))
         answers.flush()
 
 

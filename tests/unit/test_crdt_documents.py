@@ -183,7 +183,7 @@ def test_the_framing_round_trips_every_op_and_result() -> None:
         Op(Kind.UNLOAD, "r"),
         Op(Kind.APPLY, "r", b"v", joined=True),
     ]
-    body = encode_ops(ops)
+    body = b"".join(encode_ops(ops))
     assert decode_ops(body[4:]) == ops
     results: list[Result] = [
         Loaded(b"sv", [BadRow(-1, Refusal.CRASHED), BadRow(3, Refusal.MALFORMED)]),
@@ -195,7 +195,7 @@ def test_the_framing_round_trips_every_op_and_result() -> None:
         None,
         Applied(Refusal.POISON),
     ]
-    assert decode_results([op.kind for op in ops], encode_results(results)[4:]) == results
+    assert decode_results([op.kind for op in ops], b"".join(encode_results(results))[4:]) == results
 
 
 def test_a_run_of_updates_is_applied_in_one_transaction_and_emits_once() -> None:
@@ -243,3 +243,23 @@ def test_joined_applies_of_one_room_run_together_in_a_request() -> None:
     assert [bool(update) for update in emitted] == [False, True, True, True]
     assert results[4] == documents.state_vector("a")
     assert _text(documents, "a") == "0,1,2," and _text(documents, "b") == "0,"
+
+
+def test_large_byte_strings_cross_the_pipe_by_reference_and_decode_intact() -> None:
+    # A board's snapshot is tens of MiB: the frame carries it as its own buffer (no copy on the event
+    # loop), between packed small fields, and the joined bytes decode to the same ops and results.
+    snapshot, update = bytes(range(256)) * 1024, b"\x01" * (100 * 1024)
+    ops = [
+        Op(Kind.APPLY, "small", b"u"),
+        Op(Kind.LOAD, "board", snapshot=snapshot, updates=(b"a", update)),
+        Op(Kind.APPLY, "board", update, joined=True),
+    ]
+    buffers = encode_ops(ops)
+    assert sum(part is snapshot for part in buffers) == 1 and sum(part is update for part in buffers) == 2
+    body = b"".join(buffers)
+    assert int.from_bytes(body[:4], "little") == len(body) - 4
+    assert decode_ops(body[4:]) == ops
+    results: list[Result] = [Applied(None, b"e", b"sv", True), Loaded(b"sv"), Applied(None, update, b"sv", True)]
+    answer = encode_results(results)
+    assert any(part is update for part in answer)
+    assert decode_results([op.kind for op in ops], b"".join(answer)[4:]) == results

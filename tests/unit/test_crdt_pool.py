@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -289,8 +289,8 @@ class ScriptedWorker:
     async def kill(self) -> None:
         pass
 
-    async def request(self, data: bytes) -> bytes:
-        ops = decode_ops(data[4:])  # after the frame's length
+    async def request(self, frame: Sequence[bytes | bytearray]) -> bytes:
+        ops = decode_ops(b"".join(frame)[4:])  # after the frame's length
         self.request_sizes.append(len(ops))
         cost = sum(self.costs[op.room] for op in ops)
         self._busy = (time.monotonic(), cost)
@@ -298,7 +298,7 @@ class ScriptedWorker:
             await asyncio.sleep(cost)
         finally:
             self._spent, self._busy = self.cpu_seconds(), None
-        return encode_results([b"state"] * len(ops))[4:]
+        return b"".join(encode_results([b"state"] * len(ops)))[4:]
 
 
 async def test_a_room_whose_legitimate_op_outlasts_the_deadline_gets_a_longer_one() -> None:
