@@ -82,6 +82,9 @@ _FIN = 0x80
 # 3000-4999 are for libraries and applications. 1005, 1006 and 1015 must never be sent.
 _SENDABLE_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
 
+# Frame payloads from this size on are unmasked from a view of the read buffer instead of a copy.
+_UNMASK_IN_PLACE = 64 * 1024
+
 MAX_FRAGMENTS = 1024
 """Frames one message may come in. Empty continuation frames add nothing to a message's size, so without
 this a client could grow a message's fragment list forever (browsers and Node's ws never fragment)."""
@@ -539,7 +542,13 @@ class WebSocketConnection(CollabTransportBase, Protocol):
             if end > size:
                 break
             mask = data[start + header : start + header + 4]
-            payload = apply_mask(data[start + header + 4 : end], mask)
+            if length < _UNMASK_IN_PLACE:
+                payload = apply_mask(data[start + header + 4 : end], mask)
+            else:
+                # Unmasked from a view of the buffer: a slice would copy megabytes first. The view is
+                # released before the caller trims the buffer (a bytearray cannot resize while viewed).
+                with memoryview(data) as view, view[start + header + 4 : end] as masked:
+                    payload = apply_mask(masked, mask)
             start = end
             if opcode == OP_BINARY and fin:
                 self._deliver_binary(payload)

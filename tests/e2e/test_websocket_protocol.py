@@ -8,10 +8,14 @@ import os
 import socket
 import struct
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from pycrdt import Doc, Text
 
 from collab_server.connection import MAX_FRAGMENTS
+from collab_server.protocol import SyncStep2, decode_frame, encode_sync_step1, encode_update
 from tests.support.floods import assert_no_traceback, hostile_server, open_raw_websocket, upgrade_request
 from tests.support.servers import ServerProcess
 
@@ -160,6 +164,32 @@ def test_a_message_at_the_size_limit_is_taken(server: ServerProcess, room_name: 
         assert code == 4400
     finally:
         sock.close()
+
+
+def test_a_message_larger_than_one_read_is_applied_and_the_frame_after_it_read(tmp_path: Path, room_name: str) -> None:
+    """A frame of 300 KB arrives over several socket reads (uvloop reads at most 256 KB at a time), so it
+    is put together in the connection's buffer, unmasked from a view of it, and the buffer then trimmed
+    while the next frame (a step1, in the same send) waits in it."""
+    server = hostile_server(tmp_path, max_message_bytes=str(1 << 20))
+    doc: Doc[Any] = Doc()
+    text = os.urandom(150_000).hex()
+    doc.get("t", type=Text).insert(0, text)
+    sock = connected(server, room_name)
+    try:
+        step1 = frame(FIN | BINARY, encode_sync_step1(b"\x00"))
+        sock.sendall(frame(FIN | BINARY, encode_update(doc.get_update())) + step1)
+        while True:
+            opcode, payload = read_frame(sock)
+            assert opcode == BINARY
+            steps = [message for message in decode_frame(payload) if isinstance(message, SyncStep2)]
+            if steps:
+                break
+        synced: Doc[Any] = Doc()
+        synced.apply_update(steps[0].update)
+        assert str(synced.get("t", type=Text)) == text
+    finally:
+        sock.close()
+        server.stop()
 
 
 def test_the_closing_handshake_echoes_the_client_close(server: ServerProcess, room_name: str) -> None:
