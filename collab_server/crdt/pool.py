@@ -51,6 +51,7 @@ from collab_server.crdt.document_calls import CallError, DocumentAnswer, Documen
 from collab_server.crdt.engine import Applied, BadRow, EngineError, Loaded, OnApplied, Refusal
 from collab_server.crdt.poison import PoisonList
 from collab_server.crdt.process import WorkerDied, WorkerProcess
+from collab_server.native_memory import RELEASE_AFTER_BYTES, release_free_memory
 from persistence.base import Folded
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ _MAX_BATCH_OPS = 2000
 _MAX_BATCH_BYTES = 1024 * 1024
 _LOAD_FACTOR = 5.0
 _LARGE_ANSWER = 1024 * 1024
+_RELEASE_DELAY = 1.0
 _RETRY_FACTOR = 2.0
 # Deadlines are CPU time (``_within_deadline``); a request that uses no CPU (a blocked worker) is cut off
 # after this many deadlines of wall time. _MIN_WAIT: how often a starved worker's CPU time is read.
@@ -169,6 +171,7 @@ class WorkerPool:
         self._source: RoomSource | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._release_scheduled = False  # a release of the allocator's free memory (_release_memory_soon)
         self.requests = 0  # sent to workers, ever (tests check the batching with it)
         self._loop: asyncio.AbstractEventLoop | None = None  # see _running_loop
 
@@ -360,12 +363,29 @@ class WorkerPool:
             # Reading it copied the answer out of the pipe's buffer, and decoding copies each field out of
             # it: for a large board each copy holds the loop for tens of milliseconds, so not both in one turn.
             await asyncio.sleep(0)
+            if len(body) >= RELEASE_AFTER_BYTES:
+                self._release_memory_soon()
         try:
             results = decode_results([op.kind for op in ops], body)
         except CodecError as exc:
             raise WorkerDied(f"CRDT worker {lane.index} answered garbage ({exc})") from exc
         metrics.CRDT_REQUEST_SECONDS.observe(time.perf_counter() - started)
         return results
+
+    def _release_memory_soon(self) -> None:
+        """Once the copies of a large answer are gone (a second later: a board synced to several clients
+        gives several), hand the allocator's free memory back, in a thread (``native_memory``)."""
+        if self._release_scheduled:
+            return
+        self._release_scheduled = True
+
+        def release() -> None:
+            self._release_scheduled = False
+            if not self._closed:
+                with contextlib.suppress(RuntimeError):  # the loop's executor is shutting down
+                    self._running_loop().run_in_executor(None, release_free_memory)
+
+        self._running_loop().call_later(_RELEASE_DELAY, release)
 
     def _deliver(self, lane: _Lane, pending: _Pending, result: Result) -> None:
         if pending.op.kind is Kind.LOAD and pending.track and isinstance(result, Loaded):

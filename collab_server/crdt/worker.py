@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
-from typing import BinaryIO, cast
+from typing import BinaryIO
 
 from collab_server.crdt.codec import HEADER, Kind, Op, Result, decode_ops, encode_results, frame
 from collab_server.crdt.documents import Documents
+from collab_server.native_memory import RELEASE_AFTER_BYTES, release_free_memory
 
 READY = b"collab-crdt-worker/1"
 PARENT_ENV = "COLLAB_CRDT_WORKER_PARENT"  # the server's pid, set by process.WorkerProcess
@@ -95,35 +95,9 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
         answer = encode_results(handle_all(documents, ops))
         answers.writelines(answer)
         answers.flush()
-        if len(body) + sum(map(len, answer)) >= _TRIM_AFTER:
+        if len(body) + sum(map(len, answer)) >= RELEASE_AFTER_BYTES:
             del body, ops, answer
             release_free_memory()
-
-
-# A request or answer this large (a board's load, fold or sync) leaves tens of MiB of freed buffers behind.
-_TRIM_AFTER = 8 * 1024 * 1024
-
-
-def release_free_memory() -> None:
-    """Give the C allocator's free memory back to the system (glibc ``malloc_trim``). After a large board
-    was written, its worker's freed request and answer buffers stayed resident: 559 MiB against 291 MiB
-    for the same board loaded fresh. Elsewhere (not glibc) this does nothing."""
-    if _malloc_trim is not None:
-        _malloc_trim(0)
-
-
-def _find_malloc_trim() -> Callable[[int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        return cast(Callable[[int], int], ctypes.CDLL(None).malloc_trim)
-    except AttributeError:  # a C library without it (musl)
-        return None
-
-
-_malloc_trim = _find_malloc_trim()
 
 
 def lower_priority() -> None:
