@@ -2,8 +2,9 @@
 
 glibc keeps freed blocks for reuse instead of returning them to the system, so a process that once held
 a board's tens of MiB of transient buffers (a request, an answer, a message) stays that large.
-``release_free_memory`` hands the free pages back: the CRDT workers call it after a large request, the
-server's worker pool after a large answer (in a thread: it takes ~20 ms per 100 MiB of free blocks).
+``release_free_memory`` hands the free pages back: the CRDT workers call it after a large request or
+answer, the server's worker pool after a large answer (in a thread: it takes ~20 ms per 100 MiB of free
+blocks).
 """
 
 from __future__ import annotations

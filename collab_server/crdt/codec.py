@@ -117,7 +117,7 @@ def _refusal(code: int) -> Refusal:
 
 # Byte strings at least this long go out by reference, as buffers of their own, instead of being copied
 # into the frame: a room's load or fold carries its whole snapshot (tens of MiB for a large board), and
-# each copy of that on the event loop held every other room up (~100 ms per 54 MiB copy, measured).
+# each copy of that on the event loop held every other room up (45-100 ms per 54 MiB copy, measured).
 _BY_REFERENCE = 64 * 1024
 
 
