@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from websockets.asyncio.client import connect
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.loop_lag import summarise  # noqa: E402
 from collab_server.protocol import encode_update  # noqa: E402
 from tests.support.boards import base_records, board_update, geo  # noqa: E402
 from tests.support.floods import round_trip, rss_bytes  # noqa: E402
@@ -49,9 +49,6 @@ from tests.support.servers import ServerProcess  # noqa: E402
 from tests.support.yjs_clients import YjsClient, YjsNode  # noqa: E402
 
 WORKERS = 2
-# The server's shutdown lines (collab_server.looplag, collab_server.app), as bench/loop_lag.py reads them.
-_LAG = re.compile(r"event loop lag: (\d+) samples, (\d+) over 10 ms, worst ([\d.]+) ms")
-_CPU = re.compile(r"CPU seconds: this process ([\d.]+), child processes ([\d.]+)")
 ROOM = "large-board"
 
 
@@ -212,7 +209,7 @@ async def main(args: argparse.Namespace) -> None:
                 print(f"memory after the write: {loaded / 2**20:.0f} MiB = {loaded / encoded:.2f}x its encoded size")
                 print(f"compactions: {server.metric('collab_compactions_total', 0):.0f}")
             server.stop()
-            print(f"{'':32} {_server_summary(args.log)}")
+            print(f"{'':32} whole run: {summarise(Path(args.log))}")
             server.start()
             sentinels = Sentinels(server, rooms)
             async with sentinels.running():
@@ -229,19 +226,7 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             await node.close()
             server.stop()
-        print(f"{'':32} {_server_summary(args.log)}")
-
-
-def _server_summary(log: str) -> str:
-    """The server's own account of its life, logged as it stopped: the worst event-loop lag it saw
-    (between the phases and while it saved its rooms too) and its CPU, workers apart."""
-    text = Path(log).read_text(errors="replace")
-    lag, cpu = _LAG.findall(text), _CPU.findall(text)
-    if not lag or not cpu:
-        return "(no summary in the server's log)"
-    (samples, over, worst), (networking, workers) = lag[-1], cpu[-1]
-    lagged = f"loop lag worst {worst} ms ({over} of {samples} over 10 ms)"
-    return f"whole run: {lagged}; CPU s {networking}, workers {workers}"
+        print(f"{'':32} whole run: {summarise(Path(args.log))}")
 
 
 def _report(phase: str, seconds: float, worst: list[float], lag: str) -> None:

@@ -19,19 +19,21 @@ _CPU = re.compile(r"CPU seconds: this process ([\d.]+), child processes ([\d.]+)
 
 
 def summarise_line(text: str) -> tuple[int, int, float] | None:
-    """(samples, samples over 10 ms, worst ms) from a server log, or None."""
-    lag = _LAG.search(text)
-    return None if lag is None else (int(lag[1]), int(lag[2]), float(lag[3]))
+    """(samples, samples over 10 ms, worst ms) from a server log, or None. A log that several servers
+    wrote in turn (bench/large_document.py restarts its server) gives the last one's."""
+    found = _LAG.findall(text)
+    return None if not found else (int(found[-1][0]), int(found[-1][1]), float(found[-1][2]))
 
 
 def summarise(log: Path) -> str | None:
     text = log.read_text(errors="replace")
-    lag, cpu = summarise_line(text), _CPU.search(text)
+    cpus = _CPU.findall(text)
+    lag, cpu = summarise_line(text), cpus[-1] if cpus else None
     if lag is None:
         return None
     summary = f"lag samples {lag[0]}, over 10 ms {lag[1]}, worst {lag[2]:.1f} ms"
     if cpu is not None:
-        summary += f"; CPU s: networking {cpu[1]}, workers {cpu[2]}"
+        summary += f"; CPU s: networking {cpu[0]}, workers {cpu[1]}"
     return summary
 
 
