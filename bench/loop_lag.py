@@ -3,7 +3,8 @@
     .venv/bin/python bench/loop_lag.py RESULTS_DIR     # e.g. $YJS_BENCH/results/2026-11-28/120000
 
 The harness stops every server with SIGTERM after each scenario; ours then logs the lag of its event loop
-over the run (``collab_server.looplag``: one sample every 50 ms, how many were over 10 ms, the worst) and
+over the run (``collab_server.looplag``: one sample every 50 ms, how many were over 10 ms, the worst; and the
+same for the lag less the loop thread's waits for a CPU, which the workers cause when they share its core) and
 its CPU seconds split between the networking process and its children (CRDT workers). The harness itself
 counts the CPU of the networking process only.
 """
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 _LAG = re.compile(r"event loop lag: (\d+) samples, (\d+) over 10 ms, worst ([\d.]+) ms")
+_RUNNING = re.compile(r"less waits for a CPU: (\d+) over 10 ms, worst ([\d.]+) ms")
 _CPU = re.compile(r"CPU seconds: this process ([\d.]+), child processes ([\d.]+)")
 
 
@@ -32,6 +34,9 @@ def summarise(log: Path) -> str | None:
     if lag is None:
         return None
     summary = f"lag samples {lag[0]}, over 10 ms {lag[1]}, worst {lag[2]:.1f} ms"
+    running = _RUNNING.findall(text)
+    if running:
+        summary += f" (less waits for a CPU: over 10 ms {running[-1][0]}, worst {float(running[-1][1]):.1f} ms)"
     if cpu is not None:
         summary += f"; CPU s: networking {cpu[0]}, workers {cpu[1]}"
     return summary
