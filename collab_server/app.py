@@ -80,6 +80,7 @@ def create_app(
                 deadline=settings.crdt_deadline,
                 poison_ttl=settings.poison_ttl,
                 nice=settings.crdt_worker_nice,
+                fresh_sync_bytes=settings.fresh_sync_bytes,
             ).start()
             stack.push_async_callback(engine.close)
             writer = AppendWriter(

@@ -174,6 +174,11 @@ class Settings:
         "niceness of the CRDT workers above the server's own (0-19; 0: the same priority): when the CPU is "
         "short, the process holding the sockets (pings, /healthz, fan-out) is served before the workers",
     )
+    fresh_sync_bytes: int = _setting(
+        64 * 1024 * 1024,
+        "bytes of whole documents kept for fresh clients, one per room until it changes (0: none kept); a "
+        "document over a quarter of this is never kept",
+    )
     poison_ttl: float = _setting(
         600.0, "seconds an update that crashed or stalled a CRDT worker is refused on sight"
     )
@@ -331,6 +336,8 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}GC_THRESHOLDS must be three positive integers (2000,10,100) or default")
         if self.gc_freeze_interval < 0:
             raise ConfigError(f"{ENV_PREFIX}GC_FREEZE_INTERVAL must be 0 (CPython's default collector) or positive")
+        if self.fresh_sync_bytes < 0:
+            raise ConfigError(f"{ENV_PREFIX}FRESH_SYNC_BYTES must be 0 (keep none) or positive")
         if not 0 <= self.crdt_worker_nice <= 19:
             raise ConfigError(f"{ENV_PREFIX}CRDT_WORKER_NICE must be between 0 and 19")
         if self.crdt_workers < 0:

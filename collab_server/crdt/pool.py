@@ -49,6 +49,7 @@ from collab_server.crdt import isolation
 from collab_server.crdt.codec import CodecError, Kind, Op, Result, decode_results, encode_ops
 from collab_server.crdt.document_calls import CallError, DocumentAnswer, DocumentCall, decode_answer, encode_call
 from collab_server.crdt.engine import Applied, BadRow, EngineError, Loaded, OnApplied, Refusal
+from collab_server.crdt.fresh_sync import EMPTY_STATE_VECTOR, FreshSyncCache
 from collab_server.crdt.poison import PoisonList
 from collab_server.crdt.process import WorkerDied, WorkerProcess
 from collab_server.native_memory import RELEASE_AFTER_BYTES, release_free_memory
@@ -84,6 +85,8 @@ _MIN_WAIT = 0.05
 # watchdog cuts it off, once a room has been found heavy).
 _HEAVY_MARGIN = 2.0
 _HEAVY_MAX = 10.0
+# Ops that leave a room's document as it is: queuing one keeps what ``FreshSyncCache`` holds for the room.
+_READS = frozenset((Kind.DIFF, Kind.STATE, Kind.DELETE_SET, Kind.FULL, Kind.FOLD, Kind.DOCUMENT))
 
 
 class RoomSource(Protocol):
@@ -162,8 +165,10 @@ class WorkerPool:
         deadline: float = 1.0,
         poison_ttl: float = 600.0,
         nice: int = 0,
+        fresh_sync_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.deadline = deadline
+        self.fresh_sync = FreshSyncCache(fresh_sync_bytes)
         self.poison = PoisonList(poison_ttl)
         self._lanes = [_Lane(i, nice) for i in range(workers or default_workers())]
         self._document_lanes = [_Lane(len(self._lanes) + i, nice) for i in range(max(document_workers, 0))]
@@ -222,6 +227,8 @@ class WorkerPool:
         raise EngineError(result if isinstance(result, Refusal) else Refusal.LIBRARY_FAILURE)
 
     async def diff(self, room: str, state_vector: bytes) -> bytes:
+        if state_vector == EMPTY_STATE_VECTOR:
+            return await self.full_state(room)  # the same bytes (pinned by a test)
         return _bytes(await self.call(Op(Kind.DIFF, room, state_vector)))
 
     async def state_vector(self, room: str) -> bytes:
@@ -231,7 +238,13 @@ class WorkerPool:
         return _bytes(await self.call(Op(Kind.DELETE_SET, room)))
 
     async def full_state(self, room: str) -> bytes:
-        return _bytes(await self.call(Op(Kind.FULL, room)))
+        kept = self.fresh_sync.get(room)
+        if kept is not None:
+            return kept
+        mark = self.fresh_sync.mark(room)
+        document = _bytes(await self.call(Op(Kind.FULL, room)))
+        self.fresh_sync.store(room, mark, document)
+        return document
 
     async def fold(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
         result = await self.call(Op(Kind.FOLD, room, snapshot=snapshot, updates=tuple(updates)))
@@ -263,7 +276,10 @@ class WorkerPool:
         lane = self._lanes[lane_of(room, len(self._lanes))]
         lane.rooms.discard(room)
         lane.heavy.pop(room, None)
-        await self.call(Op(Kind.UNLOAD, room))
+        try:
+            await self.call(Op(Kind.UNLOAD, room))
+        finally:
+            self.fresh_sync.forget(room)
 
     async def close(self) -> None:
         self._closed = True
@@ -295,6 +311,8 @@ class WorkerPool:
         if self._closed:
             _refuse(pending, Refusal.NOT_LOADED)
             return
+        if pending.op.kind not in _READS:
+            self.fresh_sync.changed(room)
         if lane is None:
             lane = self._lanes[lane_of(room, len(self._lanes))]
         lane.queue.append(pending)
@@ -490,6 +508,7 @@ class WorkerPool:
         """A fresh worker holding every room of the lane again. A room whose own rows kill the fresh
         worker is given up (its next load finds and quarantines them) and the rebuild starts over, since
         the rooms rebuilt before it died with that worker."""
+        self.fresh_sync.clear()  # the rebuilt rooms are what they say, perhaps without a row they held
         while not self._closed:
             await lane.process.kill()
             metrics.CRDT_WORKER_RESTARTS.inc()
