@@ -35,6 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.loop_lag import scrape_lag  # noqa: E402
 from tests.support.fuzz import FuzzRun, fuzz  # noqa: E402
 from tests.support.servers import ServerProcess  # noqa: E402
 from tests.support.writers import Writer, Writing, lost  # noqa: E402
@@ -72,11 +73,12 @@ async def _outage(server: ServerProcess, stop: asyncio.Event, started: float, sl
 
 def _loop_lag_tail(server: ServerProcess) -> str:
     """How often the server's event loop ran a timer late by more than 0.1, 0.5 and 1 s."""
-    total = server.metric("collab_loop_lag_seconds_count", 0)
-    late = {
-        le: total - server.metric(f'collab_loop_lag_seconds_bucket{{le="{le}"}}', 0) for le in ("0.1", "0.5", "1.0")
-    }
-    return f"{total:.0f} samples; late by > 0.1 s {late['0.1']:.0f}, > 0.5 s {late['0.5']:.0f}, > 1 s {late['1.0']:.0f}"
+    lag = scrape_lag(server.http)
+    late = {bound: lag["count"] - lag[bound] for bound in ("0.1", "0.5", "1.0")}
+    return (
+        f"{lag['count']:.0f} samples; late by > 0.1 s {late['0.1']:.0f}, > 0.5 s {late['0.5']:.0f}, "
+        f"> 1 s {late['1.0']:.0f}"
+    )
 
 
 async def _progress(server: ServerProcess, run: FuzzRun, started: float, loads: list[float]) -> None:

@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from websockets.asyncio.client import connect
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.loop_lag import summarise  # noqa: E402
+from bench.loop_lag import LAG_BOUNDS, scrape_lag, summarise  # noqa: E402
 from collab_server.protocol import encode_update  # noqa: E402
 from tests.support.boards import base_records, board_update, geo  # noqa: E402
 from tests.support.floods import round_trip, rss_bytes  # noqa: E402
@@ -143,27 +142,17 @@ class LoopLag:
     sentinels' round trips also hold the CRDT workers' queues and the clients' own delays; this is only
     what held up the networking process, and with it every room's sockets."""
 
-    _BOUNDS = ("0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5")
-
     def __init__(self, server: ServerProcess) -> None:
         self.server = server
-        self.last = self._read()
-
-    def _read(self) -> list[float]:
-        """The buckets' counts and the total, from one scrape (samples arrive 20 times a second)."""
-        with urllib.request.urlopen(self.server.http + "/metrics", timeout=5) as response:
-            values = dict(line.rsplit(" ", 1) for line in response.read().decode().splitlines() if line[:1] != "#")
-        buckets = [float(values[f'collab_loop_lag_seconds_bucket{{le="{bound}"}}']) for bound in self._BOUNDS]
-        return [*buckets, float(values["collab_loop_lag_seconds_count"])]
+        self.last = scrape_lag(server.http)
 
     def phase(self) -> str:
-        now, before = self._read(), self.last
+        now, before = scrape_lag(self.server.http), self.last
         self.last = now
-        within = [a - b for a, b in zip(now, before, strict=True)]
-        total = within[-1]
-        over = [(bound, total - count) for bound, count in zip(self._BOUNDS, within, strict=False)]
+        total = now["count"] - before["count"]
+        over = [(bound, total - (now[bound] - before[bound])) for bound in LAG_BOUNDS]
         worst = next((f"over {bound} s" for bound, count in reversed(over) if count), "none over 10 ms")
-        over_100ms = total - within[self._BOUNDS.index("0.1")]
+        over_100ms = dict(over)["0.1"]
         return f"server loop lag: {total:.0f} samples, {over_100ms:.0f} over 100 ms, worst {worst}"
 
 

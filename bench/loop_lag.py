@@ -13,11 +13,27 @@ from __future__ import annotations
 
 import re
 import sys
+import urllib.request
 from pathlib import Path
 
 _LAG = re.compile(r"event loop lag: (\d+) samples, (\d+) over 10 ms, worst ([\d.]+) ms")
 _RUNNING = re.compile(r"less waits for a CPU: (\d+) over 10 ms, worst ([\d.]+) ms")
 _CPU = re.compile(r"CPU seconds: this process ([\d.]+), child processes ([\d.]+)")
+
+
+# The bounds of collab_loop_lag_seconds's buckets that the readers below report on, in seconds.
+LAG_BOUNDS = ("0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5")
+
+
+def scrape_lag(http: str) -> dict[str, float]:
+    """A running server's ``collab_loop_lag_seconds``: the count of samples at or under each bound of
+    ``LAG_BOUNDS``, and ``"count"``, all from one scrape of ``{http}/metrics``. One scrape, since samples
+    arrive 20 times a second: buckets read one scrape each would come from different moments."""
+    with urllib.request.urlopen(http + "/metrics", timeout=5) as response:
+        values = dict(line.rsplit(" ", 1) for line in response.read().decode().splitlines() if line[:1] != "#")
+    lag = {bound: float(values[f'collab_loop_lag_seconds_bucket{{le="{bound}"}}']) for bound in LAG_BOUNDS}
+    lag["count"] = float(values["collab_loop_lag_seconds_count"])
+    return lag
 
 
 def summarise_line(text: str) -> tuple[int, int, float] | None:
