@@ -21,8 +21,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from collab_server.protocol import encode_sync_step1
-from tests.support.hostile import room_on_other_worker
+from tests.support.hostile import WORKER_STEP1, room_on_other_worker
 from tests.support.servers import ServerProcess
 
 SENTINEL_LIMIT = 0.25
@@ -46,9 +45,10 @@ async def close_code(ws: ClientConnection, timeout: float = 15.0) -> tuple[int, 
 
 
 async def round_trip(ws: ClientConnection) -> float:
-    """Seconds from sending a sync step1 to receiving its step2."""
+    """Seconds from sending a sync step1 that the room's worker answers (``WORKER_STEP1``) to receiving its
+    step2."""
     started = time.perf_counter()
-    await ws.send(encode_sync_step1(b"\x00"))
+    await ws.send(WORKER_STEP1)
     while True:
         reply = await asyncio.wait_for(ws.recv(decode=False), 10)
         if reply[:2] == b"\x00\x01":

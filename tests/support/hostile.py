@@ -23,6 +23,12 @@ from collab_server.crdt.pool import lane_of
 from collab_server.protocol import encode_sync_step1, encode_update
 from tests.support.eventually import eventually
 
+# A sync step1 that the room's CRDT worker answers. An empty state vector would not do: while a room is
+# unchanged the server answers that from memory (collab_server/crdt/fresh_sync.py), and the sentinels and
+# probes here are there to wait behind the room's worker. This one claims to hold client 1 up to clock 0,
+# i.e. nothing, so its answer is still the whole document.
+WORKER_STEP1 = encode_sync_step1(b"\x01\x01\x00")
+
 CRASH = [
     bytes.fromhex(h)
     for h in """
@@ -106,7 +112,7 @@ class Sentinel:
                 await recv_until(ws, b"\x00\x00")
                 while not stop.is_set():
                     started = time.perf_counter()
-                    await ws.send(encode_sync_step1(b"\x00"))
+                    await ws.send(WORKER_STEP1)
                     await recv_until(ws, b"\x00\x01")
                     self.round_trips.append(time.perf_counter() - started)
                     await asyncio.sleep(0.01)
