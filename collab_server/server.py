@@ -51,16 +51,23 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, gc_policy: GcPolicy) -> None:
         super().__init__(config)
         self.gc_policy = gc_policy
+        self._gc_policy_on = False
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         # Connections are freed without the cyclic collector on uvloop (tests/e2e/test_gc_policy.py);
         # asyncio's own transports were not checked, so under them the collector keeps its default.
-        if type(asyncio.get_running_loop()).__module__.startswith("uvloop"):
+        self._gc_policy_on = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+        if self._gc_policy_on:
             self.gc_policy.start()
         try:
             await super().serve(sockets)
         finally:
             self.gc_policy.stop()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)  # the app's lifespan has run: everything start-up builds exists
+        if self._gc_policy_on and not self.should_exit:
+            self.gc_policy.freeze_startup()
 
 
 def serve(settings: Settings) -> None:

@@ -79,3 +79,19 @@ async def test_thresholds_hold_while_the_policy_runs_and_are_restored_after() ->
 
 def _asserted(condition: bool) -> None:
     assert condition
+
+
+def test_what_start_up_built_is_frozen_once_and_its_garbage_collected_first(unfrozen: None) -> None:
+    gc.disable()  # only the policy collects here
+    try:
+        built = Cycle()
+        garbage = Cycle()
+        gone = weakref.ref(garbage)
+        del garbage
+        GcPolicy(0).freeze_startup()
+        assert gone() is None  # collected, not frozen
+        assert gc.get_freeze_count() > 0 and not any(obj is built for obj in gc.get_objects())
+        later = Cycle()
+        assert any(obj is later for obj in gc.get_objects())  # what comes after is the collector's as before
+    finally:
+        gc.enable()
