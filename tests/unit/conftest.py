@@ -4,8 +4,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from collab_server.crdt.pool import WorkerPool
 from persistence.memory import MemoryStore
 from presence.local import LocalHub
+from tests.support.pools import Store
 from tests.unit.cluster import Cluster, Node
 
 
@@ -16,3 +18,15 @@ async def cluster() -> AsyncIterator[Cluster]:
     yield hub, store, nodes
     for node in nodes:
         await node.close()
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[tuple[WorkerPool, Store]]:
+    """A pool of two workers on real processes, and the Store that gives them their rooms back."""
+    engine = await WorkerPool(2, deadline=0.5).start()
+    store = Store()
+    engine.attach(store)
+    try:
+        yield engine, store
+    finally:
+        await engine.close()

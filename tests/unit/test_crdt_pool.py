@@ -3,93 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from pycrdt import Doc, Text
 
 from collab_server.crdt.codec import Kind, Op, decode_ops, encode_results
-from collab_server.crdt.engine import Applied, Loaded, Refusal
+from collab_server.crdt.engine import Applied, Refusal
 from collab_server.crdt.pool import _MAX_BATCH_OPS, WorkerPool, _batch_end, _Lane, _Pending, lane_of
 from tests.support.documents import typing_updates
 from tests.support.eventually import eventually
 from tests.support.hostile import CRASH, HANG, room_on_other_worker
+from tests.support.pools import Store, apply_all, text_of
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Store:
-    """What RoomManager gives a restarted worker: here, every accepted update, in order."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, list[bytes]] = {}
-        self.rebuilt: list[str] = []
-        self.left_out: dict[str, list[int]] = {}  # room -> indexes of the rows its last rebuild left out
-        self.lost: list[str] = []
-
-    async def rebuild_input(self, room: str) -> tuple[bytes | None, list[bytes]]:
-        return None, list(self.rows.get(room, []))
-
-    def room_rebuilt(self, room: str, loaded: Loaded) -> None:
-        self.rebuilt.append(room)
-        self.left_out[room] = [row.index for row in loaded.bad]
-
-    def room_lost(self, room: str) -> None:
-        self.lost.append(room)
-
-
-@pytest.fixture
-async def pool() -> AsyncIterator[tuple[WorkerPool, Store]]:
-    engine = await WorkerPool(2, deadline=0.5).start()
-    store = Store()
-    engine.attach(store)
-    try:
-        yield engine, store
-    finally:
-        await engine.close()
-
-
-async def _apply_all(engine: WorkerPool, store: Store, room: str, updates: list[bytes]) -> list[Applied]:
-    """Apply in one tick; accepted updates are 'stored' as RoomManager would, as they are accepted."""
-    outcomes: list[Applied] = []
-    done = asyncio.Event()
-
-    def on_applied(update: bytes, applied: Applied) -> None:
-        if applied.accepted:
-            store.rows.setdefault(room, []).append(update)
-        outcomes.append(applied)
-        if len(outcomes) == len(updates):
-            done.set()
-
-    for update in updates:
-        engine.apply(room, update, functools.partial(on_applied, update))
-    await asyncio.wait_for(done.wait(), 10)
-    return outcomes
-
-
-def _text(update: bytes) -> str:
-    doc: Doc[Any] = Doc()
-    doc.apply_update(update)
-    return str(doc.get("text", type=Text))
 
 
 async def test_the_updates_of_one_tick_cross_in_one_request(pool: tuple[WorkerPool, Store]) -> None:
     engine, store = pool
     await engine.load("r", None, [])
     before = engine.requests
-    outcomes = await _apply_all(engine, store, "r", typing_updates(50)[1])
+    outcomes = await apply_all(engine, store, "r", typing_updates(50)[1])
     assert all(o.accepted for o in outcomes)
     assert engine.requests - before == 1
-    assert _text(await engine.full_state("r")) == "".join(f"{i}," for i in range(50))
+    assert text_of(await engine.full_state("r")) == "".join(f"{i}," for i in range(50))
 
 
 async def test_a_crash_restarts_the_worker_refuses_the_poison_and_keeps_the_rest(
@@ -101,14 +45,14 @@ async def test_a_crash_restarts_the_worker_refuses_the_poison_and_keeps_the_rest
     store.rows["r"] = typing_updates(1)[1]
     await engine.load(other, None, [])
     other_pid = engine.worker_pid(other)
-    outcomes = await _apply_all(engine, store, "r", CRASH)
+    outcomes = await apply_all(engine, store, "r", CRASH)
     assert [o.refusal for o in outcomes] == [None] * 7 + [Refusal.CRASHED]
     assert "r" in store.rebuilt and store.lost == []
     assert engine.worker_pid(other) == other_pid  # the other worker never noticed
-    assert _text(await engine.full_state("r")) == "0,"
+    assert text_of(await engine.full_state("r")) == "0,"
     # the same bytes again are refused on sight, without costing a worker
     pid = engine.worker_pid("r")
-    [again] = await _apply_all(engine, store, "r", CRASH[-1:])
+    [again] = await apply_all(engine, store, "r", CRASH[-1:])
     assert again.refusal is Refusal.POISON and engine.worker_pid("r") == pid
 
 
@@ -116,7 +60,7 @@ async def test_a_hang_is_cut_off_at_the_deadline(pool: tuple[WorkerPool, Store])
     engine, store = pool
     await engine.load("r", None, [])
     started = time.monotonic()
-    outcomes = await _apply_all(engine, store, "r", HANG)
+    outcomes = await apply_all(engine, store, "r", HANG)
     assert [o.refusal for o in outcomes][-1] is Refusal.STALLED
     assert time.monotonic() - started < 5
     assert isinstance(await engine.state_vector("r"), bytes)
@@ -125,7 +69,7 @@ async def test_a_hang_is_cut_off_at_the_deadline(pool: tuple[WorkerPool, Store])
 async def _stop_the_worker_of_a_room_with_two_edits(engine: WorkerPool, store: Store) -> int:
     """Room "r" loaded with two edits, and its worker SIGSTOPped; its pid."""
     await engine.load("r", None, [])
-    await _apply_all(engine, store, "r", typing_updates(2)[1])
+    await apply_all(engine, store, "r", typing_updates(2)[1])
     pid = engine.worker_pid("r")
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
@@ -143,7 +87,7 @@ async def test_a_worker_waiting_for_a_core_is_not_stalled(pool: tuple[WorkerPool
         assert not answer.done()
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert _text(await answer) == "0,1,"
+    assert text_of(await answer) == "0,1,"
     assert engine.worker_pid("r") == pid and store.rebuilt == []
 
 
@@ -151,7 +95,7 @@ async def test_a_worker_that_never_runs_again_is_replaced_after_ten_deadlines(po
     engine, store = pool
     pid = await _stop_the_worker_of_a_room_with_two_edits(engine, store)
     started = time.monotonic()
-    assert _text(await engine.full_state("r")) == "0,1,"  # from a fresh worker, rebuilt from the store
+    assert text_of(await engine.full_state("r")) == "0,1,"  # from a fresh worker, rebuilt from the store
     assert engine.worker_pid("r") != pid and store.rebuilt == ["r"]
     assert 10 * engine.deadline <= time.monotonic() - started < 30 * engine.deadline
 
@@ -161,11 +105,11 @@ async def test_a_worker_killed_from_outside_is_replaced_and_its_rooms_rebuilt(
 ) -> None:
     engine, store = pool
     await engine.load("r", None, [])
-    await _apply_all(engine, store, "r", typing_updates(3)[1])
+    await apply_all(engine, store, "r", typing_updates(3)[1])
     pid = engine.worker_pid("r")
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    assert _text(await engine.full_state("r")) == "0,1,2,"
+    assert text_of(await engine.full_state("r")) == "0,1,2,"
     assert engine.worker_pid("r") != pid and store.rebuilt == ["r"]
 
 
@@ -240,7 +184,7 @@ async def test_a_source_s_updates_of_one_tick_share_a_transaction(pool: tuple[Wo
     # one emitted update per source's run: the writer's 30 in one transaction, the other's 2 in another
     emitted = [(source, applied.update) for source, applied in answers if applied.update]
     assert [source for source, _ in emitted] == [writer, other]
-    assert _text(emitted[0][1]) == "".join(f"{i}," for i in range(30))
+    assert text_of(emitted[0][1]) == "".join(f"{i}," for i in range(30))
 
 
 def test_when_a_retried_op_kills_a_fresh_worker_again_its_room_or_the_op_is_blamed() -> None:
@@ -383,7 +327,7 @@ async def test_a_rebuild_names_the_rows_it_left_out(pool: tuple[WorkerPool, Stor
     os.kill(pid, signal.SIGKILL)
     await engine.state_vector("r")  # finds the worker dead: restarts it and rebuilds its rooms
     assert store.left_out["r"] == [1]
-    assert _text(await engine.full_state("r")) == "0,1,"
+    assert text_of(await engine.full_state("r")) == "0,1,"
 
 
 async def test_workers_run_below_the_server_s_priority() -> None:

@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from pycrdt import Doc, Map, Text
 
 from collab_server.crdt.documents import Documents
@@ -19,24 +17,7 @@ from collab_server.crdt.fresh_sync import EMPTY_STATE_VECTOR, FreshSyncCache
 from collab_server.crdt.pool import WorkerPool
 from tests.support.documents import typing_updates
 from tests.support.eventually import eventually
-from tests.unit.test_crdt_pool import Store, _apply_all
-
-
-@pytest.fixture
-async def pool() -> AsyncIterator[tuple[WorkerPool, Store]]:
-    engine = await WorkerPool(1, document_workers=0, deadline=0.5).start()
-    store = Store()
-    engine.attach(store)
-    try:
-        yield engine, store
-    finally:
-        await engine.close()
-
-
-def _text(update: bytes) -> str:
-    doc: Doc[Any] = Doc()
-    doc.apply_update(update)
-    return str(doc.get("text", type=Text))
+from tests.support.pools import Store, apply_all, text_of
 
 
 async def test_fresh_clients_after_the_first_are_answered_without_a_request(pool: tuple[WorkerPool, Store]) -> None:
@@ -47,7 +28,7 @@ async def test_fresh_clients_after_the_first_are_answered_without_a_request(pool
     before = engine.requests
     again = [await engine.diff("r", EMPTY_STATE_VECTOR) for _ in range(5)]
     assert engine.requests == before
-    assert again == [first] * 5 and _text(first) == "0,1,2,"
+    assert again == [first] * 5 and text_of(first) == "0,1,2,"
     assert await engine.full_state("r") == first and engine.requests == before
     # A client that already holds part of the document still asks the worker for what it lacks.
     holding: Doc[Any] = Doc()
@@ -60,11 +41,11 @@ async def test_an_accepted_update_is_in_the_next_fresh_clients_document(pool: tu
     engine, store = pool
     _, updates = typing_updates(3)
     await engine.load("r", None, updates[:2])
-    assert _text(await engine.diff("r", EMPTY_STATE_VECTOR)) == "0,1,"
-    [applied] = await _apply_all(engine, store, "r", updates[2:])
+    assert text_of(await engine.diff("r", EMPTY_STATE_VECTOR)) == "0,1,"
+    [applied] = await apply_all(engine, store, "r", updates[2:])
     assert applied.accepted
     before = engine.requests
-    assert _text(await engine.diff("r", EMPTY_STATE_VECTOR)) == "0,1,2,"
+    assert text_of(await engine.diff("r", EMPTY_STATE_VECTOR)) == "0,1,2,"
     assert engine.requests == before + 1
 
 
@@ -79,18 +60,18 @@ async def test_an_answer_is_not_kept_when_a_change_was_queued_before_it_came(poo
     asked = asyncio.create_task(engine.diff("r", EMPTY_STATE_VECTOR))
     await asyncio.sleep(0)  # the request is queued
     engine.apply("r", updates[1], applied.set_result)
-    assert _text(await asked) == "0,"
+    assert text_of(await asked) == "0,"
     assert (await applied).accepted
-    assert _text(await engine.diff("r", EMPTY_STATE_VECTOR)) == "0,1,"
+    assert text_of(await engine.diff("r", EMPTY_STATE_VECTOR)) == "0,1,"
 
 
 async def test_an_unloaded_room_loaded_again_is_not_answered_from_before(pool: tuple[WorkerPool, Store]) -> None:
     engine, _ = pool
     await engine.load("r", None, typing_updates(2)[1])
-    assert _text(await engine.diff("r", EMPTY_STATE_VECTOR)) == "0,1,"
+    assert text_of(await engine.diff("r", EMPTY_STATE_VECTOR)) == "0,1,"
     await engine.unload("r")
     await engine.load("r", None, typing_updates(1, start=7, client=2)[1])
-    assert _text(await engine.diff("r", EMPTY_STATE_VECTOR)) == "7,"
+    assert text_of(await engine.diff("r", EMPTY_STATE_VECTOR)) == "7,"
 
 
 async def test_a_restarted_worker_answers_again(pool: tuple[WorkerPool, Store]) -> None:
