@@ -167,6 +167,12 @@ JWKS_FETCHES = Counter("collab_jwks_fetches_total", "JWKS documents fetched from
 CRDT_WORKER_RESTARTS = Counter(
     "collab_crdt_worker_restarts_total", "CRDT worker processes killed and replaced (crashed or past the deadline)"
 )
+FRESH_SYNCS = Counter(
+    "collab_fresh_syncs_total",
+    "Whole documents sent to fresh clients, by where they came from: memory (unchanged since the last one; "
+    "collab_server/crdt/fresh_sync.py) or the room's CRDT worker",
+    ["source"],
+)
 CRDT_REQUEST_SECONDS = Histogram(
     "collab_crdt_request_seconds",
     "Round trip of one request (all the ops of one event-loop tick) to a CRDT worker",

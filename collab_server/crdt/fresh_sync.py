@@ -31,7 +31,6 @@ class FreshSyncCache:
         self._marks: dict[str, int] = {}  # room -> the change last queued for it
         self._kept: dict[str, tuple[int, bytes]] = {}  # room -> (the mark it was answered at, the bytes)
         self._bytes = 0
-        self.hits = 0
 
     def __repr__(self) -> str:
         return f"FreshSyncCache(rooms={len(self._kept)}, bytes={self._bytes}, max_bytes={self.max_bytes})"
@@ -46,7 +45,6 @@ class FreshSyncCache:
             return None
         del self._kept[room]  # to the end of the order: used recently
         self._kept[room] = kept
-        self.hits += 1
         return kept[1]
 
     def store(self, room: str, mark: int | None, document: bytes) -> None:

@@ -87,6 +87,8 @@ _HEAVY_MARGIN = 2.0
 _HEAVY_MAX = 10.0
 # Ops that leave a room's document as it is: queuing one keeps what ``FreshSyncCache`` holds for the room.
 _READS = frozenset((Kind.DIFF, Kind.STATE, Kind.DELETE_SET, Kind.FULL, Kind.FOLD, Kind.DOCUMENT))
+_FRESH_FROM_MEMORY = metrics.FRESH_SYNCS.labels("memory")
+_FRESH_FROM_WORKER = metrics.FRESH_SYNCS.labels("worker")
 
 
 class RoomSource(Protocol):
@@ -240,9 +242,11 @@ class WorkerPool:
     async def full_state(self, room: str) -> bytes:
         kept = self.fresh_sync.get(room)
         if kept is not None:
+            _FRESH_FROM_MEMORY.inc()
             return kept
         mark = self.fresh_sync.mark(room)
         document = _bytes(await self.call(Op(Kind.FULL, room)))
+        _FRESH_FROM_WORKER.inc()
         self.fresh_sync.store(room, mark, document)
         return document
 
@@ -276,10 +280,7 @@ class WorkerPool:
         lane = self._lanes[lane_of(room, len(self._lanes))]
         lane.rooms.discard(room)
         lane.heavy.pop(room, None)
-        try:
-            await self.call(Op(Kind.UNLOAD, room))
-        finally:
-            self.fresh_sync.forget(room)
+        await self.call(Op(Kind.UNLOAD, room))
 
     async def close(self) -> None:
         self._closed = True
@@ -311,7 +312,9 @@ class WorkerPool:
         if self._closed:
             _refuse(pending, Refusal.NOT_LOADED)
             return
-        if pending.op.kind not in _READS:
+        if pending.op.kind is Kind.UNLOAD:
+            self.fresh_sync.forget(room)
+        elif pending.op.kind not in _READS:
             self.fresh_sync.changed(room)
         if lane is None:
             lane = self._lanes[lane_of(room, len(self._lanes))]

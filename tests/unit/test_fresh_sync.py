@@ -9,6 +9,7 @@ import os
 import signal
 from typing import Any
 
+from prometheus_client import REGISTRY
 from pycrdt import Doc, Map, Text
 
 from collab_server.crdt.documents import Documents
@@ -25,9 +26,9 @@ async def test_fresh_clients_after_the_first_are_answered_without_a_request(pool
     _, updates = typing_updates(3)
     await engine.load("r", None, updates)
     first = await engine.diff("r", EMPTY_STATE_VECTOR)
-    before = engine.requests
+    before, from_memory = engine.requests, _fresh_syncs("memory")
     again = [await engine.diff("r", EMPTY_STATE_VECTOR) for _ in range(5)]
-    assert engine.requests == before
+    assert engine.requests == before and _fresh_syncs("memory") == from_memory + 5
     assert again == [first] * 5 and text_of(first) == "0,1,2,"
     assert await engine.full_state("r") == first and engine.requests == before
     # A client that already holds part of the document still asks the worker for what it lacks.
@@ -139,3 +140,7 @@ def test_nothing_is_kept_for_a_room_that_changed_or_left_since_it_was_asked() ->
     assert cache.get("r") is None
     cache.store("never-loaded", cache.mark("never-loaded"), b"x")
     assert cache.get("never-loaded") is None
+
+
+def _fresh_syncs(source: str) -> float:
+    return REGISTRY.get_sample_value("collab_fresh_syncs_total", {"source": source}) or 0.0
