@@ -56,6 +56,24 @@ async def test_a_late_joiner_gets_everything(node: YjsNode, server: ServerProces
     assert (await late.text()).startswith("first!")
 
 
+async def test_fresh_clients_of_a_quiet_room_get_the_same_document_and_an_edit_is_in_the_next(
+    node: YjsNode, server: ServerProcess, room_name: str
+) -> None:
+    """Fresh clients of an unchanged room are sent the whole document from memory
+    (collab_server/crdt/fresh_sync.py); an edit makes the next one come from the room's worker, with it."""
+    [writer] = await _synced(node, server, room_name)
+    await writer.insert_text(0, "kept")
+    await _converged([writer, *await _synced(node, server, room_name)])  # the edit is in: the room is quiet
+    from_memory = server.metric('collab_fresh_syncs_total{source="memory"}', 0)
+    quiet = await _synced(node, server, room_name, 3)
+    assert server.metric('collab_fresh_syncs_total{source="memory"}', 0) >= from_memory + 2
+    assert [await client.text() for client in quiet] == ["kept"] * 3
+    await writer.insert_text(4, " and more")
+    await _converged([writer, *quiet])
+    [late] = await _synced(node, server, room_name)
+    assert await late.text() == "kept and more"
+
+
 async def test_rooms_are_isolated(node: YjsNode, server: ServerProcess, room_name: str) -> None:
     [a] = await _synced(node, server, room_name + "-a")
     [b] = await _synced(node, server, room_name + "-b")
