@@ -71,13 +71,13 @@ class LoopLagMonitor:
     def start(self) -> LoopLagMonitor:
         loop = asyncio.get_running_loop()
         self._waits = RunQueueWait()  # here, on the loop's thread
-        self._schedule(loop)
+        self._schedule(loop, self._waits.seconds())
         metrics.LOOP_TASKS.set_function(lambda: len(asyncio.all_tasks(loop)))
         return self
 
-    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _schedule(self, loop: asyncio.AbstractEventLoop, waited: float | None) -> None:
+        """The next sample, due in an interval; ``waited``: the thread's run-queue waits so far."""
         due = loop.time() + self._interval
-        waited = self._waits.seconds() if self._waits is not None else None
         self._handle = loop.call_at(due, self._sample, loop, due, waited)
 
     def _sample(self, loop: asyncio.AbstractEventLoop, due: float, waited_before: float | None) -> None:
@@ -92,7 +92,7 @@ class LoopLagMonitor:
             self.worst_running = max(self.worst_running or 0.0, running)
             self.running_over_10ms += running > 0.01
             metrics.LOOP_LAG_RUNNING_SECONDS.observe(running)
-        self._schedule(loop)
+        self._schedule(loop, waited)  # this reading starts the next interval: one read of the kernel's count
 
     def close(self) -> None:
         """Stop sampling, and log what was seen (benchmarks read this line: bench/loop_lag.py)."""

@@ -34,6 +34,9 @@ MESSAGE_SYNC = 0
 MESSAGE_AWARENESS = 1
 MESSAGE_AUTH = 2
 MESSAGE_QUERY_AWARENESS = 3
+# A state vector of no clients: a peer that holds nothing (a fresh provider); a diff against it is the whole
+# document.
+EMPTY_STATE_VECTOR = b"\x00"
 
 SYNC_STEP1 = 0
 SYNC_STEP2 = 1
@@ -44,6 +47,7 @@ _MAX_VAR_UINT = 2**53 - 1
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "EMPTY_STATE_VECTOR",
     "AuthMessage",
     "AwarenessEntry",
     "AwarenessMessage",

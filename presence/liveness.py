@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from collab_server import metrics
 from collab_server.errors import BrokerError, CollabError
+from collab_server.protocol import EMPTY_STATE_VECTOR
 
 if TYPE_CHECKING:
     from persistence.base import UpdateWriter
@@ -44,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 TTL_INTERVALS: Final = 2
 CHECKS_PER_INTERVAL: Final = 2
-_FULL_STATE: Final = b"\x00"  # the empty state vector: a diff against it is the whole document
 
 
 def heartbeat_ttl(interval: float) -> float:
@@ -199,7 +199,7 @@ class DeadReplicas:
         if room is None or writer is None:
             return
         try:
-            update = await room.diff(_FULL_STATE)
+            update = await room.diff(EMPTY_STATE_VECTOR)
         except CollabError as exc:
             metrics.BROKER_ERRORS.labels("reconcile").inc()
             logger.warning("room %r: reading its state for the store failed: %s", link.name, exc)

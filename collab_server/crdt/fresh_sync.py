@@ -17,9 +17,6 @@ first.
 from __future__ import annotations
 
 import itertools
-from typing import Final
-
-EMPTY_STATE_VECTOR: Final = b"\x00"
 
 
 class FreshSyncCache:

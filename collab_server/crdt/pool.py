@@ -49,10 +49,11 @@ from collab_server.crdt import isolation
 from collab_server.crdt.codec import CodecError, Kind, Op, Result, decode_results, encode_ops
 from collab_server.crdt.document_calls import CallError, DocumentAnswer, DocumentCall, decode_answer, encode_call
 from collab_server.crdt.engine import Applied, BadRow, EngineError, Loaded, OnApplied, Refusal
-from collab_server.crdt.fresh_sync import EMPTY_STATE_VECTOR, FreshSyncCache
+from collab_server.crdt.fresh_sync import FreshSyncCache
 from collab_server.crdt.poison import PoisonList
 from collab_server.crdt.process import WorkerDied, WorkerProcess
 from collab_server.native_memory import RELEASE_AFTER_BYTES, release_free_memory
+from collab_server.protocol import EMPTY_STATE_VECTOR
 from persistence.base import Folded
 
 logger = logging.getLogger(__name__)

@@ -14,8 +14,9 @@ from pycrdt import Doc, Map, Text
 
 from collab_server.crdt.documents import Documents
 from collab_server.crdt.engine import Applied
-from collab_server.crdt.fresh_sync import EMPTY_STATE_VECTOR, FreshSyncCache
+from collab_server.crdt.fresh_sync import FreshSyncCache
 from collab_server.crdt.pool import WorkerPool
+from collab_server.protocol import EMPTY_STATE_VECTOR
 from tests.support.documents import typing_updates
 from tests.support.eventually import eventually
 from tests.support.pools import Store, apply_all, text_of
