@@ -36,16 +36,22 @@ import itertools
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.loop_lag import LAG_BOUNDS, scrape_lag
 
 MSG_SYNC = 0
 MSG_AWARENESS = 1
@@ -243,12 +249,16 @@ async def run(args: argparse.Namespace, server_pid: int) -> dict[str, object]:
     clients = [c for group in groups for c in group]
     synced = [c for c in clients if c.synced.is_set()]
     establish_s = time.monotonic() - t0
+    leave: dict[str, object] = {}
     try:
         await asyncio.sleep(args.hold)
         rss1 = rss_kib(server_pid)
         alive = sum(1 for c in synced if c.connected)
+        lag_before = await asyncio.to_thread(scrape_lag, args.metrics) if args.metrics else None
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    if args.metrics and lag_before is not None:
+        leave = await asyncio.to_thread(leave_lag, args.metrics, lag_before)
     times = sorted(c.sync_seconds for c in synced if c.sync_seconds is not None)
     refused: dict[int, int] = {}
     for c in clients:
@@ -266,10 +276,33 @@ async def run(args: argparse.Namespace, server_pid: int) -> dict[str, object]:
         "still_connected_after_hold": alive,
         "server_rss_before_kib": rss0,
         "server_rss_after_kib": rss1,
+        **leave,
     }
     if rss0 is not None and rss1 is not None:
         result["kib_per_conn"] = round((rss1 - rss0) / max(1, len(synced)), 3)
     return result
+
+
+def leave_lag(http: str, before: dict[str, float], timeout: float = 30.0) -> dict[str, object]:
+    """The server's loop lag while every client left at once: wait until it counts no connection (and
+    one more lag sample), then the samples since ``before`` per bucket of ``collab_loop_lag_seconds``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(http + "/metrics", timeout=5) as response:
+            text = response.read().decode()
+        if re.search(r"^collab_connections 0(\.0)?$", text, re.MULTILINE):
+            break
+        time.sleep(0.25)  # a scrape lists the server's open descriptors: not too often
+    time.sleep(0.2)  # the sample that covers the last turn of the leave is taken within 50 ms
+    after = scrape_lag(http)
+    samples = after["count"] - before["count"]
+    over = {b: samples - (after[b] - before[b]) for b in LAG_BOUNDS}
+    return {
+        "leave_lag_samples": int(samples),
+        "leave_lag_over_10ms": int(over["0.01"]),
+        "leave_lag_over_25ms": int(over["0.025"]),
+        "leave_lag_over_50ms": int(over["0.05"]),
+    }
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -320,6 +353,10 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=600.0, help="give up after this many seconds")
     parser.add_argument(
         "--deflate", action="store_true", help="offer permessage-deflate (the bench's node client does)"
+    )
+    parser.add_argument(
+        "--metrics",
+        help="collab-server's http base (http://127.0.0.1:PORT): also report its loop lag while all clients leave",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     parser.add_argument(

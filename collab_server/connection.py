@@ -57,6 +57,7 @@ from collab_server.transport import (
     CollabTransportBase,
     FrameHandler,
     KeepaliveTimer,
+    LeaveGate,
     ReceiveQueue,
     Resume,
     WritableFlag,
@@ -133,6 +134,7 @@ class ConnectionContext:
         "asgi_version",
         "connections",
         "default_headers",
+        "leaves",
         "max_buffered",
         "max_size",
         "ping_interval",
@@ -152,6 +154,7 @@ class ConnectionContext:
         self.tasks = server_state.tasks
         # uvicorn's date header is refreshed each second in this list; it is read when a response goes out.
         self.default_headers = server_state.default_headers
+        self.leaves = LeaveGate(server_state.tasks)  # lost connections end a few dozen a turn
         # Bytes waiting to be sent past which a ping is answered by dropping the connection.
         self.max_buffered = max_buffered_bytes(app_state)
 
@@ -234,6 +237,7 @@ class WebSocketConnection(CollabTransportBase, Protocol):
         self._frame_handler: FrameHandler | None = None
         self._resume: Resume | None = None
         self._resume_task: Task[None] | None = None
+        self._leave_queued = False
 
     # -- the opening handshake ------------------------------------------------------------------------
 
@@ -462,6 +466,9 @@ class WebSocketConnection(CollabTransportBase, Protocol):
 
     def _app_tasks(self) -> set[Task[None]]:
         return self._context.tasks
+
+    def _leave_gate(self) -> LeaveGate:
+        return self._context.leaves
 
     def send_nowait(self, data: bytes) -> bool:
         """Write one binary message if the socket can take it now; False means "use the ASGI send"."""

@@ -17,6 +17,8 @@ well at scale:
 - ``detach(resume)``: let the app's task end while the connection stays open; ``resume`` runs in a short
   task of its own whenever something waits in the receive queue (see ``Resume``). An idle connection then
   holds no task, no coroutine chain and no ASGI scope: about half of its memory (``collab_server.session``).
+  Once the connection is lost, its last resume (the leave) waits its turn in the server's ``LeaveGate``,
+  which starts a few dozen per loop turn: thousands of clients leaving at once do not stall the loop.
 - ``send``: the connection's own ASGI send, for an app that keeps sending after it detached (Starlette's
   ``WebSocket.send`` would keep the WebSocket, and the scope, alive).
 
@@ -57,7 +59,7 @@ import math
 import socket
 import struct
 import weakref
-from asyncio import AbstractEventLoop, CancelledError, Future, QueueEmpty, Task, get_running_loop
+from asyncio import AbstractEventLoop, CancelledError, Future, QueueEmpty, Task, get_running_loop, sleep
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
@@ -401,6 +403,7 @@ class CollabTransportBase:
 
     __slots__ = (
         "_frame_handler",
+        "_leave_queued",
         "_ping_time",
         "_ping_tokens",
         "_resume",
@@ -412,6 +415,7 @@ class CollabTransportBase:
     )
 
     _frame_handler: FrameHandler | None
+    _leave_queued: bool
     _ping_time: float
     _ping_tokens: float
     _resume: Resume | None
@@ -467,11 +471,28 @@ class CollabTransportBase:
         if not queue.empty():
             self._wake_app()
 
+    def _leave_gate(self) -> LeaveGate | None:
+        """The server's ``LeaveGate``, or None to start every resume at once (the deflate protocol, which
+        keeps no per-server state of ours to hold one)."""
+        return None
+
     def _wake_app(self) -> None:
         # A running resume clears _resume_task as it ends; done() also covers one cancelled before it ran.
         task = self._resume_task
-        if self._resume is None or (task is not None and not task.done()):
-            return  # done with the connection, or the running resume will see the new item before it returns
+        if self._resume is None or self._leave_queued or (task is not None and not task.done()):
+            return  # done with the connection, or the running (or queued) resume will see the new item
+        gate = self._leave_gate()
+        if gate is not None and self.transport.is_closing():
+            # Lost or closing: nobody waits for this resume but the room, so it may wait its turn.
+            self._leave_queued = True
+            gate.add(self)
+            return
+        self._start_resume()
+
+    def _start_resume(self) -> None:
+        self._leave_queued = False
+        if self._resume is None:
+            return
         task = self._resume_task = self.loop.create_task(self._run_resume(self._resume))
         # In uvicorn's task set, so that a graceful shutdown waits for it as for an app's task.
         tasks = self._app_tasks()
@@ -538,6 +559,56 @@ class CollabTransportBase:
         self.transport.abort()
 
 
+LEAVES_PER_TURN = 64
+"""Lost connections whose last resume a ``LeaveGate`` starts per loop turn. A leave (the session's end:
+out of the room, admission given back) takes 20-60 us here, so a turn of them stays within a few ms."""
+
+
+class LeaveGate:
+    """Starts the last resume of lost connections (the client gone, or the connection closing) at most
+    ``per_turn`` per loop turn, in the order they were lost. One per server.
+
+    Why: when thousands of clients leave at once (a network outage, a school's bell, a load balancer
+    dropping its connections), each lost connection started its resume task at once. The tasks started in
+    one poll all took their first step in the loop's next turn, together: 10,000 clients that left within
+    150 ms made turns of 14-50 ms, a stall of every room on the replica. A lost connection has nobody to
+    answer, so its leave can wait a few turns; the loop polls and serves the other rooms in between, and
+    their peers see the awareness of the ones that left removed a few milliseconds later.
+
+    One task drains the queue, and it is in the server's task set: a graceful shutdown waits for it as it
+    waits for the resumes themselves.
+    """
+
+    __slots__ = ("_draining", "_per_turn", "_tasks", "_waiting")
+
+    def __init__(self, tasks: set[Task[None]], per_turn: int = LEAVES_PER_TURN) -> None:
+        self._tasks = tasks
+        self._per_turn = per_turn
+        self._waiting: deque[CollabTransportBase] = deque()
+        self._draining: Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def add(self, connection: CollabTransportBase) -> None:
+        self._waiting.append(connection)
+        if self._draining is None:
+            task = self._draining = connection.loop.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self) -> None:
+        waiting = self._waiting
+        try:
+            while waiting:
+                for _ in range(min(self._per_turn, len(waiting))):
+                    waiting.popleft()._start_resume()
+                # The resumes just started take their first step in the next turn, before this task's.
+                await sleep(0)
+        finally:
+            self._draining = None
+
+
 class CollabWebSocketProtocol(CollabTransportBase, WebSocketsSansIOProtocol):
     # Every attribute uvicorn's protocol sets (those CollabTransportBase has not): in slots they cost 8
     # bytes each, where 37 of them would overflow CPython's shared-key instance dict into a 1.6 KB dict per
@@ -594,6 +665,7 @@ class CollabWebSocketProtocol(CollabTransportBase, WebSocketsSansIOProtocol):
         self._read_at = 0.0
         self._resume: Resume | None = None
         self._resume_task: Task[None] | None = None
+        self._leave_queued = False
 
     def _app_tasks(self) -> set[Task[None]]:
         return self.tasks

@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from collab_server.protocol import encode_sync_step1, encode_update
+from collab_server.protocol import (
+    AwarenessEntry,
+    AwarenessMessage,
+    decode_awareness,
+    decode_frame,
+    encode_awareness_message,
+    encode_sync_step1,
+    encode_update,
+)
 from tests.support.documents import typing_updates
 from tests.support.eventually import eventually
 from tests.support.servers import ServerProcess
@@ -92,3 +100,47 @@ async def test_a_peer_that_disconnects_mid_burst_leaves_its_room(server_factory:
     async with connect(f"{server.url}/{room_name}") as ws:
         await _synced(ws)
     assert await _metric(server, "collab_frames_in_task_total") > 0
+
+
+async def test_peers_that_drop_at_once_all_leave_and_the_others_see_them_go(
+    server: ServerProcess, room_name: str
+) -> None:
+    """Lost connections end their sessions a few dozen per loop turn (``transport.LeaveGate``): every one
+    of a burst still leaves its room, its awareness removal reaches the peer that stays, and its admission
+    is given back."""
+    dropped = 150
+    peers_before = await _metric(server, "collab_connections")
+    admitted_before = await _metric(server, "collab_connections_admitted")
+    url = f"{server.url}/{room_name}"
+    async with connect(url) as watcher:
+        await _synced(watcher)
+        leaving = [await connect(url) for _ in range(dropped)]
+        await asyncio.gather(*(_synced(ws) for ws in leaving))
+        clients = {5000 + i for i in range(dropped)}
+        for client, ws in zip(sorted(clients), leaving, strict=True):
+            await ws.send(encode_awareness_message([AwarenessEntry(client, 1, '{"user":"leaving"}')]))
+
+        async def watch(until: Any) -> set[int]:
+            """Clients the watcher's awareness messages name, read until ``until`` of them is true."""
+            seen: dict[int, str] = {}
+            while not until(seen):
+                for message in decode_frame(await asyncio.wait_for(watcher.recv(decode=False), 30)):
+                    if isinstance(message, AwarenessMessage):
+                        seen.update((entry.client_id, entry.state) for entry in decode_awareness(message.update))
+            return {client for client, state in seen.items() if state == "null"}
+
+        await watch(lambda seen: clients <= seen.keys())  # all of them are in the room
+        for ws in leaving:
+            ws.transport.abort()  # all at once, like a network that went away
+        gone = await watch(lambda seen: clients <= {c for c, state in seen.items() if state == "null"})
+        assert gone >= clients
+
+        async def all_left() -> None:
+            assert await _metric(server, "collab_connections") == peers_before + 1
+            assert await _metric(server, "collab_connections_admitted") == admitted_before + 1
+
+        await eventually(all_left)
+        # The one that stayed is still served.
+        await watcher.send(encode_sync_step1(b"\x00"))
+        while (await asyncio.wait_for(watcher.recv(decode=False), 30))[:2] != b"\x00\x01":
+            pass
