@@ -29,7 +29,7 @@ grew from 57,000 to 620,000 in 12 minutes with 127 connections open. The websock
 cause, fixed since, but no fuzz run has confirmed it: until one does, freezing is for a measured
 deployment that watches that gauge.
 
-The thresholds (``COLLAB_GC_THRESHOLDS``, default 2000,10,100 against CPython's 700,10,10). CPython runs a
+The thresholds (``COLLAB_GC_THRESHOLDS``, default 1000,4,500 against CPython's 700,10,10). CPython runs a
 full collection whenever the objects promoted to the oldest generation since the last one reach a quarter
 of it, and no sooner than every ``threshold2`` collections of the middle one. With 1,000 rooms x 4 clients
 editing, CPython's thresholds gave 12 full collections of up to 455 ms each, 3 of the networking
@@ -39,6 +39,15 @@ server's RSS then grew by 1.2-1.5 MiB a minute: every closed websocket left its 
 ``ServerProtocol`` in a reference cycle with its parser generator, freed only by a full collection,
 which these thresholds make rare. ``transport`` now closes that generator when the connection is lost,
 and the soak stays flat with them. ``default`` restores CPython's.
+
+The young collections have a cost of their own: a middle collection walks everything that survived
+the young ones since the last, up to ``threshold0 x threshold1`` objects, and in a connect storm nearly
+everything survives (each connection's objects). With 2000,10 that was up to 20,000 objects, middle
+collections of 15-25 ms in a 10,000-socket storm and up to 51 ms with 1,000 rooms x 4 on a slow machine:
+stalls of every room. 1000,4 bounds a middle collection to about 4,000 objects (under 5 ms in the same
+storm, 14 ms at worst in the rooms run), and ``threshold2`` 500 keeps the full ones as rare as before:
+both settings run one only after 2,000,000 net allocations at the least (500 x 4 x 1000 against
+100 x 10 x 2000), and only once the oldest generation grew by a quarter.
 
 What start-up built, frozen once (``freeze_startup``, always). Once the app is up and before it serves,
 the server collects its young generations, then freezes what survived: modules, classes, the app and

@@ -135,9 +135,9 @@ class Settings:
         "objects (0, the default: CPython's own collector; see README before turning this on)",
     )
     gc_thresholds: str = _setting(
-        "2000,10,100",
+        "1000,4,500",
         "the garbage collector's three thresholds (gc.set_threshold), or 'default' for CPython's 700,10,10; "
-        "2000,10,100 keeps full collections (a stall of every room) rare under load",
+        "1000,4,500 keeps full collections (a stall of every room) rare under load and young ones short",
     )
     load_timeout: float = _setting(30.0, "seconds a joining peer waits for its room to load")
     room_grace: float = _setting(10.0, "seconds a room with no peers stays loaded before it unloads")
@@ -333,7 +333,7 @@ class Settings:
         if self.document_workers < 1:
             raise ConfigError(f"{ENV_PREFIX}DOCUMENT_WORKERS must be positive")
         if self.gc_threshold_values is None and self.gc_thresholds != "default":
-            raise ConfigError(f"{ENV_PREFIX}GC_THRESHOLDS must be three positive integers (2000,10,100) or default")
+            raise ConfigError(f"{ENV_PREFIX}GC_THRESHOLDS must be three positive integers (1000,4,500) or default")
         if self.gc_freeze_interval < 0:
             raise ConfigError(f"{ENV_PREFIX}GC_FREEZE_INTERVAL must be 0 (CPython's default collector) or positive")
         if self.fresh_sync_bytes < 0:

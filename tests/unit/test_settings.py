@@ -43,7 +43,7 @@ def test_bad_values_name_the_key(env: dict[str, str], message: str) -> None:
 
 
 def test_gc_thresholds_are_three_integers_or_cpythons_default() -> None:
-    assert Settings.from_env({}).gc_threshold_values == (2000, 10, 100)
+    assert Settings.from_env({}).gc_threshold_values == (1000, 4, 500)
     assert Settings.from_env({"COLLAB_GC_THRESHOLDS": "2000, 10, 100"}).gc_threshold_values == (2000, 10, 100)
     assert Settings.from_env({"COLLAB_GC_THRESHOLDS": "default"}).gc_threshold_values is None
 
