@@ -141,8 +141,12 @@ class Settings:
     )
     load_timeout: float = _setting(30.0, "seconds a joining peer waits for its room to load")
     room_grace: float = _setting(10.0, "seconds a room with no peers stays loaded before it unloads")
+    # 20 ms rather than 5: a busy server commits about once per window, and each commit costs the
+    # database the same whatever its size. With 5 ms, PostgreSQL spent 5.9-6.3 s of CPU on one growing-
+    # document run and 2.9-3.4 s with 20, beside the server on a 2-core machine (docs/benchmarks.md).
+    # Fan-out never waits for a commit; only the durable copy is that much later.
     commit_window_ms: float = _setting(
-        5.0, "group commit: milliseconds appends wait to be written together in one transaction"
+        20.0, "group commit: milliseconds appends wait to be written together in one transaction"
     )
     commit_batch: int = _setting(2000, "group commit: most updates written in one transaction")
     write_buffer_bytes: int = _setting(

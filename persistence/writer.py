@@ -40,7 +40,7 @@ class AppendWriter:
         self,
         store: DocumentStore,
         *,
-        window: float = 0.005,
+        window: float = 0.02,
         batch: int = 2000,
         max_buffer_bytes: int = 256 * 1024 * 1024,
         in_flight: int = 2,
