@@ -64,7 +64,6 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
             stack.callback(_log_shutdown)  # registered first, so it runs last
-            stack.callback(LoopLagMonitor().start().close)
             # Access first: a server that must not start open refuses before it opens anything else.
             access_parts = await open_access(settings, rooms=room_store)
             if room_store is None:
@@ -111,6 +110,9 @@ def create_app(
             )
             await control.start()
             stack.push_async_callback(control.close)
+            # The loop's lag while the app serves: from here until shutdown begins. Start-up (stores opened,
+            # workers spawned) runs before any client can connect, and its turns stall nobody.
+            stack.callback(LoopLagMonitor().start().close)
             yield {
                 "settings": settings,
                 "store": document_store,

@@ -1,7 +1,8 @@
 """The event loop's lag, sampled: every ``interval`` a timer asks to run, and how late it ran is how
 long other work held the loop (one long turn, or many short ones back to back). Every socket, room and
 the store's commit replies wait that long, so this is the first number to look at when latency grows.
-Exported as ``collab_loop_lag_seconds``; the cost is one timer callback per interval.
+Exported as ``collab_loop_lag_seconds``; the cost is one timer callback per interval. The app samples
+while it serves: from the end of its start-up (stores open, workers running) until its shutdown begins.
 
 A late timer has two causes that call for different fixes: the loop ran our code for that long (a stall:
 a bug to find), or the loop's thread was ready but waiting for a CPU that other processes held (the
