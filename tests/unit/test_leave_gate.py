@@ -20,12 +20,18 @@ class _Lost:
         self._started.append(self.number)
 
 
-async def test_a_burst_of_leaves_starts_per_turn_at_a_time_in_order() -> None:
+def _gate_with(lost: int, per_turn: int) -> tuple[LeaveGate, set[asyncio.Task[None]], list[int]]:
+    """A gate, its server's task set, and the numbers of the connections it started (``lost`` added)."""
     tasks: set[asyncio.Task[None]] = set()
-    gate = LeaveGate(tasks, per_turn=3)
+    gate = LeaveGate(tasks, per_turn=per_turn)
     started: list[int] = []
-    for number in range(8):
+    for number in range(lost):
         gate.add(_Lost(number, started))  # type: ignore[arg-type]
+    return gate, tasks, started
+
+
+async def test_a_burst_of_leaves_starts_per_turn_at_a_time_in_order() -> None:
+    gate, tasks, started = _gate_with(8, per_turn=3)
     assert started == []  # nothing runs in the turn that lost them
     assert len(tasks) == 1  # one drain, in the server's task set
 
@@ -43,10 +49,7 @@ async def test_a_burst_of_leaves_starts_per_turn_at_a_time_in_order() -> None:
 
 
 async def test_a_leave_after_the_drain_ended_starts_a_new_one() -> None:
-    tasks: set[asyncio.Task[None]] = set()
-    gate = LeaveGate(tasks, per_turn=2)
-    started: list[int] = []
-    gate.add(_Lost(0, started))  # type: ignore[arg-type]
+    gate, tasks, started = _gate_with(1, per_turn=2)
     drain = next(iter(tasks))
     await drain
     gate.add(_Lost(1, started))  # type: ignore[arg-type]
@@ -56,11 +59,7 @@ async def test_a_leave_after_the_drain_ended_starts_a_new_one() -> None:
 
 
 async def test_leaves_that_arrive_while_draining_join_the_queue() -> None:
-    tasks: set[asyncio.Task[None]] = set()
-    gate = LeaveGate(tasks, per_turn=2)
-    started: list[int] = []
-    for number in range(3):
-        gate.add(_Lost(number, started))  # type: ignore[arg-type]
+    gate, tasks, started = _gate_with(3, per_turn=2)
     await asyncio.sleep(0)
     assert started == [0, 1]
     gate.add(_Lost(3, started))  # type: ignore[arg-type]
