@@ -245,10 +245,13 @@ class WorkerPool:
         if kept is not None:
             _FRESH_FROM_MEMORY.inc()
             return kept
-        mark = self.fresh_sync.mark(room)
-        document = _bytes(await self.call(Op(Kind.FULL, room)))
+        ticket = self.fresh_sync.ask(room)
+        document = None
+        try:
+            document = _bytes(await self.call(Op(Kind.FULL, room)))
+        finally:
+            self.fresh_sync.answered(room, ticket, document)
         _FRESH_FROM_WORKER.inc()
-        self.fresh_sync.store(room, mark, document)
         return document
 
     async def fold(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
@@ -313,9 +316,7 @@ class WorkerPool:
         if self._closed:
             _refuse(pending, Refusal.NOT_LOADED)
             return
-        if pending.op.kind is Kind.UNLOAD:
-            self.fresh_sync.forget(room)
-        elif pending.op.kind not in _READS:
+        if pending.op.kind not in _READS:  # an unload too: a later load must not be answered from before
             self.fresh_sync.changed(room)
         if lane is None:
             lane = self._lanes[lane_of(room, len(self._lanes))]

@@ -112,35 +112,62 @@ def test_the_whole_document_is_the_diff_against_an_empty_state_vector() -> None:
 def test_kept_bytes_are_bounded_and_the_least_recently_used_go_first() -> None:
     cache = FreshSyncCache(max_bytes=400)
     for room in "abcd":
-        cache.changed(room)
-        cache.store(room, cache.mark(room), room.encode() * 100)
+        cache.answered(room, cache.ask(room), room.encode() * 100)
     assert cache.get("a") == b"a" * 100  # a is now the most recently used
-    cache.changed("e")
-    cache.store("e", cache.mark("e"), b"e" * 100)
+    cache.answered("e", cache.ask("e"), b"e" * 100)
     assert [room for room in "abcde" if cache.get(room) is not None] == ["a", "c", "d", "e"]
-    cache.changed("f")
-    cache.store("f", cache.mark("f"), b"f" * 101)  # over a quarter of the bound: never kept
+    cache.answered("f", cache.ask("f"), b"f" * 101)  # over a quarter of the bound: never kept
     assert cache.get("f") is None
 
 
-def test_nothing_is_kept_for_a_room_that_changed_or_left_since_it_was_asked() -> None:
+def test_nothing_is_kept_for_a_room_that_changed_or_was_recovered_since_it_was_asked() -> None:
     cache = FreshSyncCache(max_bytes=1000)
+    asked = cache.ask("r")
     cache.changed("r")
-    asked = cache.mark("r")
-    cache.changed("r")
-    cache.store("r", asked, b"old")
+    cache.answered("r", asked, b"old")
     assert cache.get("r") is None
-    asked = cache.mark("r")
-    cache.forget("r")
-    cache.store("r", asked, b"old")
-    assert cache.get("r") is None
-    cache.changed("r")
-    asked = cache.mark("r")
+    asked = cache.ask("r")
     cache.clear()
-    cache.store("r", asked, b"old")
+    cache.answered("r", asked, b"old")
     assert cache.get("r") is None
-    cache.store("never-loaded", cache.mark("never-loaded"), b"x")
-    assert cache.get("never-loaded") is None
+    cache.answered("r", cache.ask("r"), b"new")
+    assert cache.get("r") == b"new"
+    cache.changed("r")
+    assert cache.get("r") is None
+
+
+def test_of_two_requests_out_only_the_one_asked_after_the_change_is_kept() -> None:
+    cache = FreshSyncCache(max_bytes=1000)
+    before = cache.ask("r")
+    cache.changed("r")
+    after = cache.ask("r")
+    cache.answered("r", after, b"new")
+    cache.answered("r", before, b"old")  # came back last, but asked before the change
+    assert cache.get("r") == b"new"
+
+
+def test_the_cache_holds_nothing_for_a_room_with_no_answer_kept_and_no_request_out() -> None:
+    """Changes come for rooms the pool never answers (a load that failed, an update for a room already
+    unloaded): each must leave nothing behind, or room names sent by clients would pile up."""
+    cache = FreshSyncCache(max_bytes=1000)
+    for index in range(100):
+        cache.changed(f"gone-{index}")
+    failed = cache.ask("failed")
+    assert len(cache) == 1
+    cache.answered("failed", failed, None)
+    assert len(cache) == 0 and cache.get("failed") is None
+
+
+async def test_ops_for_rooms_the_workers_do_not_hold_leave_nothing_in_the_cache(
+    pool: tuple[WorkerPool, Store],
+) -> None:
+    engine, store = pool
+    await engine.load("r", None, typing_updates(1)[1])
+    await engine.diff("r", EMPTY_STATE_VECTOR)
+    refused = [await apply_all(engine, store, f"gone-{index}", typing_updates(1)[1]) for index in range(20)]
+    assert all(not applied.accepted for [applied] in refused)
+    await engine.unload("r")
+    assert len(engine.fresh_sync) == 0
 
 
 def _fresh_syncs(source: str) -> float:
