@@ -239,6 +239,7 @@ async def run(args: argparse.Namespace, server_pid: int) -> dict[str, object]:
     rss0 = rss_kib(server_pid)
     t0 = time.monotonic()
     sem = asyncio.Semaphore(max(1, args.concurrency // args.per_room))
+    lag_at_start = await asyncio.to_thread(scrape_lag, args.metrics) if args.metrics else None
 
     async def one(i: int, room: str) -> list[IdleClient]:
         async with sem:
@@ -249,7 +250,10 @@ async def run(args: argparse.Namespace, server_pid: int) -> dict[str, object]:
     clients = [c for group in groups for c in group]
     synced = [c for c in clients if c.synced.is_set()]
     establish_s = time.monotonic() - t0
-    leave: dict[str, object] = {}
+    lag: dict[str, object] = {}
+    if args.metrics and lag_at_start is not None:
+        await asyncio.sleep(0.2)  # the sample that covers the storm's last turn is taken within 50 ms
+        lag.update(await asyncio.to_thread(lag_since, "connect", args.metrics, lag_at_start))
     try:
         await asyncio.sleep(args.hold)
         rss1 = rss_kib(server_pid)
@@ -258,7 +262,7 @@ async def run(args: argparse.Namespace, server_pid: int) -> dict[str, object]:
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
     if args.metrics and lag_before is not None:
-        leave = await asyncio.to_thread(leave_lag, args.metrics, lag_before)
+        lag.update(await asyncio.to_thread(leave_lag, args.metrics, lag_before))
     times = sorted(c.sync_seconds for c in synced if c.sync_seconds is not None)
     refused: dict[int, int] = {}
     for c in clients:
@@ -276,7 +280,7 @@ async def run(args: argparse.Namespace, server_pid: int) -> dict[str, object]:
         "still_connected_after_hold": alive,
         "server_rss_before_kib": rss0,
         "server_rss_after_kib": rss1,
-        **leave,
+        **lag,
     }
     if rss0 is not None and rss1 is not None:
         result["kib_per_conn"] = round((rss1 - rss0) / max(1, len(synced)), 3)
@@ -294,14 +298,20 @@ def leave_lag(http: str, before: dict[str, float], timeout: float = 30.0) -> dic
             break
         time.sleep(0.25)  # a scrape lists the server's open descriptors: not too often
     time.sleep(0.2)  # the sample that covers the last turn of the leave is taken within 50 ms
+    return lag_since("leave", http, before)
+
+
+def lag_since(phase: str, http: str, before: dict[str, float]) -> dict[str, object]:
+    """The server's loop-lag samples since the scrape ``before``: how many, and how many over 10/25/50 ms
+    (``collab_loop_lag_seconds``), as ``{phase}_lag_...``."""
     after = scrape_lag(http)
     samples = after["count"] - before["count"]
     over = {b: samples - (after[b] - before[b]) for b in LAG_BOUNDS}
     return {
-        "leave_lag_samples": int(samples),
-        "leave_lag_over_10ms": int(over["0.01"]),
-        "leave_lag_over_25ms": int(over["0.025"]),
-        "leave_lag_over_50ms": int(over["0.05"]),
+        f"{phase}_lag_samples": int(samples),
+        f"{phase}_lag_over_10ms": int(over["0.01"]),
+        f"{phase}_lag_over_25ms": int(over["0.025"]),
+        f"{phase}_lag_over_50ms": int(over["0.05"]),
     }
 
 
@@ -356,7 +366,8 @@ def main() -> int:
     )
     parser.add_argument(
         "--metrics",
-        help="collab-server's http base (http://127.0.0.1:PORT): also report its loop lag while all clients leave",
+        help="collab-server's http base (http://127.0.0.1:PORT): also report its loop lag while the clients "
+        "connect and while they all leave",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     parser.add_argument(
