@@ -6,7 +6,9 @@ request to ``WebSocketConnection.upgrade`` (uvicorn's own protocols get it re-se
 second time). From there this protocol does everything: the opening handshake (101, or the app's HTTP
 denial, or 403), the ASGI websocket events, the frame format, fragmentation, pings and pongs, keepalive,
 and the closing handshake. It offers the app the ``collab.transport`` extension described in
-``collab_server.transport`` (the extension's value is the connection itself).
+``collab_server.transport`` (the extension's value is the connection itself). A connection's app starts
+when the server's join gate (``transport.TurnGate``) gives it its turn, a few dozen per loop turn, so that
+a storm of arriving clients does not stall the rooms already open.
 
 Why not uvicorn's protocol over websockets' sans-I/O one (what ran before, and still runs when
 permessage-deflate is on: ``transport.CollabWebSocketProtocol``): that pair costs an idle connection
@@ -52,14 +54,16 @@ from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.server import ServerState
 
 from collab_server.transport import (
+    JOINS_PER_TURN,
+    LEAVES_PER_TURN,
     PING_BURST,
     TRANSPORT_EXTENSION,
     CollabTransportBase,
     FrameHandler,
     KeepaliveTimer,
-    LeaveGate,
     ReceiveQueue,
     Resume,
+    TurnGate,
     WritableFlag,
     binary_frame_header,
     keepalive_timers,
@@ -134,6 +138,7 @@ class ConnectionContext:
         "asgi_version",
         "connections",
         "default_headers",
+        "joins",
         "leaves",
         "max_buffered",
         "max_size",
@@ -154,7 +159,9 @@ class ConnectionContext:
         self.tasks = server_state.tasks
         # uvicorn's date header is refreshed each second in this list; it is read when a response goes out.
         self.default_headers = server_state.default_headers
-        self.leaves = LeaveGate(server_state.tasks)  # lost connections end a few dozen a turn
+        # Arriving connections start, and lost ones end, a few dozen a turn.
+        self.joins = TurnGate(server_state.tasks, JOINS_PER_TURN)
+        self.leaves = TurnGate(server_state.tasks, LEAVES_PER_TURN)
         # Bytes waiting to be sent past which a ping is answered by dropping the connection.
         self.max_buffered = max_buffered_bytes(app_state)
 
@@ -289,6 +296,13 @@ class WebSocketConnection(CollabTransportBase, Protocol):
         # 4.1), and a pong written now would land in front of it. TCP holds whatever comes meanwhile.
         transport.pause_reading()
         self.queue.put_nowait({"type": "websocket.connect"})
+        self._context.joins.add(self._start_app, self.loop)
+
+    def _start_app(self) -> None:
+        """The join gate's turn for this connection: start the app, unless the client has gone meanwhile
+        (``connection_lost`` has cleaned up, or will: there is no app to tell)."""
+        if self.transport.is_closing():
+            return
         task = self.loop.create_task(self.run_asgi())
         self._context.tasks.add(task)
         task.add_done_callback(self._context.tasks.discard)
@@ -467,7 +481,7 @@ class WebSocketConnection(CollabTransportBase, Protocol):
     def _app_tasks(self) -> set[Task[None]]:
         return self._context.tasks
 
-    def _leave_gate(self) -> LeaveGate:
+    def _leave_gate(self) -> TurnGate:
         return self._context.leaves
 
     def send_nowait(self, data: bytes) -> bool:

@@ -17,8 +17,9 @@ well at scale:
 - ``detach(resume)``: let the app's task end while the connection stays open; ``resume`` runs in a short
   task of its own whenever something waits in the receive queue (see ``Resume``). An idle connection then
   holds no task, no coroutine chain and no ASGI scope: about half of its memory (``collab_server.session``).
-  Once the connection is lost, its last resume (the leave) waits its turn in the server's ``LeaveGate``,
-  which starts a few dozen per loop turn: thousands of clients leaving at once do not stall the loop.
+  Once the connection is lost, its last resume (the leave) waits its turn in the server's leave gate (a
+  ``TurnGate``), which starts a few dozen per loop turn: thousands of clients leaving at once do not
+  stall the loop. Our own protocol starts the app of arriving connections through a join gate likewise.
 - ``send``: the connection's own ASGI send, for an app that keeps sending after it detached (Starlette's
   ``WebSocket.send`` would keep the WebSocket, and the scope, alive).
 
@@ -471,8 +472,8 @@ class CollabTransportBase:
         if not queue.empty():
             self._wake_app()
 
-    def _leave_gate(self) -> LeaveGate | None:
-        """The server's ``LeaveGate``, or None to start every resume at once (the deflate protocol, which
+    def _leave_gate(self) -> TurnGate | None:
+        """The server's leave gate, or None to start every resume at once (the deflate protocol, which
         keeps no per-server state of ours to hold one)."""
         return None
 
@@ -485,7 +486,7 @@ class CollabTransportBase:
         if gate is not None and self.transport.is_closing():
             # Lost or closing: nobody waits for this resume but the room, so it may wait its turn.
             self._leave_queued = True
-            gate.add(self)
+            gate.add(self._start_resume, self.loop)
             return
         self._start_resume()
 
@@ -560,40 +561,47 @@ class CollabTransportBase:
 
 
 LEAVES_PER_TURN = 64
-"""Lost connections whose last resume a ``LeaveGate`` starts per loop turn. A leave (the session's end:
-out of the room, admission given back) takes 20-60 us here, so a turn of them stays within a few ms."""
+"""Lost connections whose last resume the leave gate (a ``TurnGate``) starts per loop turn. A leave (the
+session's end: out of the room, admission given back) takes 20-60 us here, so a turn of them stays
+within a few ms."""
+
+JOINS_PER_TURN = 32
+"""Accepted upgrade requests whose app the join gate (a ``TurnGate``) starts per loop turn. A join's first
+step (access check, admission, the room's join, the 101 and the sync request) takes ~100-150 us here."""
 
 
-class LeaveGate:
-    """Starts the last resume of lost connections (the client gone, or the connection closing) at most
-    ``per_turn`` per loop turn, in the order they were lost. One per server.
+class TurnGate:
+    """Starts queued work (a connection's app, or its last resume) at most ``per_turn`` per loop turn, in
+    the order it was queued. A server has two: one for joins and one for leaves.
 
-    Why: when thousands of clients leave at once (a network outage, a school's bell, a load balancer
-    dropping its connections), each lost connection started its resume task at once. The tasks started in
-    one poll all took their first step in the loop's next turn, together: 10,000 clients that left within
-    150 ms made turns of 14-50 ms, a stall of every room on the replica. A lost connection has nobody to
-    answer, so its leave can wait a few turns; the loop polls and serves the other rooms in between, and
-    their peers see the awareness of the ones that left removed a few milliseconds later.
+    Why: each connection that arrives or is lost starts a task, and the tasks started in one poll all
+    take their first step in the loop's next turn, together. The kernel hands the loop up to a thousand
+    sockets in one poll, so when thousands of clients arrive at once (a replica taking over, a class at
+    9 a.m.) or leave at once (a network outage, a load balancer dropping its connections), turns grew to
+    14-50 ms: a stall of every room on the replica. Through a gate, the loop polls between every few
+    dozen starts and serves the other rooms meanwhile; the joining or leaving clients wait a few turns,
+    a few milliseconds.
 
     One task drains the queue, and it is in the server's task set: a graceful shutdown waits for it as it
-    waits for the resumes themselves.
+    waits for the tasks it starts.
     """
 
     __slots__ = ("_draining", "_per_turn", "_tasks", "_waiting")
 
-    def __init__(self, tasks: set[Task[None]], per_turn: int = LEAVES_PER_TURN) -> None:
+    def __init__(self, tasks: set[Task[None]], per_turn: int) -> None:
         self._tasks = tasks
         self._per_turn = per_turn
-        self._waiting: deque[CollabTransportBase] = deque()
+        self._waiting: deque[Callable[[], None]] = deque()
         self._draining: Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def add(self, connection: CollabTransportBase) -> None:
-        self._waiting.append(connection)
+    def add(self, start: Callable[[], None], loop: AbstractEventLoop) -> None:
+        """Call ``start`` (which starts a task) in a later turn of ``loop``, when its turn comes."""
+        self._waiting.append(start)
         if self._draining is None:
-            task = self._draining = connection.loop.create_task(self._drain())
+            task = self._draining = loop.create_task(self._drain())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -602,8 +610,8 @@ class LeaveGate:
         try:
             while waiting:
                 for _ in range(min(self._per_turn, len(waiting))):
-                    waiting.popleft()._start_resume()
-                # The resumes just started take their first step in the next turn, before this task's.
+                    waiting.popleft()()
+                # The tasks just started take their first step in the next turn, before this task's.
                 await sleep(0)
         finally:
             self._draining = None
