@@ -7,8 +7,8 @@ second time). From there this protocol does everything: the opening handshake (1
 denial, or 403), the ASGI websocket events, the frame format, fragmentation, pings and pongs, keepalive,
 and the closing handshake. It offers the app the ``collab.transport`` extension described in
 ``collab_server.transport`` (the extension's value is the connection itself). A connection's app starts
-when the server's join gate (``transport.TurnGate``) gives it its turn, a few dozen per loop turn, so that
-a storm of arriving clients does not stall the rooms already open.
+when the server's ``transport.TurnGate`` gives it its turn, a few dozen per loop turn, so that a storm of
+arriving clients does not stall the rooms already open.
 
 Why not uvicorn's protocol over websockets' sans-I/O one (what ran before, and still runs when
 permessage-deflate is on: ``transport.CollabWebSocketProtocol``): that pair costs an idle connection
@@ -54,13 +54,12 @@ from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.server import ServerState
 
 from collab_server.transport import (
-    JOINS_PER_TURN,
-    LEAVES_PER_TURN,
     PING_BURST,
     TRANSPORT_EXTENSION,
     CollabTransportBase,
     FrameHandler,
     KeepaliveTimer,
+    PollClock,
     ReceiveQueue,
     Resume,
     TurnGate,
@@ -138,16 +137,18 @@ class ConnectionContext:
         "asgi_version",
         "connections",
         "default_headers",
-        "joins",
-        "leaves",
+        "gate",
         "max_buffered",
         "max_size",
         "ping_interval",
         "ping_timeout",
+        "poll_clock",
         "tasks",
     )
 
-    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any]) -> None:
+    def __init__(
+        self, config: Config, server_state: ServerState, app_state: dict[str, Any], loop: AbstractEventLoop
+    ) -> None:
         if not config.loaded:
             config.load()
         self.app = config.loaded_app
@@ -159,9 +160,9 @@ class ConnectionContext:
         self.tasks = server_state.tasks
         # uvicorn's date header is refreshed each second in this list; it is read when a response goes out.
         self.default_headers = server_state.default_headers
-        # Arriving connections start, and lost ones end, a few dozen a turn.
-        self.joins = TurnGate(server_state.tasks, JOINS_PER_TURN)
-        self.leaves = TurnGate(server_state.tasks, LEAVES_PER_TURN)
+        # Arriving connections start, and detached ones resume, a few dozen a turn.
+        self.gate = TurnGate(server_state.tasks)
+        self.poll_clock = PollClock(loop)
         # Bytes waiting to be sent past which a ping is answered by dropping the connection.
         self.max_buffered = max_buffered_bytes(app_state)
 
@@ -169,10 +170,12 @@ class ConnectionContext:
 _contexts: weakref.WeakKeyDictionary[ServerState, ConnectionContext] = weakref.WeakKeyDictionary()
 
 
-def _context(config: Config, server_state: ServerState, app_state: dict[str, Any]) -> ConnectionContext:
+def _context(
+    config: Config, server_state: ServerState, app_state: dict[str, Any], loop: AbstractEventLoop
+) -> ConnectionContext:
     context = _contexts.get(server_state)
     if context is None:
-        context = _contexts[server_state] = ConnectionContext(config, server_state, app_state)
+        context = _contexts[server_state] = ConnectionContext(config, server_state, app_state, loop)
     return context
 
 
@@ -210,8 +213,8 @@ class WebSocketConnection(CollabTransportBase, Protocol):
         app_state: dict[str, Any],
         _loop: AbstractEventLoop | None = None,
     ) -> None:
-        self._context = _context(config, server_state, app_state)
         self.loop = _loop or get_event_loop()
+        self._context = _context(config, server_state, app_state, self.loop)
         self.app_state = app_state
         self.transport: Transport = None  # type: ignore[assignment]
         self.client: tuple[str, int] | None = None
@@ -244,7 +247,7 @@ class WebSocketConnection(CollabTransportBase, Protocol):
         self._frame_handler: FrameHandler | None = None
         self._resume: Resume | None = None
         self._resume_task: Task[None] | None = None
-        self._leave_queued = False
+        self._resume_queued = False
 
     # -- the opening handshake ------------------------------------------------------------------------
 
@@ -296,10 +299,10 @@ class WebSocketConnection(CollabTransportBase, Protocol):
         # 4.1), and a pong written now would land in front of it. TCP holds whatever comes meanwhile.
         transport.pause_reading()
         self.queue.put_nowait({"type": "websocket.connect"})
-        self._context.joins.add(self._start_app, self.loop)
+        self._context.gate.add(self._start_app, self.loop)
 
     def _start_app(self) -> None:
-        """The join gate's turn for this connection: start the app, unless the client has gone meanwhile
+        """The gate's turn for this connection: start the app, unless the client has gone meanwhile
         (``connection_lost`` has cleaned up, or will: there is no app to tell)."""
         if self.transport.is_closing():
             return
@@ -481,8 +484,8 @@ class WebSocketConnection(CollabTransportBase, Protocol):
     def _app_tasks(self) -> set[Task[None]]:
         return self._context.tasks
 
-    def _leave_gate(self) -> TurnGate:
-        return self._context.leaves
+    def _gate(self) -> TurnGate:
+        return self._context.gate
 
     def send_nowait(self, data: bytes) -> bool:
         """Write one binary message if the socket can take it now; False means "use the ASGI send"."""
@@ -496,7 +499,8 @@ class WebSocketConnection(CollabTransportBase, Protocol):
     # -- reading frames -------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        self._read_at = self.loop.time()
+        # The frame handler's budget counts from the start of this poll's reads, shared by every socket.
+        self._read_at = self._context.poll_clock.started(self.loop.time())
         buffer: bytes | bytearray = data
         partial = self._partial
         if partial is not None:

@@ -5,7 +5,10 @@ A frame is handled in one of two places:
 - **in the protocol's data callback** (``FrameReader.take``), the common case: when the connection's
   task is idle and nothing waits in the receive queue, the frame's messages go to the room right there,
   in the same callback that read them off the socket. No queue entry, no future, no task wake-up, and the
-  socket is not paused and resumed around it (uvicorn pauses reading while a frame waits for the app);
+  socket is not paused and resumed around it (uvicorn pauses reading while a frame waits for the app).
+  The turn budget counts from the start of the loop's poll (``transport.PollClock``), shared by every
+  socket read in it: the frames of the sockets read after it is spent wait for their tasks, which the
+  server's ``transport.TurnGate`` starts a few dozen per turn;
 - **in a task** (``FrameReader.run``), for everything that has to wait: a frame that arrives while the
   peer is held back by its rate limit, the rest of a burst once one loop turn's budget is spent, text
   frames, and the disconnect. On a detached connection (``collab_server.session``) that task exists only
@@ -78,12 +81,13 @@ class FrameReader:
         self._handover: tuple[bytes, Iterator[Message], float] | None = None
 
     def take(self, frame: bytes, read_at: float) -> bool:
-        """Handle ``frame`` now, in the protocol's data callback (``read_at``: when that callback began).
+        """Handle ``frame`` now, in the protocol's data callback (``read_at``: when the budget began, the
+        start of the loop's poll under our own protocol, of this callback under the deflate one).
 
         False: not handled, or not to the end; the caller queues the frame for the task (``run``)."""
         if self._busy or self._loop.time() - read_at > self._turn_budget:
-            # The task has frames to see first, or this socket read has used its turn: the rest waits
-            # for the task, which yields to the loop before it goes on.
+            # The task has frames to see first, or this poll has used its turn: the rest waits for the
+            # task, which yields to the loop before it goes on.
             return False
         peer = self._peer
         messages = _NO_MESSAGES

@@ -127,7 +127,9 @@ class Settings:
     )
 
     turn_budget_ms: float = _setting(
-        4.0, "milliseconds one busy socket may hold the event loop before it lets everyone else run"
+        4.0,
+        "milliseconds of frames the event loop handles as it reads sockets, per poll of the sockets (or one "
+        "busy socket's task, per turn), before the rest waits for a later turn",
     )
     gc_freeze_interval: float = _setting(
         0.0,

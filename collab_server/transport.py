@@ -17,9 +17,9 @@ well at scale:
 - ``detach(resume)``: let the app's task end while the connection stays open; ``resume`` runs in a short
   task of its own whenever something waits in the receive queue (see ``Resume``). An idle connection then
   holds no task, no coroutine chain and no ASGI scope: about half of its memory (``collab_server.session``).
-  Once the connection is lost, its last resume (the leave) waits its turn in the server's leave gate (a
-  ``TurnGate``), which starts a few dozen per loop turn: thousands of clients leaving at once do not
-  stall the loop. Our own protocol starts the app of arriving connections through a join gate likewise.
+  The resume waits its turn in the server's ``TurnGate``, which starts a few dozen per loop turn, as our
+  own protocol starts the app of arriving connections: thousands of clients arriving or leaving at once
+  do not stall the loop.
 - ``send``: the connection's own ASGI send, for an app that keeps sending after it detached (Starlette's
   ``WebSocket.send`` would keep the WebSocket, and the scope, alive).
 
@@ -336,6 +336,36 @@ def keepalive_timers(loop: AbstractEventLoop) -> KeepaliveTimers:
     return timers
 
 
+class PollClock:
+    """When the loop's current poll began handing sockets their data: the start of a frame budget that
+    every socket read in that poll shares (``collab_server.reader``).
+
+    The kernel hands the loop up to a thousand ready sockets in one poll, and the loop calls their data
+    callbacks one after the other before anything else runs. A budget per socket read bounds one socket,
+    not the poll: a thousand sockets with a few frames each made turns of 20-60 ms (a storm of joining
+    clients, whose sync and awareness messages fan out to their rooms). With the poll's start as the
+    budget's start, the frames past it wait for a later turn, and the loop polls and runs timers between.
+    """
+
+    __slots__ = ("_loop", "_started")
+
+    def __init__(self, loop: AbstractEventLoop) -> None:
+        self._loop = loop
+        self._started: float | None = None
+
+    def started(self, now: float) -> float:
+        """When this poll's data callbacks began (``now``, for the first of them)."""
+        started = self._started
+        if started is None:
+            started = self._started = now
+            # Ready callbacks run once the poll's I/O callbacks are done: the next poll starts afresh.
+            self._loop.call_soon(self._end)
+        return started
+
+    def _end(self) -> None:
+        self._started = None
+
+
 _AT_EOF = StreamReader.at_eof.__code__
 _PARSE = SansIOProtocol.parse.__code__
 
@@ -404,10 +434,10 @@ class CollabTransportBase:
 
     __slots__ = (
         "_frame_handler",
-        "_leave_queued",
         "_ping_time",
         "_ping_tokens",
         "_resume",
+        "_resume_queued",
         "_resume_task",
         "close_sent",
         "pending_ping_payload",
@@ -416,7 +446,7 @@ class CollabTransportBase:
     )
 
     _frame_handler: FrameHandler | None
-    _leave_queued: bool
+    _resume_queued: bool
     _ping_time: float
     _ping_tokens: float
     _resume: Resume | None
@@ -472,26 +502,27 @@ class CollabTransportBase:
         if not queue.empty():
             self._wake_app()
 
-    def _leave_gate(self) -> TurnGate | None:
-        """The server's leave gate, or None to start every resume at once (the deflate protocol, which
+    def _gate(self) -> TurnGate | None:
+        """The server's ``TurnGate``, or None to start every resume at once (the deflate protocol, which
         keeps no per-server state of ours to hold one)."""
         return None
 
     def _wake_app(self) -> None:
         # A running resume clears _resume_task as it ends; done() also covers one cancelled before it ran.
         task = self._resume_task
-        if self._resume is None or self._leave_queued or (task is not None and not task.done()):
+        if self._resume is None or self._resume_queued or (task is not None and not task.done()):
             return  # done with the connection, or the running (or queued) resume will see the new item
-        gate = self._leave_gate()
-        if gate is not None and self.transport.is_closing():
-            # Lost or closing: nobody waits for this resume but the room, so it may wait its turn.
-            self._leave_queued = True
-            gate.add(self._start_resume, self.loop)
+        gate = self._gate()
+        if gate is None:
+            self._start_resume()
             return
-        self._start_resume()
+        # What waits here (frames the data callback left, a disconnect, the leave) can wait its turn: a
+        # storm of them would otherwise start all its tasks in one turn.
+        self._resume_queued = True
+        gate.add(self._start_resume, self.loop)
 
     def _start_resume(self) -> None:
-        self._leave_queued = False
+        self._resume_queued = False
         if self._resume is None:
             return
         task = self._resume_task = self.loop.create_task(self._run_resume(self._resume))
@@ -560,37 +591,36 @@ class CollabTransportBase:
         self.transport.abort()
 
 
-LEAVES_PER_TURN = 64
-"""Lost connections whose last resume the leave gate (a ``TurnGate``) starts per loop turn. A leave (the
-session's end: out of the room, admission given back) takes 20-60 us here, so a turn of them stays
-within a few ms."""
-
-JOINS_PER_TURN = 32
-"""Accepted upgrade requests whose app the join gate (a ``TurnGate``) starts per loop turn. A join's first
-step (access check, admission, the room's join, the 101 and the sync request) takes ~100-150 us here."""
+STARTS_PER_TURN = 32
+"""Tasks a ``TurnGate`` starts per loop turn. The work of one (an app's join: access check, admission,
+the room's join, the 101 and the sync request; or a detached connection's resume: the frames its data
+callback left, or its leave) takes 20-150 us here, so a turn of them stays within a few ms."""
 
 
 class TurnGate:
-    """Starts queued work (a connection's app, or its last resume) at most ``per_turn`` per loop turn, in
-    the order it was queued. A server has two: one for joins and one for leaves.
+    """Starts connections' tasks (an arriving connection's app, a detached connection's resume) at most
+    ``per_turn`` per loop turn: at once while the turn has starts left, otherwise queued, in order, and
+    started ``per_turn`` per turn by a drain task. One per server.
 
-    Why: each connection that arrives or is lost starts a task, and the tasks started in one poll all
-    take their first step in the loop's next turn, together. The kernel hands the loop up to a thousand
-    sockets in one poll, so when thousands of clients arrive at once (a replica taking over, a class at
-    9 a.m.) or leave at once (a network outage, a load balancer dropping its connections), turns grew to
-    14-50 ms: a stall of every room on the replica. Through a gate, the loop polls between every few
-    dozen starts and serves the other rooms meanwhile; the joining or leaving clients wait a few turns,
-    a few milliseconds.
+    Why: each connection that arrives, is lost or has frames left over starts a task, and the tasks
+    started in one poll all take their first step in the loop's next turn, together. The kernel hands
+    the loop up to a thousand sockets in one poll, so when thousands of clients arrive at once (a replica
+    taking over, a class at 9 a.m.) or leave at once (a network outage, a load balancer dropping its
+    connections), turns grew to 14-60 ms: a stall of every room on the replica. Through the gate, the
+    loop polls between every few dozen starts and serves the other rooms meanwhile; the waiting clients
+    wait a few turns, a few milliseconds. A start that finds the turn's starts left goes at once, so a
+    busy socket's resume costs no extra turn while nothing waits.
 
-    One task drains the queue, and it is in the server's task set: a graceful shutdown waits for it as it
-    waits for the tasks it starts.
+    The drain task is in the server's task set: a graceful shutdown waits for it as it waits for the tasks
+    it starts.
     """
 
-    __slots__ = ("_draining", "_per_turn", "_tasks", "_waiting")
+    __slots__ = ("_draining", "_per_turn", "_started", "_tasks", "_waiting")
 
-    def __init__(self, tasks: set[Task[None]], per_turn: int) -> None:
+    def __init__(self, tasks: set[Task[None]], per_turn: int = STARTS_PER_TURN) -> None:
         self._tasks = tasks
         self._per_turn = per_turn
+        self._started = 0  # started in this turn
         self._waiting: deque[Callable[[], None]] = deque()
         self._draining: Task[None] | None = None
 
@@ -598,18 +628,34 @@ class TurnGate:
         return len(self._waiting)
 
     def add(self, start: Callable[[], None], loop: AbstractEventLoop) -> None:
-        """Call ``start`` (which starts a task) in a later turn of ``loop``, when its turn comes."""
+        """Call ``start`` (which starts a task) now if this turn has starts left and nothing waits, or
+        in a later turn of ``loop``, when its turn comes."""
+        if not self._waiting and self._started < self._per_turn:
+            self._count(1, loop)
+            start()
+            return
         self._waiting.append(start)
         if self._draining is None:
             task = self._draining = loop.create_task(self._drain())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def _count(self, starts: int, loop: AbstractEventLoop) -> None:
+        if not self._started:
+            loop.call_soon(self._new_turn)  # ready callbacks run after this poll's I/O callbacks
+        self._started += starts
+
+    def _new_turn(self) -> None:
+        self._started = 0
+
     async def _drain(self) -> None:
         waiting = self._waiting
+        loop = get_running_loop()
         try:
             while waiting:
-                for _ in range(min(self._per_turn, len(waiting))):
+                starts = min(self._per_turn, len(waiting))
+                self._count(starts, loop)
+                for _ in range(starts):
                     waiting.popleft()()
                 # The tasks just started take their first step in the next turn, before this task's.
                 await sleep(0)
@@ -673,7 +719,7 @@ class CollabWebSocketProtocol(CollabTransportBase, WebSocketsSansIOProtocol):
         self._read_at = 0.0
         self._resume: Resume | None = None
         self._resume_task: Task[None] | None = None
-        self._leave_queued = False
+        self._resume_queued = False
 
     def _app_tasks(self) -> set[Task[None]]:
         return self.tasks

@@ -190,3 +190,28 @@ async def test_a_whole_frame_inside_a_fragmented_message_is_a_protocol_error(
     close = await events.until(lambda event: isinstance(event, Frame) and event.opcode is Opcode.CLOSE)
     assert int.from_bytes(close.data[:2], "big") == 1002
     writer.close()
+
+
+async def test_frames_of_many_sockets_read_in_one_poll_all_reach_the_room(
+    server_factory: Any, node: YjsNode, room_name: str
+) -> None:
+    """The turn budget is shared by every socket read in one poll of the loop (``transport.PollClock``):
+    with a budget of 10 µs, once a poll's reads have crossed a tick of the loop's clock, the frames of
+    the writers read after that are handled by tasks that the server's ``TurnGate`` starts a few per turn.
+    With 60 writers sending at once, every update still reaches the room and its reader."""
+    server: ServerProcess = server_factory({"COLLAB_TURN_BUDGET_MS": "0.01"})
+    reader = await node.connect(server.url, room_name)
+    await reader.wait_synced()
+    writers = [await connect(f"{server.url}/{room_name}") for _ in range(60)]
+    try:
+        await asyncio.gather(*(ws.recv() for ws in writers))
+        updates = [typing_updates(1, client=1000 + i, start=i)[1][0] for i in range(len(writers))]
+        await asyncio.gather(*(ws.send(encode_update(update)) for ws, update in zip(writers, updates, strict=True)))
+
+        async def every_update_is_in() -> None:
+            text = await reader.text("text")
+            assert sorted(text.split(",")[:-1], key=int) == [str(i) for i in range(len(writers))]
+
+        await eventually(every_update_is_in)
+    finally:
+        await asyncio.gather(*(ws.close() for ws in writers))

@@ -1,5 +1,6 @@
-"""``TurnGate``: arriving connections start their app, and lost ones their last resume, a few per loop
-turn in the order they were queued, and the drain is a task that a graceful shutdown waits for."""
+"""``TurnGate``: arriving connections start their app, and detached ones their resume, a few per loop
+turn: at once while the turn has starts left, then queued in order and started per turn by a drain, a
+task that a graceful shutdown waits for."""
 
 from __future__ import annotations
 
@@ -8,32 +9,32 @@ import asyncio
 from collab_server.transport import TurnGate
 
 
-def _gate_with(queued: int, per_turn: int) -> tuple[TurnGate, set[asyncio.Task[None]], list[int]]:
-    """A gate, its server's task set, and the numbers of the starts it called (``queued`` added)."""
+def _gate_with(added: int, per_turn: int) -> tuple[TurnGate, set[asyncio.Task[None]], list[int]]:
+    """A gate, its server's task set, and the numbers of the starts it called (``added`` added)."""
     tasks: set[asyncio.Task[None]] = set()
     gate = TurnGate(tasks, per_turn=per_turn)
     started: list[int] = []
-    for number in range(queued):
-        _queue(gate, number, started)
+    for number in range(added):
+        _add(gate, number, started)
     return gate, tasks, started
 
 
-def _queue(gate: TurnGate, number: int, started: list[int]) -> None:
+def _add(gate: TurnGate, number: int, started: list[int]) -> None:
     gate.add(lambda: started.append(number), asyncio.get_running_loop())
 
 
 async def test_a_burst_starts_per_turn_at_a_time_in_order() -> None:
     gate, tasks, started = _gate_with(8, per_turn=3)
-    assert started == []  # nothing runs in the turn that queued them
-    assert len(tasks) == 1  # one drain, in the server's task set
-    assert len(gate) == 8
+    assert started == [0, 1, 2]  # the turn's starts, at once
+    assert len(tasks) == 1  # one drain, in the server's task set, for the rest
+    assert len(gate) == 5
 
     per_turn = []
     while len(started) < 8:
         before = len(started)
         await asyncio.sleep(0)  # one loop turn: the drain takes one step
         per_turn.append(len(started) - before)
-    assert per_turn == [3, 3, 2]
+    assert per_turn == [3, 2]
     assert started == list(range(8))
 
     await next(iter(tasks))  # the drain finds the queue empty and ends
@@ -41,21 +42,22 @@ async def test_a_burst_starts_per_turn_at_a_time_in_order() -> None:
     assert len(gate) == 0
 
 
-async def test_a_start_after_the_drain_ended_starts_a_new_drain() -> None:
-    gate, tasks, started = _gate_with(1, per_turn=2)
-    drain = next(iter(tasks))
-    await drain
-    _queue(gate, 1, started)
-    await next(iter(tasks))
-    assert started == [0, 1]
-    assert not tasks
-
-
-async def test_starts_queued_while_draining_join_the_queue() -> None:
-    gate, tasks, started = _gate_with(3, per_turn=2)
+async def test_a_new_turn_has_its_starts_again() -> None:
+    gate, tasks, started = _gate_with(2, per_turn=2)
+    assert started == [0, 1] and not tasks
     await asyncio.sleep(0)
-    assert started == [0, 1]
-    _queue(gate, 3, started)
-    assert len(tasks) == 1  # the same drain takes it
-    await next(iter(tasks))
-    assert started == [0, 1, 2, 3]
+    _add(gate, 2, started)
+    _add(gate, 3, started)
+    assert started == [0, 1, 2, 3] and not tasks  # nothing waited: no drain
+
+
+async def test_once_the_turn_s_starts_are_spent_a_new_one_waits_for_the_next_turn() -> None:
+    gate, tasks, started = _gate_with(4, per_turn=2)
+    await asyncio.sleep(0)  # a new turn, whose starts the drain spends
+    assert started == [0, 1, 2, 3] and len(gate) == 0
+    _add(gate, 4, started)  # nothing waits, but this turn has no starts left
+    assert started == [0, 1, 2, 3] and len(gate) == 1
+    await asyncio.sleep(0)
+    assert started == [0, 1, 2, 3, 4]
+    await asyncio.gather(*tasks)
+    assert not tasks
