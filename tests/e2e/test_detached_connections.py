@@ -1,11 +1,15 @@
 """Once a peer has joined, its connection holds no task while it is idle (``collab_server.session``): the
 endpoint's task ends, frames are handled in the read callback, and a short task runs only while something
-waits for the session (a frame past the turn budget or a rate pause, the disconnect, the shutdown)."""
+waits for the session (a frame past the turn budget or a rate pause, the disconnect, the shutdown). Those
+tasks, and the app of each arriving connection, start a few dozen per loop turn (``transport.TurnGate``):
+bursts of arrivals and departures still get every client in, and out, in one piece."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
 from typing import Any
 
 import pytest
@@ -28,6 +32,8 @@ pytestmark = pytest.mark.e2e
 
 PEERS = 60
 ROOMS = 6
+ARRIVING_STAYING = 200
+ARRIVING_VANISHING = 200
 
 
 async def _metric(server: ServerProcess, sample: str) -> float:
@@ -144,3 +150,45 @@ async def test_peers_that_drop_at_once_all_leave_and_the_others_see_them_go(
         await watcher.send(encode_sync_step1(b"\x00"))
         while (await asyncio.wait_for(watcher.recv(decode=False), 30))[:2] != b"\x00\x01":
             pass
+
+
+async def _upgrade_and_vanish(server: ServerProcess, path: str) -> None:
+    """Send a complete upgrade request, then reset the connection without reading the answer."""
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    await writer.drain()
+    writer.transport.abort()
+
+
+async def test_a_burst_of_arrivals_all_get_in_and_the_ones_that_vanished_leave_nothing(
+    server: ServerProcess, room_name: str
+) -> None:
+    connections_before = await _metric(server, "collab_connections")
+    admitted_before = await _metric(server, "collab_connections_admitted")
+    url = f"{server.url}/{room_name}"
+    arriving = [connect(url) for _ in range(ARRIVING_STAYING)]
+    vanishing = [_upgrade_and_vanish(server, f"/ws/{room_name}") for _ in range(ARRIVING_VANISHING)]
+    # Interleaved and at once: the server sees both kinds in the same polls.
+    outcomes = await asyncio.gather(*(item for pair in zip(arriving, vanishing, strict=True) for item in pair))
+    staying = [ws for ws in outcomes if isinstance(ws, ClientConnection)]
+    assert len(staying) == ARRIVING_STAYING
+    try:
+        await asyncio.gather(*(_synced(ws) for ws in staying))
+
+        async def only_the_staying_count() -> None:
+            assert await _metric(server, "collab_connections") == connections_before + ARRIVING_STAYING
+            assert await _metric(server, "collab_connections_admitted") == admitted_before + ARRIVING_STAYING
+
+        await eventually(only_the_staying_count)
+    finally:
+        await asyncio.gather(*(ws.close() for ws in staying))
+
+    async def all_gone() -> None:
+        assert await _metric(server, "collab_connections") == connections_before
+        assert await _metric(server, "collab_connections_admitted") == admitted_before
+
+    await eventually(all_gone)
