@@ -299,7 +299,7 @@ class WebSocketConnection(CollabTransportBase, Protocol):
         # 4.1), and a pong written now would land in front of it. TCP holds whatever comes meanwhile.
         transport.pause_reading()
         self.queue.put_nowait({"type": "websocket.connect"})
-        self._context.gate.add(self._start_app, self.loop)
+        self._context.gate.arrive(self._start_app, self.loop)
 
     def _start_app(self) -> None:
         """The gate's turn for this connection: start the app, unless the client has gone meanwhile

@@ -17,9 +17,9 @@ well at scale:
 - ``detach(resume)``: let the app's task end while the connection stays open; ``resume`` runs in a short
   task of its own whenever something waits in the receive queue (see ``Resume``). An idle connection then
   holds no task, no coroutine chain and no ASGI scope: about half of its memory (``collab_server.session``).
-  The resume waits its turn in the server's ``TurnGate``, which starts a few dozen per loop turn, as our
-  own protocol starts the app of arriving connections: thousands of clients arriving or leaving at once
-  do not stall the loop.
+  The resume waits its turn in the server's ``TurnGate``, which starts a few dozen per loop turn (before
+  the apps of arriving connections, which our own protocol starts through it too): thousands of clients
+  arriving or leaving at once do not stall the loop.
 - ``send``: the connection's own ASGI send, for an app that keeps sending after it detached (Starlette's
   ``WebSocket.send`` would keep the WebSocket, and the scope, alive).
 
@@ -519,7 +519,7 @@ class CollabTransportBase:
         # What waits here (frames the data callback left, a disconnect, the leave) can wait its turn: a
         # storm of them would otherwise start all its tasks in one turn.
         self._resume_queued = True
-        gate.add(self._start_resume, self.loop)
+        gate.resume(self._start_resume, self.loop)
 
     def _start_resume(self) -> None:
         self._resume_queued = False
@@ -598,9 +598,10 @@ callback left, or its leave) takes 20-150 us here, so a turn of them stays withi
 
 
 class TurnGate:
-    """Starts connections' tasks (an arriving connection's app, a detached connection's resume) at most
-    ``per_turn`` per loop turn: at once while the turn has starts left, otherwise queued, in order, and
-    started ``per_turn`` per turn by a drain task. One per server.
+    """Starts connections' tasks (a detached connection's resume, an arriving connection's app) at most
+    ``per_turn`` per loop turn: at once while the turn has starts left and nothing waits, otherwise
+    queued and started ``per_turn`` per turn by a drain task, resumes first, each kind in order. One per
+    server.
 
     Why: each connection that arrives, is lost or has frames left over starts a task, and the tasks
     started in one poll all take their first step in the loop's next turn, together. The kernel hands
@@ -608,33 +609,42 @@ class TurnGate:
     taking over, a class at 9 a.m.) or leave at once (a network outage, a load balancer dropping its
     connections), turns grew to 14-60 ms: a stall of every room on the replica. Through the gate, the
     loop polls between every few dozen starts and serves the other rooms meanwhile; the waiting clients
-    wait a few turns, a few milliseconds. A start that finds the turn's starts left goes at once, so a
-    busy socket's resume costs no extra turn while nothing waits.
+    wait a few turns, a few milliseconds. Resumes go before arrivals: they carry the frames of rooms
+    already open (and the leaves that give admissions back), which a storm of newcomers must not hold up.
 
     The drain task is in the server's task set: a graceful shutdown waits for it as it waits for the tasks
     it starts.
     """
 
-    __slots__ = ("_draining", "_per_turn", "_started", "_tasks", "_waiting")
+    __slots__ = ("_arrivals", "_draining", "_per_turn", "_resumes", "_started", "_tasks")
 
     def __init__(self, tasks: set[Task[None]], per_turn: int = STARTS_PER_TURN) -> None:
         self._tasks = tasks
         self._per_turn = per_turn
         self._started = 0  # started in this turn
-        self._waiting: deque[Callable[[], None]] = deque()
+        self._resumes: deque[Callable[[], None]] = deque()
+        self._arrivals: deque[Callable[[], None]] = deque()
         self._draining: Task[None] | None = None
 
     def __len__(self) -> int:
-        return len(self._waiting)
+        return len(self._resumes) + len(self._arrivals)
 
-    def add(self, start: Callable[[], None], loop: AbstractEventLoop) -> None:
-        """Call ``start`` (which starts a task) now if this turn has starts left and nothing waits, or
-        in a later turn of ``loop``, when its turn comes."""
-        if not self._waiting and self._started < self._per_turn:
+    def resume(self, start: Callable[[], None], loop: AbstractEventLoop) -> None:
+        """Call ``start`` (which starts a detached connection's resume) now, or in a later turn of
+        ``loop``, before any arrival that waits."""
+        self._add(self._resumes, start, loop)
+
+    def arrive(self, start: Callable[[], None], loop: AbstractEventLoop) -> None:
+        """Call ``start`` (which starts an arriving connection's app) now, or in a later turn of ``loop``
+        once the resumes that wait have started."""
+        self._add(self._arrivals, start, loop)
+
+    def _add(self, queue: deque[Callable[[], None]], start: Callable[[], None], loop: AbstractEventLoop) -> None:
+        if not self._resumes and not self._arrivals and self._started < self._per_turn:
             self._count(1, loop)
             start()
             return
-        self._waiting.append(start)
+        queue.append(start)
         if self._draining is None:
             task = self._draining = loop.create_task(self._drain())
             self._tasks.add(task)
@@ -649,14 +659,13 @@ class TurnGate:
         self._started = 0
 
     async def _drain(self) -> None:
-        waiting = self._waiting
         loop = get_running_loop()
         try:
-            while waiting:
-                starts = min(self._per_turn, len(waiting))
+            while self._resumes or self._arrivals:
+                starts = min(self._per_turn, len(self))
                 self._count(starts, loop)
                 for _ in range(starts):
-                    waiting.popleft()()
+                    (self._resumes or self._arrivals).popleft()()
                 # The tasks just started take their first step in the next turn, before this task's.
                 await sleep(0)
         finally:

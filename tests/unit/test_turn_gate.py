@@ -1,6 +1,6 @@
-"""``TurnGate``: arriving connections start their app, and detached ones their resume, a few per loop
-turn: at once while the turn has starts left, then queued in order and started per turn by a drain, a
-task that a graceful shutdown waits for."""
+"""``TurnGate``: detached connections start their resume, and arriving ones their app, a few per loop
+turn: at once while the turn has starts left, then queued and started per turn by a drain (a task that a
+graceful shutdown waits for), resumes before arrivals, each in order."""
 
 from __future__ import annotations
 
@@ -20,7 +20,11 @@ def _gate_with(added: int, per_turn: int) -> tuple[TurnGate, set[asyncio.Task[No
 
 
 def _add(gate: TurnGate, number: int, started: list[int]) -> None:
-    gate.add(lambda: started.append(number), asyncio.get_running_loop())
+    gate.resume(lambda: started.append(number), asyncio.get_running_loop())
+
+
+def _arrive(gate: TurnGate, number: int, started: list[int]) -> None:
+    gate.arrive(lambda: started.append(number), asyncio.get_running_loop())
 
 
 async def test_a_burst_starts_per_turn_at_a_time_in_order() -> None:
@@ -61,3 +65,17 @@ async def test_once_the_turn_s_starts_are_spent_a_new_one_waits_for_the_next_tur
     assert started == [0, 1, 2, 3, 4]
     await asyncio.gather(*tasks)
     assert not tasks
+
+
+async def test_resumes_that_wait_go_before_the_arrivals_that_wait() -> None:
+    """A storm of newcomers must not hold up the frames of rooms already open."""
+    tasks: set[asyncio.Task[None]] = set()
+    gate = TurnGate(tasks, per_turn=2)
+    started: list[int] = []
+    for number in range(4):
+        _arrive(gate, number, started)  # 0 and 1 at once, 2 and 3 wait
+    _add(gate, 100, started)
+    _add(gate, 101, started)
+    _add(gate, 102, started)
+    await asyncio.gather(*tasks)
+    assert started == [0, 1, 100, 101, 102, 2, 3]
