@@ -47,6 +47,18 @@ async def _synced(ws: ClientConnection) -> None:
         pass
 
 
+async def _upgrade_and_vanish(server: ServerProcess, path: str) -> None:
+    """Send a complete upgrade request, then reset the connection without reading the answer."""
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    await writer.drain()
+    writer.transport.abort()
+
+
 async def _received(ws: ClientConnection, part: bytes) -> None:
     while part not in await asyncio.wait_for(ws.recv(decode=False), 30):
         pass
@@ -111,7 +123,7 @@ async def test_a_peer_that_disconnects_mid_burst_leaves_its_room(server_factory:
 async def test_peers_that_drop_at_once_all_leave_and_the_others_see_them_go(
     server: ServerProcess, room_name: str
 ) -> None:
-    """Lost connections end their sessions a few dozen per loop turn (``transport.LeaveGate``): every one
+    """Lost connections end their sessions a few dozen per loop turn (``transport.TurnGate``): every one
     of a burst still leaves its room, its awareness removal reaches the peer that stays, and its admission
     is given back."""
     dropped = 150
@@ -150,18 +162,6 @@ async def test_peers_that_drop_at_once_all_leave_and_the_others_see_them_go(
         await watcher.send(encode_sync_step1(b"\x00"))
         while (await asyncio.wait_for(watcher.recv(decode=False), 30))[:2] != b"\x00\x01":
             pass
-
-
-async def _upgrade_and_vanish(server: ServerProcess, path: str) -> None:
-    """Send a complete upgrade request, then reset the connection without reading the answer."""
-    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    await writer.drain()
-    writer.transport.abort()
 
 
 async def test_a_burst_of_arrivals_all_get_in_and_the_ones_that_vanished_leave_nothing(
