@@ -81,6 +81,8 @@ def create_app(
                 poison_ttl=settings.poison_ttl,
                 nice=settings.crdt_worker_nice,
                 fresh_sync_bytes=settings.fresh_sync_bytes,
+                large_room_bytes=settings.large_room_bytes,
+                large_room_workers=settings.large_room_workers,
             ).start()
             stack.push_async_callback(engine.close)
             writer = AppendWriter(

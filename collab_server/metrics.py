@@ -167,6 +167,10 @@ JWKS_FETCHES = Counter("collab_jwks_fetches_total", "JWKS documents fetched from
 CRDT_WORKER_RESTARTS = Counter(
     "collab_crdt_worker_restarts_total", "CRDT worker processes killed and replaced (crashed or past the deadline)"
 )
+LARGE_ROOMS = Gauge(
+    "collab_large_rooms",
+    "Rooms loaded in the CRDT workers kept for large rooms (COLLAB_LARGE_ROOM_BYTES; collab_server/crdt/pool.py)",
+)
 FRESH_SYNCS = Counter(
     "collab_fresh_syncs_total",
     "Whole documents sent to fresh clients, by where they came from: memory (unchanged since the last one; "

@@ -180,6 +180,15 @@ class Settings:
         "niceness of the CRDT workers above the server's own (0-19; 0: the same priority): when the CPU is "
         "short, the process holding the sockets (pings, /healthz, fan-out) is served before the workers",
     )
+    large_room_bytes: int = _setting(
+        4 * 1024 * 1024,
+        "stored bytes from which a room loads in a CRDT worker kept for large rooms, so that loading, "
+        "compacting or syncing it never holds up the rooms on the other workers (0: every room on its "
+        "hashed worker)",
+    )
+    large_room_workers: int = _setting(
+        1, "CRDT worker processes kept for large rooms, each started when the first such room loads"
+    )
     fresh_sync_bytes: int = _setting(
         64 * 1024 * 1024,
         "bytes of whole documents kept for fresh clients, one per room until it changes (0: none kept); a "
@@ -342,6 +351,10 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}GC_THRESHOLDS must be three positive integers (1000,4,500) or default")
         if self.gc_freeze_interval < 0:
             raise ConfigError(f"{ENV_PREFIX}GC_FREEZE_INTERVAL must be 0 (CPython's default collector) or positive")
+        if self.large_room_bytes < 0:
+            raise ConfigError(f"{ENV_PREFIX}LARGE_ROOM_BYTES must be 0 (no workers for large rooms) or positive")
+        if self.large_room_workers < 1:
+            raise ConfigError(f"{ENV_PREFIX}LARGE_ROOM_WORKERS must be positive")
         if self.fresh_sync_bytes < 0:
             raise ConfigError(f"{ENV_PREFIX}FRESH_SYNC_BYTES must be 0 (keep none) or positive")
         if not 0 <= self.crdt_worker_nice <= 19:

@@ -265,6 +265,9 @@ class Documents:
 
     def __init__(self) -> None:
         self.rooms: dict[str, RoomDoc] = {}
+        # Bytes of the bases of rooms unloaded since the worker last gave its free memory back (a room
+        # that moved to a large room's worker leaves its document's memory here: ``worker.serve``).
+        self.unloaded_bytes = 0
 
     def load(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Loaded:
         entries = ([snapshot] if snapshot is not None else []) + list(updates)
@@ -325,6 +328,7 @@ class Documents:
         held = self.rooms.pop(room, None)
         if held is not None:
             held.doc.unobserve(held.subscription)
+            self.unloaded_bytes += sum(map(len, held.base))
 
     def fold(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded | Refusal:
         """Fold a room's stored rows: from its live document when this worker holds the room and that

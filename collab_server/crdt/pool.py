@@ -5,6 +5,17 @@ one worker and all its requests go through one ordered pipe. Document calls (``c
 REST API's JSON views, patches and restores) are stateless and can be slow on a large document, so they go
 to ``document_workers`` workers of their own, which hold no room: live edits never wait behind them.
 
+Large rooms. A worker runs one request at a time, and loading, folding or syncing a board of tens of
+megabytes is one request of a second or more: every room sharing that worker would wait for it. So a room
+whose stored rows reach ``large_room_bytes`` when it loads goes to one of ``large_room_workers`` workers
+kept for such rooms, and stays there until it unloads (``_placed``). They start with the others: spawned
+later, from a server holding a large board's bytes, the fork alone held the event loop for 20-30 ms.
+Large rooms may wait for each other; the replica's other rooms do not wait for them. A room that grows
+past the size while loaded (its stored size at load plus the updates applied since, or its last fold's
+snapshot plus those since: ``_sizes``) moves there (``_move``): its worker encodes the whole document, a
+large room's worker loads it, and the ops queued for the room meanwhile wait (``_Move.held``) and then
+follow it, in order.
+
 Batching. Ops (applies, diffs, loads, ...) made during one event-loop tick are sent to their worker as one
 request; while a request is in flight, new ops wait and go out together when it is answered. So the hop
 costs one round trip per tick per busy worker, not one per update, and each worker runs Yrs on a core of
@@ -139,6 +150,16 @@ class _Pending:
             logger.exception("error in the callback of a %s op for room %r", self.op.kind.name, self.op.room)
 
 
+class _Move:
+    """A room's move to a large room's worker (``WorkerPool._move``): the ops held meanwhile."""
+
+    __slots__ = ("held", "landed")
+
+    def __init__(self) -> None:
+        self.held: list[_Pending] = []
+        self.landed = asyncio.Event()
+
+
 class _Lane:
     __slots__ = ("busy", "heavy", "index", "process", "queue", "rooms", "row_by_row", "scheduled")
 
@@ -169,6 +190,8 @@ class WorkerPool:
         poison_ttl: float = 600.0,
         nice: int = 0,
         fresh_sync_bytes: int = 64 * 1024 * 1024,
+        large_room_bytes: int = 0,
+        large_room_workers: int = 1,
     ) -> None:
         self.deadline = deadline
         self.fresh_sync = FreshSyncCache(fresh_sync_bytes)
@@ -176,6 +199,14 @@ class WorkerPool:
         self._lanes = [_Lane(i, nice) for i in range(workers or default_workers())]
         self._document_lanes = [_Lane(len(self._lanes) + i, nice) for i in range(max(document_workers, 0))]
         self._next_document_lane = 0
+        # Large rooms (see the module's docstring): 0 bytes keeps every room on its hashed worker.
+        self.large_room_bytes = large_room_bytes
+        first = len(self._lanes) + len(self._document_lanes)
+        count = max(large_room_workers, 0) if large_room_bytes > 0 else 0
+        self._large_lanes = [_Lane(first + i, nice) for i in range(count)]
+        self._placed: dict[str, _Lane] = {}  # room -> the large room's worker, while it is loaded
+        self._sizes: dict[str, int] = {}  # room on its hashed worker -> about how large its document is
+        self._moving: dict[str, _Move] = {}  # room -> its move to a large room's worker, under way
         self._source: RoomSource | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -187,9 +218,14 @@ class WorkerPool:
         return f"WorkerPool(workers={len(self._lanes)}, deadline={self.deadline})"
 
     def describe(self) -> str:
+        large = (
+            f", up to {len(self._large_lanes)} for rooms of {self.large_room_bytes / 2**20:g} MiB and more"
+            if self._large_lanes
+            else ""
+        )
         return (
-            f"{len(self._lanes)} CRDT worker processes for rooms and {len(self._document_lanes)} for document "
-            f"calls (deadline {self.deadline:g}s)"
+            f"{len(self._lanes)} CRDT worker processes for rooms{large} and {len(self._document_lanes)} for "
+            f"document calls (deadline {self.deadline:g}s)"
         )
 
     @property
@@ -200,13 +236,21 @@ class WorkerPool:
         self._source = source
 
     async def start(self) -> WorkerPool:
-        lanes = [*self._lanes, *self._document_lanes]
+        lanes = [*self._lanes, *self._document_lanes, *self._large_lanes]
         await asyncio.gather(*(lane.process.start(_START_TIMEOUT) for lane in lanes))
         return self
 
     def worker_pid(self, room: str) -> int | None:
         """The pid of the worker holding ``room`` (tests kill it)."""
-        return self._lanes[lane_of(room, len(self._lanes))].process.pid
+        return self._lane_for(room).process.pid
+
+    def large_worker_pids(self) -> list[int | None]:
+        """The pids of the workers kept for large rooms."""
+        return [lane.process.pid for lane in self._large_lanes]
+
+    def _lane_for(self, room: str) -> _Lane:
+        placed = self._placed.get(room)
+        return placed if placed is not None else self._lanes[lane_of(room, len(self._lanes))]
 
     def document_worker_pids(self) -> list[int | None]:
         """The pids of the workers that run document calls (tests kill them)."""
@@ -218,16 +262,26 @@ class WorkerPool:
         if update in self.poison:
             asyncio.get_running_loop().call_soon(on_applied, Applied(Refusal.POISON))
             return
+        self._grew(room, len(update))  # first: an update that makes the room large is applied where it moves
         self._submit(room, _Pending(Op(Kind.APPLY, room, update), on_applied, source=source))  # type: ignore[arg-type]
 
     async def load(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Loaded:
-        result = await self.call(Op(Kind.LOAD, room, snapshot=snapshot, updates=tuple(updates)))
-        if isinstance(result, Loaded):
-            return result
-        if result in (Refusal.CRASHED, Refusal.STALLED):
-            logger.warning("room %r: stored rows stop the document engine; loading row by row", room)
-            return await isolation.load(self, room, snapshot, updates)
-        raise EngineError(result if isinstance(result, Refusal) else Refusal.LIBRARY_FAILURE)
+        stored = len(snapshot or b"") + sum(map(len, updates))
+        self._place(room, stored)
+        try:
+            result = await self.call(Op(Kind.LOAD, room, snapshot=snapshot, updates=tuple(updates)))
+            if isinstance(result, Loaded):
+                return result
+            if result in (Refusal.CRASHED, Refusal.STALLED):
+                logger.warning("room %r: stored rows stop the document engine; loading row by row", room)
+                return await isolation.load(self, room, snapshot, updates)
+            raise EngineError(result if isinstance(result, Refusal) else Refusal.LIBRARY_FAILURE)
+        finally:
+            lane = self._lane_for(room)
+            if room not in lane.rooms:  # not loaded after all: the next load places it
+                self._unplace(room)
+            elif self._large_lanes and room not in self._placed:
+                self._sizes[room] = stored
 
     async def diff(self, room: str, state_vector: bytes) -> bytes:
         if state_vector == EMPTY_STATE_VECTOR:
@@ -257,6 +311,8 @@ class WorkerPool:
     async def fold(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded:
         result = await self.call(Op(Kind.FOLD, room, snapshot=snapshot, updates=tuple(updates)))
         if isinstance(result, Folded):
+            if room in self._sizes:  # what the room's document holds, by its own encoding
+                self._sizes[room] = len(result.snapshot)
             return result
         if result in (Refusal.CRASHED, Refusal.STALLED):
             logger.warning("room %r: folding stops the document engine; folding row by row", room)
@@ -278,20 +334,95 @@ class WorkerPool:
     def adopt(self, room: str) -> None:
         """Count ``room``, loaded by isolation update by update, among its worker's rooms (rebuilt after a
         restart) as a tracked load would."""
-        self._lanes[lane_of(room, len(self._lanes))].rooms.add(room)
+        self._lane_for(room).rooms.add(room)
 
     async def unload(self, room: str) -> None:
-        lane = self._lanes[lane_of(room, len(self._lanes))]
+        move = self._moving.get(room)
+        if move is not None:  # let it land first: then the room is in one worker, and unloaded from there
+            await move.landed.wait()
+        lane = self._lane_for(room)
+        self._unplace(room)  # its next load places it again, by its size then
         lane.rooms.discard(room)
         lane.heavy.pop(room, None)
-        await self.call(Op(Kind.UNLOAD, room))
+        await self.call(Op(Kind.UNLOAD, room), lane=lane)
+
+    def _place(self, room: str, stored_bytes: int) -> None:
+        """Put ``room`` on a large room's worker (the least loaded) if its stored rows are that large."""
+        if not self._large_lanes or stored_bytes < self.large_room_bytes or room in self._placed:
+            return
+        lane = self._least_loaded_large_lane()
+        self._placed[room] = lane
+        metrics.LARGE_ROOMS.inc()
+        logger.info(
+            "room %r: %.1f MiB stored; it loads in CRDT worker %d, kept for large rooms",
+            room,
+            stored_bytes / 2**20,
+            lane.index,
+            extra={"room": room},
+        )
+
+    def _unplace(self, room: str) -> None:
+        self._sizes.pop(room, None)
+        if self._placed.pop(room, None) is not None:
+            metrics.LARGE_ROOMS.dec()
+
+    def _grew(self, room: str, added: int) -> None:
+        size = self._sizes.get(room)
+        if size is None:  # not tracked: on a large room's worker already, not loaded, or no such workers
+            return
+        if size + added < self.large_room_bytes:
+            self._sizes[room] = size + added
+            return
+        del self._sizes[room]
+        move = self._moving[room] = _Move()
+        task = self._running_loop().create_task(self._move(room, move))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _move(self, room: str, move: _Move) -> None:
+        """Move a loaded room that grows large from its hashed worker to a large room's worker. Ops for the
+        room queued from now on (the update that makes it large first) wait in ``move.held`` (``_submit``):
+        the whole document encoded by the old worker holds every op queued before them, the new worker
+        loads it, and then they follow."""
+        old = self._lane_for(room)
+        try:
+            document = await self.call(Op(Kind.FULL, room), lane=old)
+            target = self._least_loaded_large_lane()
+            if isinstance(document, bytes) and room in old.rooms:
+                loaded = await self.call(Op(Kind.LOAD, room, snapshot=document), lane=target)
+                if isinstance(loaded, Loaded) and not loaded.bad:
+                    self._placed[room] = target
+                    metrics.LARGE_ROOMS.inc()
+                    old.rooms.discard(room)
+                    old.heavy.pop(room, None)
+                    self._submit(room, _Pending(Op(Kind.UNLOAD, room), _ignore), old)
+                    logger.info(
+                        "room %r is growing large (%.1f MiB before its latest update): moved to CRDT worker %d, "
+                        "kept for large rooms",
+                        room,
+                        len(document) / 2**20,
+                        target.index,
+                        extra={"room": room},
+                    )
+                    return
+                target.rooms.discard(room)
+                self._submit(room, _Pending(Op(Kind.UNLOAD, room), _ignore), target)
+            logger.warning("room %r grew large but stays on its CRDT worker until it reloads (%r)", room, document)
+        finally:
+            del self._moving[room]
+            for pending in move.held:  # in order, to wherever the room now is
+                self._submit(room, pending)
+            move.landed.set()
+
+    def _least_loaded_large_lane(self) -> _Lane:
+        return min(self._large_lanes, key=lambda lane: len(lane.rooms))
 
     async def close(self) -> None:
         self._closed = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for lane in [*self._lanes, *self._document_lanes]:
+        for lane in [*self._lanes, *self._document_lanes, *self._large_lanes]:
             for pending in lane.queue:
                 _refuse(pending, Refusal.NOT_LOADED)
             lane.queue.clear()
@@ -319,7 +450,11 @@ class WorkerPool:
         if pending.op.kind not in _READS:  # an unload too: a later load must not be answered from before
             self.fresh_sync.changed(room)
         if lane is None:
-            lane = self._lanes[lane_of(room, len(self._lanes))]
+            move = self._moving.get(room)
+            if move is not None:
+                move.held.append(pending)
+                return
+            lane = self._lane_for(room)
         lane.queue.append(pending)
         if not lane.busy and not lane.scheduled:
             # Sent at the end of this tick, with everything else queued for the worker meanwhile.
@@ -583,6 +718,7 @@ class WorkerPool:
         logger.error("room %r could not be rebuilt in CRDT worker %d (%r)", room, lane.index, exc)
         lane.rooms.discard(room)
         lane.heavy.pop(room, None)
+        self._unplace(room)
         if self._source is not None:
             self._source.room_lost(room)
 
@@ -660,6 +796,10 @@ def _refusal_of(result: Result) -> Refusal | None:
     if isinstance(result, Applied):
         return result.refusal
     return result if isinstance(result, Refusal) else None
+
+
+def _ignore(result: Result) -> None:
+    """The result of an unload that no one waits for (a moved room leaving its old worker)."""
 
 
 def _refuse(pending: _Pending, refusal: Refusal) -> None:

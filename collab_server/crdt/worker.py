@@ -95,8 +95,9 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
         answer = encode_results(handle_all(documents, ops))
         answers.writelines(answer)
         answers.flush()
-        if len(body) + sum(map(len, answer)) >= RELEASE_AFTER_BYTES:
+        if len(body) + sum(map(len, answer)) + documents.unloaded_bytes >= RELEASE_AFTER_BYTES:
             del body, ops, answer
+            documents.unloaded_bytes = 0
             release_free_memory()
 
 

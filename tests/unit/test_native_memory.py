@@ -15,6 +15,7 @@ from collab_server.crdt import worker
 from collab_server.crdt.codec import Kind, Op, decode_results, encode_ops, frame
 from collab_server.crdt.engine import Refusal
 from collab_server.crdt.pool import WorkerPool
+from tests.support.documents import typing_updates
 from tests.support.eventually import eventually
 
 
@@ -82,3 +83,17 @@ async def test_the_server_releases_memory_once_after_large_answers(monkeypatch: 
         await eventually(released_once)
     finally:
         await engine.close()
+
+
+def test_the_worker_trims_once_the_rooms_it_unloaded_add_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A room that moved to a large room's worker, or many rooms closed, leave their documents' memory
+    free in the worker: given back once they add up to the threshold."""
+    _, rows = typing_updates(120)
+    stored = sum(map(len, rows))
+    monkeypatch.setattr(worker, "RELEASE_AFTER_BYTES", stored * 3 // 2)  # a request of the rows stays below it
+
+    def load(room: str) -> Op:
+        return Op(Kind.LOAD, room, snapshot=None, updates=tuple(rows))
+
+    assert _trims([load("a"), Op(Kind.UNLOAD, "a")], monkeypatch) == 0
+    assert _trims([load("a"), load("b"), Op(Kind.UNLOAD, "a"), Op(Kind.UNLOAD, "b")], monkeypatch) == 1
