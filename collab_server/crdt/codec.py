@@ -2,6 +2,13 @@
 
 A frame is ``u32 length`` + body, little-endian. A request body is ``u32 count`` + that many ops; the
 answer body is ``u32 count`` + one result per op, in order. Byte strings are ``u32 length`` + bytes.
+
+An answer carries its byte strings of ``OUT_OF_LINE`` bytes or more (a board's snapshot or sync) after
+its body instead of inside it: in the body such a string is the length ``0xFFFFFFFF``, and the answer
+frame goes on with ``u32 n``, ``u32 length * n`` and the n strings, in the order the body names them.
+The server reads each one in pieces as it arrives and joins them in a thread (``process``): a board's
+bytes are then copied once, off the event loop, where slicing them out of one joined frame copied them
+twice on it (about 50 ms a copy for a 54 MiB board, every room waiting).
 Only bytes, integers and refusal codes cross the pipe: nothing the worker sends is unpickled, so a
 worker that went wrong can at worst send a malformed answer, which the server treats as a dead worker.
 
@@ -20,6 +27,7 @@ worker that went wrong can at worst send a malformed answer, which the server tr
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
@@ -45,6 +53,11 @@ class Kind(IntEnum):
 
 
 _WITH_PAYLOAD = (Kind.DIFF, Kind.DOCUMENT)
+OUT_OF_LINE: Final = 1 << 20
+_OUT_OF_LINE_MARK: Final = 0xFFFFFFFF
+# A malformed answer could announce any number of strings: more than this is garbage (a request carries
+# at most 2,000 ops, _MAX_BATCH_OPS in pool.py, with at most two strings of this size each).
+MAX_OUT_OF_LINE: Final = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +84,13 @@ class CodecError(Exception):
 
 
 class Cursor:
-    __slots__ = ("data", "pos")
+    __slots__ = ("data", "pos", "strings", "taken")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, strings: Sequence[bytes] = ()) -> None:
         self.data = data
         self.pos = 0
+        self.strings = strings  # an answer's strings sent out of line, in order
+        self.taken = 0
 
     def u8(self) -> int:
         if self.pos >= len(self.data):
@@ -100,6 +115,11 @@ class Cursor:
 
     def bytes_(self) -> bytes:
         length = self.u32()
+        if length == _OUT_OF_LINE_MARK:
+            if self.taken >= len(self.strings):
+                raise CodecError("an answer names more strings than it carries")
+            self.taken += 1
+            return self.strings[self.taken - 1]
         end = self.pos + length
         if end > len(self.data):
             raise CodecError("truncated")
@@ -123,13 +143,15 @@ _BY_REFERENCE = 64 * 1024
 
 class FrameWriter:
     """A frame as the buffers to write in order: small fields packed together, large byte strings as
-    they are (``_BY_REFERENCE``). ``buffers()`` puts the frame's length in front."""
+    they are (``_BY_REFERENCE``). ``buffers()`` puts the frame's length in front. An answer's writer
+    (``answer=True``) keeps its longest strings for after the body (``OUT_OF_LINE``)."""
 
-    __slots__ = ("_done", "_out")
+    __slots__ = ("_done", "_out", "out_of_line")
 
-    def __init__(self) -> None:
+    def __init__(self, *, answer: bool = False) -> None:
         self._done: list[bytes | bytearray] = []
         self._out = bytearray()
+        self.out_of_line: list[bytes] | None = [] if answer else None
 
     def __iadd__(self, data: bytes) -> FrameWriter:
         if len(data) < _BY_REFERENCE:
@@ -144,12 +166,45 @@ class FrameWriter:
 
     def buffers(self) -> list[bytes | bytearray]:
         parts = [part for part in (*self._done, self._out) if part]
-        return [_U32.pack(sum(map(len, parts))), *parts]
+        frame = [_U32.pack(sum(map(len, parts))), *parts]
+        if self.out_of_line is not None:
+            strings = self.out_of_line
+            frame.append(struct.pack(f"<I{len(strings)}I", len(strings), *map(len, strings)))
+            frame += strings
+        return frame
 
 
 def _bytes(out: FrameWriter, data: bytes) -> None:
+    if out.out_of_line is not None and len(data) >= OUT_OF_LINE:
+        out += _U32.pack(_OUT_OF_LINE_MARK)
+        out.out_of_line.append(data)
+        return
     out += _U32.pack(len(data))
     out += data
+
+
+def answer_frame(body: bytes) -> list[bytes | bytearray]:
+    """An answer frame holding ``body`` as it is (the worker's greeting)."""
+    out = FrameWriter(answer=True)
+    out += body
+    return out.buffers()
+
+
+def split_answer(frame: bytes) -> tuple[bytes, list[bytes]]:
+    """An answer frame, whole in memory, as its body and its strings sent out of line (tests; the server
+    reads answers from the pipe in ``process``)."""
+    cursor = Cursor(frame)
+    body = cursor.data[HEADER : HEADER + cursor.u32()]
+    cursor.pos = HEADER + len(body)
+    count = cursor.u32()
+    lengths = [cursor.u32() for _ in range(count)]
+    strings = []
+    for length in lengths:
+        strings.append(frame[cursor.pos : cursor.pos + length])
+        cursor.pos += length
+    if cursor.pos != len(frame):
+        raise CodecError("an answer frame of the wrong length")
+    return body, strings
 
 
 def frame(body: bytes) -> bytes:
@@ -200,7 +255,7 @@ def decode_ops(body: bytes) -> list[Op]:
 
 def encode_results(results: list[Result]) -> list[bytes | bytearray]:
     """The answer frame for ``results``, as buffers to write in order (``FrameWriter``)."""
-    out = FrameWriter()
+    out = FrameWriter(answer=True)
     out += _U32.pack(len(results))
     for result in results:
         if isinstance(result, Refusal):
@@ -232,9 +287,10 @@ def encode_results(results: list[Result]) -> list[bytes | bytearray]:
     return out.buffers()
 
 
-def decode_results(kinds: list[Kind], body: bytes) -> list[Result]:
-    """Results of the ops of ``kinds``; CodecError if the answer does not match the request."""
-    cursor = Cursor(body)
+def decode_results(kinds: list[Kind], body: bytes, strings: Sequence[bytes] = ()) -> list[Result]:
+    """Results of the ops of ``kinds`` from an answer's body and its ``strings`` sent out of line;
+    CodecError if the answer does not match the request."""
+    cursor = Cursor(body, strings)
     if cursor.u32() != len(kinds):
         raise CodecError("answer count does not match the request")
     results: list[Result] = []
@@ -258,6 +314,6 @@ def decode_results(kinds: list[Kind], body: bytes) -> list[Result]:
             results.append(None)
         else:
             results.append(cursor.bytes_())
-    if cursor.pos != len(body):
+    if cursor.pos != len(body) or cursor.taken != len(strings):
         raise CodecError("trailing bytes in an answer")
     return results

@@ -62,7 +62,7 @@ from collab_server.crdt.document_calls import CallError, DocumentAnswer, Documen
 from collab_server.crdt.engine import Applied, BadRow, EngineError, Loaded, OnApplied, Refusal
 from collab_server.crdt.fresh_sync import FreshSyncCache
 from collab_server.crdt.poison import PoisonList
-from collab_server.crdt.process import WorkerDied, WorkerProcess
+from collab_server.crdt.process import Answer, WorkerDied, WorkerProcess
 from collab_server.native_memory import RELEASE_AFTER_BYTES, release_free_memory
 from collab_server.protocol import EMPTY_STATE_VECTOR
 from persistence.base import Folded
@@ -85,7 +85,6 @@ _OPS_PER_DEADLINE = 500
 _MAX_BATCH_OPS = 2000
 _MAX_BATCH_BYTES = 1024 * 1024
 _LOAD_FACTOR = 5.0
-_LARGE_ANSWER = 1024 * 1024
 _RELEASE_DELAY = 1.0
 _RETRY_FACTOR = 2.0
 # Deadlines are CPU time (``_within_deadline``); a request that uses no CPU (a blocked worker) is cut off
@@ -516,15 +515,12 @@ class WorkerPool:
         started = time.perf_counter()
         self.requests += 1
         deadline = self.deadline_for(ops, retry=retry, heavy=lane.heavy)
-        body = await _within_deadline(lane.process, lane.process.request(encode_ops(ops)), deadline)
-        if len(body) >= _LARGE_ANSWER:
-            # Reading it copied the answer out of the pipe's buffer, and decoding copies each field out of
-            # it: for a large board each copy holds the loop for tens of milliseconds, so not both in one turn.
-            await asyncio.sleep(0)
-            if len(body) >= RELEASE_AFTER_BYTES:
-                self._release_memory_soon()
+        body, strings = await _within_deadline(lane.process, lane.process.request(encode_ops(ops)), deadline)
+        if len(body) + sum(map(len, strings)) >= RELEASE_AFTER_BYTES:
+            self._release_memory_soon()
         try:
-            results = decode_results([op.kind for op in ops], body)
+            # A board's snapshot or sync came out of line (``codec``), already its own bytes: not copied here.
+            results = decode_results([op.kind for op in ops], body, strings)
         except CodecError as exc:
             raise WorkerDied(f"CRDT worker {lane.index} answered garbage ({exc})") from exc
         metrics.CRDT_REQUEST_SECONDS.observe(time.perf_counter() - started)
@@ -723,7 +719,7 @@ class WorkerPool:
             self._source.room_lost(room)
 
 
-async def _within_deadline(process: WorkerProcess, answer: Awaitable[bytes], deadline: float) -> bytes:
+async def _within_deadline(process: WorkerProcess, answer: Awaitable[Answer], deadline: float) -> Answer:
     """``answer``, or TimeoutError once the worker has spent ``deadline`` seconds of CPU time on it.
 
     CPU time, not wall time: on a machine kept busy by other work (or by the very hangs a fuzz run sends),

@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import struct
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from collab_server.crdt.codec import HEADER, CodecError
+from collab_server.crdt.codec import HEADER, MAX_OUT_OF_LINE, CodecError
 from collab_server.crdt.worker import NICE_ENV, PARENT_ENV, READY
 from collab_server.native_stderr import NativeReport
 
@@ -26,6 +27,28 @@ logger = logging.getLogger(__name__)
 _ROOT = str(Path(__file__).resolve().parents[2])
 _READ_IN_PIECES = 1 << 20
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+Answer = tuple[bytes, list[bytes]]  # an answer's body, and its strings sent out of line (``codec``)
+_U32 = struct.Struct("<I")
+
+
+async def _read_exactly(stream: asyncio.StreamReader, size: int) -> bytes:
+    """``size`` bytes of ``stream``. A large string (a board's snapshot or sync: tens of MiB) is taken in
+    pieces as it arrives, and the pieces are joined in a thread: ``bytes.join`` lets go of the GIL for a
+    large join, so the copy never holds the event loop (a 54 MiB join held it 46 ms, measured). Left to
+    pile up in the stream's buffer for ``readexactly``, it grew that buffer by reallocations that copied
+    it again and again: 360 ms of the loop for a 54 MiB answer."""
+    if size < _READ_IN_PIECES:
+        return await stream.readexactly(size)
+    pieces, remaining = [], size
+    while remaining:
+        piece = await stream.read(min(remaining, _READ_IN_PIECES))
+        if not piece:
+            raise asyncio.IncompleteReadError(b"", remaining)
+        pieces.append(piece)
+        remaining -= len(piece)
+    return await asyncio.to_thread(b"".join, pieces)
 
 
 class WorkerDied(Exception):
@@ -94,17 +117,17 @@ class WorkerProcess:
         )
         self._stderr_task = asyncio.get_running_loop().create_task(self._log_stderr())
         try:
-            hello = await asyncio.wait_for(self._read_frame(), timeout)
+            hello, strings = await asyncio.wait_for(self._read_frame(), timeout)
         except (TimeoutError, WorkerDied) as exc:
             await self.kill()
             raise WorkerDied(f"CRDT worker {self.index} did not start: {exc!r}") from exc
-        if hello != READY:
+        if hello != READY or strings:
             await self.kill()
             raise WorkerDied(f"CRDT worker {self.index} greeted with {hello[:40]!r}")
 
-    async def request(self, frame: Sequence[bytes | bytearray]) -> bytes:
-        """Send one request frame (its buffers, in order: ``codec.FrameWriter``) and return the body of its
-        answer; WorkerDied if it cannot."""
+    async def request(self, frame: Sequence[bytes | bytearray]) -> Answer:
+        """Send one request frame (its buffers, in order: ``codec.FrameWriter``) and return its answer's
+        body and strings sent out of line (``codec``); WorkerDied if it cannot."""
         process = self._process
         if process is None or process.stdin is None or process.returncode is not None:
             raise WorkerDied(f"CRDT worker {self.index} is not running")
@@ -115,25 +138,17 @@ class WorkerProcess:
             raise WorkerDied(f"CRDT worker {self.index}: pipe closed ({exc})") from exc
         return await self._read_frame()
 
-    async def _read_frame(self) -> bytes:
+    async def _read_frame(self) -> Answer:
         process = self._process
         assert process is not None and process.stdout is not None
+        stdout = process.stdout
         try:
-            header = await process.stdout.readexactly(HEADER)
-            size = int.from_bytes(header, "little")
-            if size < _READ_IN_PIECES:
-                return await process.stdout.readexactly(size)
-            # A large answer (a board's snapshot or sync: tens of MiB) is taken as it arrives and joined
-            # once. Left to pile up in the stream's buffer for readexactly, it grew that buffer by
-            # reallocations that copied it again and again: 360 ms of the loop for a 54 MiB answer.
-            pieces, remaining = [], size
-            while remaining:
-                piece = await process.stdout.read(min(remaining, _READ_IN_PIECES))
-                if not piece:
-                    raise asyncio.IncompleteReadError(b"", remaining)
-                pieces.append(piece)
-                remaining -= len(piece)
-            return b"".join(pieces)
+            body = await _read_exactly(stdout, _U32.unpack(await stdout.readexactly(HEADER))[0])
+            [count] = _U32.unpack(await stdout.readexactly(_U32.size))
+            if count > MAX_OUT_OF_LINE:
+                raise CodecError(f"an answer announcing {count} strings")
+            lengths = struct.unpack(f"<{count}I", await stdout.readexactly(count * _U32.size))
+            return body, [await _read_exactly(stdout, length) for length in lengths]
         except (asyncio.IncompleteReadError, ConnectionError, CodecError) as exc:
             raise WorkerDied(f"CRDT worker {self.index} exited ({self.exit_status()})") from exc
 

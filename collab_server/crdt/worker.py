@@ -13,7 +13,7 @@ import os
 import sys
 from typing import BinaryIO
 
-from collab_server.crdt.codec import HEADER, Kind, Op, Result, decode_ops, encode_results, frame
+from collab_server.crdt.codec import HEADER, Kind, Op, Result, answer_frame, decode_ops, encode_results
 from collab_server.crdt.documents import Documents
 from collab_server.native_memory import RELEASE_AFTER_BYTES, release_free_memory
 
@@ -82,7 +82,7 @@ def _read_exactly(stream: BinaryIO, count: int) -> bytes | None:
 
 def serve(requests: BinaryIO, answers: BinaryIO) -> None:
     documents = Documents()
-    answers.write(frame(READY))
+    answers.writelines(answer_frame(READY))
     answers.flush()
     while True:
         header = _read_exactly(requests, HEADER)

@@ -8,7 +8,18 @@ import pytest
 from pycrdt import Doc, Text
 
 from collab_server.crdt import documents as documents_module
-from collab_server.crdt.codec import Kind, Op, Result, decode_ops, decode_results, encode_ops, encode_results
+from collab_server.crdt.codec import (
+    OUT_OF_LINE,
+    CodecError,
+    Kind,
+    Op,
+    Result,
+    decode_ops,
+    decode_results,
+    encode_ops,
+    encode_results,
+    split_answer,
+)
 from collab_server.crdt.documents import Documents, RoomDoc
 from collab_server.crdt.engine import Applied, BadRow, Loaded, Refusal
 from collab_server.crdt.worker import handle_all
@@ -195,7 +206,7 @@ def test_the_framing_round_trips_every_op_and_result() -> None:
         None,
         Applied(Refusal.POISON),
     ]
-    assert decode_results([op.kind for op in ops], b"".join(encode_results(results))[4:]) == results
+    assert decode_results([op.kind for op in ops], *split_answer(b"".join(encode_results(results)))) == results
 
 
 def test_a_run_of_updates_is_applied_in_one_transaction_and_emits_once() -> None:
@@ -262,4 +273,21 @@ def test_large_byte_strings_cross_the_pipe_by_reference_and_decode_intact() -> N
     results: list[Result] = [Applied(None, b"e", b"sv", True), Loaded(b"sv"), Applied(None, update, b"sv", True)]
     answer = encode_results(results)
     assert any(part is update for part in answer)
-    assert decode_results([op.kind for op in ops], b"".join(answer)[4:]) == results
+    assert decode_results([op.kind for op in ops], *split_answer(b"".join(answer))) == results
+
+
+def test_an_answer_carries_its_longest_strings_after_its_body() -> None:
+    """A board's sync or snapshot goes after the answer's body, as its own buffer: the server reads it in
+    pieces and joins them off the event loop (``process``), instead of slicing it out of the frame."""
+    board, update = b"\x02" * (OUT_OF_LINE + 7), b"\x01" * OUT_OF_LINE
+    kinds = [Kind.APPLY, Kind.FULL, Kind.STATE]
+    results: list[Result] = [Applied(None, update, b"sv", True), board, b"small"]
+    answer = encode_results(results)
+    assert answer[-2] is update and answer[-1] is board
+    body, strings = split_answer(b"".join(answer))
+    assert len(body) < 100 and strings == [update, board]
+    assert decode_results(kinds, body, strings) == results
+    with pytest.raises(CodecError, match="names more strings"):
+        decode_results(kinds, body, strings[:1])
+    with pytest.raises(CodecError, match="trailing"):
+        decode_results(kinds, body, [*strings, b"unnamed"])

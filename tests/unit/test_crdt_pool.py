@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from collab_server.crdt.codec import Kind, Op, decode_ops, encode_results
+from collab_server.crdt.codec import Kind, Op, decode_ops, encode_results, split_answer
 from collab_server.crdt.engine import Applied, Refusal
 from collab_server.crdt.pool import _MAX_BATCH_OPS, WorkerPool, _batch_end, _Lane, _Pending, lane_of
 from tests.support.documents import typing_updates
@@ -233,7 +233,7 @@ class ScriptedWorker:
     async def kill(self) -> None:
         pass
 
-    async def request(self, frame: Sequence[bytes | bytearray]) -> bytes:
+    async def request(self, frame: Sequence[bytes | bytearray]) -> tuple[bytes, list[bytes]]:
         ops = decode_ops(b"".join(frame)[4:])  # after the frame's length
         self.request_sizes.append(len(ops))
         cost = sum(self.costs[op.room] for op in ops)
@@ -242,7 +242,7 @@ class ScriptedWorker:
             await asyncio.sleep(cost)
         finally:
             self._spent, self._busy = self.cpu_seconds(), None
-        return b"".join(encode_results([b"state"] * len(ops)))[4:]
+        return split_answer(b"".join(encode_results([b"state"] * len(ops))))
 
 
 async def test_a_room_whose_legitimate_op_outlasts_the_deadline_gets_a_longer_one() -> None:

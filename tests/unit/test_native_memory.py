@@ -12,7 +12,7 @@ from pycrdt import Doc, Text
 from collab_server import native_memory
 from collab_server.crdt import pool as pool_module
 from collab_server.crdt import worker
-from collab_server.crdt.codec import Kind, Op, decode_results, encode_ops, frame
+from collab_server.crdt.codec import Kind, Op, answer_frame, decode_results, encode_ops, split_answer
 from collab_server.crdt.engine import Refusal
 from collab_server.crdt.pool import WorkerPool
 from tests.support.documents import typing_updates
@@ -43,7 +43,7 @@ def _trims(ops: list[Op], monkeypatch: pytest.MonkeyPatch) -> int:
     requests = io.BytesIO(b"".join(b"".join(encode_ops([op])) for op in ops))
     answers = io.BytesIO()
     worker.serve(requests, answers)
-    assert answers.getvalue().startswith(frame(worker.READY))
+    assert answers.getvalue().startswith(b"".join(answer_frame(worker.READY)))
     return len(trims)
 
 
@@ -58,8 +58,8 @@ def test_the_answer_to_a_large_request_is_written_before_the_trim() -> None:
     requests = io.BytesIO(b"".join(encode_ops([Op(Kind.DIFF, "board", b"\x00" * native_memory.RELEASE_AFTER_BYTES)])))
     answers = io.BytesIO()
     worker.serve(requests, answers)
-    body = answers.getvalue()[len(frame(worker.READY)) + 4 :]
-    assert decode_results([Kind.DIFF], body) == [Refusal.NOT_LOADED]
+    body, strings = split_answer(answers.getvalue()[len(b"".join(answer_frame(worker.READY))) :])
+    assert decode_results([Kind.DIFF], body, strings) == [Refusal.NOT_LOADED]
 
 
 async def test_the_server_releases_memory_once_after_large_answers(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,7 +33,7 @@ def test_environment_values_are_cast_to_the_field_types() -> None:
         ({"COLLAB_LOG_LEVEL": "loud"}, "COLLAB_LOG_LEVEL must be"),
         ({"COLLAB_CRDT_WORKER_NICE": "20"}, "COLLAB_CRDT_WORKER_NICE must be between 0 and 19"),
         ({"COLLAB_FRESH_SYNC_BYTES": "-1"}, "COLLAB_FRESH_SYNC_BYTES must be 0 .keep none. or positive"),
-        ({"COLLAB_LARGE_ROOM_BYTES": "-1"}, "COLLAB_LARGE_ROOM_BYTES must be 0 .no workers for large rooms. or positive"),
+        ({"COLLAB_LARGE_ROOM_BYTES": "-1"}, "COLLAB_LARGE_ROOM_BYTES must be 0 .no workers for large rooms."),
         ({"COLLAB_LARGE_ROOM_WORKERS": "0"}, "COLLAB_LARGE_ROOM_WORKERS must be positive"),
         ({"COLLAB_GC_THRESHOLDS": "2000,10"}, "COLLAB_GC_THRESHOLDS must be three positive integers"),
         ({"COLLAB_GC_THRESHOLDS": "2000,0,100"}, "COLLAB_GC_THRESHOLDS must be three positive integers"),
