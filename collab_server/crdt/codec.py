@@ -9,6 +9,7 @@ frame goes on with ``u32 n``, ``u32 length * n`` and the n strings, in the order
 The server reads each one in pieces as it arrives and joins them in a thread (``process``): a board's
 bytes are then copied once, off the event loop, where slicing them out of one joined frame copied them
 twice on it (about 50 ms a copy for a 54 MiB board, every room waiting).
+
 Only bytes, integers and refusal codes cross the pipe: nothing the worker sends is unpickled, so a
 worker that went wrong can at worst send a malformed answer, which the server treats as a dead worker.
 
@@ -205,10 +206,6 @@ def split_answer(frame: bytes) -> tuple[bytes, list[bytes]]:
     if cursor.pos != len(frame):
         raise CodecError("an answer frame of the wrong length")
     return body, strings
-
-
-def frame(body: bytes) -> bytes:
-    return _U32.pack(len(body)) + body
 
 
 def encode_ops(ops: list[Op]) -> list[bytes | bytearray]:
