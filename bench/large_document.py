@@ -3,10 +3,12 @@ after a restart, while sentinels in other rooms measure how long the server keep
 
     .venv/bin/python bench/large_document.py [--records 100000] [--record-bytes 640]
 
-Starts ``collab-server`` on a fresh SQLite file (2 CRDT workers). The board (the tldraw-yjs layout:
-``tl_<room>`` YKeyValue entries plus ``meta``, built by tests/support/boards.py) is written as updates of
-10,000 records each from a raw websocket peer. Two sentinels, one in a room on the board's CRDT worker and
-one on the other worker, send a sync step1 every 10 ms and time the answer. Phases:
+Starts ``collab-server`` on a fresh SQLite file, or on ``--database-url`` (2 CRDT workers). The board
+(the tldraw-yjs layout: ``tl_<room>`` YKeyValue entries plus ``meta``, built by tests/support/boards.py)
+is written as updates of 10,000 records each from a raw websocket peer. Two sentinels, one in a room that
+the hash puts on the board's CRDT worker and one on the other worker, send a sync step1 every 10 ms and
+time the answer (the board itself moves to the worker kept for large rooms as it passes
+``COLLAB_LARGE_ROOM_BYTES``, and loads there after the restart). Phases:
 
 1. write: every update sent and accepted (the board's state vector reached), compaction included;
 2. fresh sync: a real Yjs client (yjs + y-websocket under Node) joins and is fully synced;
@@ -176,7 +178,8 @@ async def main(args: argparse.Namespace) -> None:
         board = Path(folder) / "board.bin"
         _save(updates, board)
         del updates
-        env = {"COLLAB_DATABASE_URL": f"sqlite:///{folder}/collab.sqlite3", "COLLAB_CRDT_WORKERS": str(WORKERS)}
+        database = args.database_url or f"sqlite:///{folder}/collab.sqlite3"
+        env = {"COLLAB_DATABASE_URL": database, "COLLAB_CRDT_WORKERS": str(WORKERS)}
         server = ServerProcess(env, log_path=Path(args.log)).start()
         rooms = [_same_worker_room(ROOM), room_on_other_worker(ROOM, WORKERS)]
         node = YjsNode(call_timeout=300)
@@ -229,6 +232,9 @@ def _arguments(argv: Any = None) -> argparse.Namespace:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--record-bytes", type=int, default=640, help="about how large each record's JSON is")
     parser.add_argument("--log", default="/tmp/large_document.log", help="the server's log")
+    parser.add_argument(
+        "--database-url", help="the store (default: a fresh SQLite file); a PostgreSQL database must not hold the room"
+    )
     parser.add_argument("--write", metavar="URL", help=argparse.SUPPRESS)  # the writer child process
     parser.add_argument("--board", help=argparse.SUPPRESS)  # the updates it sends (``_save``)
     return parser.parse_args(argv)
