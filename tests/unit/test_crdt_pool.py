@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import math
 import os
 import signal
@@ -337,5 +338,21 @@ async def test_workers_run_below_the_server_s_priority() -> None:
         pid = engine._lanes[0].process.pid
         assert pid is not None
         assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + 7
+    finally:
+        await engine.close()
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_GETPIPE_SZ"), reason="pipe sizes are a Linux feature")
+async def test_a_worker_s_pipes_hold_a_mebibyte() -> None:
+    """A board's snapshot crosses the request pipe one pipe-full per write (``worker.widen_pipes``)."""
+    engine = await WorkerPool(1, document_workers=0).start()
+    try:
+        process = engine._lanes[0].process._process
+        assert process is not None and process.stdin is not None and process.stdout is not None
+        # The server's ends of the worker's request and answer pipes.
+        requests = process.stdin.transport.get_extra_info("pipe")
+        answers = process.stdout._transport.get_extra_info("pipe")  # type: ignore[attr-defined]
+        pipes = [requests, answers]
+        assert [fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ) for pipe in pipes] == [1 << 20, 1 << 20]
     finally:
         await engine.close()
