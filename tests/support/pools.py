@@ -4,7 +4,9 @@ RoomManager would give a restarted worker back, and small helpers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pycrdt import Doc, Text
@@ -31,6 +33,18 @@ class Store:
 
     def room_lost(self, room: str) -> None:
         self.lost.append(room)
+
+
+@contextlib.asynccontextmanager
+async def running_pool(workers: int, **options: Any) -> AsyncIterator[tuple[WorkerPool, Store]]:
+    """A started pool on real worker processes, and the Store that gives them their rooms back."""
+    engine = await WorkerPool(workers, **options).start()
+    store = Store()
+    engine.attach(store)
+    try:
+        yield engine, store
+    finally:
+        await engine.close()
 
 
 async def apply_all(engine: WorkerPool, store: Store, room: str, updates: list[bytes]) -> list[Applied]:

@@ -7,7 +7,7 @@ import pytest
 from collab_server.crdt.pool import WorkerPool
 from persistence.memory import MemoryStore
 from presence.local import LocalHub
-from tests.support.pools import Store
+from tests.support.pools import Store, running_pool
 from tests.unit.cluster import Cluster, Node
 
 
@@ -23,10 +23,5 @@ async def cluster() -> AsyncIterator[Cluster]:
 @pytest.fixture
 async def pool() -> AsyncIterator[tuple[WorkerPool, Store]]:
     """A pool of two workers on real processes, and the Store that gives them their rooms back."""
-    engine = await WorkerPool(2, deadline=0.5).start()
-    store = Store()
-    engine.attach(store)
-    try:
-        yield engine, store
-    finally:
-        await engine.close()
+    async with running_pool(2, deadline=0.5) as started:
+        yield started

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from collab_server.crdt.pool import WorkerPool, lane_of
 from tests.support.documents import typing_updates
 from tests.support.eventually import eventually
-from tests.support.pools import Store, apply_all, text_of
+from tests.support.pools import Store, apply_all, running_pool, text_of
 
 LARGE = 2000  # bytes of stored rows from which a room is large, in these tests
 WORKERS = 2
@@ -21,13 +21,8 @@ WORKERS = 2
 
 @pytest.fixture
 async def pool() -> AsyncIterator[tuple[WorkerPool, Store]]:
-    engine = await WorkerPool(WORKERS, document_workers=0, deadline=0.5, large_room_bytes=LARGE).start()
-    store = Store()
-    engine.attach(store)
-    try:
-        yield engine, store
-    finally:
-        await engine.close()
+    async with running_pool(WORKERS, document_workers=0, deadline=0.5, large_room_bytes=LARGE) as started:
+        yield started
 
 
 def _large_rows() -> list[bytes]:
