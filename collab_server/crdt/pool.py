@@ -218,7 +218,7 @@ class WorkerPool:
 
     def describe(self) -> str:
         large = (
-            f", up to {len(self._large_lanes)} for rooms of {self.large_room_bytes / 2**20:g} MiB and more"
+            f", {len(self._large_lanes)} for rooms of {self.large_room_bytes / 2**20:g} MiB and more"
             if self._large_lanes
             else ""
         )
