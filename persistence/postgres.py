@@ -72,12 +72,25 @@ ORDER BY n
 """
 # part 0: the newest snapshot (seq = its version); part 1: the log. No ORDER BY on the union: sorting
 # would copy a multi-megabyte snapshot through a sort node; the few rows are ordered in Python instead.
+# A value over $2 bytes comes back as NULL with its size, and is read in slices (_read_document).
 _READ_DOCUMENT = """
-SELECT 0 AS part, s.version::bigint AS seq, s.snapshot AS data
-FROM (SELECT version, snapshot FROM room_snapshots WHERE room = $1 ORDER BY version DESC LIMIT 1) AS s
+SELECT 0 AS part, s.version::bigint AS seq, CASE WHEN s.size <= $2 THEN s.snapshot END AS data, s.size
+FROM (SELECT version, snapshot, octet_length(snapshot) AS size FROM room_snapshots WHERE room = $1
+      ORDER BY version DESC LIMIT 1) AS s
 UNION ALL
-SELECT 1, u.seq, u."update" FROM room_updates AS u WHERE u.room = $1
+SELECT 1, u.seq, CASE WHEN octet_length(u."update") <= $2 THEN u."update" END, octet_length(u."update")
+FROM room_updates AS u WHERE u.room = $1
 """
+# asyncpg copies a bytea result on the event loop twice (joining the message's pieces, then decoding
+# it): a 54 MiB board's snapshot held every room for about 100 ms. A value larger than _INLINE_BYTES is
+# read _SLICE_BYTES at a time instead, and the slices are joined in a thread (bytes.join lets go of the
+# GIL for a large join).
+_INLINE_BYTES = 4 * 1024 * 1024
+_SLICE_BYTES = 1024 * 1024
+_SLICE = {
+    0: "SELECT substring(snapshot FROM $3 FOR $4) FROM room_snapshots WHERE room = $1 AND version = $2",
+    1: 'SELECT substring("update" FROM $3 FOR $4) FROM room_updates WHERE room = $1 AND seq = $2',
+}
 _INSERT_SNAPSHOT = """
 INSERT INTO room_snapshots (room, version, snapshot, state_vector, label, created_by)
 VALUES ($1, $2, $3, $4, $5, $6)
@@ -195,8 +208,14 @@ class PostgresStore:
     async def load(self, room: str) -> StoredDocument | None:
         started = time.perf_counter()
 
-        async def read(conn: asyncpg.Connection) -> list[Any]:
-            return list(await conn.fetch(_READ_DOCUMENT, room))
+        async def read(conn: asyncpg.Connection) -> list[_Row]:
+            try:
+                return await _read_document(conn, room)
+            except _RowGone:
+                # A compaction on another replica replaced the snapshot or folded a logged row between the
+                # first read and a slice: read again, all of it from one database snapshot this time.
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    return await _read_document(conn, room)
 
         rows = await self._with_connection("load", room, read, retry_stale=True)
         elapsed = time.perf_counter() - started
@@ -266,7 +285,8 @@ class PostgresStore:
                 )
                 # READ COMMITTED: this statement's snapshot starts after the lock was taken, so it sees
                 # what a compaction that held the lock before us wrote and deleted.
-                rows = list(await conn.fetch(_READ_DOCUMENT, room, timeout=timeout))
+                # Under the lock nothing deletes this room's rows, so slices of large ones stay consistent.
+                rows = await _read_document(conn, room, timeout)
                 if not rows:
                     return None
                 snapshot, latest, log = _split(rows)
@@ -405,15 +425,43 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     a transaction left open before calling this hook."""
 
 
-def _split(rows: list[Any]) -> tuple[bytes | None, int, list[tuple[int, bytes]]]:
+_Row = tuple[int, int, bytes]  # (part, seq, data) of _READ_DOCUMENT
+
+
+class _RowGone(Exception):
+    """A row being read in slices was deleted meanwhile."""
+
+
+async def _read_document(conn: asyncpg.Connection, room: str, timeout: float | None = None) -> list[_Row]:
+    """The room's newest snapshot and its log as ``_READ_DOCUMENT`` rows, large values read in slices.
+    _RowGone if one of those was deleted after the first statement (outside a transaction that keeps
+    one database snapshot, a compaction on another replica may do that)."""
+    rows: list[_Row] = []
+    for row in await conn.fetch(_READ_DOCUMENT, room, _INLINE_BYTES, timeout=timeout):
+        part, seq, data = row["part"], row["seq"], row["data"]
+        if data is None:
+            slices = []
+            for start in range(0, row["size"], _SLICE_BYTES):
+                piece = await conn.fetchval(_SLICE[part], room, seq, start + 1, _SLICE_BYTES, timeout=timeout)
+                if piece is None:
+                    raise _RowGone(f"room {room!r}: part {part}, row {seq}")
+                slices.append(piece)
+            data = await asyncio.to_thread(b"".join, slices)
+            if len(data) != row["size"]:  # deleted and written again meanwhile
+                raise _RowGone(f"room {room!r}: part {part}, row {seq} changed while it was read")
+        rows.append((part, seq, data))
+    return rows
+
+
+def _split(rows: list[_Row]) -> tuple[bytes | None, int, list[tuple[int, bytes]]]:
     """(newest snapshot or None, its version or 0, the log as (seq, update) in seq order)."""
     snapshot: bytes | None = None
     version = 0
     log: list[tuple[int, bytes]] = []
-    for row in rows:
-        if row["part"] == 0:
-            snapshot, version = row["data"], row["seq"]
+    for part, seq, data in rows:
+        if part == 0:
+            snapshot, version = data, seq
         else:
-            log.append((row["seq"], row["data"]))
+            log.append((seq, data))
     log.sort(key=lambda entry: entry[0])
     return snapshot, version, log

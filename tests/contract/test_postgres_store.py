@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
 from pycrdt import Text
 
 from collab_server.errors import StoreUnavailable
+from persistence import postgres
 from persistence.merge import build_doc
 from persistence.postgres import _APPEND_CONNECTIONS, PostgresStore
 from persistence.writer import AppendWriter
@@ -294,3 +296,53 @@ async def test_a_stalled_network_times_out_and_the_writer_flushes_after_it(postg
         finally:
             await writer.close()
             await store.close()
+
+
+@pytest.fixture
+def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Values over 50 bytes are read 7 bytes at a time (a board's snapshot over 4 MiB, 1 MiB at a time)."""
+    monkeypatch.setattr(postgres, "_INLINE_BYTES", 50)
+    monkeypatch.setattr(postgres, "_SLICE_BYTES", 7)
+
+
+async def test_large_values_are_read_in_slices_and_come_back_whole(
+    pg: PostgresStore, admin: asyncpg.Connection, small_slices: None
+) -> None:
+    doc, edits = typing_updates(30)
+    await pg.append_many([("r", edit) for edit in edits])
+    await pg.compact("r", fold=fold_here)  # writes a snapshot over 50 bytes
+    before = doc.get_state()
+    doc.get("text", type=Text).insert(0, "x" * 120)
+    await pg.append_many([("r", doc.get_update(before))])  # a logged update over 50 bytes
+
+    stored = await pg.load("r")
+
+    assert stored is not None
+    snapshot = await admin.fetchval("SELECT snapshot FROM room_snapshots WHERE room = 'r'")
+    log = [row["update"] for row in await admin.fetch('SELECT "update" FROM room_updates WHERE room = $1', "r")]
+    assert len(snapshot) > 50 and [len(update) > 50 for update in log] == [True]
+    assert stored.snapshot == snapshot and stored.updates == log
+    assert await _text(pg, "r") == "x" * 120 + "".join(f"{i}," for i in range(30))
+    await pg.compact("r", fold=fold_here)  # reads both in slices under its lock, and folds them
+    assert await _text(pg, "r") == "x" * 120 + "".join(f"{i}," for i in range(30))
+
+
+async def test_a_row_gone_while_read_in_slices_is_read_again_in_one_database_snapshot(
+    pg: PostgresStore, monkeypatch: pytest.MonkeyPatch, small_slices: None
+) -> None:
+    """A compaction on another replica deletes a row between the first statement and its slices (here:
+    injected, it is a matter of microseconds): the load reads again, in a repeatable-read transaction."""
+    await pg.append_many([("r", edit) for edit in _edits(30)])
+    await pg.compact("r", fold=fold_here)
+    read_document = postgres._read_document
+    in_transaction: list[bool] = []
+
+    async def gone_the_first_time(conn: asyncpg.Connection, room: str, timeout: float | None = None) -> Any:
+        in_transaction.append(conn.is_in_transaction())
+        if len(in_transaction) == 1:
+            raise postgres._RowGone("injected")
+        return await read_document(conn, room, timeout)
+
+    monkeypatch.setattr(postgres, "_read_document", gone_the_first_time)
+    assert await _text(pg, "r") == "".join(f"{i}," for i in range(30))
+    assert in_transaction == [False, True]
