@@ -96,6 +96,16 @@ INSERT INTO room_snapshots (room, version, snapshot, state_vector, label, create
 VALUES ($1, $2, $3, $4, $5, $6)
 RETURNING extract(epoch FROM created_at)::float8
 """
+# A snapshot over _INLINE_BYTES goes in slices, one statement each, into a table that lives until the
+# compaction's transaction ends, and is put together by the database: one parameter of 54 MiB was
+# copied on the event loop in one piece (_write_snapshot).
+_STAGE_SLICES = "CREATE TEMPORARY TABLE snapshot_slices (n int PRIMARY KEY, data bytea NOT NULL) ON COMMIT DROP"
+_STAGE_SLICE = "INSERT INTO snapshot_slices (n, data) VALUES ($1, $2)"
+_INSERT_STAGED_SNAPSHOT = """
+INSERT INTO room_snapshots (room, version, snapshot, state_vector, label, created_by)
+SELECT $1, $2, string_agg(data, ''::bytea ORDER BY n), $3, $4, $5 FROM snapshot_slices
+RETURNING extract(epoch FROM created_at)::float8
+"""
 _DELETE_FOLDED = "DELETE FROM room_updates WHERE room = $1 AND seq = ANY($2::bigint[])"
 # Named versions are the user's; only unnamed ones are pruned, to the configured count and age ($3 seconds,
 # 0: no age limit). The newest version is the room's base: never pruned.
@@ -296,15 +306,8 @@ class PostgresStore:
                     bad = poison_rows(result.bad, latest if snapshot is not None else None, [s for s, _ in log])
                     await _move_to_quarantine(conn, room, bad, timeout)
                 version = latest + 1
-                created_at: float = await conn.fetchval(
-                    _INSERT_SNAPSHOT,
-                    room,
-                    version,
-                    result.snapshot,
-                    result.state_vector,
-                    label,
-                    created_by,
-                    timeout=timeout,
+                created_at = await _write_snapshot(
+                    conn, room, version, result.snapshot, result.state_vector, label, created_by, timeout
                 )
                 if result.folded:
                     folded = [log[i][0] for i in result.folded]
@@ -423,6 +426,43 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     a query (unlock advisory locks, RESET ALL, ...): one more round trip after every load. The store
     never leaves session state behind (its locks are transaction-scoped), and asyncpg still rolls back
     a transaction left open before calling this hook."""
+
+
+async def _write_snapshot(
+    conn: asyncpg.Connection,
+    room: str,
+    version: int,
+    snapshot: bytes,
+    state_vector: bytes,
+    label: str | None,
+    created_by: str | None,
+    timeout: float,
+) -> float:
+    """Insert a snapshot version (in the caller's transaction); its creation time."""
+    if len(snapshot) > _INLINE_BYTES and await _staging_table(conn, timeout):
+        view = memoryview(snapshot)
+        for n, first in enumerate(range(0, len(snapshot), _SLICE_BYTES)):
+            await conn.execute(_STAGE_SLICE, n, view[first : first + _SLICE_BYTES], timeout=timeout)
+        staged: float = await conn.fetchval(
+            _INSERT_STAGED_SNAPSHOT, room, version, state_vector, label, created_by, timeout=timeout
+        )
+        return staged
+    created_at: float = await conn.fetchval(
+        _INSERT_SNAPSHOT, room, version, snapshot, state_vector, label, created_by, timeout=timeout
+    )
+    return created_at
+
+
+async def _staging_table(conn: asyncpg.Connection, timeout: float) -> bool:
+    """Create the slices' table for this transaction. False where the database role may not create
+    temporary tables (a hardened setup can revoke that privilege): the snapshot then goes in one piece."""
+    try:
+        async with conn.transaction():  # a savepoint: the refusal must not abort the compaction
+            await conn.execute(_STAGE_SLICES, timeout=timeout)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        logger.warning("postgresql: no temporary tables (%s); a large snapshot is written in one piece", exc)
+        return False
+    return True
 
 
 _Row = tuple[int, int, bytes]  # (part, seq, data) of _READ_DOCUMENT

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,7 +21,7 @@ from persistence.postgres import _APPEND_CONNECTIONS, PostgresStore
 from persistence.writer import AppendWriter
 from tests.support.documents import fold_here, typing_updates
 from tests.support.eventually import eventually
-from tests.support.postgres import empty_document_tables
+from tests.support.postgres import ADMIN_URL, empty_document_tables, temporary_database
 from tests.support.tcp_proxy import TcpProxy
 
 
@@ -346,3 +347,43 @@ async def test_a_row_gone_while_read_in_slices_is_read_again_in_one_database_sna
     monkeypatch.setattr(postgres, "_read_document", gone_the_first_time)
     assert await _text(pg, "r") == "".join(f"{i}," for i in range(30))
     assert in_transaction == [False, True]
+
+
+async def test_without_temporary_tables_a_large_snapshot_goes_in_one_piece(
+    small_slices: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A role that may not create temporary tables (a hardened database) still compacts large rooms."""
+    role = f"collab_notemp_{uuid.uuid4().hex[:8]}"
+    try:
+        await _compact_a_large_room_as(role, caplog)
+    finally:
+        await _drop_role(role)  # after its database is gone: it owned it
+
+
+async def _compact_a_large_room_as(role: str, caplog: pytest.LogCaptureFixture) -> None:
+    with temporary_database("collab_notemp") as url:
+        name = url.rsplit("/", 1)[1]
+        admin = await asyncpg.connect(url)
+        try:
+            await admin.execute(f'CREATE ROLE "{role}" LOGIN')
+            await admin.execute(f'ALTER DATABASE "{name}" OWNER TO "{role}"')
+            await admin.execute(f'REVOKE TEMPORARY ON DATABASE "{name}" FROM PUBLIC, "{role}"')
+            store = await PostgresStore.connect(url.replace("postgres@", f"{role}@", 1), keep_versions=3)
+            try:
+                await store.append_many([("r", edit) for edit in _edits(30)])
+                await store.compact("r", fold=fold_here)
+                assert await admin.fetchval("SELECT octet_length(snapshot) FROM room_snapshots") > 50
+                assert await _text(store, "r") == "".join(f"{i}," for i in range(30))
+                assert "no temporary tables" in caplog.text
+            finally:
+                await store.close()
+        finally:
+            await admin.close()
+
+
+async def _drop_role(role: str) -> None:
+    admin = await asyncpg.connect(ADMIN_URL)
+    try:
+        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+    finally:
+        await admin.close()
