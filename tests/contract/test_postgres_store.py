@@ -301,7 +301,7 @@ async def test_a_stalled_network_times_out_and_the_writer_flushes_after_it(postg
 
 @pytest.fixture
 def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Values over 50 bytes are read 7 bytes at a time (a board's snapshot over 4 MiB, 1 MiB at a time)."""
+    """Values over 50 bytes are read 7 bytes at a time (a board's snapshot over 4 MiB, 4 MiB at a time)."""
     monkeypatch.setattr(postgres, "_INLINE_BYTES", 50)
     monkeypatch.setattr(postgres, "_SLICE_BYTES", 7)
 
