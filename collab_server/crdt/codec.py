@@ -191,23 +191,6 @@ def answer_frame(body: bytes) -> list[bytes | bytearray]:
     return out.buffers()
 
 
-def split_answer(frame: bytes) -> tuple[bytes, list[bytes]]:
-    """An answer frame, whole in memory, as its body and its strings sent out of line (tests; the server
-    reads answers from the pipe in ``process``)."""
-    cursor = Cursor(frame)
-    body = cursor.data[HEADER : HEADER + cursor.u32()]
-    cursor.pos = HEADER + len(body)
-    count = cursor.u32()
-    lengths = [cursor.u32() for _ in range(count)]
-    strings = []
-    for length in lengths:
-        strings.append(frame[cursor.pos : cursor.pos + length])
-        cursor.pos += length
-    if cursor.pos != len(frame):
-        raise CodecError("an answer frame of the wrong length")
-    return body, strings
-
-
 def encode_ops(ops: list[Op]) -> list[bytes | bytearray]:
     """The request frame for ``ops``, as buffers to write in order (``FrameWriter``)."""
     out = FrameWriter()

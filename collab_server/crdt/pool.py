@@ -350,8 +350,7 @@ class WorkerPool:
         if not self._large_lanes or stored_bytes < self.large_room_bytes or room in self._placed:
             return
         lane = self._least_loaded_large_lane()
-        self._placed[room] = lane
-        metrics.LARGE_ROOMS.inc()
+        self._place_on(room, lane)
         logger.info(
             "room %r: %.1f MiB stored; it loads in CRDT worker %d, kept for large rooms",
             room,
@@ -359,6 +358,10 @@ class WorkerPool:
             lane.index,
             extra={"room": room},
         )
+
+    def _place_on(self, room: str, lane: _Lane) -> None:
+        self._placed[room] = lane
+        metrics.LARGE_ROOMS.inc()
 
     def _unplace(self, room: str) -> None:
         self._sizes.pop(room, None)
@@ -390,8 +393,7 @@ class WorkerPool:
             if isinstance(document, bytes) and room in old.rooms:
                 loaded = await self.call(Op(Kind.LOAD, room, snapshot=document), lane=target)
                 if isinstance(loaded, Loaded) and not loaded.bad:
-                    self._placed[room] = target
-                    metrics.LARGE_ROOMS.inc()
+                    self._place_on(room, target)
                     old.rooms.discard(room)
                     old.heavy.pop(room, None)
                     self._submit(room, _Pending(Op(Kind.UNLOAD, room), _ignore), old)

@@ -30,7 +30,6 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 Answer = tuple[bytes, list[bytes]]  # an answer's body, and its strings sent out of line (``codec``)
-_U32 = struct.Struct("<I")
 
 
 async def _read_exactly(stream: asyncio.StreamReader, size: int) -> bytes:
@@ -143,11 +142,11 @@ class WorkerProcess:
         assert process is not None and process.stdout is not None
         stdout = process.stdout
         try:
-            body = await _read_exactly(stdout, _U32.unpack(await stdout.readexactly(HEADER))[0])
-            [count] = _U32.unpack(await stdout.readexactly(_U32.size))
+            body = await _read_exactly(stdout, int.from_bytes(await stdout.readexactly(HEADER), "little"))
+            count = int.from_bytes(await stdout.readexactly(HEADER), "little")
             if count > MAX_OUT_OF_LINE:
                 raise CodecError(f"an answer announcing {count} strings")
-            lengths = struct.unpack(f"<{count}I", await stdout.readexactly(count * _U32.size))
+            lengths = struct.unpack(f"<{count}I", await stdout.readexactly(count * HEADER))
             return body, [await _read_exactly(stdout, length) for length in lengths]
         except (asyncio.IncompleteReadError, ConnectionError, CodecError) as exc:
             raise WorkerDied(f"CRDT worker {self.index} exited ({self.exit_status()})") from exc

@@ -18,12 +18,12 @@ from collab_server.crdt.codec import (
     decode_results,
     encode_ops,
     encode_results,
-    split_answer,
 )
 from collab_server.crdt.documents import Documents, RoomDoc
 from collab_server.crdt.engine import Applied, BadRow, Loaded, Refusal
 from collab_server.crdt.worker import handle_all
 from persistence.base import Folded
+from tests.support.answers import split_answer
 from tests.support.documents import folded_by, typing_updates
 from tests.support.hostile import PANIC, PARTIAL
 

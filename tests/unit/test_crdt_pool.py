@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from collab_server.crdt.codec import Kind, Op, decode_ops, encode_results, split_answer
+from collab_server.crdt.codec import Kind, Op, decode_ops, encode_results
 from collab_server.crdt.engine import Applied, Refusal
 from collab_server.crdt.pool import _MAX_BATCH_OPS, WorkerPool, _batch_end, _Lane, _Pending, lane_of
+from tests.support.answers import split_answer
 from tests.support.documents import typing_updates
 from tests.support.eventually import eventually
 from tests.support.hostile import CRASH, HANG, room_on_other_worker

@@ -12,7 +12,6 @@ from prometheus_client import REGISTRY
 
 from collab_server.crdt.pool import WorkerPool, lane_of
 from tests.support.documents import typing_updates
-from tests.support.eventually import eventually
 from tests.support.pools import Store, apply_all, running_pool, text_of
 
 LARGE = 2000  # bytes of stored rows from which a room is large, in these tests
@@ -129,7 +128,8 @@ async def test_a_room_unloaded_while_it_moves_is_left_in_no_worker(pool: tuple[W
     engine, store = pool
     await engine.load("grows", None, [])
     done = asyncio.ensure_future(apply_all(engine, store, "grows", _large_rows()))
-    await eventually(lambda: "grows" in engine._moving)
+    await asyncio.sleep(0)  # one turn: apply_all has queued its updates, and the move has begun
+    assert "grows" in engine._moving
     await engine.unload("grows")
     await done
     assert not engine._moving and not engine._placed and not engine._sizes

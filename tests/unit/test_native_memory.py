@@ -12,9 +12,10 @@ from pycrdt import Doc, Text
 from collab_server import native_memory
 from collab_server.crdt import pool as pool_module
 from collab_server.crdt import worker
-from collab_server.crdt.codec import Kind, Op, answer_frame, decode_results, encode_ops, split_answer
+from collab_server.crdt.codec import Kind, Op, answer_frame, decode_results, encode_ops
 from collab_server.crdt.engine import Refusal
 from collab_server.crdt.pool import WorkerPool
+from tests.support.answers import split_answer
 from tests.support.documents import typing_updates
 from tests.support.eventually import eventually
 
