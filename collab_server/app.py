@@ -83,6 +83,7 @@ def create_app(
                 fresh_sync_bytes=settings.fresh_sync_bytes,
                 large_room_bytes=settings.large_room_bytes,
                 large_room_workers=settings.large_room_workers,
+                idle_document_seconds=settings.idle_document_seconds,
             ).start()
             stack.push_async_callback(engine.close)
             writer = AppendWriter(

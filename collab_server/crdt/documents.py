@@ -13,12 +13,20 @@ The base is refolded (a snapshot of the integrated state plus the updates still 
 has grown by ``_REFOLD_AFTER`` entries, so it costs about what the document does. This module runs in the
 worker process, or in the test process through ``local.InProcessEngine``; never in the server's
 networking process.
+
+A room whose document has had no update for a while is *cooled* (``Documents.cool_idle``): its document
+is dropped and only its base is kept, from which it is rebuilt at its next update. The library holds a
+document at 4 to 14 times its encoded size (a tldraw board of 44 MiB: 560 MiB, against 148 MiB for Yjs in
+Node; ``bench/document_memory.py``), while most rooms open at any moment are only being looked at, and
+their base is about 1x. A cooled room still answers its state vector (kept), and a sync whose answer is
+its one-entry base (a snapshot) without being rebuilt.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -145,9 +153,12 @@ def _replay_once(
 
 
 class RoomDoc:
-    """One room's document, its base, and what its observer emitted in the current transaction."""
+    """One room's document (None while the room is cooled), its base, and what its observer emitted in the
+    current transaction."""
 
-    __slots__ = ("base", "base_head_folded", "doc", "emitted", "refold_at", "snapshots", "subscription")
+    __slots__ = (
+        "base", "base_head_folded", "doc", "emitted", "refold_at", "snapshots", "state", "subscription",
+    )  # fmt: skip
 
     def __init__(self, doc: Doc[Any], base: list[bytes]) -> None:
         self.base = base
@@ -162,15 +173,46 @@ class RoomDoc:
         # Digests of snapshots this document is known to hold (it was loaded from them, or folded into
         # them): checking that a stored snapshot is held then costs a hash, not a decode of the snapshot.
         self.snapshots: list[bytes] = []
-        self.doc = doc
+        self.doc: Doc[Any] | None = doc
         self.subscription = doc.observe(self._on_transaction)
+        # The document's state vector, kept while it is cooled (a cooled room still answers it).
+        self.state = b""
+
+    def live(self) -> Doc[Any]:
+        """The document, rebuilt from the base first if the room was cooled."""
+        if self.doc is None:
+            self._replace_doc()
+        assert self.doc is not None
+        return self.doc
+
+    def cool(self) -> int:
+        """Drop the document, keeping the base it is rebuilt from (and its state vector); the bytes kept.
+        The base is refolded first, into one snapshot where nothing is pending: a cooled room then answers
+        syncs from it, and is rebuilt from one entry instead of up to ``_REFOLD_AFTER``."""
+        if self.doc is not None:
+            if len(self.base) > 1:
+                self.refold()
+            self.state = self.doc.get_state()
+        return self.drop()
+
+    def drop(self) -> int:
+        """Let go of the document (the room is cooled or unloaded); the bytes of the base."""
+        if self.doc is not None:
+            self.doc.unobserve(self.subscription)
+            self.doc = None
+        return sum(map(len, self.base))
+
+    def snapshot_held(self) -> bytes | None:
+        """The document's whole state without rebuilding it: a cooled room's base when it is one snapshot."""
+        return self.base[0] if self.doc is None and len(self.base) == 1 else None
 
     def _on_transaction(self, event: TransactionEvent) -> None:
         self.emitted.append(event.update)
 
     def apply(self, update: bytes) -> Applied:
+        doc = self.live()
         self.emitted.clear()
-        refusal = _try_apply(self.doc, update)
+        refusal = _try_apply(doc, update)
         if refusal is not None:
             self.emitted.clear()  # what a failed call produced is never used
             if not (refusal is Refusal.MALFORMED and _untouched(update)):
@@ -179,7 +221,7 @@ class RoomDoc:
         self.base.append(update)
         emitted = b"".join(self.emitted) if len(self.emitted) == 1 else _merge(self.emitted)
         self.emitted.clear()
-        state = self.doc.get_state()
+        state = doc.get_state()
         # Nothing emitted: a re-sent update (nothing new), or one waiting for an update it depends on
         # (new: it must be stored, or it would be lost). Only then is the finer check worth its cost. The
         # library emits whenever a transaction changes the document, so then the state after the update is
@@ -198,12 +240,13 @@ class RoomDoc:
         they are applied one by one, so that only the failing one is refused."""
         if len(updates) == 1:
             return [self.apply(updates[0])]
+        doc = self.live()
         self.emitted.clear()
-        before = self.doc.get_state()
+        before = doc.get_state()
         try:
-            with self.doc.transaction():
+            with doc.transaction():
                 for update in updates:
-                    self.doc.apply_update(update)
+                    doc.apply_update(update)
         except BaseException as exc:
             _refusal(exc)  # re-raises what is not the library's
             self.emitted.clear()
@@ -221,17 +264,22 @@ class RoomDoc:
         self.base.extend(update for update, is_new in zip(updates, new, strict=True) if is_new)
         if len(self.base) > self.refold_at:
             self.refold()
-        state = self.doc.get_state()
+        state = doc.get_state()
         answers = [Applied(None, b"", state, is_new) for is_new in new]
         answers[-1] = Applied(None, emitted, state, new[-1])
         return answers
 
     def rebuild(self) -> None:
+        self._replace_doc()
+
+    def _replace_doc(self) -> None:
+        """A document built anew from the base (after a failure, or to warm a cooled room)."""
         doc, failed = _replay(self.base)
         if failed:  # cannot happen for a deterministic library; never keep what does not replay
             self.base = [entry for index, entry in enumerate(self.base) if index not in set(failed)]
             self.base_head_folded = self.base_head_folded and 0 not in failed
-        self.doc.unobserve(self.subscription)
+        if self.doc is not None:
+            self.doc.unobserve(self.subscription)
         self.doc = doc
         self.subscription = doc.observe(self._on_transaction)
 
@@ -239,13 +287,14 @@ class RoomDoc:
         """Replace the base by a snapshot of the document and the entries it does not hold yet (pending).
         ``snapshot``: the document's full state, just encoded by the caller (a compaction from the live
         document), so that it is not encoded again."""
+        doc = self.live()
         if snapshot is None:
             try:
-                snapshot = self.doc.get_update()
+                snapshot = doc.get_update()
             except BaseException as exc:  # a document the library cannot encode: keep the base as it is
                 _refusal(exc)
                 return
-        state = self.doc.get_state()
+        state = doc.get_state()
         clocks = decode_state_vector(state)
         entries = self.base[1:] if self.base_head_folded else self.base
         pending = [entry for entry in entries if not _integrated(entry, state, clocks)]
@@ -263,11 +312,47 @@ def _merge(updates: list[bytes]) -> bytes:
 class Documents:
     """Every room a worker holds. Methods return results; refusals are values, never exceptions."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self.rooms: dict[str, RoomDoc] = {}
-        # Bytes of the bases of rooms unloaded since the worker last gave its free memory back (a room
-        # that moved to a large room's worker leaves its document's memory here: ``worker.serve``).
+        # Rooms whose document is held, each with when it last took an update: the least recently updated
+        # first (a room updated again moves to the end), so finding those to cool costs nothing per update.
+        self.warm: dict[str, float] = {}
+        # Bytes of the bases of rooms unloaded or cooled since the worker last gave its free memory back (a
+        # room that moved to a large room's worker leaves its document's memory here: ``worker.serve``).
         self.unloaded_bytes = 0
+
+    def _updated(self, room: str) -> RoomDoc | None:
+        """The room, about to take an update: it is rebuilt if cooled, and counts as updated now."""
+        held = self.rooms.get(room)
+        if held is not None:
+            self.warm.pop(room, None)
+            self.warm[room] = self._clock()
+        return held
+
+    def _live(self, room: str, held: RoomDoc) -> Doc[Any]:
+        """The room's document for a read: a cooled room rebuilt for it counts as updated now (it is held
+        again, so it must be cooled again)."""
+        if held.doc is None:
+            self.warm[room] = self._clock()
+        return held.live()
+
+    def cooling_due(self, idle_seconds: float) -> float | None:
+        """Seconds until the least recently updated room has been idle ``idle_seconds`` (0 if it has), or
+        None if no room holds a document."""
+        for updated in self.warm.values():
+            return max(updated + idle_seconds - self._clock(), 0.0)
+        return None
+
+    def cool_one(self, idle_seconds: float) -> bool:
+        """Cool the least recently updated room if it has had no update for ``idle_seconds``."""
+        for room, updated in self.warm.items():
+            if self._clock() - updated < idle_seconds:
+                return False
+            del self.warm[room]
+            self.unloaded_bytes += self.rooms[room].cool()
+            return True
+        return False
 
     def load(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Loaded:
         entries = ([snapshot] if snapshot is not None else []) + list(updates)
@@ -278,20 +363,21 @@ class Documents:
         base = [entry for index, entry in enumerate(entries) if index not in failed_set]
         old = self.rooms.pop(room, None)
         if old is not None:
-            old.doc.unobserve(old.subscription)
+            old.drop()
         held = self.rooms[room] = RoomDoc(doc, base)
+        self._updated(room)
         if snapshot is not None and 0 not in failed_set:
             held.snapshots.append(_digest(snapshot))
         return Loaded(doc.get_state(), bad)
 
     def apply(self, room: str, update: bytes) -> Applied:
-        held = self.rooms.get(room)
+        held = self._updated(room)
         if held is None:
             return Applied(Refusal.NOT_LOADED)
         return held.apply(update)
 
     def apply_run(self, room: str, updates: Sequence[bytes]) -> list[Applied]:
-        held = self.rooms.get(room)
+        held = self._updated(room)
         if held is None:
             return [Applied(Refusal.NOT_LOADED) for _ in updates]
         return held.apply_run(updates)
@@ -301,8 +387,12 @@ class Documents:
         if held is None:
             return Refusal.NOT_LOADED
         try:
-            decode_state_vector(state_vector)  # our own decoder first: Yrs never sees a malformed one
-            return held.doc.get_update(state_vector)
+            clocks = decode_state_vector(state_vector)  # our own decoder first: Yrs never sees a malformed one
+            snapshot = held.snapshot_held()
+            if snapshot is None:
+                return self._live(room, held).get_update(state_vector)
+            # A cooled room: the diff from its snapshot (our own fold's bytes), without rebuilding it.
+            return get_update(snapshot, state_vector) if clocks else snapshot
         except ProtocolError:
             return Refusal.BAD_STATE_VECTOR
         except BaseException as exc:
@@ -314,21 +404,27 @@ class Documents:
 
     def state_vector(self, room: str) -> bytes | Refusal:
         held = self.rooms.get(room)
-        return Refusal.NOT_LOADED if held is None else _read(held.doc.get_state)
+        if held is None:
+            return Refusal.NOT_LOADED
+        return held.state if held.doc is None else _read(held.doc.get_state)
 
     def delete_set(self, room: str) -> bytes | Refusal:
         held = self.rooms.get(room)
-        return Refusal.NOT_LOADED if held is None else _read(lambda: held.doc.get_update(held.doc.get_state()))
+        if held is None:
+            return Refusal.NOT_LOADED
+        return _read(lambda: (doc := self._live(room, held)).get_update(doc.get_state()))
 
     def full_state(self, room: str) -> bytes | Refusal:
         held = self.rooms.get(room)
-        return Refusal.NOT_LOADED if held is None else _read(held.doc.get_update)
+        if held is None:
+            return Refusal.NOT_LOADED
+        return held.snapshot_held() or _read(lambda: self._live(room, held).get_update())
 
     def unload(self, room: str) -> None:
         held = self.rooms.pop(room, None)
+        self.warm.pop(room, None)
         if held is not None:
-            held.doc.unobserve(held.subscription)
-            self.unloaded_bytes += sum(map(len, held.base))
+            self.unloaded_bytes += held.drop()
 
     def fold(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded | Refusal:
         """Fold a room's stored rows: from its live document when this worker holds the room and that
@@ -338,10 +434,10 @@ class Documents:
         document into bytes that it then cannot load (a panic, or an endless loop, on every later load of
         the room), and a stored snapshot replaces the rows it folds. LIBRARY_FAILURE when no fold does:
         the rows stay in the log, where a load can still set the bad ones aside one by one."""
-        held = self.rooms.get(room)
+        held = self._updated(room)  # a compaction follows updates: the room is in use
         if held is not None:
             known = snapshot is None or _digest(snapshot) in held.snapshots
-            folded = fold_loaded(held.doc, None if known else snapshot, updates)
+            folded = fold_loaded(held.live(), None if known else snapshot, updates)
             if folded is not None and _loads_back(folded):
                 # The stored snapshot once the compaction is written (the older ones stay known, in case
                 # it is not).

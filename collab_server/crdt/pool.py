@@ -58,6 +58,7 @@ from typing import Protocol
 from collab_server import metrics
 from collab_server.crdt import isolation
 from collab_server.crdt.codec import CodecError, Kind, Op, Result, decode_results, encode_ops
+from collab_server.crdt.cooling import CoolingWatch
 from collab_server.crdt.document_calls import CallError, DocumentAnswer, DocumentCall, decode_answer, encode_call
 from collab_server.crdt.engine import Applied, BadRow, EngineError, Loaded, OnApplied, Refusal
 from collab_server.crdt.fresh_sync import FreshSyncCache
@@ -162,9 +163,9 @@ class _Move:
 class _Lane:
     __slots__ = ("busy", "heavy", "index", "process", "queue", "rooms", "row_by_row", "scheduled")
 
-    def __init__(self, index: int, nice: int = 0) -> None:
+    def __init__(self, index: int, nice: int = 0, idle_seconds: float = 0.0) -> None:
         self.index = index
-        self.process = WorkerProcess(index, nice=nice)
+        self.process = WorkerProcess(index, nice=nice, idle_seconds=idle_seconds)
         self.queue: list[_Pending] = []
         self.busy = False
         self.scheduled = False
@@ -191,18 +192,23 @@ class WorkerPool:
         fresh_sync_bytes: int = 64 * 1024 * 1024,
         large_room_bytes: int = 0,
         large_room_workers: int = 1,
+        idle_document_seconds: float = 0.0,
     ) -> None:
         self.deadline = deadline
         self.fresh_sync = FreshSyncCache(fresh_sync_bytes)
         self.poison = PoisonList(poison_ttl)
-        self._lanes = [_Lane(i, nice) for i in range(workers or default_workers())]
+        # Rooms' workers cool a room idle for ``idle_document_seconds`` (``documents``; 0: never), and a
+        # request to a room that may be cooled gets the time its rebuild takes (``cooling``).
+        idle = idle_document_seconds
+        self.cooling = CoolingWatch(idle)
+        self._lanes = [_Lane(i, nice, idle) for i in range(workers or default_workers())]
         self._document_lanes = [_Lane(len(self._lanes) + i, nice) for i in range(max(document_workers, 0))]
         self._next_document_lane = 0
         # Large rooms (see the module's docstring): 0 bytes keeps every room on its hashed worker.
         self.large_room_bytes = large_room_bytes
         first = len(self._lanes) + len(self._document_lanes)
         count = max(large_room_workers, 0) if large_room_bytes > 0 else 0
-        self._large_lanes = [_Lane(first + i, nice) for i in range(count)]
+        self._large_lanes = [_Lane(first + i, nice, idle) for i in range(count)]
         self._placed: dict[str, _Lane] = {}  # room -> the large room's worker, while it is loaded
         self._sizes: dict[str, int] = {}  # room on its hashed worker -> about how large its document is
         self._moving: dict[str, _Move] = {}  # room -> its move to a large room's worker, under way
@@ -279,8 +285,10 @@ class WorkerPool:
             lane = self._lane_for(room)
             if room not in lane.rooms:  # not loaded after all: the next load places it
                 self._unplace(room)
-            elif self._large_lanes and room not in self._placed:
-                self._sizes[room] = stored
+            else:
+                self.cooling.loaded(room, stored)
+                if self._large_lanes and room not in self._placed:
+                    self._sizes[room] = stored
 
     async def diff(self, room: str, state_vector: bytes) -> bytes:
         if state_vector == EMPTY_STATE_VECTOR:
@@ -312,6 +320,7 @@ class WorkerPool:
         if isinstance(result, Folded):
             if room in self._sizes:  # what the room's document holds, by its own encoding
                 self._sizes[room] = len(result.snapshot)
+            self.cooling.folded(room, len(result.snapshot))
             return result
         if result in (Refusal.CRASHED, Refusal.STALLED):
             logger.warning("room %r: folding stops the document engine; folding row by row", room)
@@ -341,6 +350,7 @@ class WorkerPool:
             await move.landed.wait()
         lane = self._lane_for(room)
         self._unplace(room)  # its next load places it again, by its size then
+        self.cooling.unloaded(room)
         lane.rooms.discard(room)
         lane.heavy.pop(room, None)
         await self.call(Op(Kind.UNLOAD, room), lane=lane)
@@ -501,13 +511,19 @@ class WorkerPool:
             if lane.queue and not self._closed:
                 self._flush(lane)
 
-    def deadline_for(self, ops: list[Op], *, retry: bool = False, heavy: dict[str, float] | None = None) -> float:
-        """CPU seconds the worker may spend on ``ops``: see ``_BYTES_PER_DEADLINE`` and ``_Lane.heavy``."""
+    def deadline_for(
+        self, ops: list[Op], *, retry: bool = False, heavy: dict[str, float] | None = None, rebuilds: int = 0
+    ) -> float:
+        """CPU seconds the worker may spend on ``ops``: see ``_BYTES_PER_DEADLINE`` and ``_Lane.heavy``.
+        ``rebuilds``: bytes of the cooled rooms the worker may have to rebuild first (``cooling``), each
+        byte given the time of a load's."""
         deadline = self.deadline * (
             1 + sum(op.size for op in ops) / _BYTES_PER_DEADLINE + (len(ops) - 1) / _OPS_PER_DEADLINE
         )
         if any(op.kind in (Kind.LOAD, Kind.FOLD, Kind.DOCUMENT) for op in ops):
             deadline *= _LOAD_FACTOR
+        if rebuilds:
+            deadline += self.deadline * _LOAD_FACTOR * (1 + rebuilds / _BYTES_PER_DEADLINE)
         if heavy:
             extra = _HEAVY_MARGIN * sum(heavy.get(op.room, 0.0) for op in ops)
             deadline += min(extra, self.deadline * _HEAVY_MAX)
@@ -516,7 +532,8 @@ class WorkerPool:
     async def _send(self, lane: _Lane, ops: list[Op], *, retry: bool = False) -> list[Result]:
         started = time.perf_counter()
         self.requests += 1
-        deadline = self.deadline_for(ops, retry=retry, heavy=lane.heavy)
+        rebuilds = self.cooling.sent(ops)
+        deadline = self.deadline_for(ops, retry=retry, heavy=lane.heavy, rebuilds=rebuilds)
         body, strings = await _within_deadline(lane.process, lane.process.request(encode_ops(ops)), deadline)
         if len(body) + sum(map(len, strings)) >= RELEASE_AFTER_BYTES:
             self._release_memory_soon()

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from collab_server.crdt.codec import HEADER, MAX_OUT_OF_LINE, CodecError
-from collab_server.crdt.worker import NICE_ENV, PARENT_ENV, READY
+from collab_server.crdt.worker import IDLE_ENV, NICE_ENV, PARENT_ENV, READY
 from collab_server.native_stderr import NativeReport
 
 logger = logging.getLogger(__name__)
@@ -57,9 +57,10 @@ class WorkerDied(Exception):
 class WorkerProcess:
     """A running worker. ``request`` is not reentrant: the pool sends one request at a time."""
 
-    def __init__(self, index: int, *, nice: int = 0) -> None:
+    def __init__(self, index: int, *, nice: int = 0, idle_seconds: float = 0.0) -> None:
         self.index = index
         self.nice = nice  # added to the server's niceness in the worker (``worker.lower_priority``)
+        self.idle_seconds = idle_seconds  # a room idle this long is cooled (``worker``; 0: never)
         self._process: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None
 
@@ -98,6 +99,7 @@ class WorkerProcess:
             # A worker whose server died before the worker asked the kernel to kill it along exits at once.
             PARENT_ENV: str(os.getpid()),
             NICE_ENV: str(self.nice),
+            IDLE_ENV: str(self.idle_seconds),
             "PYTHONPATH": os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p),
         }
         self._process = await asyncio.create_subprocess_exec(

@@ -5,6 +5,9 @@ one answer frame per request on stdout (``collab_server.crdt.codec``). It has no
 event loop: if an update makes it crash or hang, the server's watchdog kills it and starts another
 (``collab_server.crdt.pool``), and nothing else is lost. Python's own output goes to stderr, which the
 server reads line by line into its log: a Rust panic message included.
+
+Between requests it cools the rooms that have had no update for ``COLLAB_IDLE_DOCUMENT_SECONDS``
+(``documents``): one at a time, and only while no request waits.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import select
 import sys
 from typing import BinaryIO
 
@@ -22,6 +26,7 @@ from collab_server.native_memory import RELEASE_AFTER_BYTES, release_free_memory
 READY = b"collab-crdt-worker/1"
 PARENT_ENV = "COLLAB_CRDT_WORKER_PARENT"  # the server's pid, set by process.WorkerProcess
 NICE_ENV = "COLLAB_CRDT_WORKER_NICE_INCREMENT"  # set by process.WorkerProcess
+IDLE_ENV = "COLLAB_CRDT_WORKER_IDLE_SECONDS"  # set by process.WorkerProcess; 0: never cool a room
 _PIPE_BYTES = 1 << 20
 
 
@@ -75,7 +80,8 @@ def handle_all(documents: Documents, ops: list[Op]) -> list[Result]:
 def _read_exactly(stream: BinaryIO, count: int) -> bytes | None:
     chunks = []
     while count:
-        chunk = stream.read(count)
+        # At most a pipe-full a read: an unbuffered read allocates all it is asked for before it reads.
+        chunk = stream.read(min(count, _PIPE_BYTES))
         if not chunk:
             return None
         chunks.append(chunk)
@@ -83,11 +89,31 @@ def _read_exactly(stream: BinaryIO, count: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def serve(requests: BinaryIO, answers: BinaryIO) -> None:
+def _cool_until_request(documents: Documents, requests: BinaryIO, idle_seconds: float) -> None:
+    """Wait for the next request, cooling the rooms idle for ``idle_seconds`` meanwhile, one at a time:
+    a request that arrives is answered before the next room is cooled. ``requests`` is unbuffered
+    (``main``), so the pipe being empty means no request waits. Once no room is due, the memory the
+    cooled documents held goes back to the system (the library holds a document at 4 to 23 times its
+    encoded size, so their bases' bytes say little of it)."""
+    cooled = False
+    while True:
+        due = documents.cooling_due(idle_seconds)
+        if cooled and due != 0:
+            cooled = False
+            documents.unloaded_bytes = 0
+            release_free_memory()
+        if select.select([requests], [], [], due)[0]:
+            return
+        cooled = documents.cool_one(idle_seconds) or cooled
+
+
+def serve(requests: BinaryIO, answers: BinaryIO, idle_seconds: float = 0.0) -> None:
     documents = Documents()
     answers.writelines(answer_frame(READY))
     answers.flush()
     while True:
+        if idle_seconds > 0:
+            _cool_until_request(documents, requests, idle_seconds)
         header = _read_exactly(requests, HEADER)
         if header is None:
             return  # the server closed the pipe: exit quietly
@@ -151,9 +177,11 @@ def main() -> None:
     answers = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    requests = os.fdopen(0, "rb", buffering=1 << 16)
+    # Unbuffered: a read never takes more than the request asked for, so an empty pipe means that no
+    # request waits (``_cool_until_request``). A request is its header and body: two reads.
+    requests = os.fdopen(0, "rb", buffering=0)
     try:
-        serve(requests, answers)
+        serve(requests, answers, float(os.environ.get(IDLE_ENV, "0")))
     except (BrokenPipeError, KeyboardInterrupt):
         pass
 

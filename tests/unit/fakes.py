@@ -85,4 +85,4 @@ async def settle() -> None:
 def doc_of(room: Room) -> Doc[Any]:
     """The document of a room on an ``InProcessEngine`` (read it only: the engine owns it)."""
     assert isinstance(room.engine, InProcessEngine)
-    return room.engine.documents.rooms[room.name].doc
+    return room.engine.documents.rooms[room.name].live()

@@ -29,7 +29,7 @@ from tests.support.hostile import PANIC, PARTIAL
 
 
 def _text(documents: Documents, room: str, name: str = "text") -> str:
-    return str(documents.rooms[room].doc.get(name, type=Text))
+    return str(documents.rooms[room].live().get(name, type=Text))
 
 
 def test_updates_are_applied_one_by_one_and_report_what_they_emitted() -> None:

@@ -35,6 +35,7 @@ def test_environment_values_are_cast_to_the_field_types() -> None:
         ({"COLLAB_FRESH_SYNC_BYTES": "-1"}, "COLLAB_FRESH_SYNC_BYTES must be 0 .keep none. or positive"),
         ({"COLLAB_LARGE_ROOM_BYTES": "-1"}, "COLLAB_LARGE_ROOM_BYTES must be 0 .no workers for large rooms."),
         ({"COLLAB_LARGE_ROOM_WORKERS": "0"}, "COLLAB_LARGE_ROOM_WORKERS must be positive"),
+        ({"COLLAB_IDLE_DOCUMENT_SECONDS": "-1"}, "COLLAB_IDLE_DOCUMENT_SECONDS must be 0 .keep every document."),
         ({"COLLAB_GC_THRESHOLDS": "2000,10"}, "COLLAB_GC_THRESHOLDS must be three positive integers"),
         ({"COLLAB_GC_THRESHOLDS": "2000,0,100"}, "COLLAB_GC_THRESHOLDS must be three positive integers"),
     ],

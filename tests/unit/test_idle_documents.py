@@ -1,0 +1,236 @@
+"""Rooms whose document is cooled after a while without updates (``COLLAB_IDLE_DOCUMENT_SECONDS``): the
+worker keeps only the encoded base, answers syncs from it, and rebuilds the document at the next update."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pycrdt import Doc, Map, Text
+
+from collab_server.crdt.codec import Kind, Op
+from collab_server.crdt.cooling import CoolingWatch
+from collab_server.crdt.documents import Documents
+from collab_server.crdt.engine import Refusal
+from persistence.base import Folded
+from tests.support.documents import append_text, typing_updates
+from tests.support.eventually import eventually
+from tests.support.hostile import PARTIAL
+from tests.support.pools import apply_all, running_pool
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _cooled(documents: Documents, room: str) -> bool:
+    return documents.rooms[room].doc is None
+
+
+def _text(update: bytes, name: str = "text") -> str:
+    doc: Doc[Any] = Doc()
+    doc.apply_update(update)
+    return str(doc.get(name, type=Text))
+
+
+def test_only_rooms_idle_long_enough_are_cooled_least_recently_updated_first() -> None:
+    clock = Clock()
+    documents = Documents(clock)
+    _, updates = typing_updates(3)
+    for room in ("a", "b", "c"):
+        documents.load(room, None, [])
+        clock.now += 10
+    documents.apply("a", updates[0])  # "a" is now the most recently updated
+    assert documents.cooling_due(60) == pytest.approx(40)  # "b", loaded at 1010: idle for 20 s so far
+    assert not documents.cool_one(60)
+    clock.now += 40
+    assert documents.cooling_due(60) == 0
+    assert documents.cool_one(60) and _cooled(documents, "b")
+    assert not documents.cool_one(60)  # "c" was loaded 10 s after "b"
+    clock.now += 10
+    assert documents.cool_one(60) and _cooled(documents, "c")
+    assert not _cooled(documents, "a")
+    clock.now += 30
+    assert documents.cool_one(60) and _cooled(documents, "a")
+    assert documents.cooling_due(60) is None  # nothing left to cool
+    assert not documents.cool_one(60)
+
+
+def test_a_cooled_room_answers_its_state_and_syncs_without_rebuilding_its_document() -> None:
+    documents = Documents()
+    writer, updates = typing_updates(40)
+    documents.load("r", None, updates[:30])
+    partial_client: Doc[Any] = Doc()
+    partial_client.apply_update(writer.get_update())
+    documents.apply_run("r", updates[30:])
+    live_state = documents.state_vector("r")
+    assert isinstance(live_state, bytes)
+    client_state = typing_updates(10)[0].get_state()  # a client that has the first ten edits
+
+    assert documents.cool_one(0)
+    held = documents.rooms["r"]
+    assert held.doc is None and len(held.base) == 1  # refolded into one snapshot
+    assert documents.state_vector("r") == live_state
+    everything = documents.full_state("r")
+    assert isinstance(everything, bytes) and _text(everything) == "".join(f"{i}," for i in range(40))
+    assert documents.diff("r", b"\x00") == everything
+    rest = documents.diff("r", client_state)
+    assert isinstance(rest, bytes)
+    client, _ = typing_updates(10)
+    client.apply_update(rest)
+    assert str(client.get("text", type=Text)) == "".join(f"{i}," for i in range(40))
+    assert held.doc is None  # none of those reads rebuilt the document
+    assert documents.diff("r", b"\x01\x09") == Refusal.BAD_STATE_VECTOR  # still checked by our decoder
+
+
+def test_an_update_to_a_cooled_room_rebuilds_it_and_applies_on_top() -> None:
+    documents = Documents()
+    writer, updates = typing_updates(5)
+    documents.load("r", None, updates)
+    documents.cool_one(0)
+    more = append_text(writer, "more", "text")
+    applied = documents.apply("r", more)
+    assert applied.accepted and applied.new and applied.update
+    assert not _cooled(documents, "r")
+    assert str(documents.rooms["r"].live().get("text", type=Text)) == "0,1,2,3,4,more"
+    assert documents.state_vector("r") == writer.get_state()
+
+
+def test_a_room_holding_a_pending_update_keeps_it_across_cooling() -> None:
+    documents = Documents()
+    _, updates = typing_updates(3)
+    documents.load("r", None, [updates[0]])
+    assert documents.apply("r", updates[2]).new  # waits for updates[1]
+    documents.cool_one(0)
+    assert len(documents.rooms["r"].base) == 2  # the snapshot and the update still pending
+    # Two entries: rebuilt to answer a sync, and then cooled again in its turn.
+    assert isinstance(documents.full_state("r"), bytes) and not _cooled(documents, "r")
+    assert documents.cool_one(0) and _cooled(documents, "r")
+    resolved = documents.apply("r", updates[1])
+    assert resolved.accepted and resolved.update
+    assert str(documents.rooms["r"].live().get("text", type=Text)) == "0,1,2,"
+
+
+def test_a_hostile_update_to_a_cooled_room_is_refused_and_leaves_it_as_it_was() -> None:
+    documents = Documents()
+    base, partial = PARTIAL
+    documents.load("r", None, [base])
+    before = documents.state_vector("r")
+    documents.cool_one(0)
+    assert documents.apply("r", partial).refusal is Refusal.LIBRARY_FAILURE
+    assert documents.state_vector("r") == before
+    assert str(documents.rooms["r"].live().get("t", type=Text)) == "ab"
+
+
+def test_a_cooled_room_is_compacted_and_unloaded() -> None:
+    documents = Documents()
+    _, updates = typing_updates(6)
+    documents.load("r", None, updates)
+    documents.cool_one(0)
+    folded = documents.fold("r", None, updates)
+    assert isinstance(folded, Folded) and folded.folded == list(range(6))
+    assert _text(folded.snapshot) == "0,1,2,3,4,5,"
+    documents.cool_one(0)
+    documents.unload("r")
+    assert "r" not in documents.rooms and "r" not in documents.warm
+    assert documents.unloaded_bytes > 0
+
+
+def _resident_mib(pid: int | None) -> float:
+    with open(f"/proc/{pid}/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 2**20
+
+
+def _many_keys(count: int) -> tuple[Doc[Any], bytes]:
+    """A Y.Map of ``count`` short entries: 0.74 MiB encoded for 40,000, and 17 MiB once loaded (the
+    library holds each entry in hundreds of bytes)."""
+    doc: Doc[Any] = Doc()
+    entries = doc.get("m", type=Map)
+    with doc.transaction():
+        for i in range(count):
+            entries[f"k{i}"] = f"v{i}"
+    return doc, doc.get_update()
+
+
+async def test_a_worker_cools_an_idle_room_gives_its_memory_back_and_still_serves_it() -> None:
+    """A real worker, idle setting 0.3 s: the document's memory goes once the room is idle, the room
+    still syncs, and takes an update (rebuilt) that then syncs too."""
+    async with running_pool(1, idle_document_seconds=0.3) as (engine, store):
+        pid = engine.worker_pid("board")
+        idle = _resident_mib(pid)
+        writer, board = _many_keys(40_000)
+        await engine.load("board", board, [])
+        loaded = _resident_mib(pid)
+        assert loaded - idle > 10
+
+        def cooled() -> None:
+            assert _resident_mib(pid) - idle < (loaded - idle) / 2
+
+        await eventually(cooled, timeout=20)
+        assert _entries(await engine.diff("board", b"\x00")) == 40_000
+        before = writer.get_state()
+        writer.get("m", type=Map)["new"] = "!"
+        [applied] = await apply_all(engine, store, "board", [writer.get_update(before)])
+        assert applied.accepted
+        assert await engine.state_vector("board") == writer.get_state()
+        assert _entries(await engine.diff("board", b"\x00")) == 40_001
+        await eventually(cooled, timeout=20)  # idle again: cooled again
+
+
+def _entries(update: bytes) -> int:
+    doc: Doc[Any] = Doc()
+    doc.apply_update(update)
+    return len(doc.get("m", type=Map))
+
+
+async def test_an_update_to_a_cooled_room_gets_the_time_its_rebuild_takes() -> None:
+    """A deadline of 10 ms of CPU a request: a few bytes of update to a cooled room of 3.7 MiB (rebuilt in
+    about 100 ms) would be cut off as a hang while the worker rebuilds the room, but the pool expects it."""
+    async with running_pool(1, idle_document_seconds=0.3, deadline=0.01) as (engine, store):
+        pid = engine.worker_pid("board")
+        idle = _resident_mib(pid)
+        writer, board = _many_keys(200_000)
+        await engine.load("board", board, [])
+        loaded = _resident_mib(pid)
+        await eventually(lambda: _check(_resident_mib(pid) - idle < (loaded - idle) / 2), timeout=20)
+        before = writer.get_state()
+        writer.get("m", type=Map)["new"] = "!"
+        [applied] = await apply_all(engine, store, "board", [writer.get_update(before)])
+        assert applied.accepted
+        assert engine.worker_pid("board") == pid  # not taken for a hang: the same worker
+
+
+def _check(condition: bool) -> None:
+    assert condition
+
+
+def test_the_pool_expects_a_rebuild_where_no_update_was_sent_for_the_idle_time() -> None:
+    clock = Clock()
+    watch = CoolingWatch(60, clock)
+    watch.loaded("a", 1000)
+    watch.loaded("b", 50)
+    clock.now += 30
+    assert watch.sent([Op(Kind.APPLY, "a", b"x" * 24)]) == 0
+    assert watch.sent([Op(Kind.STATE, "a"), Op(Kind.STATE, "b")]) == 0
+    clock.now += 30
+    assert watch.sent([Op(Kind.STATE, "a"), Op(Kind.STATE, "b"), Op(Kind.DIFF, "b", b"\x00")]) == 50  # each once
+    # An update sent to a cooled room: its rebuild is expected, and then it is held again.
+    assert watch.sent([Op(Kind.APPLY, "b", b"y" * 10), Op(Kind.APPLY, "b", b"z")]) == 50
+    assert watch.sent([Op(Kind.STATE, "b")]) == 0
+    clock.now += 30
+    assert watch.sent([Op(Kind.STATE, "a"), Op(Kind.STATE, "unknown")]) == 1024
+    clock.now += 60
+    assert watch.sent([Op(Kind.STATE, "b")]) == 61  # its updates count in its size
+    watch.folded("a", 600)
+    assert watch.sent([Op(Kind.FOLD, "a")]) == 600
+    assert watch.sent([Op(Kind.STATE, "a")]) == 0  # a fold holds the document again too
+    watch.unloaded("b")
+    assert watch.sent([Op(Kind.STATE, "b")]) == 0
+    off = CoolingWatch(0, clock)  # workers never cool: nothing is recorded
+    off.loaded("a", 1000)
+    clock.now += 1000
+    assert off.sent([Op(Kind.STATE, "a")]) == 0
