@@ -171,6 +171,11 @@ LARGE_ROOMS = Gauge(
     "collab_large_rooms",
     "Rooms loaded in the CRDT workers kept for large rooms (COLLAB_LARGE_ROOM_BYTES; collab_server/crdt/pool.py)",
 )
+IDLE_DOCUMENTS = Gauge(
+    "collab_idle_documents",
+    "Loaded rooms without an update for COLLAB_IDLE_DOCUMENT_SECONDS: their CRDT worker keeps only their encoded "
+    "form, or drops the document once it has no request to answer (collab_server/crdt/cooling.py)",
+)
 FRESH_SYNCS = Counter(
     "collab_fresh_syncs_total",
     "Whole documents sent to fresh clients, by where they came from: memory (unchanged since the last one; "

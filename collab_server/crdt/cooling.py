@@ -67,6 +67,12 @@ class CoolingWatch:
         if room in self._bytes:
             self._bytes[room] = snapshot_bytes
 
+    def idle_rooms(self) -> int:
+        """Rooms that may be cooled now (``collab_idle_documents``: read in the metrics' thread, hence the
+        copy, which holds the GIL)."""
+        cooled_before = self._clock() - self.idle_seconds
+        return sum(1 for updated in list(self._updated.values()) if updated <= cooled_before)
+
     def unloaded(self, room: str) -> None:
         self._updated.pop(room, None)
         self._bytes.pop(room, None)

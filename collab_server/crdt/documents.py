@@ -157,7 +157,7 @@ class RoomDoc:
     current transaction."""
 
     __slots__ = (
-        "base", "base_head_folded", "doc", "emitted", "refold_at", "snapshots", "state", "subscription",
+        "base", "base_head_folded", "doc", "emitted", "refold_at", "snapshots", "state", "subscription", "whole_head",
     )  # fmt: skip
 
     def __init__(self, doc: Doc[Any], base: list[bytes]) -> None:
@@ -165,6 +165,9 @@ class RoomDoc:
         # Whether base[0] is a snapshot this document produced (a refold): held by it by construction, so a
         # refold need not decode it again to find out.
         self.base_head_folded = False
+        # Whether base[0] is a whole document's snapshot (a stored one the room loaded, or a refold), not an
+        # update that may wait for others: then a cooled room whose base is that one entry is answered from it.
+        self.whole_head = False
         # Refold when the base is longer than this: measured from the last refold, not from zero, since
         # updates still pending stay in the base (a fuzz run's rooms held over 512 that never integrate,
         # and refolding them at every later update, each one decoded again, took 64 % of the workers' CPU).
@@ -190,7 +193,7 @@ class RoomDoc:
         The base is refolded first, into one snapshot where nothing is pending: a cooled room then answers
         syncs from it, and is rebuilt from one entry instead of up to ``_REFOLD_AFTER``."""
         if self.doc is not None:
-            if len(self.base) > 1:
+            if len(self.base) > 1 or not self.whole_head:
                 self.refold()
             self.state = self.doc.get_state()
         return self.drop()
@@ -204,7 +207,7 @@ class RoomDoc:
 
     def snapshot_held(self) -> bytes | None:
         """The document's whole state without rebuilding it: a cooled room's base when it is one snapshot."""
-        return self.base[0] if self.doc is None and len(self.base) == 1 else None
+        return self.base[0] if self.doc is None and len(self.base) == 1 and self.whole_head else None
 
     def _on_transaction(self, event: TransactionEvent) -> None:
         self.emitted.append(event.update)
@@ -278,6 +281,7 @@ class RoomDoc:
         if failed:  # cannot happen for a deterministic library; never keep what does not replay
             self.base = [entry for index, entry in enumerate(self.base) if index not in set(failed)]
             self.base_head_folded = self.base_head_folded and 0 not in failed
+            self.whole_head = self.whole_head and 0 not in failed
         if self.doc is not None:
             self.doc.unobserve(self.subscription)
         self.doc = doc
@@ -299,7 +303,7 @@ class RoomDoc:
         entries = self.base[1:] if self.base_head_folded else self.base
         pending = [entry for entry in entries if not _integrated(entry, state, clocks)]
         self.base = [snapshot, *pending]
-        self.base_head_folded = True
+        self.base_head_folded = self.whole_head = True
         self.refold_at = len(self.base) + _REFOLD_AFTER
 
 
@@ -368,6 +372,7 @@ class Documents:
         self._updated(room)
         if snapshot is not None and 0 not in failed_set:
             held.snapshots.append(_digest(snapshot))
+            held.whole_head = True
         return Loaded(doc.get_state(), bad)
 
     def apply(self, room: str, update: bytes) -> Applied:

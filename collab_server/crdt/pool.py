@@ -243,6 +243,7 @@ class WorkerPool:
     async def start(self) -> WorkerPool:
         lanes = [*self._lanes, *self._document_lanes, *self._large_lanes]
         await asyncio.gather(*(lane.process.start(_START_TIMEOUT) for lane in lanes))
+        metrics.IDLE_DOCUMENTS.set_function(self.cooling.idle_rooms)
         return self
 
     def worker_pid(self, room: str) -> int | None:
@@ -430,6 +431,7 @@ class WorkerPool:
 
     async def close(self) -> None:
         self._closed = True
+        metrics.IDLE_DOCUMENTS.set_function(lambda: 0)  # and let go of this pool
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

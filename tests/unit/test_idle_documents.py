@@ -225,8 +225,10 @@ def test_the_pool_expects_a_rebuild_where_no_update_was_sent_for_the_idle_time()
     assert watch.sent([Op(Kind.STATE, "a"), Op(Kind.STATE, "unknown")]) == 1024
     clock.now += 60
     assert watch.sent([Op(Kind.STATE, "b")]) == 61  # its updates count in its size
+    assert watch.idle_rooms() == 2
     watch.folded("a", 600)
     assert watch.sent([Op(Kind.FOLD, "a")]) == 600
+    assert watch.idle_rooms() == 1
     assert watch.sent([Op(Kind.STATE, "a")]) == 0  # a fold holds the document again too
     watch.unloaded("b")
     assert watch.sent([Op(Kind.STATE, "b")]) == 0
@@ -234,3 +236,16 @@ def test_the_pool_expects_a_rebuild_where_no_update_was_sent_for_the_idle_time()
     off.loaded("a", 1000)
     clock.now += 1000
     assert off.sent([Op(Kind.STATE, "a")]) == 0
+
+
+def test_a_room_holding_only_an_update_waiting_for_another_is_refolded_before_it_answers_from_its_base() -> None:
+    """One base entry is not always a whole document: an update still pending is not what the document
+    holds, and is never sent as the room's state."""
+    documents = Documents()
+    _, updates = typing_updates(2)
+    documents.load("r", None, [updates[1]])  # waits for updates[0]
+    documents.cool_one(0)
+    held = documents.rooms["r"]
+    assert len(held.base) == 2 and held.base[1] == updates[1]  # refolded: an empty snapshot, then it
+    assert documents.full_state("r") != updates[1]
+    assert _text(documents.full_state("r")) == ""  # type: ignore[arg-type]
