@@ -152,6 +152,10 @@ def _replay_once(
     return doc, failed
 
 
+class ColdRoomLost(Exception):
+    """A cooled room's base did not rebuild the document it was cooled from."""
+
+
 class RoomDoc:
     """One room's document (None while the room is cooled), its base, and what its observer emitted in the
     current transaction."""
@@ -182,11 +186,25 @@ class RoomDoc:
         self.state = b""
 
     def live(self) -> Doc[Any]:
-        """The document, rebuilt from the base first if the room was cooled."""
+        """The document, rebuilt from the base first if the room was cooled (``warm_up``)."""
         if self.doc is None:
-            self._replace_doc()
+            self.warm_up()
         assert self.doc is not None
         return self.doc
+
+    def warm_up(self) -> None:
+        """Rebuild a cooled room's document from its base. ColdRoomLost if that does not give back the
+        state it was cooled at: the library can encode a document into bytes that it then cannot load
+        (fuzzing found such, ``fold``), and the base of a cooled room is such an encoding."""
+        try:
+            self._replace_doc()
+        except RuntimeError as exc:  # not even the base's other entries encode (``_replay``)
+            self.drop()
+            raise ColdRoomLost(str(exc)) from exc
+        assert self.doc is not None
+        if decode_state_vector(self.doc.get_state()) != decode_state_vector(self.state):
+            self.drop()
+            raise ColdRoomLost("the rebuilt document is not the one that was cooled")
 
     def cool(self) -> int:
         """Drop the document, keeping the base it is rebuilt from (and its state vector); the bytes kept.
@@ -326,20 +344,26 @@ class Documents:
         # room that moved to a large room's worker leaves its document's memory here: ``worker.serve``).
         self.unloaded_bytes = 0
 
-    def _updated(self, room: str) -> RoomDoc | None:
-        """The room, about to take an update: it is rebuilt if cooled, and counts as updated now."""
+    def _held(self, room: str, *, updated: bool) -> RoomDoc | None:
+        """The room with its document, rebuilt first if it was cooled; it counts as updated now if
+        ``updated`` or if it was rebuilt (it is held again, so it must be cooled again). None if the room is
+        not here, or if its rebuild failed (``ColdRoomLost``): then it is dropped, its callers are told it
+        is not loaded, and the server loads it again from the store, which holds every accepted update."""
         held = self.rooms.get(room)
-        if held is not None:
+        if held is None:
+            return None
+        if held.doc is None:
+            try:
+                held.warm_up()
+            except ColdRoomLost:
+                del self.rooms[room]
+                self.warm.pop(room, None)
+                return None
+            updated = True
+        if updated:
             self.warm.pop(room, None)
             self.warm[room] = self._clock()
         return held
-
-    def _live(self, room: str, held: RoomDoc) -> Doc[Any]:
-        """The room's document for a read: a cooled room rebuilt for it counts as updated now (it is held
-        again, so it must be cooled again)."""
-        if held.doc is None:
-            self.warm[room] = self._clock()
-        return held.live()
 
     def cooling_due(self, idle_seconds: float) -> float | None:
         """Seconds until the least recently updated room has been idle ``idle_seconds`` (0 if it has), or
@@ -369,20 +393,20 @@ class Documents:
         if old is not None:
             old.drop()
         held = self.rooms[room] = RoomDoc(doc, base)
-        self._updated(room)
+        self._held(room, updated=True)
         if snapshot is not None and 0 not in failed_set:
             held.snapshots.append(_digest(snapshot))
             held.whole_head = True
         return Loaded(doc.get_state(), bad)
 
     def apply(self, room: str, update: bytes) -> Applied:
-        held = self._updated(room)
+        held = self._held(room, updated=True)
         if held is None:
             return Applied(Refusal.NOT_LOADED)
         return held.apply(update)
 
     def apply_run(self, room: str, updates: Sequence[bytes]) -> list[Applied]:
-        held = self._updated(room)
+        held = self._held(room, updated=True)
         if held is None:
             return [Applied(Refusal.NOT_LOADED) for _ in updates]
         return held.apply_run(updates)
@@ -394,10 +418,10 @@ class Documents:
         try:
             clocks = decode_state_vector(state_vector)  # our own decoder first: Yrs never sees a malformed one
             snapshot = held.snapshot_held()
-            if snapshot is None:
-                return self._live(room, held).get_update(state_vector)
-            # A cooled room: the diff from its snapshot (our own fold's bytes), without rebuilding it.
-            return get_update(snapshot, state_vector) if clocks else snapshot
+            if snapshot is not None:  # a cooled room: the diff from its snapshot, without rebuilding it
+                return get_update(snapshot, state_vector) if clocks else snapshot
+            live = self._held(room, updated=False)
+            return Refusal.NOT_LOADED if live is None else live.live().get_update(state_vector)
         except ProtocolError:
             return Refusal.BAD_STATE_VECTOR
         except BaseException as exc:
@@ -414,16 +438,19 @@ class Documents:
         return held.state if held.doc is None else _read(held.doc.get_state)
 
     def delete_set(self, room: str) -> bytes | Refusal:
-        held = self.rooms.get(room)
+        held = self._held(room, updated=False)
         if held is None:
             return Refusal.NOT_LOADED
-        return _read(lambda: (doc := self._live(room, held)).get_update(doc.get_state()))
+        doc = held.live()
+        return _read(lambda: doc.get_update(doc.get_state()))
 
     def full_state(self, room: str) -> bytes | Refusal:
         held = self.rooms.get(room)
-        if held is None:
-            return Refusal.NOT_LOADED
-        return held.snapshot_held() or _read(lambda: self._live(room, held).get_update())
+        snapshot = None if held is None else held.snapshot_held()
+        if snapshot is not None:
+            return snapshot
+        held = self._held(room, updated=False)
+        return Refusal.NOT_LOADED if held is None else _read(held.live().get_update)
 
     def unload(self, room: str) -> None:
         held = self.rooms.pop(room, None)
@@ -439,7 +466,7 @@ class Documents:
         document into bytes that it then cannot load (a panic, or an endless loop, on every later load of
         the room), and a stored snapshot replaces the rows it folds. LIBRARY_FAILURE when no fold does:
         the rows stay in the log, where a load can still set the bad ones aside one by one."""
-        held = self._updated(room)  # a compaction follows updates: the room is in use
+        held = self._held(room, updated=True)  # a compaction follows updates: the room is in use
         if held is not None:
             known = snapshot is None or _digest(snapshot) in held.snapshots
             folded = fold_loaded(held.live(), None if known else snapshot, updates)

@@ -249,3 +249,25 @@ def test_a_room_holding_only_an_update_waiting_for_another_is_refolded_before_it
     assert len(held.base) == 2 and held.base[1] == updates[1]  # refolded: an empty snapshot, then it
     assert documents.full_state("r") != updates[1]
     assert _text(documents.full_state("r")) == ""  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fault", ["does not load", "loads another document"])
+def test_a_cooled_room_that_does_not_rebuild_to_its_state_is_dropped_for_a_reload(fault: str) -> None:
+    """The library can encode a document into bytes it cannot load back (fuzzing found such). A cooled
+    room's base is such an encoding, so its rebuild is checked against the state it was cooled at; if it
+    falls short, the room is given up (NOT_LOADED: the server reloads it from the store), never served with
+    less than it held. The fault is injected into the base: no update is known to cause it."""
+    documents = Documents()
+    _, updates = typing_updates(4)
+    documents.load("r", None, updates)
+    documents.cool_one(0)
+    held = documents.rooms["r"]
+    held.base = [b"\xff" * 8 if fault == "does not load" else typing_updates(2)[1][0]]
+    held.whole_head = False  # so that syncs must rebuild it too
+    assert documents.apply("r", typing_updates(5)[1][4]).refusal is Refusal.NOT_LOADED
+    assert "r" not in documents.rooms and "r" not in documents.warm
+    documents.load("r", None, updates)  # what the server does next
+    documents.cool_one(0)
+    documents.rooms["r"].base = [b"\x00\x00"]
+    documents.rooms["r"].whole_head = False
+    assert documents.full_state("r") is Refusal.NOT_LOADED and "r" not in documents.rooms
