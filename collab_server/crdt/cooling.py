@@ -20,9 +20,6 @@ from collections.abc import Callable, Iterable
 
 from collab_server.crdt.codec import Kind, Op
 
-# Ops after which the worker holds the room's document, rebuilt if it was cooled, for the idle time again.
-_KEEP_WARM = frozenset((Kind.APPLY, Kind.FOLD))
-
 
 class CoolingWatch:
     """Per room: when the pool last sent it an update, and its size (stored bytes at load, plus the bytes of
@@ -43,7 +40,8 @@ class CoolingWatch:
 
     def sent(self, ops: Iterable[Op]) -> int:
         """``ops`` go to a worker now: the bytes of the cooled rooms it may rebuild for them (each room
-        once), and their updates and folds keep their rooms' documents for the idle time again."""
+        once), and their updates keep their rooms' documents for the idle time again. (A cooled room is
+        compacted without a rebuild, when it can be: a fold does not count as an update.)"""
         if not self._updated:
             return 0
         now = self._clock()
@@ -57,10 +55,9 @@ class CoolingWatch:
             if updated <= cooled_before and op.room not in rebuilds:
                 rebuilds.add(op.room)
                 total += self._bytes[op.room]
-            if op.kind in _KEEP_WARM:
+            if op.kind is Kind.APPLY:
                 self._updated[op.room] = now
-                if op.kind is Kind.APPLY:
-                    self._bytes[op.room] += op.size
+                self._bytes[op.room] += op.size
         return total
 
     def folded(self, room: str, snapshot_bytes: int) -> None:

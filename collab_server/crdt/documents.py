@@ -161,7 +161,8 @@ class RoomDoc:
     current transaction."""
 
     __slots__ = (
-        "base", "base_head_folded", "doc", "emitted", "refold_at", "snapshots", "state", "subscription", "whole_head",
+        "base", "base_head_folded", "doc", "emitted", "head_loads", "refold_at", "snapshots", "state",
+        "subscription", "whole_head",
     )  # fmt: skip
 
     def __init__(self, doc: Doc[Any], base: list[bytes]) -> None:
@@ -172,6 +173,10 @@ class RoomDoc:
         # Whether base[0] is a whole document's snapshot (a stored one the room loaded, or a refold), not an
         # update that may wait for others: then a cooled room whose base is that one entry is answered from it.
         self.whole_head = False
+        # Whether base[0] is known to load back into the document it encodes (the stored snapshot the room
+        # loaded, a compaction's checked snapshot, or one a cooled room was rebuilt from): a cooled room
+        # is then compacted from it without the check (``Documents.fold``).
+        self.head_loads = False
         # Refold when the base is longer than this: measured from the last refold, not from zero, since
         # updates still pending stay in the base (a fuzz run's rooms held over 512 that never integrate,
         # and refolding them at every later update, each one decoded again, took 64 % of the workers' CPU).
@@ -205,6 +210,7 @@ class RoomDoc:
         if decode_state_vector(self.doc.get_state()) != decode_state_vector(self.state):
             self.drop()
             raise ColdRoomLost("the rebuilt document is not the one that was cooled")
+        self.head_loads = self.whole_head
 
     def cool(self) -> int:
         """Drop the document, keeping the base it is rebuilt from (and its state vector); the bytes kept.
@@ -300,15 +306,16 @@ class RoomDoc:
             self.base = [entry for index, entry in enumerate(self.base) if index not in set(failed)]
             self.base_head_folded = self.base_head_folded and 0 not in failed
             self.whole_head = self.whole_head and 0 not in failed
+            self.head_loads = self.head_loads and 0 not in failed
         if self.doc is not None:
             self.doc.unobserve(self.subscription)
         self.doc = doc
         self.subscription = doc.observe(self._on_transaction)
 
-    def refold(self, snapshot: bytes | None = None) -> None:
+    def refold(self, snapshot: bytes | None = None, *, loads: bool = False) -> None:
         """Replace the base by a snapshot of the document and the entries it does not hold yet (pending).
         ``snapshot``: the document's full state, just encoded by the caller (a compaction from the live
-        document), so that it is not encoded again."""
+        document), so that it is not encoded again; ``loads``: it is known to load back."""
         doc = self.live()
         if snapshot is None:
             try:
@@ -322,6 +329,7 @@ class RoomDoc:
         pending = [entry for entry in entries if not _integrated(entry, state, clocks)]
         self.base = [snapshot, *pending]
         self.base_head_folded = self.whole_head = True
+        self.head_loads = loads
         self.refold_at = len(self.base) + _REFOLD_AFTER
 
 
@@ -396,7 +404,7 @@ class Documents:
         self._held(room, updated=True)
         if snapshot is not None and 0 not in failed_set:
             held.snapshots.append(_digest(snapshot))
-            held.whole_head = True
+            held.whole_head = held.head_loads = True
         return Loaded(doc.get_state(), bad)
 
     def apply(self, room: str, update: bytes) -> Applied:
@@ -466,6 +474,17 @@ class Documents:
         document into bytes that it then cannot load (a panic, or an endless loop, on every later load of
         the room), and a stored snapshot replaces the rows it folds. LIBRARY_FAILURE when no fold does:
         the rows stay in the log, where a load can still set the bad ones aside one by one."""
+        cooled = self.rooms.get(room)
+        encoded = None if cooled is None else cooled.snapshot_held()
+        if cooled is not None and encoded is not None:
+            # Compacted from its snapshot, without rebuilding it (a replica shutting down compacts every
+            # room with unsaved rows: rebuilding its cooled rooms would take back all their memory).
+            known = snapshot is None or _digest(snapshot) in cooled.snapshots
+            folded = fold_cooled(encoded, cooled.state, None if known else snapshot, updates)
+            if folded is not None and (cooled.head_loads or _loads_back(folded)):
+                cooled.snapshots = [*cooled.snapshots[-3:], _digest(folded.snapshot)]
+                cooled.head_loads = True
+                return folded
         held = self._held(room, updated=True)  # a compaction follows updates: the room is in use
         if held is not None:
             known = snapshot is None or _digest(snapshot) in held.snapshots
@@ -474,7 +493,8 @@ class Documents:
                 # The stored snapshot once the compaction is written (the older ones stay known, in case
                 # it is not).
                 held.snapshots = [*held.snapshots[-3:], _digest(folded.snapshot)]
-                held.refold(folded.snapshot)  # the compaction's snapshot is the base's too: one encode
+                # The compaction's snapshot is the base's too: one encode.
+                held.refold(folded.snapshot, loads=True)
                 return folded
         entries = ([snapshot] if snapshot is not None else []) + list(updates)
         doc, failed = _replay(entries)
@@ -607,6 +627,19 @@ def fold_loaded(doc: Doc[Any], snapshot: bytes | None, updates: Sequence[bytes])
     except BaseException as exc:  # a document the library cannot encode: the caller replays the rows
         _refusal(exc)
         return None
+    return _fold_held(encoded, state, deleted, snapshot, updates)
+
+
+def fold_cooled(encoded: bytes, state: bytes, snapshot: bytes | None, updates: Sequence[bytes]) -> Folded | None:
+    """``fold_loaded`` for a cooled room, from ``encoded`` (its whole document) and ``state`` (its state
+    vector), without rebuilding its document: the snapshot is ``encoded`` itself."""
+    return _fold_held(encoded, state, _beyond(encoded, state), snapshot, updates)
+
+
+def _fold_held(
+    encoded: bytes, state: bytes, deleted: Deletes | None, snapshot: bytes | None, updates: Sequence[bytes]
+) -> Folded | None:
+    """The fold of a document whose whole state is ``encoded``, at ``state``, with ``deleted`` its delete set."""
     if deleted is None:  # pragma: no cover - a document's own delete set always reads
         return None
     deleted = _merged(deleted)
