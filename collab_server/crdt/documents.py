@@ -14,12 +14,13 @@ has grown by ``_REFOLD_AFTER`` entries, so it costs about what the document does
 worker process, or in the test process through ``local.InProcessEngine``; never in the server's
 networking process.
 
-A room whose document has had no update for a while is *cooled* (``Documents.cool_idle``): its document
-is dropped and only its base is kept, from which it is rebuilt at its next update. The library holds a
-document at 4 to 14 times its encoded size (a tldraw board of 44 MiB: 560 MiB, against 148 MiB for Yjs in
-Node; ``bench/document_memory.py``), while most rooms open at any moment are only being looked at, and
-their base is about 1x. A cooled room still answers its state vector (kept), and a sync whose answer is
-its one-entry base (a snapshot) without being rebuilt.
+A room whose document has had no update for a while is *cooled* (``Documents.cool_one``, called by the
+worker between requests): its document is dropped and only its base is kept, refolded into one snapshot,
+from which it is rebuilt at its next update. The library holds a document at 4 to 16 times its encoded
+size (a tldraw board of 44 MiB: 560 MiB, against 148 MiB for Yjs in Node; ``bench/document_memory.py``),
+while most rooms open at any moment are only being looked at, and their base is about 1x. A cooled room
+still answers its state vector (kept) and syncs (from the snapshot), and is compacted from the snapshot,
+without being rebuilt.
 """
 
 from __future__ import annotations
@@ -217,9 +218,13 @@ class RoomDoc:
         The base is refolded first, into one snapshot where nothing is pending: a cooled room then answers
         syncs from it, and is rebuilt from one entry instead of up to ``_REFOLD_AFTER``."""
         if self.doc is not None:
-            if len(self.base) > 1 or not self.whole_head:
-                self.refold()
-            self.state = self.doc.get_state()
+            try:
+                if (len(self.base) > 1 or not self.whole_head) and not self.refold():
+                    return 0  # a document the library cannot encode stays as it is (its reads are refused)
+                self.state = self.doc.get_state()
+            except BaseException as exc:  # or that it cannot read
+                _refusal(exc)
+                return 0
         return self.drop()
 
     def drop(self) -> int:
@@ -312,17 +317,18 @@ class RoomDoc:
         self.doc = doc
         self.subscription = doc.observe(self._on_transaction)
 
-    def refold(self, snapshot: bytes | None = None, *, loads: bool = False) -> None:
+    def refold(self, snapshot: bytes | None = None, *, loads: bool = False) -> bool:
         """Replace the base by a snapshot of the document and the entries it does not hold yet (pending).
         ``snapshot``: the document's full state, just encoded by the caller (a compaction from the live
-        document), so that it is not encoded again; ``loads``: it is known to load back."""
+        document), so that it is not encoded again; ``loads``: it is known to load back. False if the
+        document cannot be encoded: the base is kept as it is."""
         doc = self.live()
         if snapshot is None:
             try:
                 snapshot = doc.get_update()
             except BaseException as exc:  # a document the library cannot encode: keep the base as it is
                 _refusal(exc)
-                return
+                return False
         state = doc.get_state()
         clocks = decode_state_vector(state)
         entries = self.base[1:] if self.base_head_folded else self.base
@@ -331,6 +337,7 @@ class RoomDoc:
         self.base_head_folded = self.whole_head = True
         self.head_loads = loads
         self.refold_at = len(self.base) + _REFOLD_AFTER
+        return True
 
 
 def _merge(updates: list[bytes]) -> bytes:

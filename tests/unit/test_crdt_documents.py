@@ -132,6 +132,16 @@ def test_a_live_document_that_cannot_encode_is_folded_by_replaying_the_rows() ->
     assert documents.rooms["r"].base == [*updates, PANIC[0]]
 
 
+def test_a_document_that_cannot_encode_is_not_cooled() -> None:
+    """Cooling refolds the base into one snapshot, which such a document cannot give: it stays loaded, as it
+    was, and the worker goes on (``documents.RoomDoc.cool``)."""
+    documents, rows = _holding_an_unencodable_room()
+    held = documents.rooms["r"]
+    assert held.cool() == 0
+    assert held.doc is not None and held.base == rows
+    assert documents.full_state("r") is Refusal.LIBRARY_FAILURE
+
+
 def test_stored_rows_that_fail_are_reported_and_left_out() -> None:
     documents = Documents()
     _, updates = typing_updates(2)
