@@ -6,7 +6,7 @@ load: 18 ms for a tldraw board of 1,000 records, about a second for one of 100,0
 The watchdog gives a request a deadline from what it carries (``WorkerPool.deadline_for``); an update of
 a few bytes to a cooled board carries nothing that says "rebuild 44 MiB first", and would be cut off as a
 hang. So the pool notes when it last sent each room an update, and about how large the room is, and a
-request to a room that may be cooled gets the deadline of a load of that size.
+request to a room that may be cooled gets the time its rebuild may take (``pool._REBUILD_BYTES_PER_DEADLINE``).
 
 The pool sends an update before the worker applies it, so the worker cools a room no sooner than this
 watch expects it to: a room taken for cooled when it is not only gets a longer deadline. (A read can

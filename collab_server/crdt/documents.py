@@ -162,7 +162,7 @@ class RoomDoc:
     current transaction."""
 
     __slots__ = (
-        "base", "base_head_folded", "doc", "emitted", "head_loads", "refold_at", "snapshots", "state",
+        "base", "base_head_folded", "doc", "emitted", "fragile", "head_loads", "refold_at", "snapshots", "state",
         "subscription", "whole_head",
     )  # fmt: skip
 
@@ -178,6 +178,11 @@ class RoomDoc:
         # loaded, a compaction's checked snapshot, or one a cooled room was rebuilt from): a cooled room
         # is then compacted from it without the check (``Documents.fold``).
         self.head_loads = False
+        # Whether the library ever failed on this room (an update it got part-way into, a row that would not
+        # replay): such a room is never cooled. Rebuilding replays its base, and rows that make the library
+        # read memory it had freed apply in some replays and crash others (docs/benchmarks.md, fuzz run J):
+        # a fuzz run that cooled every room after 1 s had three times the worker restarts of one that did not.
+        self.fragile = False
         # Refold when the base is longer than this: measured from the last refold, not from zero, since
         # updates still pending stay in the base (a fuzz run's rooms held over 512 that never integrate,
         # and refolding them at every later update, each one decoded again, took 64 % of the workers' CPU).
@@ -220,10 +225,12 @@ class RoomDoc:
         if self.doc is not None:
             try:
                 if (len(self.base) > 1 or not self.whole_head) and not self.refold():
+                    self.fragile = True
                     return 0  # a document the library cannot encode stays as it is (its reads are refused)
                 self.state = self.doc.get_state()
             except BaseException as exc:  # or that it cannot read
                 _refusal(exc)
+                self.fragile = True
                 return 0
         return self.drop()
 
@@ -248,6 +255,7 @@ class RoomDoc:
         if refusal is not None:
             self.emitted.clear()  # what a failed call produced is never used
             if not (refusal is Refusal.MALFORMED and _untouched(update)):
+                self.fragile = True
                 self.rebuild()  # the library got part-way into it: never trust what it left
             return Applied(refusal)
         self.base.append(update)
@@ -282,6 +290,7 @@ class RoomDoc:
         except BaseException as exc:
             _refusal(exc)  # re-raises what is not the library's
             self.emitted.clear()
+            self.fragile = True
             self.rebuild()
             return [self.apply(update) for update in updates]
         emitted = b"".join(self.emitted) if len(self.emitted) == 1 else _merge(self.emitted)
@@ -308,6 +317,7 @@ class RoomDoc:
         """A document built anew from the base (after a failure, or to warm a cooled room)."""
         doc, failed = _replay(self.base)
         if failed:  # cannot happen for a deterministic library; never keep what does not replay
+            self.fragile = True
             self.base = [entry for index, entry in enumerate(self.base) if index not in set(failed)]
             self.base_head_folded = self.base_head_folded and 0 not in failed
             self.whole_head = self.whole_head and 0 not in failed
@@ -388,12 +398,16 @@ class Documents:
         return None
 
     def cool_one(self, idle_seconds: float) -> bool:
-        """Cool the least recently updated room if it has had no update for ``idle_seconds``."""
+        """Cool the least recently updated room if it has had no update for ``idle_seconds`` (a fragile one
+        is only struck off the list: it stays loaded)."""
         for room, updated in self.warm.items():
             if self._clock() - updated < idle_seconds:
                 return False
             del self.warm[room]
-            self.unloaded_bytes += self.rooms[room].cool()
+            held = self.rooms[room]
+            if held.fragile:
+                return False
+            self.unloaded_bytes += held.cool()
             return True
         return False
 
@@ -408,6 +422,7 @@ class Documents:
         if old is not None:
             old.drop()
         held = self.rooms[room] = RoomDoc(doc, base)
+        held.fragile = bool(failed)
         self._held(room, updated=True)
         if snapshot is not None and 0 not in failed_set:
             held.snapshots.append(_digest(snapshot))

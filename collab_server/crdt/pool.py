@@ -86,6 +86,11 @@ _OPS_PER_DEADLINE = 500
 _MAX_BATCH_OPS = 2000
 _MAX_BATCH_BYTES = 1024 * 1024
 _LOAD_FACTOR = 5.0
+# A request to a room its worker may have cooled (``cooling``) gets one more deadline per 5 MiB of the room
+# to rebuild: rebuilds took 18 ms for a tldraw board of 0.44 MiB and 0.94 s for one of 44 MiB, about 20 ms
+# a MiB, so that is ten times as long (and no more: it is also what a hang in such a room may hold its
+# worker before the watchdog cuts it off).
+_REBUILD_BYTES_PER_DEADLINE = 5 * 1024 * 1024
 _RELEASE_DELAY = 1.0
 _RETRY_FACTOR = 2.0
 # Deadlines are CPU time (``_within_deadline``); a request that uses no CPU (a blocked worker) is cut off
@@ -517,15 +522,14 @@ class WorkerPool:
         self, ops: list[Op], *, retry: bool = False, heavy: dict[str, float] | None = None, rebuilds: int = 0
     ) -> float:
         """CPU seconds the worker may spend on ``ops``: see ``_BYTES_PER_DEADLINE`` and ``_Lane.heavy``.
-        ``rebuilds``: bytes of the cooled rooms the worker may have to rebuild first (``cooling``), each
-        byte given the time of a load's."""
+        ``rebuilds``: bytes of the cooled rooms the worker may have to rebuild first (``cooling``)."""
         deadline = self.deadline * (
             1 + sum(op.size for op in ops) / _BYTES_PER_DEADLINE + (len(ops) - 1) / _OPS_PER_DEADLINE
         )
         if any(op.kind in (Kind.LOAD, Kind.FOLD, Kind.DOCUMENT) for op in ops):
             deadline *= _LOAD_FACTOR
         if rebuilds:
-            deadline += self.deadline * _LOAD_FACTOR * (1 + rebuilds / _BYTES_PER_DEADLINE)
+            deadline += self.deadline * rebuilds / _REBUILD_BYTES_PER_DEADLINE
         if heavy:
             extra = _HEAVY_MARGIN * sum(heavy.get(op.room, 0.0) for op in ops)
             deadline += min(extra, self.deadline * _HEAVY_MAX)

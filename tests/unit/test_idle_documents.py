@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Map, Text
 
+from collab_server.crdt import pool as pool_module
 from collab_server.crdt.codec import Kind, Op
 from collab_server.crdt.cooling import CoolingWatch
 from collab_server.crdt.documents import Documents
@@ -199,9 +200,12 @@ def _entries(update: bytes) -> int:
     return len(doc.get("m", type=Map))
 
 
-async def test_an_update_to_a_cooled_room_gets_the_time_its_rebuild_takes() -> None:
+async def test_an_update_to_a_cooled_room_gets_the_time_its_rebuild_takes(monkeypatch: pytest.MonkeyPatch) -> None:
     """A deadline of 10 ms of CPU a request: a few bytes of update to a cooled room of 3.7 MiB (rebuilt in
-    about 100 ms) would be cut off as a hang while the worker rebuilds the room, but the pool expects it."""
+    about 100 ms) would be cut off as a hang while the worker rebuilds the room, but the pool expects it.
+    (The allowance is one deadline per 5 MiB, ten times what rebuilds took with a deadline of a second;
+    with this deadline it is scaled to one per 64 KiB.)"""
+    monkeypatch.setattr(pool_module, "_REBUILD_BYTES_PER_DEADLINE", 64 * 1024)
     async with running_pool(1, idle_document_seconds=0.3, deadline=0.01) as (engine, store):
         pid = engine.worker_pid("board")
         idle = _resident_mib(pid)
@@ -283,3 +287,24 @@ def test_a_cooled_room_that_does_not_rebuild_to_its_state_is_dropped_for_a_reloa
     documents.rooms["r"].base = [b"\x00\x00"]
     documents.rooms["r"].whole_head = False
     assert documents.full_state("r") is Refusal.NOT_LOADED and "r" not in documents.rooms
+
+
+def test_a_room_the_library_failed_on_is_never_cooled() -> None:
+    """Rebuilding replays the base, and rows that make the library read freed memory apply in some replays
+    and crash others: a room where the library ever failed stays loaded."""
+    documents = Documents()
+    base, partial = PARTIAL
+    documents.load("hostile", None, [base])
+    documents.load("calm", None, typing_updates(2)[1])
+    assert documents.apply("hostile", partial).refusal is Refusal.LIBRARY_FAILURE
+    assert documents.apply("hostile", b"\xff" * 40).refusal is Refusal.MALFORMED  # undecodable: harmless
+    while documents.cooling_due(0) is not None:
+        documents.cool_one(0)
+    assert _cooled(documents, "calm") and not _cooled(documents, "hostile")
+    # A room loaded with a row that failed is fragile from the start.
+    _, rows = typing_updates(2)
+    loaded = documents.load("quarantined", None, [rows[0], b"\x01\x09garbage", rows[1]])
+    assert [row.index for row in loaded.bad] == [1]
+    while documents.cooling_due(0) is not None:
+        documents.cool_one(0)
+    assert not _cooled(documents, "quarantined")
