@@ -192,7 +192,7 @@ class Settings:
     idle_document_seconds: float = _setting(
         60.0,
         "seconds without an update after which a room's CRDT worker drops its document and keeps only its "
-        "encoded form (about 1x, against 4-14x loaded), rebuilding it at the next update; syncs are still "
+        "encoded form (about 1x, against 4-16x loaded), rebuilding it at the next update; syncs are still "
         "answered (0: keep every document)",
     )
     fresh_sync_bytes: int = _setting(
