@@ -206,10 +206,22 @@ class RoomDoc:
     def warm_up(self) -> None:
         """Rebuild a cooled room's document from its base. ColdRoomLost if that does not give back the
         state it was cooled at: the library can encode a document into bytes that it then cannot load
-        (fuzzing found such, ``fold``), and the base of a cooled room is such an encoding."""
+        (fuzzing found such, ``fold``), and the base of a cooled room is such an encoding.
+
+        A base that is one whole snapshot is applied as it is: a replay (``_replay``) would also encode the
+        result to check that it can be, a third of a small board's rebuild, and this document was encoded
+        when it was cooled."""
+        snapshot = self.snapshot_held()
         try:
-            self._replace_doc()
-        except RuntimeError as exc:  # not even the base's other entries encode (``_replay``)
+            if snapshot is None:
+                self._replace_doc()
+            else:
+                doc: Doc[Any] = Doc()
+                doc.apply_update(snapshot)
+                self.doc = doc
+                self.subscription = doc.observe(self._on_transaction)
+        except BaseException as exc:  # the snapshot does not load, or not even the base's other entries
+            _refusal(exc)  # encode (``_replay``): re-raises what is not the library's
             self.drop()
             raise ColdRoomLost(str(exc)) from exc
         assert self.doc is not None

@@ -87,8 +87,8 @@ _MAX_BATCH_OPS = 2000
 _MAX_BATCH_BYTES = 1024 * 1024
 _LOAD_FACTOR = 5.0
 # A request to a room its worker may have cooled (``cooling``) gets one more deadline per 5 MiB of the room
-# to rebuild: rebuilds took 18 ms for a tldraw board of 0.44 MiB and 0.94 s for one of 44 MiB, about 20 ms
-# a MiB, so that is ten times as long (and no more: it is also what a hang in such a room may hold its
+# to rebuild: rebuilds took up to 18 ms for a tldraw board of 0.44 MiB and 0.94 s for one of 44 MiB, about
+# 20 ms a MiB, so that is ten times as long (and no more: it is also what a hang in such a room may hold its
 # worker before the watchdog cuts it off).
 _REBUILD_BYTES_PER_DEADLINE = 5 * 1024 * 1024
 _RELEASE_DELAY = 1.0

@@ -308,3 +308,17 @@ def test_a_room_the_library_failed_on_is_never_cooled() -> None:
     while documents.cooling_due(0) is not None:
         documents.cool_one(0)
     assert not _cooled(documents, "quarantined")
+
+
+@pytest.mark.parametrize("snapshot", [b"\xff" * 8, b"\x00\x00"], ids=["does not load", "another document"])
+def test_a_cooled_room_whose_snapshot_does_not_give_its_state_back_is_dropped(snapshot: bytes) -> None:
+    """The same check where the base is one whole snapshot, applied as it is (no replay)."""
+    documents = Documents()
+    _, updates = typing_updates(4)
+    documents.load("r", None, updates)
+    documents.cool_one(0)
+    held = documents.rooms["r"]
+    assert held.snapshot_held() is not None
+    held.base = [snapshot]  # the fault, injected: no update is known to cause it
+    assert documents.apply("r", typing_updates(5)[1][4]).refusal is Refusal.NOT_LOADED
+    assert "r" not in documents.rooms
