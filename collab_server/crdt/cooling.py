@@ -1,10 +1,9 @@
 """What the worker pool knows of the rooms its workers may have cooled.
 
 A worker drops the document of a room that has had no update for ``idle_seconds`` and rebuilds it from
-the room's encoded form at its next update (``documents``, ``worker``). A rebuild takes about as long as a
-load: 6 ms for a tldraw board of 1,000 records, 0.4 s for one of 100,000 (44 MiB), measured (a rebuild
-that replays several entries, 18 ms and 0.94 s).
-The watchdog gives a request a deadline from what it carries (``WorkerPool.deadline_for``); an update of
+the room's encoded form at its next update (``documents``, ``worker``). A rebuild took 6 ms for a tldraw
+board of 1,000 records and 0.4 s for one of 100,000 (44 MiB); one that replays several entries, 18 ms
+and 0.94 s. The watchdog gives a request a deadline from what it carries (``WorkerPool.deadline_for``); an update of
 a few bytes to a cooled board carries nothing that says "rebuild 44 MiB first", and would be cut off as a
 hang. So the pool notes when it last sent each room an update, and about how large the room is, and a
 request to a room that may be cooled gets the time its rebuild may take (``pool._REBUILD_BYTES_PER_DEADLINE``).
