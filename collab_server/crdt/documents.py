@@ -214,12 +214,11 @@ class RoomDoc:
         snapshot = self.snapshot_held()
         try:
             if snapshot is None:
-                self._replace_doc()
+                self.rebuild()
             else:
                 doc: Doc[Any] = Doc()
                 doc.apply_update(snapshot)
-                self.doc = doc
-                self.subscription = doc.observe(self._on_transaction)
+                self._hold(doc)
         except BaseException as exc:  # the snapshot does not load, or not even the base's other entries
             _refusal(exc)  # encode (``_replay``): re-raises what is not the library's
             self.drop()
@@ -323,9 +322,6 @@ class RoomDoc:
         return answers
 
     def rebuild(self) -> None:
-        self._replace_doc()
-
-    def _replace_doc(self) -> None:
         """A document built anew from the base (after a failure, or to warm a cooled room)."""
         doc, failed = _replay(self.base)
         if failed:  # cannot happen for a deterministic library; never keep what does not replay
@@ -334,10 +330,23 @@ class RoomDoc:
             self.base_head_folded = self.base_head_folded and 0 not in failed
             self.whole_head = self.whole_head and 0 not in failed
             self.head_loads = self.head_loads and 0 not in failed
+        self._hold(doc)
+
+    def _hold(self, doc: Doc[Any]) -> None:
+        """Make ``doc`` the room's document, observed in place of the one it replaces."""
         if self.doc is not None:
             self.doc.unobserve(self.subscription)
         self.doc = doc
         self.subscription = doc.observe(self._on_transaction)
+
+    def knows(self, snapshot: bytes | None) -> bool:
+        """Whether ``snapshot`` (a stored one; None: no snapshot) is one this document is known to hold."""
+        return snapshot is None or _digest(snapshot) in self.snapshots
+
+    def remember(self, snapshot: bytes) -> None:
+        """``snapshot`` is held (a compaction's, stored once it is written; the older ones stay known, in
+        case it is not)."""
+        self.snapshots = [*self.snapshots[-3:], _digest(snapshot)]
 
     def refold(self, snapshot: bytes | None = None, *, loads: bool = False) -> bool:
         """Replace the base by a snapshot of the document and the entries it does not hold yet (pending).
@@ -437,7 +446,7 @@ class Documents:
         held.fragile = bool(failed)
         self._held(room, updated=True)
         if snapshot is not None and 0 not in failed_set:
-            held.snapshots.append(_digest(snapshot))
+            held.remember(snapshot)
             held.whole_head = held.head_loads = True
         return Loaded(doc.get_state(), bad)
 
@@ -513,20 +522,16 @@ class Documents:
         if cooled is not None and encoded is not None:
             # Compacted from its snapshot, without rebuilding it (a replica shutting down compacts every
             # room with unsaved rows: rebuilding its cooled rooms would take back all their memory).
-            known = snapshot is None or _digest(snapshot) in cooled.snapshots
-            folded = fold_cooled(encoded, cooled.state, None if known else snapshot, updates)
+            folded = fold_cooled(encoded, cooled.state, None if cooled.knows(snapshot) else snapshot, updates)
             if folded is not None and (cooled.head_loads or _loads_back(folded)):
-                cooled.snapshots = [*cooled.snapshots[-3:], _digest(folded.snapshot)]
+                cooled.remember(folded.snapshot)
                 cooled.head_loads = True
                 return folded
         held = self._held(room, updated=True)  # a compaction follows updates: the room is in use
         if held is not None:
-            known = snapshot is None or _digest(snapshot) in held.snapshots
-            folded = fold_loaded(held.live(), None if known else snapshot, updates)
+            folded = fold_loaded(held.live(), None if held.knows(snapshot) else snapshot, updates)
             if folded is not None and _loads_back(folded):
-                # The stored snapshot once the compaction is written (the older ones stay known, in case
-                # it is not).
-                held.snapshots = [*held.snapshots[-3:], _digest(folded.snapshot)]
+                held.remember(folded.snapshot)
                 # The compaction's snapshot is the base's too: one encode.
                 held.refold(folded.snapshot, loads=True)
                 return folded
