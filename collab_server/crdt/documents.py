@@ -26,6 +26,7 @@ without being rebuilt.
 from __future__ import annotations
 
 import bisect
+import enum
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -157,27 +158,50 @@ class ColdRoomLost(Exception):
     """A cooled room's base did not rebuild the document it was cooled from."""
 
 
+class Head(enum.Enum):
+    """What the first entry of a room's base is known to be."""
+
+    # An update (a stored row, or an update accepted since): it may wait for others, so it is not the
+    # room's whole document.
+    UPDATE = enum.auto()
+    # The stored snapshot the room loaded: a whole document, known to load back (it just did).
+    STORED = enum.auto()
+    # A snapshot this document encoded (a refold): a whole document held by it by construction, so a
+    # refold need not decode it again to find out; not yet known to load back.
+    FOLDED = enum.auto()
+    # Such a snapshot known to load back (a compaction's checked snapshot, or one the room was rebuilt
+    # from): a cooled room is then compacted from it without the check (``Documents.fold``).
+    FOLDED_LOADS = enum.auto()
+
+    @property
+    def whole(self) -> bool:
+        """A whole document's snapshot: a cooled room whose base is that one entry is answered from it."""
+        return self is not Head.UPDATE
+
+    @property
+    def folded(self) -> bool:
+        return self in (Head.FOLDED, Head.FOLDED_LOADS)
+
+    @property
+    def loads(self) -> bool:
+        return self in (Head.STORED, Head.FOLDED_LOADS)
+
+    def loaded_back(self) -> Head:
+        """The same entry, now known to load back."""
+        return Head.FOLDED_LOADS if self is Head.FOLDED else self
+
+
 class RoomDoc:
     """One room's document (None while the room is cooled), its base, and what its observer emitted in the
     current transaction."""
 
     __slots__ = (
-        "base", "base_head_folded", "doc", "emitted", "fragile", "head_loads", "refold_at", "snapshots", "state",
-        "subscription", "whole_head",
+        "base", "doc", "emitted", "fragile", "head", "refold_at", "snapshots", "state", "subscription",
     )  # fmt: skip
 
     def __init__(self, doc: Doc[Any], base: list[bytes]) -> None:
         self.base = base
-        # Whether base[0] is a snapshot this document produced (a refold): held by it by construction, so a
-        # refold need not decode it again to find out.
-        self.base_head_folded = False
-        # Whether base[0] is a whole document's snapshot (a stored one the room loaded, or a refold), not an
-        # update that may wait for others: then a cooled room whose base is that one entry is answered from it.
-        self.whole_head = False
-        # Whether base[0] is known to load back into the document it encodes (the stored snapshot the room
-        # loaded, a compaction's checked snapshot, or one a cooled room was rebuilt from): a cooled room
-        # is then compacted from it without the check (``Documents.fold``).
-        self.head_loads = False
+        self.head = Head.UPDATE  # what base[0] is known to be
         # Whether the library ever failed on this room (an update it got part-way into, a row that would not
         # replay): such a room is never cooled. Rebuilding replays its base, and rows that make the library
         # read memory it had freed apply in some replays and crash others (docs/benchmarks.md, fuzz run J):
@@ -227,7 +251,7 @@ class RoomDoc:
         if decode_state_vector(self.doc.get_state()) != decode_state_vector(self.state):
             self.drop()
             raise ColdRoomLost("the rebuilt document is not the one that was cooled")
-        self.head_loads = self.whole_head
+        self.head = self.head.loaded_back()
 
     def cool(self) -> int:
         """Drop the document, keeping the base it is rebuilt from (and its state vector); the bytes kept.
@@ -235,7 +259,7 @@ class RoomDoc:
         syncs from it, and is rebuilt from one entry instead of up to ``_REFOLD_AFTER``."""
         if self.doc is not None:
             try:
-                if (len(self.base) > 1 or not self.whole_head) and not self.refold():
+                if (len(self.base) > 1 or not self.head.whole) and not self.refold():
                     self.fragile = True
                     return 0  # a document the library cannot encode stays as it is (its reads are refused)
                 self.state = self.doc.get_state()
@@ -254,7 +278,7 @@ class RoomDoc:
 
     def snapshot_held(self) -> bytes | None:
         """The document's whole state without rebuilding it: a cooled room's base when it is one snapshot."""
-        return self.base[0] if self.doc is None and len(self.base) == 1 and self.whole_head else None
+        return self.base[0] if self.doc is None and len(self.base) == 1 and self.head.whole else None
 
     def _on_transaction(self, event: TransactionEvent) -> None:
         self.emitted.append(event.update)
@@ -327,9 +351,8 @@ class RoomDoc:
         if failed:  # cannot happen for a deterministic library; never keep what does not replay
             self.fragile = True
             self.base = [entry for index, entry in enumerate(self.base) if index not in set(failed)]
-            self.base_head_folded = self.base_head_folded and 0 not in failed
-            self.whole_head = self.whole_head and 0 not in failed
-            self.head_loads = self.head_loads and 0 not in failed
+            if 0 in failed:
+                self.head = Head.UPDATE
         self._hold(doc)
 
     def _hold(self, doc: Doc[Any]) -> None:
@@ -362,11 +385,10 @@ class RoomDoc:
                 return False
         state = doc.get_state()
         clocks = decode_state_vector(state)
-        entries = self.base[1:] if self.base_head_folded else self.base
+        entries = self.base[1:] if self.head.folded else self.base
         pending = [entry for entry in entries if not _integrated(entry, state, clocks)]
         self.base = [snapshot, *pending]
-        self.base_head_folded = self.whole_head = True
-        self.head_loads = loads
+        self.head = Head.FOLDED_LOADS if loads else Head.FOLDED
         self.refold_at = len(self.base) + _REFOLD_AFTER
         return True
 
@@ -447,7 +469,7 @@ class Documents:
         self._held(room, updated=True)
         if snapshot is not None and 0 not in failed_set:
             held.remember(snapshot)
-            held.whole_head = held.head_loads = True
+            held.head = Head.STORED
         return Loaded(doc.get_state(), bad)
 
     def apply(self, room: str, update: bytes) -> Applied:
@@ -523,9 +545,9 @@ class Documents:
             # Compacted from its snapshot, without rebuilding it (a replica shutting down compacts every
             # room with unsaved rows: rebuilding its cooled rooms would take back all their memory).
             folded = fold_cooled(encoded, cooled.state, None if cooled.knows(snapshot) else snapshot, updates)
-            if folded is not None and (cooled.head_loads or _loads_back(folded)):
+            if folded is not None and (cooled.head.loads or _loads_back(folded)):
                 cooled.remember(folded.snapshot)
-                cooled.head_loads = True
+                cooled.head = cooled.head.loaded_back()
                 return folded
         held = self._held(room, updated=True)  # a compaction follows updates: the room is in use
         if held is not None:

@@ -11,7 +11,7 @@ from pycrdt import Doc, Map, Text
 from collab_server.crdt import pool as pool_module
 from collab_server.crdt.codec import Kind, Op
 from collab_server.crdt.cooling import CoolingWatch
-from collab_server.crdt.documents import Documents
+from collab_server.crdt.documents import Documents, Head
 from collab_server.crdt.engine import Refusal
 from persistence.base import Folded
 from tests.support.documents import append_text, typing_updates
@@ -279,13 +279,13 @@ def test_a_cooled_room_that_does_not_rebuild_to_its_state_is_dropped_for_a_reloa
     documents.cool_one(0)
     held = documents.rooms["r"]
     held.base = [b"\xff" * 8 if fault == "does not load" else typing_updates(2)[1][0]]
-    held.whole_head = False  # so that syncs must rebuild it too
+    held.head = Head.UPDATE  # so that syncs must rebuild it too
     assert documents.apply("r", typing_updates(5)[1][4]).refusal is Refusal.NOT_LOADED
     assert "r" not in documents.rooms and "r" not in documents.warm
     documents.load("r", None, updates)  # what the server does next
     documents.cool_one(0)
     documents.rooms["r"].base = [b"\x00\x00"]
-    documents.rooms["r"].whole_head = False
+    documents.rooms["r"].head = Head.UPDATE
     assert documents.full_state("r") is Refusal.NOT_LOADED and "r" not in documents.rooms
 
 
