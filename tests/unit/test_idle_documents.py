@@ -3,6 +3,7 @@ worker keeps only the encoded base, answers syncs from it, and rebuilds the docu
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import pytest
@@ -74,7 +75,7 @@ def test_a_cooled_room_answers_its_state_and_syncs_without_rebuilding_its_docume
 
     assert documents.cool_one(0)
     held = documents.rooms["r"]
-    assert held.doc is None and len(held.base) == 1  # refolded into one snapshot
+    assert held.doc is None and held.base == [] and held.packed  # refolded into one snapshot, compressed
     assert documents.state_vector("r") == live_state
     everything = documents.full_state("r")
     assert isinstance(everything, bytes) and _text(everything) == "".join(f"{i}," for i in range(40))
@@ -137,7 +138,7 @@ def test_a_cooled_room_is_compacted_without_a_rebuild_and_unloaded() -> None:
     folded = documents.fold("r", None, updates)
     assert isinstance(folded, Folded) and folded.folded == list(range(6))
     assert _text(folded.snapshot) == "0,1,2,3,4,5,"
-    assert _cooled(documents, "r") and documents.rooms["r"].base == [folded.snapshot]
+    assert _cooled(documents, "r") and documents.rooms["r"].snapshot_held() == folded.snapshot
     # The next compaction knows that snapshot: stored, it is held, and nothing new is folded twice.
     more = typing_updates(8)[1][6:]
     documents.apply_run("r", more)
@@ -279,13 +280,13 @@ def test_a_cooled_room_that_does_not_rebuild_to_its_state_is_dropped_for_a_reloa
     documents.cool_one(0)
     held = documents.rooms["r"]
     held.base = [b"\xff" * 8 if fault == "does not load" else typing_updates(2)[1][0]]
-    held.head = Head.UPDATE  # so that syncs must rebuild it too
+    held.packed, held.head = None, Head.UPDATE  # so that syncs must rebuild it too
     assert documents.apply("r", typing_updates(5)[1][4]).refusal is Refusal.NOT_LOADED
     assert "r" not in documents.rooms and "r" not in documents.warm
     documents.load("r", None, updates)  # what the server does next
     documents.cool_one(0)
-    documents.rooms["r"].base = [b"\x00\x00"]
-    documents.rooms["r"].head = Head.UPDATE
+    held = documents.rooms["r"]
+    held.base, held.packed, held.head = [b"\x00\x00"], None, Head.UPDATE
     assert documents.full_state("r") is Refusal.NOT_LOADED and "r" not in documents.rooms
 
 
@@ -319,6 +320,25 @@ def test_a_cooled_room_whose_snapshot_does_not_give_its_state_back_is_dropped(sn
     documents.cool_one(0)
     held = documents.rooms["r"]
     assert held.snapshot_held() is not None
-    held.base = [snapshot]  # the fault, injected: no update is known to cause it
+    held.packed = zlib.compress(snapshot)  # the fault, injected: no update is known to cause it
     assert documents.apply("r", typing_updates(5)[1][4]).refusal is Refusal.NOT_LOADED
     assert "r" not in documents.rooms
+
+
+def test_a_cooled_room_keeps_its_snapshot_compressed_and_gives_it_back_whole() -> None:
+    """A cooled room's one snapshot is kept compressed (Yjs's encoding repeats every record's keys): what it
+    answers, and the document it is rebuilt into, are the same as before it was cooled."""
+    documents = Documents()
+    writer, board = _many_keys(20_000)
+    documents.load("board", board, [])
+    whole = documents.full_state("board")
+    assert isinstance(whole, bytes)
+    assert documents.cool_one(0)
+    held = documents.rooms["board"]
+    assert held.packed is not None and len(held.packed) * 2 < len(whole)
+    assert documents.full_state("board") == whole and held.doc is None
+    before = writer.get_state()
+    writer.get("m", type=Map)["new"] = "!"
+    assert documents.apply("board", writer.get_update(before)).new
+    assert held.packed is None and held.base[0] == whole  # rebuilt from it, and held uncompressed again
+    assert _entries(documents.full_state("board")) == 20_001
