@@ -59,6 +59,7 @@ import logging
 import math
 import socket
 import struct
+import time
 import weakref
 from asyncio import AbstractEventLoop, CancelledError, Future, QueueEmpty, Task, get_running_loop, sleep
 from collections import deque
@@ -592,16 +593,23 @@ class CollabTransportBase:
 
 
 STARTS_PER_TURN = 32
-"""Tasks a ``TurnGate`` starts per loop turn. The work of one (an app's join: access check, admission,
-the room's join, the 101 and the sync request; or a detached connection's resume: the frames its data
-callback left, or its leave) takes 20-150 us here, so a turn of them stays within a few ms."""
+"""The most tasks a ``TurnGate`` starts per loop turn. The work of one (an app's join: access check,
+admission, the room's join, the 101 and the sync request; or a detached connection's resume: the frames
+its data callback left, or its leave) took 20-150 us on a fast machine and up to 300 us on a slow one."""
+ARRIVALS_BUDGET = 0.002
+"""How long the arrivals a ``TurnGate`` starts in one turn may take, with their tasks' first steps (the
+poll's own reads, the frames of open rooms and the resumes come on top of it, in a turn that should stay
+under 10 ms)."""
+MIN_ARRIVALS_PER_TURN = 4
+"""The fewest arrivals a ``TurnGate`` starts per turn however long they take, so that newcomers keep
+coming in while the loop is busy with other work."""
 
 
 class TurnGate:
-    """Starts connections' tasks (a detached connection's resume, an arriving connection's app) at most
-    ``per_turn`` per loop turn: at once while the turn has starts left and nothing waits, otherwise
-    queued and started ``per_turn`` per turn by a drain task, resumes first, each kind in order. One per
-    server.
+    """Starts connections' tasks (a detached connection's resume; an arriving connection's app, or the parse
+    of its request) at most ``per_turn`` per loop turn: at once while the turn has starts left and nothing
+    waits, otherwise queued and started per turn by a drain task, resumes first, each kind in order. One
+    per server.
 
     Why: each connection that arrives, is lost or has frames left over starts a task, and the tasks
     started in one poll all take their first step in the loop's next turn, together. The kernel hands
@@ -612,15 +620,47 @@ class TurnGate:
     wait a few turns, a few milliseconds. Resumes go before arrivals: they carry the frames of rooms
     already open (and the leaves that give admissions back), which a storm of newcomers must not hold up.
 
+    How many per turn: resumes, up to ``per_turn``. Arrivals fill the turn up to ``per_turn`` too, but only
+    as many as fit in ``budget``: the tasks started in one turn take their first steps together in the
+    next, so the drain times those steps (from a callback it queues just before starting them to its own
+    next step, queued just after them), adds what the starts took themselves (an upgrade request's parse
+    is done in its start), and scales the arrivals it starts next to fit, never fewer than
+    ``MIN_ARRIVALS_PER_TURN``. A fixed 32 a turn kept turns within a few ms on a fast machine, and gave
+    155-219 turns over 10 ms in a storm of 10,000 arrivals on a machine half as fast (31-42 with this
+    budget: docs/benchmarks.md, session 17). Resumes are not held to it: they carry the frames of rooms
+    already open, whose turns the gate is there to keep short, and the long turns of a mass leave are
+    mostly uvloop closing the reset sockets, which fewer leaves a turn did not shorten.
+
     The drain task is in the server's task set: a graceful shutdown waits for it as it waits for the tasks
     it starts.
     """
 
-    __slots__ = ("_arrivals", "_draining", "_per_turn", "_resumes", "_started", "_tasks")
+    __slots__ = (
+        "_allowance",
+        "_arrivals",
+        "_budget",
+        "_clock",
+        "_draining",
+        "_marked",
+        "_per_turn",
+        "_resumes",
+        "_started",
+        "_tasks",
+    )
 
-    def __init__(self, tasks: set[Task[None]], per_turn: int = STARTS_PER_TURN) -> None:
+    def __init__(
+        self,
+        tasks: set[Task[None]],
+        per_turn: int = STARTS_PER_TURN,
+        budget: float = ARRIVALS_BUDGET,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self._tasks = tasks
         self._per_turn = per_turn
+        self._budget = budget
+        self._clock = clock
+        self._allowance = per_turn  # arrivals per turn now: per_turn until they take longer than budget
+        self._marked = 0.0  # when the steps of the tasks the drain started last began
         self._started = 0  # started in this turn
         self._resumes: deque[Callable[[], None]] = deque()
         self._arrivals: deque[Callable[[], None]] = deque()
@@ -632,15 +672,17 @@ class TurnGate:
     def resume(self, start: Callable[[], None], loop: AbstractEventLoop) -> None:
         """Call ``start`` (which starts a detached connection's resume) now, or in a later turn of
         ``loop``, before any arrival that waits."""
-        self._add(self._resumes, start, loop)
+        self._add(self._resumes, start, loop, self._per_turn)
 
     def arrive(self, start: Callable[[], None], loop: AbstractEventLoop) -> None:
-        """Call ``start`` (which starts an arriving connection's app) now, or in a later turn of ``loop``
-        once the resumes that wait have started."""
-        self._add(self._arrivals, start, loop)
+        """Call ``start`` (which starts an arriving connection's app, or parses its request) now, or in a
+        later turn of ``loop`` once the resumes that wait have started."""
+        self._add(self._arrivals, start, loop, self._allowance)
 
-    def _add(self, queue: deque[Callable[[], None]], start: Callable[[], None], loop: AbstractEventLoop) -> None:
-        if not self._resumes and not self._arrivals and self._started < self._per_turn:
+    def _add(
+        self, queue: deque[Callable[[], None]], start: Callable[[], None], loop: AbstractEventLoop, limit: int
+    ) -> None:
+        if not self._resumes and not self._arrivals and self._started < limit:
             self._count(1, loop)
             start()
             return
@@ -662,14 +704,31 @@ class TurnGate:
         loop = get_running_loop()
         try:
             while self._resumes or self._arrivals:
-                starts = min(self._per_turn, len(self))
-                self._count(starts, loop)
-                for _ in range(starts):
-                    (self._resumes or self._arrivals).popleft()()
-                # The tasks just started take their first step in the next turn, before this task's.
+                resumes = min(self._per_turn, len(self._resumes))
+                arrivals = min(len(self._arrivals), self._allowance, self._per_turn - resumes)
+                self._count(resumes + arrivals, loop)
+                loop.call_soon(self._mark)
+                began = self._clock()
+                for _ in range(resumes):
+                    self._resumes.popleft()()
+                for _ in range(arrivals):
+                    self._arrivals.popleft()()
+                ran = self._clock() - began  # a start may do its work at once (an upgrade request's parse)
+                # The tasks just started take their first step in the next turn, after the mark and before
+                # this task's next step.
                 await sleep(0)
+                if arrivals:
+                    self._fit(resumes + arrivals, ran + self._clock() - self._marked)
         finally:
             self._draining = None
+
+    def _mark(self) -> None:
+        self._marked = self._clock()
+
+    def _fit(self, starts: int, took: float) -> None:
+        """Scale the arrivals per turn to what ``starts`` took, with their tasks' first steps."""
+        fitting = self._per_turn if took <= 0 else round(starts * self._budget / took)
+        self._allowance = max(min(MIN_ARRIVALS_PER_TURN, self._per_turn), min(fitting, self._per_turn))
 
 
 class CollabWebSocketProtocol(CollabTransportBase, WebSocketsSansIOProtocol):

@@ -5,6 +5,7 @@ graceful shutdown waits for), resumes before arrivals, each in order."""
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from collab_server.transport import TurnGate
 
@@ -79,3 +80,49 @@ async def test_resumes_that_wait_go_before_the_arrivals_that_wait() -> None:
     _add(gate, 102, started)
     await asyncio.gather(*tasks)
     assert started == [0, 1, 100, 101, 102, 2, 3]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+
+async def test_the_arrivals_per_turn_shrink_while_they_take_longer_than_the_budget_and_grow_back() -> None:
+    """On a machine half as fast, 32 arrivals a turn made turns of 10-30 ms: the gate times what its starts
+    take (here each start itself takes ``cost``) and scales the arrivals it starts next to the budget,
+    never below a few nor above ``per_turn``. Resumes, which carry the frames of open rooms, are not held
+    to it."""
+    tasks: set[asyncio.Task[None]] = set()
+    clock = Clock()
+    cost = 0.0
+    gate = TurnGate(tasks, per_turn=32, budget=0.004, clock=lambda: clock.now)
+    started: list[int] = []
+
+    def start(number: int) -> None:
+        clock.now += cost
+        started.append(number)
+
+    for number in range(300):
+        gate.arrive(functools.partial(start, number), asyncio.get_running_loop())
+    assert len(started) == 32  # the first turn's, at once
+
+    async def turn_sizes(turns: int) -> list[int]:
+        sizes = []
+        for _ in range(turns):
+            before = len(started)
+            await asyncio.sleep(0)
+            sizes.append(len(started) - before)
+        return sizes
+
+    cost = 0.00025  # 16 of them fit in 4 ms
+    assert await turn_sizes(3) == [32, 16, 16]
+    cost = 0.002  # two would fit: the fewest, 4
+    assert await turn_sizes(3) == [16, 4, 4]
+    for number in range(1000, 1040):  # resumes: per_turn of them, and the arrivals wait
+        gate.resume(functools.partial(start, number), asyncio.get_running_loop())
+    assert await turn_sizes(2) == [32, 8 + 4]  # the last 8 resumes, and as many arrivals as fit
+    assert started[-44:-4] == list(range(1000, 1040))
+    cost = 0.0001  # 40 would fit: per_turn
+    assert await turn_sizes(3) == [4, 32, 32]
+    await asyncio.gather(*tasks)
+    assert [number for number in started if number < 1000] == list(range(300))  # in order throughout
