@@ -170,7 +170,7 @@ class ConnectionContext:
 _contexts: weakref.WeakKeyDictionary[ServerState, ConnectionContext] = weakref.WeakKeyDictionary()
 
 
-def _context(
+def connection_context(
     config: Config, server_state: ServerState, app_state: dict[str, Any], loop: AbstractEventLoop
 ) -> ConnectionContext:
     context = _contexts.get(server_state)
@@ -214,7 +214,7 @@ class WebSocketConnection(CollabTransportBase, Protocol):
         _loop: AbstractEventLoop | None = None,
     ) -> None:
         self.loop = _loop or get_event_loop()
-        self._context = _context(config, server_state, app_state, self.loop)
+        self._context = connection_context(config, server_state, app_state, self.loop)
         self.app_state = app_state
         self.transport: Transport = None  # type: ignore[assignment]
         self.client: tuple[str, int] | None = None

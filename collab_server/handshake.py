@@ -9,6 +9,13 @@ has waited longest. A real client sends its headers in one packet and is through
 it is the slow ones that are evicted, and an attacker cannot lock others out by holding the cap. A
 websocket upgrade leaves this protocol as soon as its headers are in, so an open websocket is never
 counted.
+
+The bytes of a request whose headers are not in yet are parsed in the server's ``transport.TurnGate``, as
+arriving connections' apps are started: when thousands of clients arrive at once, one poll of the sockets
+can hand the loop hundreds of upgrade requests, whose parses and hand-overs to the websocket protocol
+took about 10 ms a poll. Through the gate they take their turn with the others, within the gate's time
+budget for arrivals. What waits is bounded: only a connection still sending its headers waits, and at most
+``max_handshakes`` of those exist.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from collab_server import metrics
-from collab_server.connection import WebSocketConnection
+from collab_server.connection import WebSocketConnection, connection_context
 from collab_server.refusals import log_refusal
 
 _waiting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[GuardedHTTPProtocol, None]] = (
@@ -45,6 +52,28 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        self._unparsed: list[bytes] | None = None  # bytes read while their parse waits for its turn
+        self._gate = connection_context(self.config, self.server_state, self.app_state, self.loop).gate
+
+    def data_received(self, data: bytes) -> None:
+        if self._unparsed is not None:  # a parse waits for its turn: these bytes follow it
+            self._unparsed.append(data)
+        elif self._deadline is None:  # headers in (a request body): parsed at once
+            super().data_received(data)
+        else:
+            self._unparsed = [data]
+            self._gate.arrive(self._parse_unparsed, self.loop)
+
+    def _parse_unparsed(self) -> None:
+        """The gate's turn for the bytes read so far: parse them, unless the connection was lost."""
+        chunks, self._unparsed = self._unparsed or [], None
+        for chunk in chunks:
+            if self.parser is None:  # lost, refused, or upgraded by an earlier chunk: the rest is not ours
+                protocol = self.transport.get_protocol()
+                if protocol is not self and not self.transport.is_closing():
+                    protocol.data_received(chunk)
+                continue
+            super().data_received(chunk)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
