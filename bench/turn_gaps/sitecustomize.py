@@ -51,7 +51,7 @@ def _patch(module: Any) -> None:
         import asyncio
 
         result = start(self)
-        out = open(_LOG, "a", buffering=1)  # noqa: SIM115 - held for the server's life
+        out = open(_LOG, "a", buffering=1)  # held for the server's life
         _Ticker(asyncio.get_running_loop(), out, module.RunQueueWait()).tick()
         return result
 
