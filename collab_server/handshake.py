@@ -68,12 +68,12 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         """The gate's turn for the bytes read so far: parse them, unless the connection was lost."""
         chunks, self._unparsed = self._unparsed or [], None
         for chunk in chunks:
-            if self.parser is None:  # lost, refused, or upgraded by an earlier chunk: the rest is not ours
-                protocol = self.transport.get_protocol()
-                if protocol is not self and not self.transport.is_closing():
-                    protocol.data_received(chunk)
-                continue
-            super().data_received(chunk)
+            if self.transport.is_closing():  # lost, dropped, or answered with an error meanwhile
+                return
+            if self.parser is None:  # upgraded by an earlier chunk: what the client sent on is the websocket's
+                self.transport.get_protocol().data_received(chunk)
+            else:
+                super().data_received(chunk)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

@@ -15,7 +15,9 @@ from collab_server.connection import WebSocketConnection, connection_context
 from collab_server.handshake import GuardedHTTPProtocol, guarded_http_protocol
 from collab_server.transport import STARTS_PER_TURN
 from tests.support.eventually import eventually
-from tests.support.floods import upgrade_request
+from tests.support.floods import client_frame, upgrade_request
+
+OP_BINARY = 0x2
 
 
 class RecordingTransport(asyncio.Transport):
@@ -56,8 +58,11 @@ class RecordingTransport(asyncio.Transport):
         return self.protocol
 
 
+received: list[dict[str, Any]] = []  # what the websocket apps received after their accept
+
+
 async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Accepts a websocket; answers an HTTP request with its body."""
+    """Accepts a websocket (and keeps what it receives); answers an HTTP request with its body."""
     if scope["type"] == "http":
         body = (await receive())["body"]
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -65,7 +70,11 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     assert (await receive())["type"] == "websocket.connect"
     await send({"type": "websocket.accept"})
-    await receive()  # held open until the test ends
+    while True:
+        message = await receive()
+        received.append(message)
+        if message["type"] == "websocket.disconnect":
+            return
 
 
 def _connection() -> tuple[GuardedHTTPProtocol, RecordingTransport]:
@@ -96,6 +105,21 @@ async def test_a_request_read_in_pieces_while_the_turn_is_spent_is_parsed_whole_
         assert transport.written.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
 
     await eventually(upgraded)
+    transport.get_protocol().connection_lost(None)
+
+
+async def test_bytes_that_follow_the_request_while_it_waits_go_to_the_websocket() -> None:
+    """A client may not send frames before the 101, but bytes read while the request waited for its turn
+    are out of the kernel: they are handed on, in order, never dropped."""
+    protocol, transport = _connection()
+    received.clear()
+    protocol.data_received(upgrade_request(8000, "/ws/room"))
+    protocol.data_received(client_frame(OP_BINARY, b"early"))
+
+    def delivered() -> None:
+        assert [message.get("bytes") for message in received] == [b"early"]
+
+    await eventually(delivered)
     transport.get_protocol().connection_lost(None)
 
 
