@@ -243,8 +243,8 @@ class RoomDoc:
         A base that is one whole snapshot is applied as it is: a replay (``_replay``) would also encode the
         result to check that it can be, a third of a small board's rebuild, and this document was encoded
         when it was cooled."""
-        snapshot = self.snapshot_held()
         try:
+            snapshot = self.snapshot_held()
             if snapshot is None:
                 self.rebuild()
             else:
@@ -252,7 +252,7 @@ class RoomDoc:
                 doc: Doc[Any] = Doc()
                 doc.apply_update(snapshot)
                 self._hold(doc)
-        except BaseException as exc:  # the snapshot does not load, or not even the base's other entries
+        except BaseException as exc:  # the snapshot does not decompress or load, or not even the base's other entries
             _refusal(exc)  # encode (``_replay``): re-raises what is not the library's
             self.drop()
             raise ColdRoomLost(str(exc)) from exc
