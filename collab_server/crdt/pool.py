@@ -279,6 +279,7 @@ class WorkerPool:
     async def load(self, room: str, snapshot: bytes | None, updates: Sequence[bytes]) -> Loaded:
         stored = len(snapshot or b"") + sum(map(len, updates))
         self._place(room, stored)
+        sent_at = self.cooling.now()
         try:
             result = await self.call(Op(Kind.LOAD, room, snapshot=snapshot, updates=tuple(updates)))
             if isinstance(result, Loaded):
@@ -292,7 +293,7 @@ class WorkerPool:
             if room not in lane.rooms:  # not loaded after all: the next load places it
                 self._unplace(room)
             else:
-                self.cooling.loaded(room, stored)
+                self.cooling.loaded(room, stored, sent_at)
                 if self._large_lanes and room not in self._placed:
                     self._sizes[room] = stored
 
@@ -522,7 +523,8 @@ class WorkerPool:
         self, ops: list[Op], *, retry: bool = False, heavy: dict[str, float] | None = None, rebuilds: int = 0
     ) -> float:
         """CPU seconds the worker may spend on ``ops``: see ``_BYTES_PER_DEADLINE`` and ``_Lane.heavy``.
-        ``rebuilds``: bytes of the cooled rooms the worker may have to rebuild first (``cooling``)."""
+        ``rebuilds``: bytes of the cooled rooms the worker may have to rebuild first, or be cooling as the
+        request arrives (``cooling``)."""
         deadline = self.deadline * (
             1 + sum(op.size for op in ops) / _BYTES_PER_DEADLINE + (len(ops) - 1) / _OPS_PER_DEADLINE
         )
@@ -538,7 +540,8 @@ class WorkerPool:
     async def _send(self, lane: _Lane, ops: list[Op], *, retry: bool = False) -> list[Result]:
         started = time.perf_counter()
         self.requests += 1
-        rebuilds = self.cooling.sent(ops)
+        # The rooms it may rebuild for these ops, and the room it may be cooling as they arrive.
+        rebuilds = self.cooling.sent(ops) + self.cooling.may_be_cooling(lane.rooms)
         deadline = self.deadline_for(ops, retry=retry, heavy=lane.heavy, rebuilds=rebuilds)
         body, strings = await _within_deadline(lane.process, lane.process.request(encode_ops(ops)), deadline)
         if len(body) + sum(map(len, strings)) >= RELEASE_AFTER_BYTES:

@@ -3,6 +3,7 @@ worker keeps only the encoded base, answers syncs from it, and rebuilds the docu
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from typing import Any
 
@@ -11,7 +12,7 @@ from pycrdt import Doc, Map, Text
 
 from collab_server.crdt import pool as pool_module
 from collab_server.crdt.codec import Kind, Op
-from collab_server.crdt.cooling import CoolingWatch
+from collab_server.crdt.cooling import LARGE_TO_COOL, CoolingWatch
 from collab_server.crdt.documents import Documents, Head
 from collab_server.crdt.engine import Refusal
 from persistence.base import Folded
@@ -225,11 +226,55 @@ def _check(condition: bool) -> None:
     assert condition
 
 
+async def test_a_request_that_arrives_while_its_worker_cools_a_large_room_is_not_taken_for_a_hang(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker cools a room between requests, and one that arrives meanwhile waits for it: a board of
+    100,000 records took 1.7 s to cool on a slow machine, longer than the 1 s deadline of a small request.
+    Here a deadline of 10 ms, a board of 3.7 MiB, and small requests every few milliseconds while it cools
+    (scaled as in the test above): the worker is not killed."""
+    monkeypatch.setattr(pool_module, "_REBUILD_BYTES_PER_DEADLINE", 64 * 1024)
+    async with running_pool(1, idle_document_seconds=0.3, deadline=0.01) as (engine, _):
+        pid = engine.worker_pid("board")
+        idle = _resident_mib(pid)
+        _, board = _many_keys(200_000)
+        await engine.load("small", None, typing_updates(2)[1])
+        await engine.load("board", board, [])
+        loaded = _resident_mib(pid)
+        cooling = asyncio.get_running_loop().time() + 2.0
+        while asyncio.get_running_loop().time() < cooling:
+            await engine.state_vector("small")
+            await asyncio.sleep(0.002)
+        assert _resident_mib(pid) - idle < (loaded - idle) / 2  # the board was cooled meanwhile
+        assert engine.worker_pid("board") == pid  # and no request was taken for a hang
+
+
+def test_the_pool_expects_a_cooling_under_way_from_a_worker_s_large_idle_rooms() -> None:
+    clock = Clock()
+    watch = CoolingWatch(60, clock)
+    watch.loaded("board", 3 * LARGE_TO_COOL, clock.now)
+    watch.loaded("other board", 2 * LARGE_TO_COOL, clock.now)
+    watch.loaded("small", LARGE_TO_COOL - 1, clock.now)  # cools in milliseconds: no allowance
+    lane = {"board", "small"}
+    assert watch.may_be_cooling(lane) == 0  # nothing idle yet
+    clock.now += 60
+    assert watch.may_be_cooling(lane) == 3 * LARGE_TO_COOL  # not "other board": another worker's
+    assert watch.may_be_cooling({"other board", "small"}) == 2 * LARGE_TO_COOL
+    assert watch.may_be_cooling({"small"}) == 0
+    watch.sent([Op(Kind.APPLY, "board", b"x")])  # updated: held again
+    assert watch.may_be_cooling(lane) == 0
+    clock.now += 60
+    watch.folded("board", 100)  # compacted to a small snapshot
+    assert watch.may_be_cooling(lane) == 0
+    watch.unloaded("other board")
+    assert watch.may_be_cooling({"other board"}) == 0
+
+
 def test_the_pool_expects_a_rebuild_where_no_update_was_sent_for_the_idle_time() -> None:
     clock = Clock()
     watch = CoolingWatch(60, clock)
-    watch.loaded("a", 1000)
-    watch.loaded("b", 50)
+    watch.loaded("a", 1000, clock.now)
+    watch.loaded("b", 50, clock.now)
     clock.now += 30
     assert watch.sent([Op(Kind.APPLY, "a", b"x" * 24)]) == 0
     assert watch.sent([Op(Kind.STATE, "a"), Op(Kind.STATE, "b")]) == 0
@@ -250,7 +295,7 @@ def test_the_pool_expects_a_rebuild_where_no_update_was_sent_for_the_idle_time()
     watch.unloaded("b")
     assert watch.sent([Op(Kind.STATE, "b")]) == 0
     off = CoolingWatch(0, clock)  # workers never cool: nothing is recorded
-    off.loaded("a", 1000)
+    off.loaded("a", 1000, clock.now)
     clock.now += 1000
     assert off.sent([Op(Kind.STATE, "a")]) == 0
 
