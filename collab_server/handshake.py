@@ -61,12 +61,17 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         elif self._deadline is None:  # headers in (a request body): parsed at once
             super().data_received(data)
         else:
+            # Nothing more is read until its turn: what waits is what one read brought (a client sending
+            # headers fast while the gate is busy is held by TCP, not here).
+            self.transport.pause_reading()
             self._unparsed = [data]
             self._gate.arrive(self._parse_unparsed, self.loop)
 
     def _parse_unparsed(self) -> None:
         """The gate's turn for the bytes read so far: parse them, unless the connection was lost."""
         chunks, self._unparsed = self._unparsed or [], None
+        if not self.transport.is_closing():
+            self.transport.resume_reading()  # before the parse: an upgrade pauses it again, till the 101
         for chunk in chunks:
             if self.transport.is_closing():  # lost, dropped, or answered with an error meanwhile
                 return

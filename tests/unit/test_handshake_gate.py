@@ -25,6 +25,7 @@ class RecordingTransport(asyncio.Transport):
         super().__init__()
         self.written = bytearray()
         self.closing = False
+        self.reading = True
         self.protocol: Any = None
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -43,10 +44,10 @@ class RecordingTransport(asyncio.Transport):
         self.closing = True
 
     def pause_reading(self) -> None:
-        pass
+        self.reading = False
 
     def resume_reading(self) -> None:
-        pass
+        self.reading = True
 
     def get_write_buffer_size(self) -> int:
         return 0
@@ -99,6 +100,7 @@ async def test_a_request_read_in_pieces_while_the_turn_is_spent_is_parsed_whole_
     protocol.data_received(request[:30])
     protocol.data_received(request[30:])  # read while the first piece waits: it follows it
     assert transport.get_protocol() is protocol and not transport.written  # nothing parsed yet
+    assert not transport.reading  # and nothing more read meanwhile: the client's bytes wait in TCP
 
     def upgraded() -> None:
         assert isinstance(transport.get_protocol(), WebSocketConnection)
@@ -143,6 +145,7 @@ async def test_a_body_after_the_headers_is_parsed_at_once() -> None:
         assert protocol.cycle is not None  # uvicorn's request cycle: the headers were parsed
 
     await eventually(headers_in)
+    assert transport.reading  # reading again once the parse had its turn
     protocol.data_received(b"body")
     assert protocol.cycle.body == b"body"  # parsed in this call, not queued
 
