@@ -19,9 +19,13 @@ worker between requests): its document is dropped and only its base is kept, ref
 from which it is rebuilt at its next update. The library holds a document at 4 to 16 times its encoded
 size (a tldraw board of 44 MiB: 560 MiB, against 148 MiB for Yjs in Node; ``bench/document_memory.py``),
 while most rooms open at any moment are only being looked at, and their base is about 1x. A cooled room
-still answers its state vector (kept) and syncs (from the snapshot), and is compacted from the snapshot,
-without being rebuilt. The snapshot is kept compressed (``RoomDoc.packed``): Yjs's encoding repeats every
-record's keys, and a cooled tldraw board takes a third of its encoded size.
+still answers its state vector (kept) and syncs, and is compacted from the snapshot, without being
+rebuilt. The snapshot is kept compressed (``RoomDoc.packed``): Yjs's encoding repeats every record's keys,
+and a cooled tldraw board takes a third of its encoded size. A sync is answered from the snapshot, which a
+worker decompresses once for the clients that sync together (``Documents._snapshot_of``); a client that
+lacks none of the room's insertions (one reconnecting after a blip: nothing changed while the room was
+idle) from the room's delete set, kept when it was cooled (``RoomDoc.deletions``), since a diff of the
+snapshot decodes all of it.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ _REFOLD_AFTER = 512
 # zlib's fastest level, for a cooled room's snapshot: 3.2x smaller on tldraw boards, compressed at about
 # 80 MB/s and decompressed at 300 (a fifth of the rebuild it precedes); higher levels gained little more.
 _PACK_LEVEL = 1
+# How long a worker keeps the last cooled snapshot it decompressed after its last use. Clients that join a
+# cooled room together (a class opening its board, a reconnect storm) each sync from its snapshot, and
+# decompressing it for each costs more than answering them (158 ms for a board of 100,000 records).
+_UNPACKED_SECONDS = 2.0
 
 
 def _refusal(exc: BaseException) -> Refusal:
@@ -201,7 +209,8 @@ class RoomDoc:
     current transaction."""
 
     __slots__ = (
-        "base", "doc", "emitted", "fragile", "head", "packed", "refold_at", "snapshots", "state", "subscription",
+        "base", "deletions", "doc", "emitted", "fragile", "head", "packed", "refold_at", "snapshots", "state",
+        "subscription",
     )  # fmt: skip
 
     def __init__(self, doc: Doc[Any], base: list[bytes]) -> None:
@@ -227,6 +236,10 @@ class RoomDoc:
         # A cooled room's base when it is one whole snapshot, compressed (the base is then empty). A cooled
         # room whose base holds updates still pending keeps it as it is: it is rebuilt to answer anything.
         self.packed: bytes | None = None
+        # A cooled room's answer to a client that lacks none of its insertions (a client that was connected
+        # while it went idle, reconnecting): no structs, only its delete set. Diffing the snapshot for such
+        # a client decodes all of it (0.9 s for a board of 100,000 records); this costs nothing.
+        self.deletions: bytes | None = None
 
     def live(self) -> Doc[Any]:
         """The document, rebuilt from the base first if the room was cooled (``warm_up``)."""
@@ -235,20 +248,20 @@ class RoomDoc:
         assert self.doc is not None
         return self.doc
 
-    def warm_up(self) -> None:
+    def warm_up(self, unpacked: bytes | None = None) -> None:
         """Rebuild a cooled room's document from its base. ColdRoomLost if that does not give back the
         state it was cooled at: the library can encode a document into bytes that it then cannot load
         (fuzzing found such, ``fold``), and the base of a cooled room is such an encoding.
 
         A base that is one whole snapshot is applied as it is: a replay (``_replay``) would also encode the
         result to check that it can be, a third of a small board's rebuild, and this document was encoded
-        when it was cooled."""
+        when it was cooled. ``unpacked`` is that snapshot already decompressed, when the caller has it."""
         try:
-            snapshot = self.snapshot_held()
+            snapshot = unpacked if unpacked is not None else self.snapshot_held()
             if snapshot is None:
                 self.rebuild()
             else:
-                self.base, self.packed = [snapshot], None
+                self.base, self.packed, self.deletions = [snapshot], None, None
                 doc: Doc[Any] = Doc()
                 doc.apply_update(snapshot)
                 self._hold(doc)
@@ -273,6 +286,7 @@ class RoomDoc:
                     self.fragile = True
                     return 0  # a document the library cannot encode stays as it is (its reads are refused)
                 self.state = self.doc.get_state()
+                self.deletions = self.doc.get_update(self.state) if self.head.whole and len(self.base) == 1 else None
             except BaseException as exc:  # or that it cannot read
                 _refusal(exc)
                 self.fragile = True
@@ -425,6 +439,44 @@ class Documents:
         # Bytes of the bases of rooms unloaded or cooled since the worker last gave its free memory back (a
         # room that moved to a large room's worker leaves its document's memory here: ``worker.serve``).
         self.unloaded_bytes = 0
+        # The last cooled snapshot decompressed (``_snapshot_of``), keyed by the compressed bytes it came
+        # from, and when it was last used. One room's: what it costs in memory is bounded by that room.
+        self._unpacked: tuple[bytes, bytes] | None = None
+        self._unpacked_used = 0.0
+
+    def _snapshot_of(self, held: RoomDoc) -> bytes | None:
+        """``held.snapshot_held()``, decompressed once for a run of reads: kept until ``_UNPACKED_SECONDS``
+        after its last use (``forget_unpacked``). Keyed by the very ``packed`` object, so a room cooled
+        again, rebuilt or unloaded never gets another snapshot's bytes."""
+        packed = held.packed
+        if packed is None:
+            return None
+        if self._unpacked is None or self._unpacked[0] is not packed:
+            snapshot = held.snapshot_held()
+            assert snapshot is not None
+            self._unpacked = (packed, snapshot)
+        self._unpacked_used = self._clock()
+        return self._unpacked[1]
+
+    def _take_unpacked(self, held: RoomDoc) -> bytes | None:
+        """The kept decompressed snapshot if it is ``held``'s, handed over (a room being rebuilt holds it
+        as its base from then on)."""
+        if self._unpacked is None or self._unpacked[0] is not held.packed:
+            return None
+        snapshot, self._unpacked = self._unpacked[1], None
+        return snapshot
+
+    def unpacked_due(self) -> float | None:
+        """Seconds until the kept decompressed snapshot is to be let go (0 if now), None if none is kept."""
+        if self._unpacked is None:
+            return None
+        return max(self._unpacked_used + _UNPACKED_SECONDS - self._clock(), 0.0)
+
+    def forget_unpacked(self) -> None:
+        """Let go of the kept decompressed snapshot (the worker's idle wait, once it is due)."""
+        if self._unpacked is not None:
+            self.unloaded_bytes += len(self._unpacked[1])
+            self._unpacked = None
 
     def _held(self, room: str, *, updated: bool) -> RoomDoc | None:
         """The room with its document, rebuilt first if it was cooled; it counts as updated now if
@@ -436,7 +488,7 @@ class Documents:
             return None
         if held.doc is None:
             try:
-                held.warm_up()
+                held.warm_up(self._take_unpacked(held))
             except ColdRoomLost:
                 del self.rooms[room]
                 self.warm.pop(room, None)
@@ -504,7 +556,9 @@ class Documents:
             return Refusal.NOT_LOADED
         try:
             clocks = decode_state_vector(state_vector)  # our own decoder first: Yrs never sees a malformed one
-            snapshot = held.snapshot_held()
+            if held.deletions is not None and _has_all(clocks, decode_state_vector(held.state)):
+                return held.deletions  # a cooled room, and a client that lacks none of its insertions
+            snapshot = self._snapshot_of(held)
             if snapshot is not None:  # a cooled room: the diff from its snapshot, without rebuilding it
                 return get_update(snapshot, state_vector) if clocks else snapshot
             live = self._held(room, updated=False)
@@ -525,6 +579,9 @@ class Documents:
         return held.state if held.doc is None else _read(held.doc.get_state)
 
     def delete_set(self, room: str) -> bytes | Refusal:
+        cooled = self.rooms.get(room)
+        if cooled is not None and cooled.deletions is not None:
+            return cooled.deletions
         held = self._held(room, updated=False)
         if held is None:
             return Refusal.NOT_LOADED
@@ -533,7 +590,7 @@ class Documents:
 
     def full_state(self, room: str) -> bytes | Refusal:
         held = self.rooms.get(room)
-        snapshot = None if held is None else held.snapshot_held()
+        snapshot = None if held is None else self._snapshot_of(held)
         if snapshot is not None:
             return snapshot
         held = self._held(room, updated=False)
@@ -554,7 +611,7 @@ class Documents:
         the room), and a stored snapshot replaces the rows it folds. LIBRARY_FAILURE when no fold does:
         the rows stay in the log, where a load can still set the bad ones aside one by one."""
         cooled = self.rooms.get(room)
-        encoded = None if cooled is None else cooled.snapshot_held()
+        encoded = None if cooled is None else self._snapshot_of(cooled)
         if cooled is not None and encoded is not None:
             # Compacted from its snapshot, without rebuilding it (a replica shutting down compacts every
             # room with unsaved rows: rebuilding its cooled rooms would take back all their memory).
@@ -641,6 +698,11 @@ def _beyond(update: bytes, state: bytes) -> Deletes | None:
         _refusal(exc)
         return None  # not provably held: it stays in the log
     return deletes
+
+
+def _has_all(clocks: dict[int, int], of: dict[int, int]) -> bool:
+    """Whether a state vector (``clocks``) covers every insertion of another (``of``)."""
+    return all(clocks.get(client, 0) >= clock for client, clock in of.items())
 
 
 def _integrated(update: bytes, state: bytes, clocks: dict[int, int]) -> bool:

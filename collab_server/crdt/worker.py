@@ -94,17 +94,26 @@ def _cool_until_request(documents: Documents, requests: BinaryIO, idle_seconds: 
     a request that arrives is answered before the next room is cooled. ``requests`` is unbuffered
     (``main``), so the pipe being empty means no request waits. Once no room is due, the memory the
     cooled documents held goes back to the system (the library holds a document at 4 to 23 times its
-    encoded size, so their bases' bytes say little of it)."""
-    cooled = False
+    encoded size, so their bases' bytes say little of it). A decompressed snapshot kept for syncs
+    (``Documents.unpacked_due``) is let go here too, once it has not been used for a while."""
+    let_go = False  # something was let go since the memory was last given back
     while True:
         due = documents.cooling_due(idle_seconds)
-        if cooled and due != 0:
-            cooled = False
+        if let_go and due != 0:
+            let_go = False
             documents.unloaded_bytes = 0
             release_free_memory()
-        if select.select([requests], [], [], due)[0]:
+        if select.select([requests], [], [], _sooner(due, documents.unpacked_due()))[0]:
             return
-        cooled = documents.cool_one(idle_seconds) or cooled
+        if documents.unpacked_due() == 0:
+            documents.forget_unpacked()
+            let_go = True
+        let_go = documents.cool_one(idle_seconds) or let_go
+
+
+def _sooner(a: float | None, b: float | None) -> float | None:
+    """The shorter of two waits, where None is for ever."""
+    return b if a is None else a if b is None else min(a, b)
 
 
 def serve(requests: BinaryIO, answers: BinaryIO, idle_seconds: float = 0.0) -> None:

@@ -387,3 +387,146 @@ def test_a_cooled_room_keeps_its_snapshot_compressed_and_gives_it_back_whole() -
     assert documents.apply("board", writer.get_update(before)).new
     assert held.packed is None and held.base[0] == whole  # rebuilt from it, and held uncompressed again
     assert _entries(documents.full_state("board")) == 20_001
+
+
+def _counting_decompressions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Patch the documents module's zlib so that every decompression of a cooled snapshot is counted."""
+    from collab_server.crdt import documents as documents_module
+
+    calls: list[int] = []
+
+    class CountingZlib:
+        compress = staticmethod(zlib.compress)
+
+        @staticmethod
+        def decompress(data: bytes) -> bytes:
+            calls.append(len(data))
+            return zlib.decompress(data)
+
+    monkeypatch.setattr(documents_module, "zlib", CountingZlib)
+    return calls
+
+
+def test_clients_syncing_from_a_cooled_room_together_share_one_decompression(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A class joining a cooled board, or a reconnect storm: every client syncs from the room's snapshot, which
+    is decompressed once for all of them, kept while it is in use, and let go once it has not been for a while;
+    the first update then rebuilds the room from the bytes already decompressed."""
+    clock = Clock()
+    documents = Documents(clock)
+    writer, board = _many_keys(5_000)
+    documents.load("board", board, [])
+    whole = documents.full_state("board")
+    assert documents.cool_one(0)
+    decompressions = _counting_decompressions(monkeypatch)
+    elsewhere = _many_keys(10)[0].get_state()  # a client holding another document's edits only
+
+    for _ in range(5):
+        assert documents.diff("board", b"\x00") == whole
+        everything = documents.full_state("board")
+        assert isinstance(everything, bytes) and _entries(everything) == 5_000
+        rest = documents.diff("board", elsewhere)
+        assert isinstance(rest, bytes) and _entries(rest) == 5_000  # a diff of the snapshot
+        clock.now += 1.0  # each sync within a second of the one before
+    assert len(decompressions) == 1
+    assert documents.unpacked_due() == pytest.approx(1.0)
+
+    clock.now += 1.0
+    assert documents.unpacked_due() == 0
+    documents.forget_unpacked()
+    assert documents.unpacked_due() is None
+    assert documents.diff("board", b"\x00") == whole
+    assert len(decompressions) == 2  # let go, so decompressed again
+
+    before = writer.get_state()
+    writer.get("m", type=Map)["new"] = "!"
+    assert documents.apply("board", writer.get_update(before)).new
+    assert len(decompressions) == 2  # the rebuild took the kept bytes
+    assert documents.unpacked_due() is None
+
+
+def test_a_room_cooled_again_never_answers_from_the_snapshot_kept_before() -> None:
+    clock = Clock()
+    documents = Documents(clock)
+    writer, board = _many_keys(100)
+    documents.load("board", board, [])
+    assert documents.cool_one(0)
+    first = documents.full_state("board")  # decompressed and kept
+    before = writer.get_state()
+    writer.get("m", type=Map)["new"] = "!"
+    assert documents.apply("board", writer.get_update(before)).new
+    assert documents.cool_one(0)  # cooled again at once: a new snapshot
+    again = documents.full_state("board")
+    assert isinstance(again, bytes) and again != first and _entries(again) == 101
+    documents.unload("board")
+    documents.load("board", board, [])
+    assert documents.cool_one(0)
+    assert documents.full_state("board") == first  # reloaded from the store's older bytes, not the kept ones
+
+
+async def test_a_worker_waiting_for_requests_lets_go_of_the_snapshot_it_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's idle wait wakes for the kept snapshot's time as it does for cooling, and returns as soon
+    as a request arrives."""
+    import os
+    import threading
+
+    from collab_server.crdt import documents as documents_module
+    from collab_server.crdt import worker
+
+    monkeypatch.setattr(documents_module, "_UNPACKED_SECONDS", 0.05)
+    documents = Documents()
+    documents.load("board", _many_keys(100)[1], [])
+    assert documents.cool_one(0)
+    assert isinstance(documents.diff("board", b"\x00"), bytes)
+    assert documents.unpacked_due() is not None
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb", buffering=0) as requests:
+        waiting = threading.Thread(target=worker._cool_until_request, args=(documents, requests, 3600.0))
+        waiting.start()
+        try:
+
+            def let_go() -> None:
+                assert documents.unpacked_due() is None
+
+            await eventually(let_go)
+            assert waiting.is_alive()  # still waiting for a request
+        finally:
+            os.write(write_end, b"\x00")
+            os.close(write_end)
+            waiting.join(timeout=10)
+    assert not waiting.is_alive()
+
+
+def test_a_client_that_lacks_nothing_is_answered_from_a_cooled_room_without_reading_its_snapshot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Clients connected while their room went idle reconnect (a network blip) holding every insertion it has,
+    some with edits of their own: each is answered what the live document would answer it, its delete set,
+    without the snapshot being decompressed or diffed (which decodes all of it). One behind gets its diff."""
+    writer, updates = typing_updates(30)
+    deleting = writer.get_state()
+    text = writer.get("text", type=Text)
+    del text[0:5]  # a delete set that is not empty
+    updates.append(writer.get_update(deleting))
+    warm, cooled = Documents(), Documents()
+    for documents in (warm, cooled):
+        documents.load("r", None, updates)
+    assert cooled.cool_one(0)
+    decompressions = _counting_decompressions(monkeypatch)
+
+    up_to_date = writer.get_state()
+    ahead: Doc[Any] = Doc()
+    ahead.apply_update(writer.get_update())
+    ahead.get("text", type=Text).insert(0, "mine")  # an edit the room has not seen yet
+    for state in (up_to_date, ahead.get_state()):
+        answer = cooled.diff("r", state)
+        assert answer == warm.diff("r", state)
+        assert isinstance(answer, bytes) and answer[0] == 0 and len(answer) > 2  # no structs, a delete set
+    assert cooled.delete_set("r") == warm.delete_set("r")
+    assert decompressions == [] and cooled.rooms["r"].doc is None
+
+    behind = typing_updates(10)[0].get_state()
+    rest = cooled.diff("r", behind)
+    assert isinstance(rest, bytes) and rest[0] != 0 and len(decompressions) == 1
+    client, _ = typing_updates(10)
+    client.apply_update(rest)
+    assert str(client.get("text", type=Text)) == str(text)
