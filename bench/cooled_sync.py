@@ -13,7 +13,6 @@ the first update, which rebuilds the room.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,17 +24,8 @@ from pycrdt import Array, Doc
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.document_memory import build_board  # noqa: E402
 from collab_server.crdt.documents import Documents  # noqa: E402
-
-
-def _board(records: int, folder: Path) -> bytes:
-    path = folder / f"board-{records}.bin"
-    subprocess.run(
-        ["node", str(REPO / "bench" / "document_memory.mjs"), "build", "--kind", "tldraw", "--records",
-         str(records), "--out", str(path)],
-        check=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    return path.read_bytes()
 
 
 def _per_client(documents: Documents, state_vector: bytes, clients: int) -> float:
@@ -74,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         for records in args.records:
-            board = _board(records, Path(folder))
+            board = build_board("tldraw", records, Path(folder) / f"board-{records}.bin")
             figures = measure(board, args.clients)
             line = ", ".join(f"{name} {value:.1f} ms" for name, value in figures.items())
             print(f"{records} records ({len(board) / 2**20:.1f} MiB), per client: {line}", flush=True)

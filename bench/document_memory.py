@@ -31,6 +31,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 NODE_HALF = REPO / "bench" / "document_memory.mjs"
 
+
+def build_board(kind: str, records: int, path: Path) -> bytes:
+    """A board of ``records`` records built by Yjs (``document_memory.mjs``; "tldraw" or "padded"), written
+    to ``path``; its encoded bytes."""
+    subprocess.run(
+        ["node", str(NODE_HALF), "build", "--kind", kind, "--records", str(records), "--out", str(path)],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    return path.read_bytes()
+
+
 # Run in a fresh interpreter: ``{kind}`` is "worker" or "pycrdt"; prints the resident bytes it added.
 _LOAD = """
 import ctypes, sys
@@ -83,11 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.kinds.split(","):
             path = Path(tmp) / f"{kind}.bin"
-            subprocess.run(
-                ["node", str(NODE_HALF), "build", "--kind", kind, "--records", str(args.records), "--out", str(path)],
-                check=True,
-            )
-            size = path.stat().st_size
+            size = len(build_board(kind, args.records, path))
             worker, pycrdt, yjs = python_load("worker", path), python_load("pycrdt", path), yjs_load(path)
 
             cells = [f"{held / 2**20:,.0f} MiB = {held / size:.2f}x" for held in (worker, pycrdt, *yjs)]

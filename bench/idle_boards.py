@@ -36,21 +36,12 @@ from websockets.asyncio.client import ClientConnection, connect
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.document_memory import build_board  # noqa: E402
 from collab_server.protocol import encode_update  # noqa: E402
 from tests.support.floods import round_trip, rss_bytes  # noqa: E402
 from tests.support.servers import ServerProcess, free_port  # noqa: E402
 
 HARNESS = Path(os.environ.get("YJS_BENCH", REPO.parent / "shared" / "yjs-bench"))
-
-
-def _board(records: int, folder: Path) -> bytes:
-    path = folder / "board.bin"
-    subprocess.run(
-        ["node", str(REPO / "bench" / "document_memory.mjs"), "build", "--kind", "tldraw", "--records",
-         str(records), "--out", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path.read_bytes()
 
 
 def _edit(board: bytes) -> bytes:
@@ -150,7 +141,7 @@ async def main() -> None:
     parser.add_argument("--log", default="/tmp/idle_boards.log")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        board = _board(args.records, Path(folder))
+        board = build_board("tldraw", args.records, Path(folder) / "board.bin")
     edit = _edit(board)
     print(
         f"{args.boards} boards of {args.records:,} records, {len(board) / 2**20:.2f} MiB each "

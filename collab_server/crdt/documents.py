@@ -286,16 +286,21 @@ class RoomDoc:
                     self.fragile = True
                     return 0  # a document the library cannot encode stays as it is (its reads are refused)
                 self.state = self.doc.get_state()
-                self.deletions = self.doc.get_update(self.state) if self.head.whole and len(self.base) == 1 else None
+                self.deletions = self.doc.get_update(self.state) if self._one_snapshot() else None
             except BaseException as exc:  # or that it cannot read
                 _refusal(exc)
                 self.fragile = True
                 return 0
         base_bytes = self.drop()
-        if self.packed is None and len(self.base) == 1 and self.head.whole:
+        if self.packed is None and self._one_snapshot():
             self.packed = zlib.compress(self.base[0], _PACK_LEVEL)
             self.base = []
         return base_bytes
+
+    def _one_snapshot(self) -> bool:
+        """Whether the base is one snapshot of the whole document, nothing pending: what a cooled room answers
+        from, and keeps compressed."""
+        return len(self.base) == 1 and self.head.whole
 
     def drop(self) -> int:
         """Let go of the document (the room is cooled or unloaded); the bytes of the base."""
@@ -448,22 +453,28 @@ class Documents:
         """``held.snapshot_held()``, decompressed once for a run of reads: kept until ``_UNPACKED_SECONDS``
         after its last use (``forget_unpacked``). Keyed by the very ``packed`` object, so a room cooled
         again, rebuilt or unloaded never gets another snapshot's bytes."""
-        packed = held.packed
-        if packed is None:
+        if held.packed is None:
             return None
-        if self._unpacked is None or self._unpacked[0] is not packed:
+        snapshot = self._kept(held)
+        if snapshot is None:
             snapshot = held.snapshot_held()
             assert snapshot is not None
-            self._unpacked = (packed, snapshot)
+            self._unpacked = (held.packed, snapshot)
         self._unpacked_used = self._clock()
+        return snapshot
+
+    def _kept(self, held: RoomDoc) -> bytes | None:
+        """The kept decompressed snapshot if it is ``held``'s (decompressed from its very ``packed``)."""
+        if self._unpacked is None or self._unpacked[0] is not held.packed:
+            return None
         return self._unpacked[1]
 
     def _take_unpacked(self, held: RoomDoc) -> bytes | None:
         """The kept decompressed snapshot if it is ``held``'s, handed over (a room being rebuilt holds it
         as its base from then on)."""
-        if self._unpacked is None or self._unpacked[0] is not held.packed:
-            return None
-        snapshot, self._unpacked = self._unpacked[1], None
+        snapshot = self._kept(held)
+        if snapshot is not None:
+            self._unpacked = None
         return snapshot
 
     def unpacked_due(self) -> float | None:
