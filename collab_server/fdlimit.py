@@ -7,11 +7,20 @@ clients hang or are reset, and the store, the CRDT workers' pipes and the log fi
 either. So the server raises the soft limit to the hard limit when it starts (``raise_fd_limit``), and
 caps room sockets below what the limit leaves after ``FD_RESERVE`` descriptors for everything else
 (``connection_room``), so that the cap refuses a client cleanly before the kernel does it badly.
+
+It also sizes the kernel's descriptor table for all of them at once (``presize_fd_table``). The table
+starts small and doubles as descriptors are opened; in a process with more than one thread, every
+doubling waits for an RCU grace period (``expand_files`` → ``synchronize_rcu``), 10-25 ms on a busy
+2-core machine, inside the ``accept()`` of the event loop's thread, which holds the GIL there. A connect
+storm of 10,000 sockets crossed six doublings and stalled the whole process for each (found by sampling
+the loop thread's kernel stack, ``/proc/PID/task/TID/stack``); growing the table once, at start-up, moves
+those waits before the first client.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import resource
 
 logger = logging.getLogger(__name__)
@@ -58,3 +67,31 @@ def connection_room(max_connections: int) -> int:
         "; raise it (ulimit -n, LimitNOFILE: docs/operations.md)" if level == logging.WARNING else "",
     )
     return room
+
+
+def presize_fd_table(max_connections: int) -> int | None:
+    """Grow the kernel's descriptor table to hold every descriptor the server may use; the highest one.
+
+    Duplicating a descriptor onto the highest number makes the kernel grow the table to cover it, and
+    closing it again does not shrink the table. The highest number is the room-socket cap plus the
+    reserve, below the soft limit: a hard limit of a million does not make a table of a million (8 MiB).
+    None when nothing was done (the number is already open, or the duplication failed).
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    top = max_connections + FD_RESERVE
+    if soft != resource.RLIM_INFINITY:
+        top = min(top, soft)
+    highest = top - 1
+    try:
+        os.fstat(highest)
+    except OSError:
+        pass  # not open: free to take for a moment
+    else:
+        return None  # open already, so the table covers it (and dup2 would close it)
+    try:
+        os.dup2(2, highest, inheritable=False)
+    except OSError as exc:
+        logger.warning("descriptor table not grown to %d at start-up: %s; a connect storm may stall", top, exc)
+        return None
+    os.close(highest)
+    return highest

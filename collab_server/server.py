@@ -14,7 +14,7 @@ import uvicorn
 
 from collab_server.app import create_app
 from collab_server.connection import WebSocketConnection
-from collab_server.fdlimit import raise_fd_limit
+from collab_server.fdlimit import presize_fd_table, raise_fd_limit
 from collab_server.gc_policy import GcPolicy
 from collab_server.handshake import guarded_http_protocol
 from collab_server.logs import configure_logging
@@ -75,4 +75,5 @@ def serve(settings: Settings) -> None:
     route_native_stderr()
     config = uvicorn_config(settings)  # configures logging
     raise_fd_limit()  # before the app's lifespan sizes its connection cap on it
+    presize_fd_table(settings.max_connections)  # so no accept() waits for the table to grow
     _Server(config, GcPolicy(settings.gc_freeze_interval, settings.gc_threshold_values)).run()

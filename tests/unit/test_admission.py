@@ -3,12 +3,16 @@ tests/e2e/test_connection_limits.py."""
 
 from __future__ import annotations
 
+import os
+import re
 import resource
+import sys
+from pathlib import Path
 
 import pytest
 
 from collab_server.admission import Admission
-from collab_server.fdlimit import FD_RESERVE, connection_room, raise_fd_limit
+from collab_server.fdlimit import FD_RESERVE, connection_room, presize_fd_table, raise_fd_limit
 
 
 def caps(**overrides: int) -> Admission:
@@ -85,6 +89,38 @@ def test_the_file_descriptor_limit_is_raised_to_the_hard_limit_and_bounds_connec
         assert connection_room(10) == 10
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, before)
+
+
+def descriptor_table_size() -> int:
+    """The kernel's descriptor table size of this process (Linux's /proc/self/status FDSize)."""
+    found = re.search(r"^FDSize:\s+(\d+)$", Path("/proc/self/status").read_text(), re.MULTILINE)
+    assert found is not None
+    return int(found.group(1))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="FDSize is Linux's")
+def test_the_descriptor_table_is_grown_at_once_for_every_connection() -> None:
+    target = descriptor_table_size() * 4
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < target:
+        pytest.skip("the soft limit is below the table size this test grows to")
+    highest = presize_fd_table(target - FD_RESERVE)
+    assert highest == target - 1
+    assert descriptor_table_size() >= target
+    with pytest.raises(OSError):
+        os.fstat(highest)  # the descriptor that grew it was closed again
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="FDSize is Linux's")
+def test_growing_the_descriptor_table_never_closes_an_open_descriptor() -> None:
+    read, write = os.pipe()
+    high = os.dup2(write, descriptor_table_size() * 2)
+    try:
+        assert presize_fd_table(high + 1 - FD_RESERVE) is None
+        os.write(high, b"still open")
+        assert os.read(read, 10) == b"still open"
+    finally:
+        for fd in (read, write, high):
+            os.close(fd)
 
 
 def test_an_address_moving_between_rooms_is_counted_exactly() -> None:
