@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -301,3 +303,18 @@ def test_an_answer_carries_its_longest_strings_after_its_body() -> None:
         decode_results(kinds, body, strings[:1])
     with pytest.raises(CodecError, match="trailing"):
         decode_results(kinds, body, [*strings, b"unnamed"])
+
+
+def test_a_warmed_up_worker_imports_nothing_at_its_first_load() -> None:
+    # In a fresh interpreter: this one has long imported everything.
+    probe = (
+        "import sys\n"
+        "from collab_server.crdt.documents import Documents\n"
+        "from collab_server.crdt.worker import warm_up\n"
+        "warm_up()\n"
+        "before = set(sys.modules)\n"
+        "Documents().load('room', None, [])\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert imported.strip() == "[]"
