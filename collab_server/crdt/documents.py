@@ -310,8 +310,14 @@ class RoomDoc:
         return sum(map(len, self.base)) + len(self.packed or b"")
 
     def snapshot_held(self) -> bytes | None:
-        """The document's whole state without rebuilding it: a cooled room's base when it is one snapshot."""
-        return None if self.packed is None else zlib.decompress(self.packed)
+        """The document's whole state without rebuilding it: a cooled room's base when it is one snapshot.
+        ColdRoomLost if it does not decompress (nothing but a memory error of the process could cause it)."""
+        if self.packed is None:
+            return None
+        try:
+            return zlib.decompress(self.packed)
+        except zlib.error as exc:
+            raise ColdRoomLost(f"the cooled snapshot does not decompress: {exc}") from exc
 
     def _on_transaction(self, event: TransactionEvent) -> None:
         self.emitted.append(event.update)
@@ -449,15 +455,23 @@ class Documents:
         self._unpacked: tuple[bytes, bytes] | None = None
         self._unpacked_used = 0.0
 
-    def _snapshot_of(self, held: RoomDoc) -> bytes | None:
-        """``held.snapshot_held()``, decompressed once for a run of reads: kept until ``_UNPACKED_SECONDS``
-        after its last use (``forget_unpacked``). Keyed by the very ``packed`` object, so a room cooled
-        again, rebuilt or unloaded never gets another snapshot's bytes."""
-        if held.packed is None:
+    def _snapshot_of(self, room: str) -> bytes | None:
+        """The room's ``snapshot_held()``, decompressed once for a run of reads: kept until
+        ``_UNPACKED_SECONDS`` after its last use (``forget_unpacked``). Keyed by the very ``packed`` object,
+        so a room cooled again, rebuilt or unloaded never gets another snapshot's bytes. None if the room is
+        not here or not cooled, and if its snapshot does not decompress: then the room is given up as one
+        whose rebuild failed (``_held``), and its callers, finding it gone, answer NOT_LOADED or fold the
+        stored rows."""
+        held = self.rooms.get(room)
+        if held is None or held.packed is None:
             return None
         snapshot = self._kept(held)
         if snapshot is None:
-            snapshot = held.snapshot_held()
+            try:
+                snapshot = held.snapshot_held()
+            except ColdRoomLost:
+                self._give_up(room)
+                return None
             assert snapshot is not None
             self._unpacked = (held.packed, snapshot)
         self._unpacked_used = self._clock()
@@ -501,14 +515,19 @@ class Documents:
             try:
                 held.warm_up(self._take_unpacked(held))
             except ColdRoomLost:
-                del self.rooms[room]
-                self.warm.pop(room, None)
+                self._give_up(room)
                 return None
             updated = True
         if updated:
             self.warm.pop(room, None)
             self.warm[room] = self._clock()
         return held
+
+    def _give_up(self, room: str) -> None:
+        """Forget a cooled room that cannot be read back; the server loads it again from the store."""
+        held = self.rooms.pop(room)
+        self.warm.pop(room, None)
+        held.drop()
 
     def cooling_due(self, idle_seconds: float) -> float | None:
         """Seconds until the least recently updated room has been idle ``idle_seconds`` (0 if it has), or
@@ -569,7 +588,7 @@ class Documents:
             clocks = decode_state_vector(state_vector)  # our own decoder first: Yrs never sees a malformed one
             if held.deletions is not None and _has_all(clocks, decode_state_vector(held.state)):
                 return held.deletions  # a cooled room, and a client that lacks none of its insertions
-            snapshot = self._snapshot_of(held)
+            snapshot = self._snapshot_of(room)
             if snapshot is not None:  # a cooled room: the diff from its snapshot, without rebuilding it
                 return get_update(snapshot, state_vector) if clocks else snapshot
             live = self._held(room, updated=False)
@@ -600,8 +619,7 @@ class Documents:
         return _read(lambda: doc.get_update(doc.get_state()))
 
     def full_state(self, room: str) -> bytes | Refusal:
-        held = self.rooms.get(room)
-        snapshot = None if held is None else self._snapshot_of(held)
+        snapshot = self._snapshot_of(room)
         if snapshot is not None:
             return snapshot
         held = self._held(room, updated=False)
@@ -621,8 +639,8 @@ class Documents:
         document into bytes that it then cannot load (a panic, or an endless loop, on every later load of
         the room), and a stored snapshot replaces the rows it folds. LIBRARY_FAILURE when no fold does:
         the rows stay in the log, where a load can still set the bad ones aside one by one."""
+        encoded = self._snapshot_of(room)
         cooled = self.rooms.get(room)
-        encoded = None if cooled is None else self._snapshot_of(cooled)
         if cooled is not None and encoded is not None:
             # Compacted from its snapshot, without rebuilding it (a replica shutting down compacts every
             # room with unsaved rows: rebuilding its cooled rooms would take back all their memory).

@@ -129,6 +129,31 @@ def test_a_hostile_update_to_a_cooled_room_is_refused_and_leaves_it_as_it_was() 
     assert str(documents.rooms["r"].live().get("t", type=Text)) == "ab"
 
 
+@pytest.mark.parametrize("read", ["sync of a fresh client", "sync of a client behind", "compaction"])
+def test_a_cooled_room_whose_snapshot_does_not_decompress_is_given_up_not_the_worker(read: str) -> None:
+    """Every read of a cooled room's compressed snapshot treats bytes that do not decompress as a rebuild
+    that failed: the room is dropped and the server reloads it from the store. An exception out of a read
+    would end the worker and every other room it holds. The fault is injected: only a memory error of the
+    process could cause it."""
+    documents = Documents()
+    _, updates = typing_updates(4)
+    documents.load("r", None, updates)
+    documents.load("other", None, updates)
+    documents.cool_one(0)
+    assert _cooled(documents, "r")
+    documents.rooms["r"].packed = b"not zlib"
+    if read == "compaction":
+        folded = documents.fold("r", None, updates)  # from the stored rows instead
+        assert isinstance(folded, Folded) and folded.folded == [0, 1, 2, 3]
+        assert _text(folded.snapshot) == "0,1,2,3,"
+    elif read == "sync of a fresh client":
+        assert documents.full_state("r") is Refusal.NOT_LOADED
+    else:
+        assert documents.diff("r", typing_updates(2)[0].get_state()) is Refusal.NOT_LOADED
+    assert "r" not in documents.rooms and "r" not in documents.warm
+    assert _text(documents.full_state("other")) == "0,1,2,3,"  # type: ignore[arg-type]
+
+
 def test_a_cooled_room_is_compacted_without_a_rebuild_and_unloaded() -> None:
     """A replica shutting down compacts every room with unsaved rows: rebuilding the cooled ones would
     take back all their memory at once."""
