@@ -10,6 +10,9 @@ turns, such as the CRDT workers' where they share the loop's core, not the loop'
     PYTHONPATH=bench/turn_gaps COLLAB_TURN_GAPS_LOG=/tmp/gaps.log collab-server --database-url memory://
     .venv/bin/python bench/turn_gaps/report.py /tmp/gaps.log
 
+What a long turn was: ``kernel_stacks.py`` here samples where the server's threads sleep in the kernel,
+``cpu_takers.py`` reads ``perf``'s record of the scheduler to say who had the CPU while the loop waited.
+
 Python imports ``sitecustomize`` at start-up; this one wraps ``LoopLagMonitor.start`` (which the app calls
 once its loop runs) when ``collab_server.looplag`` is first imported, and does nothing else.
 """
