@@ -15,6 +15,7 @@ import logging
 import os
 import struct
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +27,6 @@ logger = logging.getLogger(__name__)
 
 _ROOT = str(Path(__file__).resolve().parents[2])
 _READ_IN_PIECES = 1 << 20
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 Answer = tuple[bytes, list[bytes]]  # an answer's body, and its strings sent out of line (``codec``)
@@ -50,6 +50,19 @@ async def _read_exactly(stream: asyncio.StreamReader, size: int) -> bytes:
     return await asyncio.to_thread(b"".join, pieces)
 
 
+def _cpu_clock_of(pid: int) -> int | None:
+    """The id of process ``pid``'s CPU-time clock (``clock_getcpuclockid(3)``, which Python does not
+    wrap), or None where the C library has none for another process (it is Linux's)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    clock = ctypes.c_int()  # clockid_t
+    if ctypes.CDLL(None).clock_getcpuclockid(pid, ctypes.byref(clock)) != 0:
+        return None
+    return clock.value
+
+
 class WorkerDied(Exception):
     """The worker exited, closed its pipe, or answered something that is not a frame."""
 
@@ -62,6 +75,7 @@ class WorkerProcess:
         self.nice = nice  # added to the server's niceness in the worker (``worker.lower_priority``)
         self.idle_seconds = idle_seconds  # a room idle this long is cooled (``worker``; 0: never)
         self._process: asyncio.subprocess.Process | None = None
+        self._cpu_clock: int | None = None  # the process's CPU-time clock (``cpu_seconds``)
         self._stderr_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -73,18 +87,20 @@ class WorkerProcess:
         return self._process.pid if self._process else None
 
     def cpu_seconds(self) -> float | None:
-        """CPU time the worker has used (user + system), or None where /proc cannot tell (not Linux, or
-        the process is gone): the watchdog then falls back to wall time."""
-        pid = self.pid
-        if pid is None:
+        """CPU time the worker has used (user + system), or None where the system cannot tell (no CPU
+        clock for another process, or the process is gone): the watchdog then falls back to wall time.
+
+        Read from the process's CPU-time clock: one system call, exact to the nanosecond. The pool reads it
+        at every request (``pool._within_deadline``) and around a retried op (``pool._note_heavy``);
+        ``/proc/PID/stat``, read before, counts in 10 ms ticks (the default deadline is 100 of them) and
+        costs an open, a read and a parse (7.5 us against 0.25; 1,375 requests in the 1,000-room bench)."""
+        clock = self._cpu_clock
+        if clock is None or self._process is None:
             return None
         try:
-            with open(f"/proc/{pid}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()  # the name, in parentheses, may hold spaces
+            return time.clock_gettime(clock)
         except OSError:
-            return None
-        # After the name: state is field 3, utime and stime fields 14 and 15 (proc(5)), in clock ticks.
-        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+            return None  # the process has been reaped
 
     async def start(self, timeout: float) -> None:
         env = {
@@ -116,6 +132,7 @@ class WorkerProcess:
             # the worker exits on the end of its input.
             start_new_session=True,
         )
+        self._cpu_clock = _cpu_clock_of(self._process.pid)
         self._stderr_task = asyncio.get_running_loop().create_task(self._log_stderr())
         try:
             hello, strings = await asyncio.wait_for(self._read_frame(), timeout)
@@ -162,6 +179,7 @@ class WorkerProcess:
     async def kill(self) -> None:
         """Kill the process (it may be stuck inside native code: SIGKILL, not a polite request)."""
         process, self._process = self._process, None
+        self._cpu_clock = None
         if process is None:
             return
         if process.returncode is None:

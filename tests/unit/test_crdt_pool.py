@@ -19,6 +19,7 @@ import pytest
 from collab_server.crdt.codec import Kind, Op, decode_ops, encode_results
 from collab_server.crdt.engine import Applied, Refusal
 from collab_server.crdt.pool import _MAX_BATCH_OPS, WorkerPool, _batch_end, _Lane, _Pending, lane_of
+from collab_server.crdt.process import WorkerProcess
 from tests.support.answers import split_answer
 from tests.support.documents import typing_updates
 from tests.support.eventually import eventually
@@ -66,6 +67,28 @@ async def test_a_hang_is_cut_off_at_the_deadline(pool: tuple[WorkerPool, Store])
     assert [o.refusal for o in outcomes][-1] is Refusal.STALLED
     assert time.monotonic() - started < 5
     assert isinstance(await engine.state_vector("r"), bytes)
+
+
+def _cpu_seconds_by_proc(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()  # the name may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the CPU clock of another process is Linux's")
+async def test_a_worker_s_cpu_time_is_its_own_and_unknown_once_it_is_gone() -> None:
+    worker = WorkerProcess(0)
+    await worker.start(timeout=30)
+    try:
+        pid = worker.pid
+        assert pid is not None
+        spent = worker.cpu_seconds()
+        by_proc = _cpu_seconds_by_proc(pid)  # the kernel's other account, in clock ticks
+        # Starting Python and importing the library takes far more than nothing of a core.
+        assert spent is not None and spent > 0.02
+        assert abs(spent - by_proc) <= 2 / os.sysconf("SC_CLK_TCK") + 0.01
+    finally:
+        await worker.kill()
+    assert worker.cpu_seconds() is None
 
 
 async def _stop_the_worker_of_a_room_with_two_edits(engine: WorkerPool, store: Store) -> int:
