@@ -32,6 +32,7 @@ from pycrdt import merge_updates
 
 from collab_server import metrics
 from collab_server.awareness import AwarenessStates
+from collab_server.broadcasts import Broadcasts
 from collab_server.crdt.engine import Applied, DocumentEngine, EngineError, Refusal
 from collab_server.errors import CloseCode, ProtocolError, StoreOverloaded
 from collab_server.origins import Origin, Replica, is_local
@@ -102,6 +103,7 @@ class Room:
         known_state_vector: bytes = b"\x00",
         log_updates: int = 0,
         log_bytes: int = 0,
+        broadcasts: Broadcasts | None = None,
     ):
         self.name = name
         self.engine = engine
@@ -115,7 +117,10 @@ class Room:
         self.closed = False
         self._sink = sink
         self._pending: list[tuple[Origin, bytes]] = []
-        self._flush_handle: asyncio.Handle | None = None
+        # Where the room queues for its flush: shared by all rooms (``Rooms``), which bounds how long one
+        # turn spends flushing them; a room of its own where none is given (tests).
+        self._broadcasts = broadcasts if broadcasts is not None else Broadcasts()
+        self._flush_queued = False
         self._pending_awareness: dict[int, AwarenessEntry] = {}
         self._awareness_handle: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -126,7 +131,7 @@ class Room:
 
     def _call_soon(self, callback: Callable[[], None]) -> asyncio.Handle:
         """``call_soon`` on the room's loop, found once: on Python 3.11 every ``get_running_loop()`` is a
-        ``getpid()`` system call, and this runs for every accepted update."""
+        ``getpid()`` system call, and this runs for every awareness update."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         return self._loop.call_soon(callback)
@@ -238,8 +243,9 @@ class Room:
         self._pending.append((origin, update))
         if len(self._pending) >= _MAX_BATCH:
             self.flush()
-        elif self._flush_handle is None:
-            self._flush_handle = self._call_soon(self.flush)
+        elif not self._flush_queued:
+            self._flush_queued = True
+            self._broadcasts.add(self)
 
     def _refused(self, origin: Origin, refusal: Refusal) -> None:
         metrics.UPDATES_REFUSED.labels(refusal.label).inc()
@@ -321,10 +327,10 @@ class Room:
     # -- broadcast -----------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Broadcast the updates accepted since the last flush: merged, encoded once."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        """Broadcast the updates accepted since the last flush: merged, encoded once. Called by the
+        room's turn in ``broadcasts``, or at once by a full batch or the room's closing (the queued turn then
+        finds nothing, or the updates that came since)."""
+        self._flush_queued = False
         pending, self._pending = self._pending, []
         if not pending:
             return

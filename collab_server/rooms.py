@@ -26,6 +26,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from collab_server import metrics
+from collab_server.broadcasts import Broadcasts
 from collab_server.crdt.engine import BadRow, DocumentEngine, EngineError, Loaded, Refusal
 from collab_server.errors import CloseCode, FoldFailed, StoreError, StoreUnavailable
 from collab_server.peer import Peer
@@ -62,6 +63,7 @@ class RoomManager:
         self._settings = settings
         self.replication: Replication = replication or SingleReplica()
         self._rooms: dict[str, Room] = {}
+        self._broadcasts = Broadcasts()  # every room's flushes, a few milliseconds' worth per turn
         self._loading: dict[str, asyncio.Task[Room]] = {}
         self._unload_timers: dict[str, asyncio.TimerHandle] = {}
         self._holds: dict[str, int] = {}  # REST calls using a room without a peer (see use)
@@ -209,6 +211,7 @@ class RoomManager:
             known_state_vector=loaded.state_vector,
             log_updates=log_updates,
             log_bytes=log_bytes,
+            broadcasts=self._broadcasts,
         )
         self.replication.room_loaded(room)
         # Published to joiners only once other replicas' unstored edits are in: until then a join waits

@@ -1,0 +1,64 @@
+"""Rooms' flushes, a budget's worth per event-loop turn (collab_server.broadcasts)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from collab_server.broadcasts import Broadcasts
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Flushing:
+    """A room whose flush takes ``cost`` seconds of the clock and is logged."""
+
+    def __init__(self, name: str, log: list[str], clock: Clock, cost: float) -> None:
+        self.name, self._log, self._clock, self._cost = name, log, clock, cost
+
+    def flush(self) -> None:
+        self._log.append(self.name)
+        self._clock.now += self._cost
+
+
+async def _turns(log: list[str], count: int) -> None:
+    """Mark the start of each of the next ``count`` loop turns in ``log``."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+        log.append("|")
+
+
+async def test_rooms_are_flushed_in_order_a_budget_s_worth_per_turn() -> None:
+    clock, log = Clock(), list[str]()
+    broadcasts = Broadcasts(budget=0.003, clock=clock)
+    for name in "abcde":
+        broadcasts.add(Flushing(name, log, clock, cost=0.002))  # two fit in a turn's 3 ms, not three
+    assert log == [] and len(broadcasts) == 5  # nothing is flushed where it is queued
+    await _turns(log, 4)
+    assert log == ["a", "b", "|", "c", "d", "|", "e", "|", "|"]
+    assert len(broadcasts) == 0
+
+
+async def test_a_turn_flushes_everything_due_within_the_budget_and_a_room_queued_later_the_next_turn() -> None:
+    clock, log = Clock(), list[str]()
+    broadcasts = Broadcasts(budget=0.003, clock=clock)
+    for name in "abc":
+        broadcasts.add(Flushing(name, log, clock, cost=0.0001))
+    await _turns(log, 1)
+    broadcasts.add(Flushing("d", log, clock, cost=0.0001))
+    await _turns(log, 2)
+    assert log == ["a", "b", "c", "|", "d", "|", "|"]
+
+
+async def test_a_flush_over_the_budget_still_completes_and_the_rest_waits() -> None:
+    clock, log = Clock(), list[str]()
+    broadcasts = Broadcasts(budget=0.003, clock=clock)
+    broadcasts.add(Flushing("huge", log, clock, cost=0.05))
+    broadcasts.add(Flushing("small", log, clock, cost=0.0001))
+    await _turns(log, 2)
+    assert log == ["huge", "|", "small", "|"]
