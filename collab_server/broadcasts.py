@@ -4,7 +4,7 @@ A room gathers the updates its engine accepts in one turn and broadcasts them in
 one merged message, written to each of its peers. Writing is most of the cost, and on a loopback or a fast
 network most of a write is the kernel's. When many rooms have something to broadcast at once (a burst of
 arrivals: a client process pausing and then sending all it held, a network hiccup), flushing all of them in
-one turn made the turn long: at 8,000 edits/s into 1,000 rooms, 50-96 turns of 10-21 ms on the loop's own
+one turn made the turn long: at 8,000 edits/s into 1,000 rooms, 46-96 turns of 10-21 ms on the loop's own
 CPU per 10-second run (``bench/turn_gaps``), during which no socket was read and no ping answered.
 
 So rooms queue here, and each turn flushes them in the order they queued until ``budget`` seconds have
@@ -23,7 +23,8 @@ from typing import Protocol
 
 TURN_BUDGET = 0.003
 """Seconds of flushing per turn. At 3 ms, turns of the loop's own work over 10 ms in the 1,000-room bench
-went from 47-50 to 3-4 per run, with the delivery latency unchanged within the run-to-run noise."""
+went from 46-63 to 4-11 per run (SQLite: 127-132 to 4-10), the delivery latency unchanged within the
+run-to-run noise (docs/benchmarks.md, session 19)."""
 
 
 class Flushable(Protocol):
