@@ -24,7 +24,9 @@ from typing import Protocol
 TURN_BUDGET = 0.003
 """Seconds of flushing per turn. At 3 ms, turns of the loop's own work over 10 ms in the 1,000-room bench
 went from 46-63 to 4-11 per run (SQLite: 127-132 to 4-10), the delivery latency unchanged within the
-run-to-run noise (docs/benchmarks.md, session 19)."""
+run-to-run noise. Near saturation (the server at 80 % of its core) they went from 140 to 48 per run, and
+the median latency rose by a tenth (flushes wait behind the next turn's reading); 6 ms gave 69 per run
+and no rise. 3 ms keeps turns under 10 ms (docs/benchmarks.md, session 19)."""
 
 
 class Flushable(Protocol):
