@@ -470,7 +470,7 @@ class Documents:
             try:
                 snapshot = held.snapshot_held()
             except ColdRoomLost:
-                self._give_up(room)
+                self.unload(room)  # given up: the server loads it again from the store
                 return None
             assert snapshot is not None
             self._unpacked = (held.packed, snapshot)
@@ -515,19 +515,13 @@ class Documents:
             try:
                 held.warm_up(self._take_unpacked(held))
             except ColdRoomLost:
-                self._give_up(room)
+                self.unload(room)  # given up: the server loads it again from the store
                 return None
             updated = True
         if updated:
             self.warm.pop(room, None)
             self.warm[room] = self._clock()
         return held
-
-    def _give_up(self, room: str) -> None:
-        """Forget a cooled room that cannot be read back; the server loads it again from the store."""
-        held = self.rooms.pop(room)
-        self.warm.pop(room, None)
-        held.drop()
 
     def cooling_due(self, idle_seconds: float) -> float | None:
         """Seconds until the least recently updated room has been idle ``idle_seconds`` (0 if it has), or
