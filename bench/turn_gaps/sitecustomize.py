@@ -13,6 +13,11 @@ turns, such as the CRDT workers' where they share the loop's core, not the loop'
 What a long turn was: ``kernel_stacks.py`` here samples where the server's threads sleep in the kernel,
 ``cpu_takers.py`` reads ``perf``'s record of the scheduler to say who had the CPU while the loop waited.
 
+With ``COLLAB_TURN_GAPS_STACKS`` set to a file, a thread also samples the loop thread's Python stack every
+millisecond and, for each long gap, writes the samples taken inside it there (``# gap`` line, then one
+collapsed stack per sample). The sampler needs the GIL: inside a long turn it gets a sample each time the
+interpreter's switch interval makes the loop's thread let go (5 ms), which is enough to say what ran.
+
 Python imports ``sitecustomize`` at start-up; this one wraps ``LoopLagMonitor.start`` (which the app calls
 once its loop runs) when ``collab_server.looplag`` is first imported, and does nothing else.
 """
@@ -29,11 +34,41 @@ from typing import Any
 _LOG = os.environ.get("COLLAB_TURN_GAPS_LOG")
 _THRESHOLD = float(os.environ.get("COLLAB_TURN_GAPS_MS", "8")) / 1000
 _TICK = 0.001
+_STACKS = os.environ.get("COLLAB_TURN_GAPS_STACKS")
+
+
+class _Sampler:
+    """Keeps the last second of the loop thread's stacks, sampled every millisecond from a thread."""
+
+    def __init__(self, thread_id: int, out: Any) -> None:
+        import collections
+        import threading
+
+        self._thread_id, self._out = thread_id, out
+        self._samples: Any = collections.deque(maxlen=1000)
+        threading.Thread(target=self._run, name="turn-gaps-sampler", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            frame = sys._current_frames().get(self._thread_id)
+            stack = []
+            while frame is not None:
+                code = frame.f_code
+                stack.append(f"{code.co_qualname} ({code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno})")
+                frame = frame.f_back
+            self._samples.append((time.monotonic(), ";".join(reversed(stack))))
+            time.sleep(_TICK)
+
+    def write(self, began: float, ended: float, gap_ms: float) -> None:
+        self._out.write(f"# gap {gap_ms:.1f} ms ending {time.time():.3f} (monotonic {ended:.4f})\n")
+        for at, stack in list(self._samples):
+            if began <= at <= ended:
+                self._out.write(stack + "\n")
 
 
 class _Ticker:
-    def __init__(self, loop: Any, out: Any, waits: Any) -> None:
-        self._loop, self._out, self._waits = loop, out, waits
+    def __init__(self, loop: Any, out: Any, waits: Any, sampler: _Sampler | None) -> None:
+        self._loop, self._out, self._waits, self._sampler = loop, out, waits, sampler
         self._last = loop.time()
         self._waited = waits.seconds() or 0.0
 
@@ -43,6 +78,9 @@ class _Ticker:
         gap = now - self._last
         if gap > _THRESHOLD:
             self._out.write(f"{time.time():.3f} {gap * 1000:.1f} {(waited - self._waited) * 1000:.1f}\n")
+            if self._sampler is not None:
+                # loop.time() is time.monotonic() for asyncio's and uvloop's loops alike.
+                self._sampler.write(self._last, now, gap * 1000)
         self._last, self._waited = now, waited
         self._loop.call_later(_TICK, self.tick)
 
@@ -54,8 +92,11 @@ def _patch(module: Any) -> None:
         import asyncio
 
         result = start(self)
+        import threading
+
         out = open(_LOG, "a", buffering=1)  # held for the server's life
-        _Ticker(asyncio.get_running_loop(), out, module.RunQueueWait()).tick()
+        sampler = _Sampler(threading.get_ident(), open(_STACKS, "a", buffering=1)) if _STACKS else None
+        _Ticker(asyncio.get_running_loop(), out, module.RunQueueWait(), sampler).tick()
         return result
 
     module.LoopLagMonitor.start = start_with_ticker
