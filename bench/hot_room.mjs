@@ -24,7 +24,12 @@
 // quote medians over several repetitions and rounds.
 //
 //   node bench/hot_room.mjs --url ws://127.0.0.1:PORT/ws [--kind ywebsocket|hocuspocus] [--readers 1000]
-//        [--updates 3000] [--reps 3] [--window 300] [--server-pid PID] [--json out.json]
+//        [--updates 3000] [--reps 3] [--window 300] [--paced-rate 0] [--paced-seconds 10]
+//        [--server-pid PID] [--json out.json]
+//
+// --paced-rate R: then R updates a second for --paced-seconds, whatever is delivered (an open loop). At a
+// rate every server keeps up with, the server's CPU per update is the steadiest figure of what a broadcast
+// to every reader costs it (saturated throughput swings with how the servers merge).
 //
 // --server-pid: the server's CPU is that process and its children (our CRDT workers), read from /proc.
 // Also reported: how busy CPU 0 and CPU 1 were while saturated (all processes), since the bench pins the
@@ -60,7 +65,10 @@ const REPS = num('reps', 3)
 const WINDOW = num('window', 300)
 const SERVER_PID = args['server-pid'] ? Number(args['server-pid']) : null
 const ROOM = 'hot-' + Math.random().toString(36).slice(2, 8)
-const TOTAL = UPDATES * REPS
+const PACED_RATE = num('paced-rate', 0)
+const PACED = Math.round(PACED_RATE * num('paced-seconds', 10))
+const SATURATED = UPDATES * REPS
+const TOTAL = SATURATED + PACED
 // y-websocket servers take the room from the path; Hocuspocus from each message (its URL has no room).
 const PATH = KIND === 'hocuspocus' ? URL_.pathname : URL_.pathname.replace(/\/$/, '') + '/' + ROOM
 
@@ -325,12 +333,38 @@ async function main () {
     await sleep(200)
   }
   const s1 = sample()
+  const saturatedDeliveries = deliveries
+  let paced = null
+  if (PACED > 0) {
+    const p0 = sample()
+    const started = now()
+    for (let k = 0; k < PACED; k++) {
+      const wait = started + (k * 1000) / PACED_RATE - now()
+      if (wait > 1) await sleep(wait)
+      send(SATURATED + k)
+    }
+    const deadline = now() + 30000
+    while (deliveredToAll < TOTAL && now() < deadline) await sleep(20)
+    const p1 = sample()
+    const pacedWall = (p1.t - p0.t) / 1000
+    const pacedSorted = latencies.subarray(saturatedDeliveries, deliveries).slice().sort()
+    const at = (p) => round(pacedSorted[Math.min(pacedSorted.length - 1, Math.ceil((p / 100) * pacedSorted.length) - 1)])
+    paced = {
+      paced_rate: PACED_RATE,
+      paced_delivered_fraction: round(pacedSorted.length / (PACED * READERS), 4),
+      paced_latency_p50_ms: at(50),
+      paced_latency_p99_ms: at(99),
+      paced_server_cpu_pct: p0.server === null ? null : round((100 * (p1.server - p0.server)) / pacedWall),
+      paced_server_cpu_ms_per_update: p0.server === null ? null : round((1000 * (p1.server - p0.server)) / PACED, 3),
+      paced_client_cpu_pct: round((100 * (p1.client - p0.client)) / pacedWall)
+    }
+  }
   const wall = (s1.t - s0.t) / 1000
   const busy = (cpu) => { const a = s0.cpus[cpu]; const b = s1.cpus[cpu]; return a && b ? round(100 * (1 - (b.idle - a.idle) / (b.all - a.all))) : null }
-  const sorted = latencies.subarray(0, deliveries).slice().sort()
+  const sorted = latencies.subarray(0, saturatedDeliveries).slice().sort()
   const pct = (p) => round(sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)])
   const full = []
-  for (let k = 0; k < TOTAL; k++) full.push(lastArrival[k] - sentAt[k])
+  for (let k = 0; k < SATURATED; k++) full.push(lastArrival[k] - sentAt[k])
   full.sort((a, b) => a - b)
   const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]
   const result = {
@@ -343,7 +377,7 @@ async function main () {
     throughput_updates_per_s: round(median(throughputs)),
     throughput_reps: throughputs.map(round),
     reader_deliveries_per_s: round(median(throughputs) * READERS),
-    delivered_fraction: round(deliveries / (TOTAL * READERS), 4),
+    delivered_fraction: round(saturatedDeliveries / (SATURATED * READERS), 4),
     latency_p50_ms: pct(50),
     latency_p99_ms: pct(99),
     full_latency_p99_ms: round(full[Math.min(full.length - 1, Math.ceil(0.99 * full.length) - 1)]),
@@ -353,7 +387,8 @@ async function main () {
     cpu1_busy_pct: busy('1'),
     // How many updates one broadcast carried on average: servers merge what arrives while they are busy.
     distinct_messages: parses,
-    updates_per_message: round(TOTAL / Math.max(1, parses))
+    updates_per_message: round(TOTAL / Math.max(1, parses)),
+    ...paced
   }
   for (const [key, value] of Object.entries(result)) console.log(`${key} ${Array.isArray(value) ? value.join(' / ') : value}`)
   if (args.json && args.json !== true) writeFileSync(String(args.json), JSON.stringify(result, null, 2))

@@ -487,13 +487,15 @@ class WebSocketConnection(CollabTransportBase, Protocol):
     def _gate(self) -> TurnGate:
         return self._context.gate
 
-    def send_nowait(self, data: bytes) -> bool:
+    def send_nowait(self, data: bytes, frame: bytes | None = None) -> bool:
         """Write one binary message if the socket can take it now; False means "use the ASGI send"."""
         if self.close_sent or self.disconnected or not self.handshake_complete or not self.writable.is_set():
             return False
-        # Header and payload as two buffers: the payload, shared by every peer of a broadcast, is never
-        # copied into a per-peer frame.
-        self.transport.writelines((binary_frame_header(len(data)), data))
+        if frame is not None:
+            self.transport.write(frame)  # framed once for every peer of a broadcast
+        else:
+            # Header and payload as two buffers: a large payload is never copied into a frame.
+            self.transport.writelines((binary_frame_header(len(data)), data))
         return True
 
     # -- reading frames -------------------------------------------------------------------------------

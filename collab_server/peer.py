@@ -32,8 +32,9 @@ class PeerSocket(Protocol):
     async def send(self, message: Any) -> None:
         """The ASGI send: ``websocket.send`` and ``websocket.close`` events."""
 
-    def send_nowait(self, data: bytes) -> bool:
-        """Write one binary message now if the socket can take it; False: use ``send``."""
+    def send_nowait(self, data: bytes, frame: bytes | None = None) -> bool:
+        """Write one binary message now if the socket can take it; False: use ``send``. ``frame``: ``data``
+        already framed for the websocket (``collab_server.transport.binary_frame``), or None."""
 
     def reset(self) -> None:
         """Drop the connection at once (a reader that does not take even the close frame)."""
@@ -51,7 +52,7 @@ class AsgiSocket:
     async def send(self, message: Any) -> None:
         await self._send(message)
 
-    def send_nowait(self, data: bytes) -> bool:
+    def send_nowait(self, data: bytes, frame: bytes | None = None) -> bool:
         return False
 
     def reset(self) -> None:
@@ -122,13 +123,14 @@ class Peer:
         if client_id in self.client_ids:
             self.client_ids = tuple(known for known in self.client_ids if known != client_id)
 
-    def send(self, message: bytes) -> None:
-        """Queue one message; closes the peer as too slow when its queue is over the limit."""
+    def send(self, message: bytes, frame: bytes | None = None) -> None:
+        """Queue one message; closes the peer as too slow when its queue is over the limit. ``frame``:
+        ``message`` already framed, shared by the peers of a broadcast (used only if written at once)."""
         if self.closed:
             return
         queue = self._queue
         # Fast path: nothing waiting and the socket writable, so write now with no task at all.
-        if not queue and self._pump is None and self._socket.send_nowait(message):
+        if not queue and self._pump is None and self._socket.send_nowait(message, frame):
             return
         if queue is None:
             queue = self._queue = deque()

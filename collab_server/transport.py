@@ -7,9 +7,11 @@ well at scale:
 
 - ``reset()``: drop a connection whose reader stopped reading. Through ASGI a close frame waits behind the
   full send buffer like any other message, and a plain close leaves the kernel holding every unsent byte.
-- ``send_nowait(data)``: write one binary message *now*, without a coroutine or task, when the socket is
-  writable. A broadcast to N peers is then N synchronous writes instead of N task wake-ups; it returns
-  False (and the caller falls back to the awaited ASGI send) when flow control says to wait.
+- ``send_nowait(data, frame)``: write one binary message *now*, without a coroutine or task, when the
+  socket is writable. A broadcast to N peers is then N synchronous writes instead of N task wake-ups; it
+  returns False (and the caller falls back to the awaited ASGI send) when flow control says to wait.
+  ``frame``, when given, is ``data`` already framed (``binary_frame``): a broadcast frames its message once
+  for all its peers, and each write is then one buffer handed to the kernel as it is.
 - ``offer_frames(handler)``: hand each complete binary message to ``handler`` right in the data callback
   that read it, while the app's task is not behind (nothing queued); the handler may decline it, and then
   it is queued for ``receive()`` as usual. A message taken this way costs no queue entry, no future and no
@@ -98,6 +100,11 @@ def binary_frame_header(length: int) -> bytes:
     return _pack_u64(_FIN_BINARY, 127, length)
 
 
+def binary_frame(data: bytes) -> bytes:
+    """``data`` as one unmasked binary frame, header and payload in one buffer (a copy of ``data``)."""
+    return binary_frame_header(len(data)) + data
+
+
 _NOTHING: Any = object()
 
 Receive = Callable[[], Awaitable[Any]]
@@ -122,7 +129,7 @@ class CollabTransport(Protocol):
 
     def reset(self) -> None: ...
 
-    def send_nowait(self, data: bytes) -> bool: ...
+    def send_nowait(self, data: bytes, frame: bytes | None = None) -> bool: ...
 
     def offer_frames(self, handler: FrameHandler | None) -> None: ...
 
@@ -963,7 +970,7 @@ class CollabWebSocketProtocol(CollabTransportBase, WebSocketsSansIOProtocol):
     def _max_buffered(self) -> int:
         return max_buffered_bytes(self.app_state)
 
-    def send_nowait(self, data: bytes) -> bool:
+    def send_nowait(self, data: bytes, frame: bytes | None = None) -> bool:
         """Write one binary message if the socket can take it now; False means "use the ASGI send"."""
         if (
             self.close_sent
@@ -977,6 +984,8 @@ class CollabWebSocketProtocol(CollabTransportBase, WebSocketsSansIOProtocol):
             # permessage-deflate: websockets must compress the payload
             self.conn.send_binary(data)
             self.transport.writelines(self.conn.data_to_send())
+        elif frame is not None:
+            self.transport.write(frame)
         else:
             # Header and payload as two buffers: the payload, shared by every peer of a broadcast, is
             # never copied into a per-peer frame.

@@ -14,10 +14,13 @@ from collab_server.room import Room
 
 
 class RecordingSocket:
-    """Stands in for one websocket (a ``collab_server.peer.PeerSocket``); ``stalled`` makes every send hang."""
+    """Stands in for one websocket (a ``collab_server.peer.PeerSocket``); ``stalled`` makes every send hang;
+    ``writable`` takes messages at once (``send_nowait``), as our protocols do while the socket keeps up."""
 
-    def __init__(self, *, stalled: bool = False) -> None:
+    def __init__(self, *, stalled: bool = False, writable: bool = False) -> None:
         self.frames: list[bytes] = []
+        self.written_frames: list[bytes | None] = []  # the ``frame`` of each message taken at once
+        self._writable = writable
         self.closes: list[tuple[int, str]] = []
         self.aborted = False
         self._release = asyncio.Event()
@@ -31,8 +34,12 @@ class RecordingSocket:
         elif event["type"] == "websocket.close":
             self.closes.append((event["code"], event["reason"]))
 
-    def send_nowait(self, data: bytes) -> bool:
-        return False  # every message goes through send(), as under a plain ASGI server
+    def send_nowait(self, data: bytes, frame: bytes | None = None) -> bool:
+        if not self._writable:
+            return False  # every message goes through send(), as under a plain ASGI server
+        self.frames.append(data)
+        self.written_frames.append(frame)
+        return True
 
     def reset(self) -> None:
         self.aborted = True
@@ -61,8 +68,10 @@ class RecordingSink:
         self.unavailable = True
 
 
-def make_peer(room: Room, *, stalled: bool = False, **limits: Any) -> tuple[Peer, RecordingSocket]:
-    socket = RecordingSocket(stalled=stalled)
+def make_peer(
+    room: Room, *, stalled: bool = False, writable: bool = False, **limits: Any
+) -> tuple[Peer, RecordingSocket]:
+    socket = RecordingSocket(stalled=stalled, writable=writable)
     peer = Peer(socket, room_name=room.name, **limits)
     room.add(peer)
     peer.on_close = room.remove  # what RoomManager.join wires up (plus its own bookkeeping)

@@ -69,6 +69,28 @@ async def test_an_update_goes_to_every_other_peer_but_not_back() -> None:
     assert len(sink.updates) == 1
 
 
+async def test_a_broadcast_is_framed_once_for_all_its_peers() -> None:
+    room, _ = make_room()
+    author, _ = make_peer(room, writable=True)
+    readers = [make_peer(room, writable=True)[1] for _ in range(3)]
+    room.receive(author, encode_update(append_text(Doc(), "hi")))
+    await settle()
+    [frame] = readers[0].written_frames
+    assert all(socket.written_frames == [frame] and socket.written_frames[0] is frame for socket in readers)
+    [message] = readers[0].frames
+    assert frame == bytes((0x82, len(message))) + message  # RFC 6455: FIN + binary, unmasked, its length
+
+
+async def test_a_large_broadcast_is_not_copied_into_a_frame() -> None:
+    room, _ = make_room()
+    author, _ = make_peer(room, writable=True)
+    readers = [make_peer(room, writable=True)[1] for _ in range(2)]
+    room.receive(author, encode_update(append_text(Doc(), "A" * 100_000)))
+    await settle()
+    assert [socket.written_frames for socket in readers] == [[None], [None]]
+    assert readers[0].frames[0] is readers[1].frames[0]  # the payload itself, shared
+
+
 async def test_updates_within_one_tick_are_merged_into_one_message() -> None:
     room, _ = make_room()
     author, _ = make_peer(room)
