@@ -11,6 +11,13 @@ So rooms queue here, and each turn flushes them in the order they queued until `
 gone; the rest wait for the next turn, after the loop has polled its sockets again. A room is never
 flushed later than one more turn per ``budget`` of flushes queued before it, and the order of every
 room's own messages is unchanged.
+
+A room whose flush takes long (a hot room: a thousand readers, a write each) then rests as long as that
+flush took before its next one (``REST_AFTER``). What arrives meanwhile goes out merged, in one message
+per reader, so the room broadcasts at most half the time, and a writer's burst costs a few broadcasts,
+not one per worker answer. Without the rest, a hot room settled into one of two regimes run to run: big
+batches, or batches so small that each update cost nearly a broadcast of its own (2,500 against 9,000
+updates a second to 1,000 readers, docs/benchmarks.md, session 20).
 """
 
 from __future__ import annotations
@@ -29,6 +36,11 @@ the median latency rose by a tenth (flushes wait behind the next turn's reading)
 and no rise. 3 ms keeps turns under 10 ms (docs/benchmarks.md, session 19)."""
 
 
+REST_AFTER = 0.001
+"""A flush longer than this (seconds) makes its room rest as long again before the next. A room of a few
+peers flushes in tens of microseconds and never rests."""
+
+
 class Flushable(Protocol):
     def flush(self) -> None: ...
 
@@ -40,6 +52,9 @@ class Broadcasts:
         self._budget = budget
         self._clock = clock
         self._due: collections.deque[Flushable] = collections.deque()
+        # Rooms resting after a long flush: when each may flush again (``clock`` time). An entry goes when
+        # its room is queued again, or when its rest ends without a flush due (``_drop_rested``).
+        self._resting: dict[Flushable, float] = {}
         self._handle: asyncio.Handle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # found once (``Room._call_soon`` says why)
 
@@ -47,21 +62,45 @@ class Broadcasts:
         return len(self._due)
 
     def add(self, room: Flushable) -> None:
-        """Flush ``room`` in a coming turn (it keeps track of whether it is queued already)."""
+        """Flush ``room`` in a coming turn (it keeps track of whether it is queued already), or once its
+        rest after a long flush is over."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        rest_ends = self._resting.pop(room, None)
+        if rest_ends is not None:
+            wait = rest_ends - self._clock()
+            if wait > 0:
+                self._loop.call_later(wait, self._queue, room)
+                return
+        self._queue(room)
+
+    def _queue(self, room: Flushable) -> None:
         self._due.append(room)
-        if self._handle is None:
-            if self._loop is None:
-                self._loop = asyncio.get_running_loop()
+        if self._handle is None and self._loop is not None:
             self._handle = self._loop.call_soon(self._flush_some)
 
     def _flush_some(self) -> None:
         self._handle = None
-        until = self._clock() + self._budget
+        clock = self._clock
+        until = clock() + self._budget
         due = self._due
         while due:
-            due.popleft().flush()
-            if self._clock() >= until:
+            room = due.popleft()
+            started = clock()
+            room.flush()
+            ended = clock()
+            if ended - started > REST_AFTER:
+                rest_ends = self._resting[room] = ended + (ended - started)
+                if self._loop is not None:
+                    self._loop.call_later(ended - started, self._drop_rested, room, rest_ends)
+            if ended >= until:
                 break
         if due and self._loop is not None:
             # call_soon runs it in the next turn, not this one: the loop polls its sockets in between.
             self._handle = self._loop.call_soon(self._flush_some)
+
+    def _drop_rested(self, room: Flushable, rest_ends: float) -> None:
+        """The rest that ends at ``rest_ends`` is over: forget it, unless the room was queued since (which
+        forgot it) and has begun another."""
+        if self._resting.get(room) == rest_ends:
+            del self._resting[room]

@@ -1,10 +1,13 @@
-"""Rooms' flushes, a budget's worth per event-loop turn (collab_server.broadcasts)."""
+"""Rooms' flushes, a budget's worth per event-loop turn, and a long one's rest (collab_server.broadcasts)."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 from collab_server.broadcasts import Broadcasts
+from tests.support.eventually import eventually
 
 
 class Clock:
@@ -62,3 +65,46 @@ async def test_a_flush_over_the_budget_still_completes_and_the_rest_waits() -> N
     broadcasts.add(Flushing("small", log, clock, cost=0.0001))
     await _turns(log, 2)
     assert log == ["huge", "|", "small", "|"]
+
+
+async def test_a_room_whose_flush_took_long_rests_as_long_before_its_next() -> None:
+    clock, log = Clock(), list[str]()
+    broadcasts = Broadcasts(budget=0.003, clock=clock)
+    hot = Flushing("hot", log, clock, cost=0.02)  # a thousand readers: 20 ms of writes
+    broadcasts.add(hot)
+    await _turns(log, 1)
+    broadcasts.add(hot)  # more updates at once: they wait out its rest (20 ms) and go out together
+    broadcasts.add(Flushing("small", log, clock, cost=0.0001))
+    await _turns(log, 3)
+    assert log == ["hot", "|", "small", "|", "|", "|"]
+    await eventually(lambda: _flushed_twice(log, "hot"))
+
+
+async def test_a_room_whose_flush_is_quick_never_rests() -> None:
+    clock, log = Clock(), list[str]()
+    broadcasts = Broadcasts(budget=0.003, clock=clock)
+    room = Flushing("room", log, clock, cost=0.0005)  # a few peers
+    for _ in range(3):
+        broadcasts.add(room)
+        await _turns(log, 1)
+    assert log == ["room", "|", "room", "|", "room", "|"]
+
+
+async def test_a_rest_that_ends_without_a_flush_due_is_forgotten() -> None:
+    clock, log = Clock(), list[str]()
+    broadcasts = Broadcasts(budget=0.003, clock=clock)
+    hot = Flushing("hot", log, clock, cost=0.01)
+    broadcasts.add(hot)
+    await _turns(log, 1)
+    gone = weakref.ref(hot)
+    del hot  # the room closes: the rest must not keep it
+
+    def released() -> None:
+        gc.collect()
+        assert gone() is None
+
+    await eventually(released)
+
+
+def _flushed_twice(log: list[str], name: str) -> None:
+    assert log.count(name) == 2
