@@ -34,28 +34,21 @@
 // --server-pid: the server's CPU is that process and its children (our CRDT workers), read from /proc.
 // Also reported: how busy CPU 0 and CPU 1 were while saturated (all processes), since the bench pins the
 // server to CPU 0 and this client to CPU 1 (bench/hot_room.sh).
-import { createRequire } from 'node:module'
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import crypto from 'node:crypto'
+import { loopbackUrl, parseArgs, requireTestPackage as require } from './cli.mjs'
 
-const require = createRequire(new URL('../tests/js/package.json', import.meta.url))
 const Y = require('yjs')
 const WebSocket = require('ws')
 const encoding = require('lib0/encoding')
 const decoding = require('lib0/decoding')
 const awarenessProtocol = require('y-protocols/awareness')
 
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((pairs, arg, i, all) => {
-    if (arg.startsWith('--')) pairs.push([arg.slice(2), all[i + 1] && !all[i + 1].startsWith('--') ? all[i + 1] : true])
-    return pairs
-  }, [])
-)
-const num = (name, fallback) => (args[name] === undefined ? fallback : Number(args[name]))
-const URL_ = new URL(String(args.url || 'ws://invalid'))
-if (URL_.protocol !== 'ws:' || !['127.0.0.1', 'localhost', '[::1]'].includes(URL_.hostname)) {
-  console.error('--url must be a loopback ws:// URL (ws://127.0.0.1:PORT/ws)')
+const { args, num } = parseArgs()
+const URL_ = new URL(loopbackUrl(args.url))
+if (URL_.protocol !== 'ws:') {
+  console.error('--url must be a ws:// URL: this client speaks no TLS')
   process.exit(2)
 }
 const KIND = args.kind === 'hocuspocus' ? 'hocuspocus' : 'ywebsocket'

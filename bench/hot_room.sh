@@ -16,36 +16,28 @@ if [ "${1:-}" = "--rounds" ]; then rounds="$2"; shift 2; fi
 db="$(mktemp -d)"
 OUT="${OUT:-$db}"
 trap 'rm -rf "$db"' EXIT
-caps=(env COLLAB_MAX_CONNECTIONS_PER_ADDRESS=1000000 COLLAB_MAX_ROOMS_PER_ADDRESS=1000000
-      COLLAB_ROOM_LOADS_PER_MINUTE=1000000)
+# shellcheck source=bench/pinned_server.sh
+. "$ROOT/bench/pinned_server.sh"
 
 run() { # name, kind, url, server command...
   local name="$1" kind="$2" url="$3"; shift 3
-  taskset -c 0 "$@" >"$db/$name.log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-    sleep 0.1
-  done
-  sleep 1
+  start_pinned "$db/$name.log" "$@"
   local summary
-  summary="$(taskset -c 1 node "$ROOT/bench/hot_room.mjs" --url "$url" --kind "$kind" --server-pid "$pid" \
+  summary="$(taskset -c 1 node "$ROOT/bench/hot_room.mjs" --url "$url" --kind "$kind" --server-pid "$SERVER_PID" \
     --json "$OUT/$name-$round.json" "${BENCH_ARGS[@]}" 2>&1 | awk '
       /^(throughput_updates_per_s|throughput_reps|latency_p99_ms|server_cpu_pct|client_cpu_pct|cpu0_busy_pct|cpu1_busy_pct) / {
         key = $1; $1 = ""; printf "%s=%s ", key, substr($0, 2) }
       /failed/ { print }')" || true
   echo "$name round $round: $summary"
-  kill -INT "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  sleep 1
+  stop_pinned
 }
 
 BENCH_ARGS=("$@")
 for round in $(seq "$rounds"); do
   run hocuspocus hocuspocus "ws://127.0.0.1:$PORT" "$YJS_BENCH/peers/hocuspocus.sh" "$PORT"
-  run ours-memory ywebsocket "ws://127.0.0.1:$PORT/ws" "${caps[@]}" "$ROOT/.venv/bin/collab-server" --port "$PORT" \
+  run ours-memory ywebsocket "ws://127.0.0.1:$PORT/ws" "${OUR_CAPS[@]}" "$ROOT/.venv/bin/collab-server" --port "$PORT" \
     --database-url memory://
   rm -f "$db/bench.sqlite3"*
-  run ours-sqlite ywebsocket "ws://127.0.0.1:$PORT/ws" "${caps[@]}" "$ROOT/.venv/bin/collab-server" --port "$PORT" \
+  run ours-sqlite ywebsocket "ws://127.0.0.1:$PORT/ws" "${OUR_CAPS[@]}" "$ROOT/.venv/bin/collab-server" --port "$PORT" \
     --database-url "sqlite:///$db/bench.sqlite3"
 done

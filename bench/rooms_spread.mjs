@@ -15,28 +15,17 @@
 // Reported: connect time; deliveries and the fraction expected that arrived; latency p50/p95/p99/max over
 // all deliveries; each room's p99, summarised across rooms (min, median, p90, max; max / median is the
 // spread); rooms with a delivery missing; the server's CPU over the edits when --server-pid is given.
-import { createRequire } from 'node:module'
 import { readFileSync } from 'node:fs'
+import { loopbackUrl, parseArgs, requireTestPackage as require } from './cli.mjs'
 
-const require = createRequire(new URL('../tests/js/package.json', import.meta.url))
 const Y = require('yjs')
 const WebSocket = require('ws')
 const encoding = require('lib0/encoding')
 const decoding = require('lib0/decoding')
 const sync = require('y-protocols/sync')
 
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((pairs, arg, i, all) => {
-    if (arg.startsWith('--')) pairs.push([arg.slice(2), all[i + 1] && !all[i + 1].startsWith('--') ? all[i + 1] : true])
-    return pairs
-  }, [])
-)
-const num = (name, fallback) => (args[name] === undefined ? fallback : Number(args[name]))
-const URL_ = String(args.url || '')
-if (!/^wss?:\/\/(127\.0\.0\.1|localhost|\[::1\])[:/]/.test(URL_)) {
-  console.error('--url must be a loopback websocket URL (ws://127.0.0.1:PORT/ws)')
-  process.exit(2)
-}
+const { args, num } = parseArgs()
+const URL_ = loopbackUrl(args.url)
 const ROOMS = num('rooms', 1000)
 const PER_ROOM = num('per-room', 4)
 const EDITS = num('edits', 20)

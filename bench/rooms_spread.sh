@@ -13,30 +13,21 @@ YJS_BENCH="${YJS_BENCH:?set YJS_BENCH to a copy of ../shared/yjs-bench (after it
 PORT="${PORT:-18950}"
 db="$(mktemp -d)"
 trap 'rm -rf "$db"' EXIT
-caps=(env COLLAB_MAX_CONNECTIONS_PER_ADDRESS=1000000 COLLAB_MAX_ROOMS_PER_ADDRESS=1000000
-      COLLAB_ROOM_LOADS_PER_MINUTE=1000000)
+# shellcheck source=bench/pinned_server.sh
+. "$ROOT/bench/pinned_server.sh"
 
 run() { # name, url, server command...
   local name="$1" url="$2"; shift 2
-  taskset -c 0 "$@" >"$db/$name.log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-    sleep 0.1
-  done
-  sleep 1
+  start_pinned "$db/$name.log" "$@"
   echo "== $name"
-  taskset -c 1 node "$ROOT/bench/rooms_spread.mjs" --url "$url" --server-pid "$pid" "${BENCH_ARGS[@]}" \
+  taskset -c 1 node "$ROOT/bench/rooms_spread.mjs" --url "$url" --server-pid "$SERVER_PID" "${BENCH_ARGS[@]}" \
     | sed 's/^/  /' || true
-  kill -INT "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  # The reference server's start script execs node; nothing else of it is left once it exits.
-  sleep 1
+  stop_pinned
 }
 
 BENCH_ARGS=("$@")
 run reference "ws://127.0.0.1:$PORT" "$YJS_BENCH/peers/ywebsocket.sh" "$PORT"
-run ours-memory "ws://127.0.0.1:$PORT/ws" "${caps[@]}" "$ROOT/.venv/bin/collab-server" --port "$PORT" \
+run ours-memory "ws://127.0.0.1:$PORT/ws" "${OUR_CAPS[@]}" "$ROOT/.venv/bin/collab-server" --port "$PORT" \
   --database-url memory://
-run ours-sqlite "ws://127.0.0.1:$PORT/ws" "${caps[@]}" "$ROOT/.venv/bin/collab-server" --port "$PORT" \
+run ours-sqlite "ws://127.0.0.1:$PORT/ws" "${OUR_CAPS[@]}" "$ROOT/.venv/bin/collab-server" --port "$PORT" \
   --database-url "sqlite:///$db/bench.sqlite3"

@@ -1,0 +1,26 @@
+// What the Node load generators in bench/ share: their command line, and the loopback-only rule.
+import { createRequire } from 'node:module'
+
+/** The packages of tests/js (yjs, ws, lib0, y-protocols), which scripts/test installs. */
+export const requireTestPackage = createRequire(new URL('../tests/js/package.json', import.meta.url))
+
+/** `--name value` pairs (a bare `--flag` is true), and a numeric reader with a default. */
+export function parseArgs (argv = process.argv.slice(2)) {
+  const args = Object.fromEntries(
+    argv.reduce((pairs, arg, i, all) => {
+      if (arg.startsWith('--')) pairs.push([arg.slice(2), all[i + 1] && !all[i + 1].startsWith('--') ? all[i + 1] : true])
+      return pairs
+    }, [])
+  )
+  const num = (name, fallback) => (args[name] === undefined ? fallback : Number(args[name]))
+  return { args, num }
+}
+
+/** ``url`` if it is a websocket URL on this machine; otherwise say so and exit (benches never leave it). */
+export function loopbackUrl (url) {
+  if (!/^wss?:\/\/(127\.0\.0\.1|localhost|\[::1\])[:/]/.test(String(url || ''))) {
+    console.error('--url must be a loopback websocket URL (ws://127.0.0.1:PORT/ws)')
+    process.exit(2)
+  }
+  return String(url)
+}
