@@ -37,7 +37,7 @@
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import crypto from 'node:crypto'
-import { loopbackUrl, parseArgs, requireTestPackage as require } from './cli.mjs'
+import { loopbackUrl, parseArgs, processCpuSeconds, requireTestPackage as require } from './loadgen.mjs'
 
 const Y = require('yjs')
 const WebSocket = require('ws')
@@ -240,19 +240,13 @@ const AWARENESS = awarenessMessage()
 
 // -- CPU accounting ------------------------------------------------------------------------------------------
 
-function processCpu (pid) {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-    return (Number(fields[11]) + Number(fields[12])) / 100 // utime + stime, in ticks of 10 ms
-  } catch { return 0 }
-}
 function treeCpu (pid) {
   if (pid === null) return null
-  let total = processCpu(pid)
+  let total = processCpuSeconds(pid) ?? 0
   for (const task of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
     try {
       const stat = readFileSync(`/proc/${task}/stat`, 'utf8').split(') ')[1].split(' ')
-      if (Number(stat[1]) === pid) total += processCpu(task) // its children: our CRDT workers
+      if (Number(stat[1]) === pid) total += processCpuSeconds(task) ?? 0 // its children: our CRDT workers
     } catch {}
   }
   return total

@@ -15,8 +15,7 @@
 // Reported: connect time; deliveries and the fraction expected that arrived; latency p50/p95/p99/max over
 // all deliveries; each room's p99, summarised across rooms (min, median, p90, max; max / median is the
 // spread); rooms with a delivery missing; the server's CPU over the edits when --server-pid is given.
-import { readFileSync } from 'node:fs'
-import { loopbackUrl, parseArgs, requireTestPackage as require } from './cli.mjs'
+import { loopbackUrl, parseArgs, processCpuSeconds as cpuSeconds, requireTestPackage as require } from './loadgen.mjs'
 
 const Y = require('yjs')
 const WebSocket = require('ws')
@@ -111,13 +110,6 @@ async function connectRoom (room) {
 function percentile (sorted, q) {
   if (!sorted.length) return NaN
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]
-}
-
-function cpuSeconds (pid) {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-    return (Number(fields[11]) + Number(fields[12])) / 100 // utime + stime, in clock ticks of 1/100 s
-  } catch { return null }
 }
 
 const connectStart = now()

@@ -42,6 +42,9 @@ peers flushes in tens of microseconds and never rests."""
 
 
 class Flushable(Protocol):
+    rest_ends: float
+    """When the room may flush again after a long flush (``Broadcasts``' clock; it sets this, 0 to start)."""
+
     def flush(self) -> None: ...
 
 
@@ -52,9 +55,6 @@ class Broadcasts:
         self._budget = budget
         self._clock = clock
         self._due: collections.deque[Flushable] = collections.deque()
-        # Rooms resting after a long flush: when each may flush again (``clock`` time). An entry goes when
-        # its room is queued again, or when its rest ends without a flush due (``_drop_rested``).
-        self._resting: dict[Flushable, float] = {}
         self._handle: asyncio.Handle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # found once (``Room._call_soon`` says why)
 
@@ -66,9 +66,9 @@ class Broadcasts:
         rest after a long flush is over."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        rest_ends = self._resting.pop(room, None)
-        if rest_ends is not None:
-            wait = rest_ends - self._clock()
+        if room.rest_ends:
+            wait = room.rest_ends - self._clock()
+            room.rest_ends = 0.0  # its queueing is decided: a later add() is queued at once
             if wait > 0:
                 self._loop.call_later(wait, self._queue, room)
                 return
@@ -90,17 +90,9 @@ class Broadcasts:
             room.flush()
             ended = clock()
             if ended - started > REST_AFTER:
-                rest_ends = self._resting[room] = ended + (ended - started)
-                if self._loop is not None:
-                    self._loop.call_later(ended - started, self._drop_rested, room, rest_ends)
+                room.rest_ends = ended + (ended - started)
             if ended >= until:
                 break
         if due and self._loop is not None:
             # call_soon runs it in the next turn, not this one: the loop polls its sockets in between.
             self._handle = self._loop.call_soon(self._flush_some)
-
-    def _drop_rested(self, room: Flushable, rest_ends: float) -> None:
-        """The rest that ends at ``rest_ends`` is over: forget it, unless the room was queued since (which
-        forgot it) and has begun another."""
-        if self._resting.get(room) == rest_ends:
-            del self._resting[room]

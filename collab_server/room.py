@@ -124,6 +124,7 @@ class Room:
         # turn spends flushing them; a room of its own where none is given (tests).
         self._broadcasts = broadcasts if broadcasts is not None else Broadcasts()
         self._flush_queued = False
+        self.rest_ends = 0.0  # kept by the broadcasts: a room whose flush took long waits before its next
         self._pending_awareness: dict[int, AwarenessEntry] = {}
         self._awareness_handle: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()

@@ -23,6 +23,7 @@ class Flushing:
 
     def __init__(self, name: str, log: list[str], clock: Clock, cost: float) -> None:
         self.name, self._log, self._clock, self._cost = name, log, clock, cost
+        self.rest_ends = 0.0
 
     def flush(self) -> None:
         self._log.append(self.name)
@@ -90,7 +91,7 @@ async def test_a_room_whose_flush_is_quick_never_rests() -> None:
     assert log == ["room", "|", "room", "|", "room", "|"]
 
 
-async def test_a_rest_that_ends_without_a_flush_due_is_forgotten() -> None:
+async def test_a_room_that_closes_while_it_rests_is_not_kept() -> None:
     clock, log = Clock(), list[str]()
     broadcasts = Broadcasts(budget=0.003, clock=clock)
     hot = Flushing("hot", log, clock, cost=0.01)

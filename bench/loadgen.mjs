@@ -1,4 +1,6 @@
-// What the Node load generators in bench/ share: their command line, and the loopback-only rule.
+// What the Node load generators in bench/ share: their command line, the loopback-only rule, and a
+// process's CPU time.
+import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 
 /** The packages of tests/js (yjs, ws, lib0, y-protocols), which scripts/test installs. */
@@ -23,4 +25,12 @@ export function loopbackUrl (url) {
     process.exit(2)
   }
   return String(url)
+}
+
+/** CPU seconds process ``pid`` has used (utime + stime from /proc, in ticks of 10 ms), or null if gone. */
+export function processCpuSeconds (pid) {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+    return (Number(fields[11]) + Number(fields[12])) / 100
+  } catch { return null }
 }
