@@ -34,10 +34,9 @@
 // --server-pid: the server's CPU is that process and its children (our CRDT workers), read from /proc.
 // Also reported: how busy CPU 0 and CPU 1 were while saturated (all processes), since the bench pins the
 // server to CPU 0 and this client to CPU 1 (bench/hot_room.sh).
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs'
-import net from 'node:net'
-import crypto from 'node:crypto'
-import { loopbackUrl, parseArgs, processCpuSeconds, requireTestPackage as require } from './loadgen.mjs'
+import { writeFileSync } from 'node:fs'
+import { clientFrame, connect } from './rawws.mjs'
+import { cpuTimes, loopbackUrl, parseArgs, requireTestPackage as require, treeCpuSeconds as treeCpu } from './loadgen.mjs'
 
 const Y = require('yjs')
 const WebSocket = require('ws')
@@ -93,20 +92,6 @@ function awarenessMessage () {
   const update = awarenessProtocol.encodeAwarenessUpdate(awareness, [doc.clientID])
   awareness.destroy()
   return message((e) => { encoding.writeVarUint(e, 1); encoding.writeVarUint8Array(e, update) })
-}
-
-/** A masked client frame (RFC 6455 5.3) of `opcode` holding `payload`. */
-function clientFrame (opcode, payload) {
-  const length = payload.length
-  const header = length < 126 ? 2 : length < 65536 ? 4 : 10
-  const frame = Buffer.alloc(header + 4 + length)
-  frame[0] = 0x80 | opcode
-  if (header === 2) frame[1] = 0x80 | length
-  else if (header === 4) { frame[1] = 0x80 | 126; frame.writeUInt16BE(length, 2) } else { frame[1] = 0x80 | 127; frame.writeBigUInt64BE(BigInt(length), 2) }
-  const mask = crypto.randomBytes(4)
-  mask.copy(frame, header)
-  for (let i = 0; i < length; i++) frame[header + 4 + i] = payload[i] ^ mask[i & 3]
-  return frame
 }
 
 // -- what was sent, and what every reader received -------------------------------------------------------
@@ -180,49 +165,22 @@ function received (reader, payload, at) {
 // -- a reader: TCP socket, websocket upgrade, unmasked server frames ---------------------------------------
 
 function reader () {
-  const state = { next: 0, synced: false, closed: false }
+  const state = { next: 0, synced: false }
   let resolveSynced
   state.syncedPromise = new Promise((resolve) => { resolveSynced = resolve })
-  const socket = net.connect(Number(URL_.port), '127.0.0.1')
-  socket.setNoDelay(true)
-  state.socket = socket
-  let buffer = null
-  let upgraded = false
-  socket.on('connect', () => {
-    const key = crypto.randomBytes(16).toString('base64')
-    socket.write(`GET ${PATH} HTTP/1.1\r\nHost: ${URL_.host}\r\nUpgrade: websocket\r\n` +
-      `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`)
-  })
-  socket.on('error', () => {})
-  socket.on('close', () => { state.closed = true })
-  socket.on('data', (chunk) => {
-    const at = now()
-    buffer = buffer === null ? chunk : Buffer.concat([buffer, chunk])
-    if (!upgraded) {
-      const end = buffer.indexOf('\r\n\r\n')
-      if (end < 0) return
-      if (!buffer.subarray(0, 12).toString().includes(' 101')) { socket.destroy(); return }
-      upgraded = true
-      buffer = buffer.subarray(end + 4)
+  const connection = connect({
+    port: URL_.port,
+    host: URL_.host,
+    path: PATH,
+    onOpen (socket) {
       if (HELLO) socket.write(clientFrame(2, HELLO))
       socket.write(clientFrame(2, syncMessage(0, new Uint8Array([0]))))
       socket.write(clientFrame(2, AWARENESS))
-    }
-    let start = 0
-    while (buffer.length - start >= 2) {
-      const opcode = buffer[start] & 0x0f
-      let length = buffer[start + 1] & 0x7f
-      let header = 2
-      if (length === 126) { if (buffer.length - start < 4) break; length = buffer.readUInt16BE(start + 2); header = 4 } else if (length === 127) { if (buffer.length - start < 10) break; length = Number(buffer.readBigUInt64BE(start + 2)); header = 10 }
-      if (buffer.length - start < header + length) break
-      const payload = buffer.subarray(start + header, start + header + length)
-      start += header + length
-      if (opcode === 2) handle(state, payload, at)
-      else if (opcode === 9) socket.write(clientFrame(10, payload))
-      else if (opcode === 8) { socket.end(); break }
-    }
-    buffer = start === buffer.length ? null : buffer.subarray(start)
+    },
+    onBinary: (payload, at) => handle(state, payload, at)
   })
+  const socket = connection.socket
+  state.socket = socket
   function handle (state, data, at) {
     if (KIND === 'hocuspocus' && data.length === 1 && data[0] === 9) { socket.write(clientFrame(2, Buffer.from([10]))); return }
     const d = decoding.createDecoder(data)
@@ -240,25 +198,6 @@ const AWARENESS = awarenessMessage()
 
 // -- CPU accounting ------------------------------------------------------------------------------------------
 
-function treeCpu (pid) {
-  if (pid === null) return null
-  let total = processCpuSeconds(pid) ?? 0
-  for (const task of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
-    try {
-      const stat = readFileSync(`/proc/${task}/stat`, 'utf8').split(') ')[1].split(' ')
-      if (Number(stat[1]) === pid) total += processCpuSeconds(task) ?? 0 // its children: our CRDT workers
-    } catch {}
-  }
-  return total
-}
-function cpuTimes () {
-  const out = {}
-  for (const line of readFileSync('/proc/stat', 'utf8').split('\n')) {
-    const m = /^cpu(\d+) (.*)$/.exec(line)
-    if (m) { const f = m[2].trim().split(/\s+/).map(Number); out[m[1]] = { idle: f[3] + f[4], all: f.reduce((a, b) => a + b, 0) } }
-  }
-  return out
-}
 function sample () {
   const usage = process.cpuUsage()
   return { t: now(), server: treeCpu(SERVER_PID), client: (usage.user + usage.system) / 1e6, cpus: cpuTimes() }

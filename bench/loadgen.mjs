@@ -1,6 +1,6 @@
 // What the Node load generators in bench/ share: their command line, the loopback-only rule, and a
 // process's CPU time.
-import { readFileSync } from 'node:fs'
+import { readFileSync, readdirSync } from 'node:fs'
 import { createRequire } from 'node:module'
 
 /** The packages of tests/js (yjs, ws, lib0, y-protocols), which scripts/test installs. */
@@ -33,4 +33,27 @@ export function processCpuSeconds (pid) {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
     return (Number(fields[11]) + Number(fields[12])) / 100
   } catch { return null }
+}
+
+/** CPU seconds of process ``pid`` and its children (our CRDT workers), or null without a pid. */
+export function treeCpuSeconds (pid) {
+  if (pid === null) return null
+  let total = processCpuSeconds(pid) ?? 0
+  for (const task of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+    try {
+      const stat = readFileSync(`/proc/${task}/stat`, 'utf8').split(') ')[1].split(' ')
+      if (Number(stat[1]) === pid) total += processCpuSeconds(task) ?? 0 // its children: our CRDT workers
+    } catch {}
+  }
+  return total
+}
+
+/** Per CPU (by number): its idle and total ticks from /proc/stat, to say how busy each core was. */
+export function cpuTimes () {
+  const out = {}
+  for (const line of readFileSync('/proc/stat', 'utf8').split('\n')) {
+    const m = /^cpu(\d+) (.*)$/.exec(line)
+    if (m) { const f = m[2].trim().split(/\s+/).map(Number); out[m[1]] = { idle: f[3] + f[4], all: f.reduce((a, b) => a + b, 0) } }
+  }
+  return out
 }
