@@ -33,7 +33,9 @@
 //
 // --server-pid: the server's CPU is that process and its children (our CRDT workers), read from /proc.
 // Also reported: how busy CPU 0 and CPU 1 were while saturated (all processes), since the bench pins the
-// server to CPU 0 and this client to CPU 1 (bench/hot_room.sh).
+// server to CPU 0 and this client to CPU 1 (bench/hot_room.sh). All CPU figures of the saturated phase are
+// over the repetitions' active time (first send to last delivery), not the pauses between them; /proc counts
+// in 10 ms ticks, so give repetitions of a second or more (--updates 10000).
 import { writeFileSync } from 'node:fs'
 import { clientFrame, connect } from './rawws.mjs'
 import { cpuTimes, loopbackUrl, parseArgs, requireTestPackage as require, treeCpuSeconds as treeCpu } from './loadgen.mjs'
@@ -240,10 +242,24 @@ async function main () {
     sentAt[i] = now()
     text.insert(text.length, i + ',')
   }
-  const s0 = sample()
+  // CPU is counted over the repetitions' active time only, from the first send to the last delivery: the
+  // pauses between them (and the drain of a window) would otherwise count as idle server time.
+  const active = { t: 0, server: 0, client: 0, cpus: {} }
+  const addActive = (a, b) => {
+    active.t += b.t - a.t
+    active.server += (b.server ?? 0) - (a.server ?? 0)
+    active.client += b.client - a.client
+    for (const cpu of Object.keys(b.cpus)) {
+      const sum = (active.cpus[cpu] ??= { idle: 0, all: 0 })
+      sum.idle += b.cpus[cpu].idle - a.cpus[cpu].idle
+      sum.all += b.cpus[cpu].all - a.cpus[cpu].all
+    }
+  }
   const throughputs = []
+  const repCpu = [] // per repetition: server % / client %
   for (let rep = 0; rep < REPS; rep++) {
     const base = rep * UPDATES; const end = base + UPDATES
+    const repStart = sample()
     let i = base
     const deadline = now() + 120000
     while (deliveredToAll < end && now() < deadline) {
@@ -256,9 +272,12 @@ async function main () {
     let last = 0
     for (let k = base; k < end; k++) if (lastArrival[k] > last) last = lastArrival[k]
     throughputs.push(UPDATES / ((last - sentAt[base]) / 1000))
+    const repEnd = sample()
+    addActive(repStart, repEnd)
+    const repWall = (repEnd.t - repStart.t) / 1000
+    repCpu.push(`${round((100 * ((repEnd.server ?? 0) - (repStart.server ?? 0))) / repWall)}/${round((100 * (repEnd.client - repStart.client)) / repWall)}`)
     await sleep(200)
   }
-  const s1 = sample()
   const saturatedDeliveries = deliveries
   let paced = null
   if (PACED > 0) {
@@ -285,8 +304,8 @@ async function main () {
       paced_client_cpu_pct: round((100 * (p1.client - p0.client)) / pacedWall)
     }
   }
-  const wall = (s1.t - s0.t) / 1000
-  const busy = (cpu) => { const a = s0.cpus[cpu]; const b = s1.cpus[cpu]; return a && b ? round(100 * (1 - (b.idle - a.idle) / (b.all - a.all))) : null }
+  const wall = active.t / 1000
+  const busy = (cpu) => { const c = active.cpus[cpu]; return c && c.all ? round(100 * (1 - c.idle / c.all)) : null }
   const sorted = latencies.subarray(0, saturatedDeliveries).slice().sort()
   const pct = (p) => round(sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)])
   const full = []
@@ -302,13 +321,14 @@ async function main () {
     connect_all_ms: round(connectMs),
     throughput_updates_per_s: round(median(throughputs)),
     throughput_reps: throughputs.map(round),
+    rep_server_client_cpu_pct: repCpu,
     reader_deliveries_per_s: round(median(throughputs) * READERS),
     delivered_fraction: round(saturatedDeliveries / (SATURATED * READERS), 4),
     latency_p50_ms: pct(50),
     latency_p99_ms: pct(99),
     full_latency_p99_ms: round(full[Math.min(full.length - 1, Math.ceil(0.99 * full.length) - 1)]),
-    server_cpu_pct: s0.server === null ? null : round((100 * (s1.server - s0.server)) / wall),
-    client_cpu_pct: round((100 * (s1.client - s0.client)) / wall),
+    server_cpu_pct: SERVER_PID === null ? null : round((100 * active.server) / wall),
+    client_cpu_pct: round((100 * active.client) / wall),
     cpu0_busy_pct: busy('0'),
     cpu1_busy_pct: busy('1'),
     // How many updates one broadcast carried on average: servers merge what arrives while they are busy.
