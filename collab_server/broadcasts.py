@@ -12,12 +12,14 @@ gone; the rest wait for the next turn, after the loop has polled its sockets aga
 flushed later than one more turn per ``budget`` of flushes queued before it, and the order of every
 room's own messages is unchanged.
 
-A room whose flush takes long (a hot room: a thousand readers, a write each) then rests as long as that
-flush took before its next one (``REST_AFTER``). What arrives meanwhile goes out merged, in one message
-per reader, so the room broadcasts at most half the time, and a writer's burst costs a few broadcasts,
-not one per worker answer. Without the rest, a hot room settled into one of two regimes run to run: big
-batches, or batches so small that each update cost nearly a broadcast of its own (2,500 against 9,000
-updates a second to 1,000 readers, docs/benchmarks.md, session 20).
+A room whose flush takes long (a hot room: a thousand readers, a write each) then rests twice as long as
+that flush took before its next one (``REST_AFTER``, ``REST_FACTOR``). What arrives meanwhile goes out
+merged, in one message per reader, so a hot room broadcasts at most a third of the time, leaving the rest of
+the loop to every other room, and a writer's burst costs a few broadcasts, not one per worker answer.
+Without the rest, a hot room settled into one of two regimes run to run: big batches, or batches so small
+that each update cost nearly a broadcast of its own (2,500 against 9,000 updates a second to 1,000 readers,
+docs/benchmarks.md, session 20). Resting only as long as the flush still let it fall into the small regime
+(6,700 against 13,000, session 21).
 """
 
 from __future__ import annotations
@@ -37,8 +39,14 @@ and no rise. 3 ms keeps turns under 10 ms (docs/benchmarks.md, session 19)."""
 
 
 REST_AFTER = 0.001
-"""A flush longer than this (seconds) makes its room rest as long again before the next. A room of a few
-peers flushes in tens of microseconds and never rests."""
+"""A flush longer than this (seconds) makes its room rest before the next. A room of a few peers flushes in
+tens of microseconds and never rests."""
+
+REST_FACTOR = 2.0
+"""How long a room rests after a long flush, in multiples of that flush. At 2, an update to 1,000 readers
+arriving in a rest waits up to twice a broadcast's ~6 ms (paced p99 23-25 ms against 12-13 at 1), and the
+room's throughput no longer falls into the small-batch regime: 15,600-16,800 updates a second in four runs
+of four, against 6,700-13,000 at 1 (docs/benchmarks.md, session 21)."""
 
 
 class Flushable(Protocol):
@@ -90,7 +98,7 @@ class Broadcasts:
             room.flush()
             ended = clock()
             if ended - started > REST_AFTER:
-                room.rest_ends = ended + (ended - started)
+                room.rest_ends = ended + REST_FACTOR * (ended - started)
             if ended >= until:
                 break
         if due and self._loop is not None:

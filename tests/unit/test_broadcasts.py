@@ -6,6 +6,8 @@ import asyncio
 import gc
 import weakref
 
+import pytest
+
 from collab_server.broadcasts import Broadcasts
 from tests.support.eventually import eventually
 
@@ -68,13 +70,14 @@ async def test_a_flush_over_the_budget_still_completes_and_the_rest_waits() -> N
     assert log == ["huge", "|", "small", "|"]
 
 
-async def test_a_room_whose_flush_took_long_rests_as_long_before_its_next() -> None:
+async def test_a_room_whose_flush_took_long_rests_twice_as_long_before_its_next() -> None:
     clock, log = Clock(), list[str]()
     broadcasts = Broadcasts(budget=0.003, clock=clock)
     hot = Flushing("hot", log, clock, cost=0.02)  # a thousand readers: 20 ms of writes
     broadcasts.add(hot)
     await _turns(log, 1)
-    broadcasts.add(hot)  # more updates at once: they wait out its rest (20 ms) and go out together
+    assert hot.rest_ends == pytest.approx(0.02 + 2 * 0.02)  # its flush ended at 20 ms; 40 ms of rest
+    broadcasts.add(hot)  # more updates at once: they wait out its rest and go out together
     broadcasts.add(Flushing("small", log, clock, cost=0.0001))
     await _turns(log, 3)
     assert log == ["hot", "|", "small", "|", "|", "|"]
