@@ -19,7 +19,7 @@ import pytest
 from collab_server.crdt.codec import Kind, Op, decode_ops, encode_results
 from collab_server.crdt.engine import Applied, Refusal
 from collab_server.crdt.pool import _MAX_BATCH_OPS, WorkerPool, _batch_end, _Lane, _Pending, lane_of
-from collab_server.crdt.process import WorkerProcess
+from collab_server.crdt.process import WorkerProcess, _cpu_clock_of
 from tests.support.answers import split_answer
 from tests.support.documents import typing_updates
 from tests.support.eventually import eventually
@@ -89,6 +89,23 @@ async def test_a_worker_s_cpu_time_is_its_own_and_unknown_once_it_is_gone() -> N
     finally:
         await worker.kill()
     assert worker.cpu_seconds() is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the CPU clock of another process is Linux's")
+async def test_a_worker_that_died_on_its_own_has_no_cpu_time_even_if_its_pid_is_reused() -> None:
+    worker = WorkerProcess(0)
+    await worker.start(timeout=30)
+    try:
+        pid = worker.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)  # it dies on its own: the pool's recovery has not killed it yet
+        assert worker._process is not None
+        await worker._process.wait()  # reaped: the pid is free for the next process the system starts
+        # The pid reused: the clock's id now names a live process's CPU time (ours, to stand in for it).
+        worker._cpu_clock = _cpu_clock_of(os.getpid())
+        assert worker.cpu_seconds() is None
+    finally:
+        await worker.kill()
 
 
 async def _stop_the_worker_of_a_room_with_two_edits(engine: WorkerPool, store: Store) -> int:
