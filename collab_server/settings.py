@@ -165,7 +165,7 @@ class Settings:
         "seconds an automatic snapshot version is kept (0: no age limit); the newest and named ones are kept",
     )
     crdt_workers: int = _setting(
-        0, "CRDT worker processes holding the rooms' documents (0: one per CPU core, at most 8)"
+        0, "CRDT worker processes holding the rooms' documents (0: one per CPU core it may run on, at most 8)"
     )
     document_workers: int = _setting(
         1, "CRDT worker processes for the REST document routes (JSON views, patches, restores), apart from the rooms'"

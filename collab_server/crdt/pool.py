@@ -133,7 +133,20 @@ def lane_of(room: str, workers: int) -> int:
 
 
 def default_workers() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
+    """One worker per CPU this process may run on, at most 8. The CPUs it may run on, not the machine's: a
+    server pinned to one core (``taskset``, a cpuset) that started a worker per core of the machine would
+    have them take turns on that core, each request's wake-up and pipe round trip paid for nothing (two
+    workers on one core: 12,500 requests and 96 % of the core for the 1,000-room bench, against 8,500-9,600
+    and 93 % with one; docs/benchmarks.md, session 21)."""
+    return max(1, min(usable_cpus(), 8))
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, where the system tells; else the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ import fcntl
 import math
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ import pytest
 
 from collab_server.crdt.codec import Kind, Op, decode_ops, encode_results
 from collab_server.crdt.engine import Applied, Refusal
-from collab_server.crdt.pool import _MAX_BATCH_OPS, WorkerPool, _batch_end, _Lane, _Pending, lane_of
+from collab_server.crdt.pool import _MAX_BATCH_OPS, WorkerPool, _batch_end, _Lane, _Pending, default_workers, lane_of
 from collab_server.crdt.process import WorkerProcess, _cpu_clock_of
 from tests.support.answers import split_answer
 from tests.support.documents import typing_updates
@@ -106,6 +107,24 @@ async def test_a_worker_that_died_on_its_own_has_no_cpu_time_even_if_its_pid_is_
         assert worker.cpu_seconds() is None
     finally:
         await worker.kill()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
+def test_the_default_worker_count_is_the_cpus_the_server_may_run_on() -> None:
+    pinned = subprocess.run(
+        [sys.executable, "-c", _PINNED_WORKERS], capture_output=True, text=True, check=True, cwd=_REPO
+    ).stdout.split()
+    assert pinned == ["1", "1"]  # pinned to one CPU: one worker, however many the machine has
+    assert default_workers() == min(len(os.sched_getaffinity(0)), 8)
+
+
+_REPO = str(Path(__file__).resolve().parents[2])
+_PINNED_WORKERS = """
+import os
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+from collab_server.crdt.pool import default_workers, usable_cpus
+print(usable_cpus(), default_workers())
+"""
 
 
 async def _stop_the_worker_of_a_room_with_two_edits(engine: WorkerPool, store: Store) -> int:
