@@ -138,18 +138,20 @@ const cpuSample = () => {
   return { server: treeCpuSeconds(SERVER_PID), client: (usage.user + usage.system) / 1e6, cpus: cpuTimes() }
 }
 // The client's own event-loop delay while the edits run: a delivery it reads late is counted as latency.
-const clientLoopDelay = monitorEventLoopDelay({ resolution: 1 })
-clientLoopDelay.enable()
-const before = cpuSample()
-const editsStart = now()
 // One schedule for all the edits: each client's e-th edit at a random moment of the e-th of EDITS equal
-// slots of --spread-ms, sent by one timer that wakes every millisecond (not a timer per client).
+// slots of --spread-ms, sent by one timer that wakes every millisecond (not a timer per client). Made
+// before the clock starts: sorting 80,000 entries takes tens of milliseconds, and edits due meanwhile
+// would all go out at once, a burst the server would still be working through half a second later.
 const interval = SPREAD_MS / EDITS
 const schedule = []
 for (const member of members) {
   for (let e = 0; e < EDITS; e++) schedule.push({ at: (e + Math.random()) * interval, member, e })
 }
 schedule.sort((a, b) => a.at - b.at)
+const clientLoopDelay = monitorEventLoopDelay({ resolution: 1 })
+clientLoopDelay.enable()
+const before = cpuSample()
+const editsStart = now()
 for (let next = 0; next < schedule.length;) {
   const elapsed = now() - editsStart
   for (; next < schedule.length && schedule[next].at <= elapsed; next++) {
