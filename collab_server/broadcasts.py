@@ -44,9 +44,9 @@ tens of microseconds and never rests."""
 
 REST_FACTOR = 2.0
 """How long a room rests after a long flush, in multiples of that flush. At 2, an update to 1,000 readers
-arriving in a rest waits up to twice a broadcast's ~6 ms (paced p99 23-25 ms against 12-13 at 1), and the
-room's throughput no longer falls into the small-batch regime: 15,600-16,800 updates a second in four runs
-of four, against 6,700-13,000 at 1 (docs/benchmarks.md, session 21)."""
+arriving in a rest waits up to twice a broadcast's ~6 ms (paced at 50 a second: p99 19-25 ms against 12-13
+at 1), and the room's throughput no longer falls into the small-batch regime: 15,600-16,800 updates a second
+in four runs of four, against 6,700-13,000 at 1 (docs/benchmarks.md, session 21)."""
 
 
 class Flushable(Protocol):

@@ -136,8 +136,8 @@ def default_workers() -> int:
     """One worker per CPU this process may run on, at most 8. The CPUs it may run on, not the machine's: a
     server pinned to one core (``taskset``, a cpuset) that started a worker per core of the machine would
     have them take turns on that core, each request's wake-up and pipe round trip paid for nothing (two
-    workers on one core: 12,500 requests and 96 % of the core for the 1,000-room bench, against 8,500-9,600
-    and 93 % with one; docs/benchmarks.md, session 21)."""
+    workers on one core: 11,800-12,500 requests and 96-97 % of the core for the 1,000-room bench, against
+    8,100-9,200 and 93 % with one; docs/benchmarks.md, session 21)."""
     return max(1, min(usable_cpus(), 8))
 
 
