@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import math
 import os
@@ -10,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -75,38 +76,38 @@ def _cpu_seconds_by_proc(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the CPU clock of another process is Linux's")
-async def test_a_worker_s_cpu_time_is_its_own_and_unknown_once_it_is_gone() -> None:
+@contextlib.asynccontextmanager
+async def _running_worker() -> AsyncIterator[tuple[WorkerProcess, int]]:
+    """A started worker and its pid; killed on the way out."""
     worker = WorkerProcess(0)
     await worker.start(timeout=30)
     try:
-        pid = worker.pid
-        assert pid is not None
+        assert worker.pid is not None
+        yield worker, worker.pid
+    finally:
+        await worker.kill()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the CPU clock of another process is Linux's")
+async def test_a_worker_s_cpu_time_is_its_own_and_unknown_once_it_is_gone() -> None:
+    async with _running_worker() as (worker, pid):
         spent = worker.cpu_seconds()
         by_proc = _cpu_seconds_by_proc(pid)  # the kernel's other account, in clock ticks
         # Starting Python and importing the library takes far more than nothing of a core.
         assert spent is not None and spent > 0.02
         assert abs(spent - by_proc) <= 2 / os.sysconf("SC_CLK_TCK") + 0.01
-    finally:
-        await worker.kill()
     assert worker.cpu_seconds() is None
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the CPU clock of another process is Linux's")
 async def test_a_worker_that_died_on_its_own_has_no_cpu_time_even_if_its_pid_is_reused() -> None:
-    worker = WorkerProcess(0)
-    await worker.start(timeout=30)
-    try:
-        pid = worker.pid
-        assert pid is not None
+    async with _running_worker() as (worker, pid):
         os.kill(pid, signal.SIGKILL)  # it dies on its own: the pool's recovery has not killed it yet
         assert worker._process is not None
         await worker._process.wait()  # reaped: the pid is free for the next process the system starts
         # The pid reused: the clock's id now names a live process's CPU time (ours, to stand in for it).
         worker._cpu_clock = _cpu_clock_of(os.getpid())
         assert worker.cpu_seconds() is None
-    finally:
-        await worker.kill()
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
