@@ -12,14 +12,14 @@ gone; the rest wait for the next turn, after the loop has polled its sockets aga
 flushed later than one more turn per ``budget`` of flushes queued before it, and the order of every
 room's own messages is unchanged.
 
-A room whose flush takes long (a hot room: a thousand readers, a write each) then rests twice as long as
-that flush took before its next one (``REST_AFTER``, ``REST_FACTOR``). What arrives meanwhile goes out
-merged, in one message per reader, so a hot room broadcasts at most a third of the time, leaving the rest of
-the loop to every other room, and a writer's burst costs a few broadcasts, not one per worker answer.
-Without the rest, a hot room settled into one of two regimes run to run: big batches, or batches so small
-that each update cost nearly a broadcast of its own (2,500 against 9,000 updates a second to 1,000 readers,
-docs/benchmarks.md, session 20). Resting only as long as the flush still let it fall into the small regime
-(6,700 against 13,000, session 21).
+A room whose broadcast takes long to write (a hot room: a thousand readers, a write each; ``outbox`` writes
+it a slice per turn) then rests twice as long as the writing took before its next flush (``rest``,
+``REST_AFTER``, ``REST_FACTOR``). What arrives meanwhile goes out merged, in one message per reader, so a hot
+room broadcasts at most a third of the time, leaving the rest of the loop to every other room, and a
+writer's burst costs a few broadcasts, not one per worker answer. Without the rest, a hot room settled into
+one of two regimes run to run: big batches, or batches so small that each update cost nearly a broadcast of
+its own (2,500 against 9,000 updates a second to 1,000 readers, docs/benchmarks.md, session 20). Resting
+only as long as the writing still let it fall into the small regime (6,700 against 13,000, session 21).
 """
 
 from __future__ import annotations
@@ -39,19 +39,20 @@ and no rise. 3 ms keeps turns under 10 ms (docs/benchmarks.md, session 19)."""
 
 
 REST_AFTER = 0.001
-"""A flush longer than this (seconds) makes its room rest before the next. A room of a few peers flushes in
-tens of microseconds and never rests."""
+"""A broadcast whose writing took longer than this (seconds) makes its room rest before the next flush. A
+room of a few peers writes in tens of microseconds and never rests."""
 
 REST_FACTOR = 2.0
-"""How long a room rests after a long flush, in multiples of that flush. At 2, an update to 1,000 readers
-arriving in a rest waits up to twice a broadcast's ~6 ms (paced at 50 a second: p99 19-25 ms against 12-13
-at 1), and the room's throughput no longer falls into the small-batch regime: 15,600-16,800 updates a second
-in four runs of four, against 6,700-13,000 at 1 (docs/benchmarks.md, session 21)."""
+"""How long a room rests after a long broadcast, in multiples of the time its writing took. At 2, an update
+to 1,000 readers arriving in a rest waits up to twice a broadcast's ~6 ms (paced at 50 a second: p99 19-25
+ms against 12-13 at 1), and the room's throughput no longer falls into the small-batch regime: 15,600-16,800
+updates a second in four runs of four, against 6,700-13,000 at 1 (docs/benchmarks.md, session 21)."""
 
 
 class Flushable(Protocol):
     rest_ends: float
-    """When the room may flush again after a long flush (``Broadcasts``' clock; it sets this, 0 to start)."""
+    """When the room may flush again after a long broadcast (``Broadcasts``' clock; ``rest`` sets it, 0 to
+    start)."""
 
     def flush(self) -> None: ...
 
@@ -71,7 +72,7 @@ class Broadcasts:
 
     def add(self, room: Flushable) -> None:
         """Flush ``room`` in a coming turn (it keeps track of whether it is queued already), or once its
-        rest after a long flush is over."""
+        rest after a long broadcast is over."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         if room.rest_ends:
@@ -81,6 +82,12 @@ class Broadcasts:
                 self._loop.call_later(wait, self._queue, room)
                 return
         self._queue(room)
+
+    def rest(self, room: Flushable, seconds: float) -> None:
+        """Writing ``room``'s last broadcast took ``seconds`` (across turns, ``outbox``): past ``REST_AFTER``,
+        the room's next flush waits ``REST_FACTOR`` times as long from now."""
+        if seconds > REST_AFTER:
+            room.rest_ends = self._clock() + REST_FACTOR * seconds
 
     def _queue(self, room: Flushable) -> None:
         self._due.append(room)
@@ -94,12 +101,8 @@ class Broadcasts:
         due = self._due
         while due:
             room = due.popleft()
-            started = clock()
             room.flush()
-            ended = clock()
-            if ended - started > REST_AFTER:
-                room.rest_ends = ended + REST_FACTOR * (ended - started)
-            if ended >= until:
+            if clock() >= until:
                 break
         if due and self._loop is not None:
             # call_soon runs it in the next turn, not this one: the loop polls its sockets in between.

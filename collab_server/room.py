@@ -36,6 +36,7 @@ from collab_server.broadcasts import Broadcasts
 from collab_server.crdt.engine import Applied, DocumentEngine, EngineError, Refusal
 from collab_server.errors import CloseCode, ProtocolError, StoreOverloaded
 from collab_server.origins import Origin, Replica, is_local
+from collab_server.outbox import Outbox
 from collab_server.peer import Peer
 from collab_server.protocol import (
     AuthMessage,
@@ -124,7 +125,11 @@ class Room:
         # turn spends flushing them; a room of its own where none is given (tests).
         self._broadcasts = broadcasts if broadcasts is not None else Broadcasts()
         self._flush_queued = False
-        self.rest_ends = 0.0  # kept by the broadcasts: a room whose flush took long waits before its next
+        self.rest_ends = 0.0  # kept by the broadcasts: a room whose broadcast took long waits before its next
+        # Broadcasts being written, a slice of time per turn for a room of thousands (``outbox``); a flush due
+        # meanwhile waits for them (``_flush_deferred``), its updates merging.
+        self._outbox = Outbox(self._written, self._call_soon)
+        self._flush_deferred = False
         self._pending_awareness: dict[int, AwarenessEntry] = {}
         self._awareness_handle: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -333,7 +338,11 @@ class Room:
     def flush(self) -> None:
         """Broadcast the updates accepted since the last flush: merged, encoded once. Called by the
         room's turn in ``broadcasts``, or at once by a full batch or the room's closing (the queued turn then
-        finds nothing, or the updates that came since)."""
+        finds nothing, or the updates that came since). While the last broadcast is still being written,
+        the flush waits for it (``_written``)."""
+        if self._outbox.writing:
+            self._flush_deferred = True  # still queued: ``_applied`` does not queue the room again
+            return
         self._flush_queued = False
         pending, self._pending = self._pending, []
         if not pending:
@@ -358,18 +367,22 @@ class Room:
 
     def _send_to_all(self, message: bytes, *, skip: object = None, skip_all: Iterable[Peer] = ()) -> None:
         skipped = set(skip_all)
-        count = 0
         # Framed once for all the peers: each write is then one buffer as it is, where framing per peer cost
         # a header and a two-buffer write each (0.7 of 3.3 us a peer: docs/benchmarks.md, session 20). A
         # large message is not copied into a frame: each peer writes its header and the payload apart.
         frame = binary_frame(message) if len(message) <= _FRAME_ONCE_BYTES else None
-        # A slow peer closed by send() leaves self.peers; iterate over a copy.
-        for peer in tuple(self.peers):
-            if peer is skip or peer in skipped:
-                continue
-            peer.send(message, frame)
-            count += 1
-        metrics.MESSAGES_SENT.inc(count)
+        # A copy of the peers: a slow peer closed by send() leaves self.peers.
+        peers = tuple(peer for peer in self.peers if peer is not skip and peer not in skipped)
+        metrics.MESSAGES_SENT.inc(len(peers))
+        self._outbox.send(message, frame, peers)
+
+    def _written(self, seconds: float) -> None:
+        """Everything broadcast so far is written, in ``seconds`` (across turns): rest if that was long, and
+        then flush what waited for it."""
+        self._broadcasts.rest(self, seconds)
+        if self._flush_deferred:
+            self._flush_deferred = False
+            self._broadcasts.add(self)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -378,10 +391,12 @@ class Room:
 
     def close(self) -> None:
         """Broadcast what is pending and stop (the room is being unloaded)."""
+        self._outbox.write_all()
         self.flush()
         if self._awareness_handle is not None:
             self._awareness_handle.cancel()
             self._flush_awareness()
+        self._outbox.write_all()
         self.closed = True
         for task in self._tasks:
             task.cancel()

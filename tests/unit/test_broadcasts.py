@@ -21,15 +21,21 @@ class Clock:
 
 
 class Flushing:
-    """A room whose flush takes ``cost`` seconds of the clock and is logged."""
+    """A room whose flush takes ``cost`` seconds of the clock and is logged. Given ``broadcasts``, it tells
+    them how long its writing took, as a room does once its broadcast is written (``Room._written``)."""
 
-    def __init__(self, name: str, log: list[str], clock: Clock, cost: float) -> None:
+    def __init__(
+        self, name: str, log: list[str], clock: Clock, cost: float, broadcasts: Broadcasts | None = None
+    ) -> None:
         self.name, self._log, self._clock, self._cost = name, log, clock, cost
+        self._broadcasts = broadcasts
         self.rest_ends = 0.0
 
     def flush(self) -> None:
         self._log.append(self.name)
         self._clock.now += self._cost
+        if self._broadcasts is not None:
+            self._broadcasts.rest(self, self._cost)
 
 
 async def _turns(log: list[str], count: int) -> None:
@@ -70,10 +76,10 @@ async def test_a_flush_over_the_budget_still_completes_and_the_rest_waits() -> N
     assert log == ["huge", "|", "small", "|"]
 
 
-async def test_a_room_whose_flush_took_long_rests_twice_as_long_before_its_next() -> None:
+async def test_a_room_whose_broadcast_took_long_rests_twice_as_long_before_its_next() -> None:
     clock, log = Clock(), list[str]()
     broadcasts = Broadcasts(budget=0.003, clock=clock)
-    hot = Flushing("hot", log, clock, cost=0.02)  # a thousand readers: 20 ms of writes
+    hot = Flushing("hot", log, clock, cost=0.02, broadcasts=broadcasts)  # a thousand readers: 20 ms of writes
     broadcasts.add(hot)
     await _turns(log, 1)
     assert hot.rest_ends == pytest.approx(0.02 + 2 * 0.02)  # its flush ended at 20 ms; 40 ms of rest
@@ -84,10 +90,10 @@ async def test_a_room_whose_flush_took_long_rests_twice_as_long_before_its_next(
     await eventually(lambda: _flushed_twice(log, "hot"))
 
 
-async def test_a_room_whose_flush_is_quick_never_rests() -> None:
+async def test_a_room_whose_broadcast_is_quick_never_rests() -> None:
     clock, log = Clock(), list[str]()
     broadcasts = Broadcasts(budget=0.003, clock=clock)
-    room = Flushing("room", log, clock, cost=0.0005)  # a few peers
+    room = Flushing("room", log, clock, cost=0.0005, broadcasts=broadcasts)  # a few peers
     for _ in range(3):
         broadcasts.add(room)
         await _turns(log, 1)
@@ -97,7 +103,7 @@ async def test_a_room_whose_flush_is_quick_never_rests() -> None:
 async def test_a_room_that_closes_while_it_rests_is_not_kept() -> None:
     clock, log = Clock(), list[str]()
     broadcasts = Broadcasts(budget=0.003, clock=clock)
-    hot = Flushing("hot", log, clock, cost=0.01)
+    hot = Flushing("hot", log, clock, cost=0.01, broadcasts=broadcasts)
     broadcasts.add(hot)
     await _turns(log, 1)
     gone = weakref.ref(hot)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 from pycrdt import Doc, Map, Text
 
+from collab_server import outbox
 from collab_server.errors import ProtocolError, StoreOverloaded
 from collab_server.origins import LOCAL, Replica
 from collab_server.protocol import (
@@ -21,7 +23,8 @@ from collab_server.protocol import (
     encode_update,
 )
 from tests.support.documents import append_text
-from tests.unit.fakes import doc_of, make_peer, make_room, settle
+from tests.support.eventually import eventually
+from tests.unit.fakes import RecordingSocket, doc_of, make_peer, make_room, settle
 
 
 def _text_of(updates: list[bytes]) -> str:
@@ -89,6 +92,35 @@ async def test_a_large_broadcast_is_not_copied_into_a_frame() -> None:
     await settle()
     assert [socket.written_frames for socket in readers] == [[None], [None]]
     assert readers[0].frames[0] is readers[1].frames[0]  # the payload itself, shared
+
+
+async def test_updates_arriving_while_a_broadcast_is_written_wait_for_it_and_go_out_merged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(outbox, "SLICE", 0.0)  # a slice of 32 peers a turn, however fast they are written
+    room, _ = make_room()
+    author, _ = make_peer(room)
+    readers = [make_peer(room)[1] for _ in range(640)]  # 20 turns of writing for each broadcast
+    client: Doc[Any] = Doc()
+    room.receive(author, encode_update(append_text(client, "a")))
+    for _ in range(100):  # turn by turn, until the first slice is written
+        if any(socket.frames for socket in readers):
+            break
+        await asyncio.sleep(0)
+    assert not all(socket.frames for socket in readers)  # the other readers' writes wait for coming turns
+    room.receive(author, encode_update(append_text(client, "b")))
+    await asyncio.sleep(0)
+    room.receive(author, encode_update(append_text(client, "c")))
+    await eventually(lambda: _have_two_messages(readers))
+    for socket in readers:
+        first, second = socket.messages()
+        assert isinstance(first, SyncUpdate) and isinstance(second, SyncUpdate)
+        assert _text_of([first.update]) == "a"
+        assert _text_of([first.update, second.update]) == "abc"  # b and c in one message, after a
+
+
+def _have_two_messages(sockets: list[RecordingSocket]) -> None:
+    assert all(len(socket.frames) == 2 for socket in sockets)
 
 
 async def test_updates_within_one_tick_are_merged_into_one_message() -> None:
