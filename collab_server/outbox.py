@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -41,18 +43,16 @@ class _Broadcast:
 
 class Outbox:
     """One room's broadcasts being written. ``on_written(seconds)`` is called each time everything sent has
-    been written, with the seconds the writes took (across turns)."""
+    been written, with the seconds the writes took (across turns), while its owner lives: the outbox holds
+    it weakly, so that a room and its outbox make no reference cycle (a room let go is freed at once, not
+    at the collector's next full pass: the soak's server grew twice as fast with the cycle)."""
 
-    __slots__ = ("_clock", "_handle", "_on_written", "_queue", "_schedule", "_spent")
+    __slots__ = ("_clock", "_handle", "_on_written", "_queue", "_spent")
 
     def __init__(
-        self,
-        on_written: Callable[[float], None],
-        schedule: Callable[[Callable[[], None]], asyncio.Handle],
-        clock: Callable[[], float] = time.perf_counter,
+        self, on_written: Callable[[float], None], clock: Callable[[], float] = time.perf_counter
     ) -> None:
-        self._on_written = on_written
-        self._schedule = schedule  # call_soon on the room's loop
+        self._on_written = weakref.WeakMethod(on_written) if inspect.ismethod(on_written) else lambda: on_written
         self._clock = clock
         self._queue: collections.deque[_Broadcast] = collections.deque()
         self._handle: asyncio.Handle | None = None
@@ -103,8 +103,10 @@ class Outbox:
                     broadcast.written = index
                     if index < count or len(queue) > 1:
                         self._spent += clock() - started
-                        self._handle = self._schedule(self._continue)
+                        self._handle = asyncio.get_running_loop().call_soon(self._continue)
                         return
             queue.popleft()
         spent, self._spent = self._spent + clock() - started, 0.0
-        self._on_written(spent)
+        on_written = self._on_written()
+        if on_written is not None:
+            on_written(spent)

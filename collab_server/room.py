@@ -128,7 +128,7 @@ class Room:
         self.rest_ends = 0.0  # kept by the broadcasts: a room whose broadcast took long waits before its next
         # Broadcasts being written, a slice of time per turn for a room of thousands (``outbox``); a flush due
         # meanwhile waits for them (``_flush_deferred``), its updates merging.
-        self._outbox = Outbox(self._written, self._call_soon)
+        self._outbox = Outbox(self._written)
         self._flush_deferred = False
         self._pending_awareness: dict[int, AwarenessEntry] = {}
         self._awareness_handle: asyncio.Handle | None = None

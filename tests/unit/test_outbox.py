@@ -31,7 +31,7 @@ class Reader:
 
 
 def _outbox(clock: Clock, written: list[float]) -> Outbox:
-    return Outbox(written.append, asyncio.get_running_loop().call_soon, clock=clock)
+    return Outbox(written.append, clock=clock)
 
 
 async def _turn() -> None:

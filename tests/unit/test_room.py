@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import weakref
 from typing import Any
 
 import pytest
@@ -121,6 +123,23 @@ async def test_updates_arriving_while_a_broadcast_is_written_wait_for_it_and_go_
 
 def _have_two_messages(sockets: list[RecordingSocket]) -> None:
     assert all(len(socket.frames) == 2 for socket in sockets)
+
+
+async def test_a_room_let_go_is_freed_at_once_not_by_the_cyclic_collector() -> None:
+    room, _ = make_room()
+    peer, _ = make_peer(room)
+    room.receive(peer, encode_update(append_text(Doc(), "hi")))
+    await settle()
+    room.remove(peer)  # its last peer left: the room is unloaded and let go
+    gone = weakref.ref(room)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        del room, peer
+        assert gone() is None  # no reference cycle keeps it (its outbox holds it weakly)
+    finally:
+        if collecting:
+            gc.enable()
 
 
 async def test_updates_within_one_tick_are_merged_into_one_message() -> None:
