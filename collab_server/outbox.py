@@ -47,7 +47,7 @@ class Outbox:
     it weakly, so that a room and its outbox make no reference cycle (a room let go is freed at once, not
     at the collector's next full pass: the soak's server grew twice as fast with the cycle)."""
 
-    __slots__ = ("_clock", "_handle", "_on_written", "_queue", "_spent")
+    __slots__ = ("_clock", "_handle", "_on_written", "_queue", "_spent", "_writing_now")
 
     def __init__(
         self, on_written: Callable[[float], None], clock: Callable[[], float] = time.perf_counter
@@ -57,6 +57,7 @@ class Outbox:
         self._queue: collections.deque[_Broadcast] = collections.deque()
         self._handle: asyncio.Handle | None = None
         self._spent = 0.0
+        self._writing_now = False  # inside _write: a send() from a peer's write (a close) only queues
 
     @property
     def writing(self) -> bool:
@@ -72,7 +73,7 @@ class Outbox:
                 peer.send(message, frame)
             return
         self._queue.append(_Broadcast(message, frame, peers))
-        if self._handle is None:
+        if self._handle is None and not self._writing_now:
             self._write(SLICE)
 
     def write_all(self) -> None:
@@ -87,6 +88,13 @@ class Outbox:
 
     def _write(self, budget: float) -> None:
         self._handle = None
+        self._writing_now = True
+        try:
+            self._write_some(budget)
+        finally:
+            self._writing_now = False
+
+    def _write_some(self, budget: float) -> None:
         clock = self._clock
         started = clock()
         until = started + budget

@@ -101,3 +101,22 @@ async def test_write_all_writes_everything_now() -> None:
     assert all(r.received == [b"m"] for r in readers)
     await _turn()  # the continuation it had scheduled was cancelled: nothing is written twice
     assert all(r.received == [b"m"] for r in readers) and len(written) == 1
+
+
+async def test_a_broadcast_sent_from_inside_a_write_follows_the_one_being_written() -> None:
+    clock, written = Clock(), list[float]()
+    outbox = _outbox(clock, written)
+
+    class Closing(Reader):
+        """A peer whose write makes the room broadcast (a slow peer closed: the others hear it left)."""
+
+        def send(self, message: bytes, frame: bytes | None = None) -> None:
+            super().send(message, frame)
+            if message == b"first":
+                outbox.send(b"it left", None, readers)
+
+    readers: tuple[Reader, ...] = (Closing(clock, cost=0.0), *(Reader(clock, cost=0.0) for _ in range(40)))
+    outbox.send(b"first", None, readers)
+    while outbox.writing:
+        await _turn()
+    assert all(r.received == [b"first", b"it left"] for r in readers)
