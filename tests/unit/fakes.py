@@ -95,3 +95,13 @@ def doc_of(room: Room) -> Doc[Any]:
     """The document of a room on an ``InProcessEngine`` (read it only: the engine owns it)."""
     assert isinstance(room.engine, InProcessEngine)
     return room.engine.documents.rooms[room.name].live()
+
+
+class ManualClock:
+    """A clock that moves only when a test moves it (``now``): give it where code takes a ``clock``."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

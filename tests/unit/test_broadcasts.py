@@ -10,14 +10,7 @@ import pytest
 
 from collab_server.broadcasts import Broadcasts
 from tests.support.eventually import eventually
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.fakes import ManualClock
 
 
 class Flushing:
@@ -25,7 +18,7 @@ class Flushing:
     them how long its writing took, as a room does once its broadcast is written (``Room._written``)."""
 
     def __init__(
-        self, name: str, log: list[str], clock: Clock, cost: float, broadcasts: Broadcasts | None = None
+        self, name: str, log: list[str], clock: ManualClock, cost: float, broadcasts: Broadcasts | None = None
     ) -> None:
         self.name, self._log, self._clock, self._cost = name, log, clock, cost
         self._broadcasts = broadcasts
@@ -46,7 +39,7 @@ async def _turns(log: list[str], count: int) -> None:
 
 
 async def test_rooms_are_flushed_in_order_a_budget_s_worth_per_turn() -> None:
-    clock, log = Clock(), list[str]()
+    clock, log = ManualClock(), list[str]()
     broadcasts = Broadcasts(budget=0.003, clock=clock)
     for name in "abcde":
         broadcasts.add(Flushing(name, log, clock, cost=0.002))  # two fit in a turn's 3 ms, not three
@@ -57,7 +50,7 @@ async def test_rooms_are_flushed_in_order_a_budget_s_worth_per_turn() -> None:
 
 
 async def test_a_turn_flushes_everything_due_within_the_budget_and_a_room_queued_later_the_next_turn() -> None:
-    clock, log = Clock(), list[str]()
+    clock, log = ManualClock(), list[str]()
     broadcasts = Broadcasts(budget=0.003, clock=clock)
     for name in "abc":
         broadcasts.add(Flushing(name, log, clock, cost=0.0001))
@@ -68,7 +61,7 @@ async def test_a_turn_flushes_everything_due_within_the_budget_and_a_room_queued
 
 
 async def test_a_flush_over_the_budget_still_completes_and_the_rest_waits() -> None:
-    clock, log = Clock(), list[str]()
+    clock, log = ManualClock(), list[str]()
     broadcasts = Broadcasts(budget=0.003, clock=clock)
     broadcasts.add(Flushing("huge", log, clock, cost=0.05))
     broadcasts.add(Flushing("small", log, clock, cost=0.0001))
@@ -77,7 +70,7 @@ async def test_a_flush_over_the_budget_still_completes_and_the_rest_waits() -> N
 
 
 async def test_a_room_whose_broadcast_took_long_rests_twice_as_long_before_its_next() -> None:
-    clock, log = Clock(), list[str]()
+    clock, log = ManualClock(), list[str]()
     broadcasts = Broadcasts(budget=0.003, clock=clock)
     hot = Flushing("hot", log, clock, cost=0.02, broadcasts=broadcasts)  # a thousand readers: 20 ms of writes
     broadcasts.add(hot)
@@ -91,7 +84,7 @@ async def test_a_room_whose_broadcast_took_long_rests_twice_as_long_before_its_n
 
 
 async def test_a_room_whose_broadcast_is_quick_never_rests() -> None:
-    clock, log = Clock(), list[str]()
+    clock, log = ManualClock(), list[str]()
     broadcasts = Broadcasts(budget=0.003, clock=clock)
     room = Flushing("room", log, clock, cost=0.0005, broadcasts=broadcasts)  # a few peers
     for _ in range(3):
@@ -101,7 +94,7 @@ async def test_a_room_whose_broadcast_is_quick_never_rests() -> None:
 
 
 async def test_a_room_that_closes_while_it_rests_is_not_kept() -> None:
-    clock, log = Clock(), list[str]()
+    clock, log = ManualClock(), list[str]()
     broadcasts = Broadcasts(budget=0.003, clock=clock)
     hot = Flushing("hot", log, clock, cost=0.01, broadcasts=broadcasts)
     broadcasts.add(hot)

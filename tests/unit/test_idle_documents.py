@@ -20,14 +20,7 @@ from tests.support.documents import append_text, typing_updates
 from tests.support.eventually import eventually
 from tests.support.hostile import PARTIAL
 from tests.support.pools import apply_all, running_pool
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.fakes import ManualClock
 
 
 def _cooled(documents: Documents, room: str) -> bool:
@@ -41,7 +34,7 @@ def _text(update: bytes, name: str = "text") -> str:
 
 
 def test_only_rooms_idle_long_enough_are_cooled_least_recently_updated_first() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     documents = Documents(clock)
     _, updates = typing_updates(3)
     for room in ("a", "b", "c"):
@@ -275,7 +268,7 @@ async def test_a_request_that_arrives_while_its_worker_cools_a_large_room_is_not
 
 
 def test_the_pool_expects_a_cooling_under_way_from_a_worker_s_large_idle_rooms() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     watch = CoolingWatch(60, clock)
     watch.loaded("board", 3 * LARGE_TO_COOL, clock.now)
     watch.loaded("other board", 2 * LARGE_TO_COOL, clock.now)
@@ -296,7 +289,7 @@ def test_the_pool_expects_a_cooling_under_way_from_a_worker_s_large_idle_rooms()
 
 
 def test_the_pool_expects_a_rebuild_where_no_update_was_sent_for_the_idle_time() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     watch = CoolingWatch(60, clock)
     watch.loaded("a", 1000, clock.now)
     watch.loaded("b", 50, clock.now)
@@ -436,7 +429,7 @@ def test_clients_syncing_from_a_cooled_room_together_share_one_decompression(mon
     """A class joining a cooled board, or a reconnect storm: every client syncs from the room's snapshot, which
     is decompressed once for all of them, kept while it is in use, and let go once it has not been for a while;
     the first update then rebuilds the room from the bytes already decompressed."""
-    clock = Clock()
+    clock = ManualClock(1000.0)
     documents = Documents(clock)
     writer, board = _many_keys(5_000)
     documents.load("board", board, [])
@@ -470,7 +463,7 @@ def test_clients_syncing_from_a_cooled_room_together_share_one_decompression(mon
 
 
 def test_a_room_cooled_again_never_answers_from_the_snapshot_kept_before() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     documents = Documents(clock)
     writer, board = _many_keys(100)
     documents.load("board", board, [])

@@ -8,20 +8,13 @@ import pytest
 
 from collab_server import outbox as outbox_module
 from collab_server.outbox import Outbox
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.fakes import ManualClock
 
 
 class Reader:
     """A peer whose every write takes ``cost`` seconds of the clock."""
 
-    def __init__(self, clock: Clock, cost: float) -> None:
+    def __init__(self, clock: ManualClock, cost: float) -> None:
         self.clock, self.cost = clock, cost
         self.received: list[bytes] = []
 
@@ -30,7 +23,7 @@ class Reader:
         self.clock.now += self.cost
 
 
-def _outbox(clock: Clock, written: list[float]) -> Outbox:
+def _outbox(clock: ManualClock, written: list[float]) -> Outbox:
     return Outbox(written.append, clock=clock)
 
 
@@ -39,7 +32,7 @@ async def _turn() -> None:
 
 
 async def test_a_broadcast_to_many_peers_is_written_a_slice_per_turn() -> None:
-    clock, written = Clock(), list[float]()
+    clock, written = ManualClock(), list[float]()
     outbox = _outbox(clock, written)
     readers = tuple(Reader(clock, cost=0.0001) for _ in range(100))  # 10 ms of writes in all
     outbox.send(b"m", None, readers)
@@ -55,7 +48,7 @@ async def test_a_broadcast_to_many_peers_is_written_a_slice_per_turn() -> None:
 
 
 async def test_broadcasts_sent_while_one_is_written_follow_it_in_order() -> None:
-    clock, written = Clock(), list[float]()
+    clock, written = ManualClock(), list[float]()
     outbox = _outbox(clock, written)
     readers = tuple(Reader(clock, cost=0.0001) for _ in range(70))
     outbox.send(b"first", None, readers)
@@ -70,7 +63,7 @@ async def test_broadcasts_sent_while_one_is_written_follow_it_in_order() -> None
 
 
 async def test_a_broadcast_to_a_few_peers_is_written_at_once_and_never_makes_a_rest() -> None:
-    clock, written = Clock(), list[float]()
+    clock, written = ManualClock(), list[float]()
     outbox = _outbox(clock, written)
     readers = tuple(Reader(clock, cost=0.001) for _ in range(4))
     outbox.send(b"m", b"framed", readers)
@@ -80,7 +73,7 @@ async def test_a_broadcast_to_a_few_peers_is_written_at_once_and_never_makes_a_r
 
 
 async def test_a_broadcast_to_a_few_peers_still_waits_for_the_one_being_written() -> None:
-    clock, written = Clock(), list[float]()
+    clock, written = ManualClock(), list[float]()
     outbox = _outbox(clock, written)
     readers = tuple(Reader(clock, cost=0.0001) for _ in range(100))
     outbox.send(b"first", None, readers)
@@ -92,7 +85,7 @@ async def test_a_broadcast_to_a_few_peers_still_waits_for_the_one_being_written(
 
 
 async def test_write_all_writes_everything_now() -> None:
-    clock, written = Clock(), list[float]()
+    clock, written = ManualClock(), list[float]()
     outbox = _outbox(clock, written)
     readers = tuple(Reader(clock, cost=0.0001) for _ in range(100))
     outbox.send(b"m", None, readers)
@@ -104,7 +97,7 @@ async def test_write_all_writes_everything_now() -> None:
 
 
 async def test_a_broadcast_sent_from_inside_a_write_follows_the_one_being_written() -> None:
-    clock, written = Clock(), list[float]()
+    clock, written = ManualClock(), list[float]()
     outbox = _outbox(clock, written)
 
     class Closing(Reader):
