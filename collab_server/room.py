@@ -302,6 +302,11 @@ class Room:
 
     def _flush_awareness(self) -> None:
         self._awareness_handle = None
+        if self._outbox.writing:
+            # The entries wait, newest per client, for the broadcast being written (``_written``): queued
+            # behind it one relay per turn, a room of thousands would pile up broadcasts faster than they
+            # are written.
+            return
         pending, self._pending_awareness = self._pending_awareness, {}
         if pending:
             self._send_to_all(encode_awareness_message(list(pending.values())))
@@ -383,6 +388,8 @@ class Room:
         if self._flush_deferred:
             self._flush_deferred = False
             self._broadcasts.add(self)
+        if self._pending_awareness and self._awareness_handle is None:
+            self._awareness_handle = self._call_soon(self._flush_awareness)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -393,9 +400,10 @@ class Room:
         """Broadcast what is pending and stop (the room is being unloaded)."""
         self._outbox.write_all()
         self.flush()
+        self._outbox.write_all()
         if self._awareness_handle is not None:
             self._awareness_handle.cancel()
-            self._flush_awareness()
+        self._flush_awareness()
         self._outbox.write_all()
         self.closed = True
         for task in self._tasks:

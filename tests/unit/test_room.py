@@ -291,6 +291,28 @@ async def test_awareness_of_one_tick_reaches_each_peer_as_one_message() -> None:
     assert len(sink.awareness) == 21  # other replicas still get every message
 
 
+async def test_awareness_arriving_while_a_broadcast_is_written_waits_for_it_newest_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(outbox, "SLICE", 0.0)  # a slice of 32 peers a turn
+    room, _ = make_room()
+    author, _ = make_peer(room)
+    readers = [make_peer(room)[1] for _ in range(640)]  # 20 turns of writing for each broadcast
+    room.receive(author, encode_update(append_text(Doc(), "a")))
+    for _ in range(100):  # turn by turn, until the first slice is written
+        if any(socket.frames for socket in readers):
+            break
+        await asyncio.sleep(0)
+    for clock in (1, 2, 3):  # a cursor moving, one relay a turn
+        room.receive(author, encode_awareness_message([AwarenessEntry(7, clock, json.dumps({"x": clock}))]))
+        await asyncio.sleep(0)
+    await eventually(lambda: _have_two_messages(readers))
+    for socket in readers:
+        update, awareness = socket.messages()
+        assert isinstance(update, SyncUpdate) and isinstance(awareness, AwarenessMessage)
+        assert [entry.clock for entry in decode_awareness(awareness.update)] == [3]  # the newest, once
+
+
 async def test_closing_a_peer_removes_its_awareness_for_the_others() -> None:
     room, sink = make_room()
     leaving, _ = make_peer(room)
